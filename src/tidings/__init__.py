@@ -1,0 +1,57 @@
+"""tidings: domain events that are never lost, never phantom, never applied twice.
+
+Start with ``tidings.connect("sqlite:///shop.db")``; see the README for the tour.
+"""
+
+from tidings.application.bus import HandlerFailure, InMemoryBus
+from tidings.application.unit_of_work import UnitOfWork
+from tidings.domain.aggregate import Aggregate
+from tidings.domain.events import DomainEvent
+from tidings.domain.ids import UUID7Source, utc_now, uuid7
+from tidings.errors import (
+    ConcurrencyError,
+    ConfigurationError,
+    DecodeError,
+    DomainError,
+    SerializationError,
+    ServerUnavailableError,
+    StorageError,
+    TidingsError,
+    UnitOfWorkError,
+    UnknownEventTypeError,
+)
+from tidings.ports import ANY_VERSION, NO_STREAM
+from tidings.records import EventRecord
+from tidings.serialization.codec import JsonCodec
+from tidings.serialization.registry import EventRegistry
+from tidings.store import Store, connect
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ANY_VERSION",
+    "NO_STREAM",
+    "Aggregate",
+    "ConcurrencyError",
+    "ConfigurationError",
+    "DecodeError",
+    "DomainError",
+    "DomainEvent",
+    "EventRecord",
+    "EventRegistry",
+    "HandlerFailure",
+    "InMemoryBus",
+    "JsonCodec",
+    "SerializationError",
+    "ServerUnavailableError",
+    "StorageError",
+    "Store",
+    "TidingsError",
+    "UUID7Source",
+    "UnitOfWork",
+    "UnitOfWorkError",
+    "UnknownEventTypeError",
+    "connect",
+    "utc_now",
+    "uuid7",
+]

@@ -1,0 +1,136 @@
+"""The in-memory backend: the reference adapter, and fast unit tests.
+
+One re-entrant lock serialises transactions; every write keeps an undo entry so a
+rollback restores exactly what was there, like the SQL backends do.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import replace
+
+from tidings.errors import ConcurrencyError, ConfigurationError, UnitOfWorkError
+from tidings.ports import ANY_VERSION, Params
+from tidings.records import EventRecord
+
+
+class MemoryTransaction:
+    """A transaction of the memory backend: undo entries and after-commit callbacks."""
+
+    def __init__(self) -> None:
+        self._undo: list[Callable[[], None]] = []
+        self._after: list[Callable[[], None]] = []
+
+    @property
+    def connection(self) -> None:
+        """The memory backend has no driver connection."""
+        return None
+
+    def execute(self, sql: str, params: Params = ()) -> None:
+        """The memory backend runs no SQL."""
+        raise ConfigurationError(
+            "the memory backend has no SQL: keep your state in Python objects, or connect to "
+            "sqlite:///file.db or postgresql://... to write your own tables"
+        )
+
+    def on_commit(self, callback: Callable[[], None]) -> None:
+        """Run ``callback`` after commit."""
+        self._after.append(callback)
+
+    def on_rollback(self, undo: Callable[[], None]) -> None:
+        """Run ``undo`` if the transaction rolls back (newest first)."""
+        self._undo.append(undo)
+
+
+class MemoryDatabase:
+    """Transactions over Python objects, one at a time."""
+
+    dialect = "memory"
+
+    def __init__(self) -> None:
+        self.lock = threading.RLock()
+        self._open = threading.local()
+
+    @contextmanager
+    def transaction(self) -> Iterator[MemoryTransaction]:
+        """Hold the lock for the whole transaction; undo everything on an exception."""
+        if getattr(self._open, "tx", None) is not None:
+            raise UnitOfWorkError(
+                "a transaction is already open on this thread: finish it before opening another"
+            )
+        with self.lock:
+            tx = MemoryTransaction()
+            self._open.tx = tx
+            try:
+                yield tx
+            except BaseException:
+                for undo in reversed(tx._undo):
+                    undo()
+                raise
+            finally:
+                self._open.tx = None
+        for callback in tx._after:
+            callback()
+
+    def create_schema(self) -> None:
+        """Nothing to create."""
+
+    def describe(self) -> str:
+        """Name the backend."""
+        return "the in-memory store"
+
+    def close(self) -> None:
+        """Nothing to release."""
+
+
+class MemoryEventStore:
+    """The reference event store: a list of records and a version per stream."""
+
+    def __init__(self, database: MemoryDatabase) -> None:
+        self._db = database
+        self._log: list[EventRecord] = []
+        self._streams: dict[str, list[EventRecord]] = {}
+
+    def append(
+        self, tx: MemoryTransaction, records: Sequence[EventRecord], expected_version: int
+    ) -> list[EventRecord]:
+        """Append one stream's records, or raise ``ConcurrencyError`` and keep nothing."""
+        if not records:
+            return []
+        stream_id = records[0].stream_id
+        stream = self._streams.setdefault(stream_id, [])
+        actual = len(stream)
+        if expected_version != ANY_VERSION and expected_version != actual:
+            raise ConcurrencyError(stream_id, expected_version, actual)
+        stored = [
+            replace(record, version=actual + i, position=len(self._log) + i)
+            for i, record in enumerate(records, start=1)
+        ]
+        self._log.extend(stored)
+        stream.extend(stored)
+        count = len(stored)
+
+        def undo() -> None:
+            del self._log[-count:]
+            del stream[-count:]
+
+        tx.on_rollback(undo)
+        return stored
+
+    def stream_version(self, stream_id: str) -> int:
+        """Version of the stream's last event (0 when it has none)."""
+        with self._db.lock:
+            return len(self._streams.get(stream_id, ()))
+
+    def read_stream(self, stream_id: str, from_version: int = 1) -> Iterator[EventRecord]:
+        """Records of one stream from ``from_version`` on."""
+        with self._db.lock:
+            records = list(self._streams.get(stream_id, ())[max(from_version, 1) - 1 :])
+        yield from records
+
+    def read_all(self, after_position: int = 0, limit: int = 1000) -> list[EventRecord]:
+        """Records after ``after_position``, oldest first."""
+        with self._db.lock:
+            return self._log[after_position : after_position + limit]

@@ -1,0 +1,194 @@
+"""PostgresDatabase: psycopg 3 with a connection pool, errors mapped at the boundary."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from tidings.adapters.sql import (
+    CORE_SCHEMA_VERSION,
+    identifier,
+    schema_text,
+    schema_too_new,
+    split_statements,
+    table_prefix,
+)
+from tidings.errors import ConfigurationError, ServerUnavailableError, StorageError
+from tidings.ports import Params
+
+try:
+    import psycopg
+    from psycopg import conninfo
+    from psycopg_pool import ConnectionPool, PoolTimeout
+except ImportError as missing:  # pragma: no cover - depends on the installed extras
+    raise ConfigurationError(
+        "PostgreSQL support needs the postgres extra: pip install 'tidings[postgres]'"
+    ) from missing
+
+START_HINT = (
+    "is the server running? On a Debian machine: "
+    "pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start"
+)
+
+
+def storage_error(exc: Exception, doing: str, where: str) -> StorageError:
+    """Translate a psycopg or pool error into ours."""
+    if isinstance(exc, psycopg.OperationalError | PoolTimeout):
+        return ServerUnavailableError(f"cannot reach {where} while {doing}: {exc} ({START_HINT})")
+    if isinstance(exc, psycopg.errors.IntegrityError):
+        return StorageError(
+            f"{where} refused the write while {doing}: {exc} (a constraint was violated; the "
+            "whole transaction was rolled back)"
+        )
+    return StorageError(f"{where} failed while {doing}: {exc}")
+
+
+class PostgresTransaction:
+    """An open transaction on one pooled connection."""
+
+    def __init__(self, conn: psycopg.Connection[Any], where: str) -> None:
+        self._conn = conn
+        self._where = where
+        self._after: list[Callable[[], None]] = []
+
+    @property
+    def connection(self) -> psycopg.Connection[Any]:
+        """The ``psycopg.Connection`` the transaction runs on."""
+        return self._conn
+
+    def execute(self, sql: str, params: Params = ()) -> psycopg.Cursor[Any]:
+        """Run one statement; psycopg errors arrive as ``StorageError``."""
+        try:
+            return self._conn.execute(sql, params)  # type: ignore[arg-type]
+        except psycopg.Error as exc:
+            raise storage_error(exc, "running your statement", self._where) from exc
+
+    def on_commit(self, callback: Callable[[], None]) -> None:
+        """Run ``callback`` after the commit."""
+        self._after.append(callback)
+
+
+class PostgresDatabase:
+    """A PostgreSQL database reached through a ``psycopg_pool.ConnectionPool``.
+
+    Pooled connections are in autocommit mode; every write opens an explicit transaction,
+    and plain reads run as single statements (each one a consistent snapshot).
+    """
+
+    dialect = "postgresql"
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        schema: str = "public",
+        prefix: str = "tidings_",
+        pool_min: int = 1,
+        pool_max: int = 8,
+        connect_timeout: float = 5.0,
+    ) -> None:
+        self.schema = identifier(schema, "PostgreSQL schema")
+        self.prefix = table_prefix(prefix)
+        self.tables = {
+            name: f"{self.schema}.{self.prefix}{name}" for name in ("schema_version", "events")
+        }
+        try:
+            params = conninfo.conninfo_to_dict(url)
+        except psycopg.ProgrammingError as exc:
+            raise ConfigurationError(f"not a PostgreSQL URL: {exc}") from exc
+        params.pop("password", None)
+        self._where = "PostgreSQL {user}@{host}:{port}/{dbname}".format_map(
+            {"user": "", "host": "localhost", "port": 5432, "dbname": "", **params}
+        )
+        self._pool = ConnectionPool(
+            url,
+            min_size=pool_min,
+            max_size=pool_max,
+            kwargs={"autocommit": True, "connect_timeout": max(1, int(connect_timeout))},
+            timeout=connect_timeout,
+            open=False,
+            name=f"tidings-{self.schema}-{self.prefix}",
+        )
+        try:
+            self._pool.open(wait=True, timeout=connect_timeout)
+        except PoolTimeout as exc:
+            self._pool.close()
+            raise ServerUnavailableError(
+                f"cannot connect to {self._where} within {connect_timeout} s ({START_HINT})"
+            ) from exc
+
+    @contextmanager
+    def connection(self) -> Iterator[psycopg.Connection[Any]]:
+        """Borrow a pooled connection (autocommit) for reads or a listener."""
+        try:
+            with self._pool.connection() as conn:
+                yield conn
+        except (psycopg.Error, PoolTimeout) as exc:
+            raise storage_error(exc, "reading", self._where) from exc
+
+    @contextmanager
+    def transaction(self) -> Iterator[PostgresTransaction]:
+        """A write transaction on one pooled connection; driver errors become ours."""
+        try:
+            with self._pool.connection() as conn, conn.transaction():
+                tx = PostgresTransaction(conn, self._where)
+                yield tx
+        except (psycopg.Error, PoolTimeout) as exc:
+            raise storage_error(exc, "writing", self._where) from exc
+        for callback in tx._after:
+            callback()
+
+    def query(self, sql: str, params: Params = ()) -> list[Any]:
+        """Run one read statement and return its rows."""
+        with self.connection() as conn:
+            try:
+                return conn.execute(sql, params).fetchall()  # type: ignore[arg-type]
+            except psycopg.Error as exc:
+                raise storage_error(exc, "reading", self._where) from exc
+
+    def create_schema(self) -> None:
+        """Create the schema and core tables if missing (idempotent, safe to race)."""
+        with self.transaction() as tx:
+            # Two processes starting at once must not both run the DDL.
+            tx.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"tidings:{self.tables}",))
+            found = None
+            if tx.execute("SELECT to_regclass(%s)", (self.tables["schema_version"],)).fetchone()[0]:
+                row = tx.execute(
+                    f"SELECT version FROM {self.tables['schema_version']} WHERE component = 'core'"
+                ).fetchone()
+                found = None if row is None else int(row[0])
+            if found is None:
+                for statement in split_statements(self.schema_sql()):
+                    tx.execute(statement)
+                tx.execute(
+                    f"INSERT INTO {self.tables['schema_version']} (component, version) "
+                    "VALUES ('core', %s)",
+                    (CORE_SCHEMA_VERSION,),
+                )
+            elif found > CORE_SCHEMA_VERSION:
+                raise schema_too_new(found, self.describe())
+
+    def schema_sql(self) -> str:
+        """The DDL this database runs, for teams that apply their own migrations."""
+        return postgres_schema(self.schema, self.prefix)
+
+    def describe(self) -> str:
+        """User, host, port and database name (never the password)."""
+        return self._where
+
+    def close(self) -> None:
+        """Close the pool."""
+        self._pool.close()
+
+
+def postgres_schema(schema: str = "public", prefix: str = "tidings_") -> str:
+    """The PostgreSQL DDL for a schema and table prefix."""
+    schema = identifier(schema, "PostgreSQL schema")
+    prefix = table_prefix(prefix)
+    return schema_text(
+        "tidings.adapters.postgres",
+        schema=schema,
+        schema_version=f"{schema}.{prefix}schema_version",
+        events=f"{schema}.{prefix}events",
+    )

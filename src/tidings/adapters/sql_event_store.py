@@ -1,0 +1,118 @@
+"""The event store logic both SQL backends share; each supplies its dialect's pieces."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import replace
+from typing import Any
+
+from tidings.errors import ConcurrencyError, DecodeError
+from tidings.ports import ANY_VERSION, Params, Transaction
+from tidings.records import EventRecord
+
+PAGE = 1000
+COLUMNS = (
+    "position, event_id, stream_id, version, event_type, schema_version, occurred_at, data, "
+    "metadata"
+)
+
+
+class SqlEventStore:
+    """Append with an optimistic version check; read streams and the log in pages.
+
+    Subclasses set ``mark`` (the driver's placeholder), ``select`` (the column list as the
+    dialect must read it) and implement ``_query``, ``_current_version`` and ``_insert``.
+    """
+
+    mark = "?"
+    select = COLUMNS
+
+    def __init__(self, table: str, where: str) -> None:
+        self.table = table
+        self.where = where  # names the table in error messages
+
+    def append(
+        self, tx: Transaction, records: Sequence[EventRecord], expected_version: int
+    ) -> list[EventRecord]:
+        """Append one stream's records after checking the stream is at ``expected_version``."""
+        if not records:
+            return []
+        stream_id = records[0].stream_id
+        actual = self._current_version(tx, stream_id)
+        if expected_version not in (ANY_VERSION, actual):
+            raise ConcurrencyError(stream_id, expected_version, actual)
+        if expected_version == ANY_VERSION or records[0].version != actual + 1:
+            records = [replace(r, version=actual + i) for i, r in enumerate(records, start=1)]
+        positions = self._insert(tx, records)
+        if positions is None:  # a concurrent writer won the race after our check
+            raise ConcurrencyError(stream_id, actual, self._current_version(tx, stream_id))
+        return [replace(r, position=p) for r, p in zip(records, positions, strict=True)]
+
+    def stream_version(self, stream_id: str) -> int:
+        """Version of the stream's last committed event (0 when it has none)."""
+        m = self.mark
+        rows = self._query(
+            f"SELECT coalesce(max(version), 0) FROM {self.table} WHERE stream_id = {m}",
+            (stream_id,),
+        )
+        return int(rows[0][0])
+
+    def read_stream(self, stream_id: str, from_version: int = 1) -> Iterator[EventRecord]:
+        """Records of one stream in version order, fetched a page at a time."""
+        m = self.mark
+        sql = (
+            f"SELECT {self.select} FROM {self.table} WHERE stream_id = {m} AND version >= {m} "
+            f"ORDER BY version LIMIT {PAGE}"
+        )
+        version = max(from_version, 1)
+        while True:
+            rows = self._query(sql, (stream_id, version))
+            for row in rows:
+                yield self._record(row)
+            if len(rows) < PAGE:
+                return
+            version = int(rows[-1][3]) + 1
+
+    def read_all(self, after_position: int = 0, limit: int = 1000) -> list[EventRecord]:
+        """Up to ``limit`` records after ``after_position``, in position order."""
+        m = self.mark
+        rows = self._query(
+            f"SELECT {self.select} FROM {self.table} WHERE position > {m} "
+            f"ORDER BY position LIMIT {m}",
+            (after_position, limit),
+        )
+        return [self._record(row) for row in rows]
+
+    def _record(self, row: Sequence[Any]) -> EventRecord:
+        data, metadata = row[7], row[8]
+        try:
+            occurred_at = self._time(row[6])
+        except (TypeError, ValueError) as exc:
+            raise DecodeError(
+                f"occurred_at {row[6]!r} of the event at position {row[0]} in {self.where} "
+                f"(table {self.table}) is not an ISO 8601 timestamp; the row is corrupt"
+            ) from exc
+        return EventRecord(
+            position=row[0],
+            event_id=row[1],
+            stream_id=row[2],
+            version=row[3],
+            event_type=row[4],
+            schema_version=row[5],
+            occurred_at=occurred_at,
+            data=data.encode() if isinstance(data, str) else data,
+            metadata=metadata.encode() if isinstance(metadata, str) else metadata,
+        )
+
+    def _time(self, value: Any) -> Any:
+        return value
+
+    def _query(self, sql: str, params: Params) -> list[Any]:
+        raise NotImplementedError
+
+    def _current_version(self, tx: Transaction, stream_id: str) -> int:
+        raise NotImplementedError
+
+    def _insert(self, tx: Transaction, records: Sequence[EventRecord]) -> list[int] | None:
+        """Insert and return the positions, or None when the stream's versions were taken."""
+        raise NotImplementedError

@@ -1,0 +1,214 @@
+"""SqliteDatabase: WAL, FULL sync by default, one connection per thread, BEGIN IMMEDIATE."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from tidings.adapters.sql import (
+    CORE_SCHEMA_VERSION,
+    schema_text,
+    schema_too_new,
+    split_statements,
+    table_prefix,
+)
+from tidings.errors import ConfigurationError, StorageError, UnitOfWorkError
+from tidings.ports import Params
+
+SYNCHRONOUS_MODES = ("FULL", "EXTRA", "NORMAL")
+
+
+def storage_error(exc: sqlite3.Error, doing: str) -> StorageError:
+    """Translate a sqlite3 error into ours, with what to do about the common ones."""
+    text = str(exc)
+    if "locked" in text or "busy" in text:
+        hint = "another process held the write lock past the busy timeout; raise busy_timeout"
+    elif isinstance(exc, sqlite3.IntegrityError):
+        hint = "a constraint of the table refused the write; nothing of the transaction was kept"
+    else:
+        hint = "see the chained sqlite3 error"
+    return StorageError(f"SQLite failed while {doing}: {text} ({hint})")
+
+
+class SqliteTransaction:
+    """An open ``BEGIN IMMEDIATE`` transaction on this thread's connection."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self._conn = conn
+        self._after: list[Callable[[], None]] = []
+
+    @property
+    def connection(self) -> sqlite3.Connection:
+        """The ``sqlite3.Connection`` the transaction runs on."""
+        return self._conn
+
+    def execute(self, sql: str, params: Params = ()) -> sqlite3.Cursor:
+        """Run one statement; sqlite3 errors arrive as ``StorageError``."""
+        try:
+            return self._conn.execute(sql, params)
+        except sqlite3.Error as exc:
+            raise storage_error(exc, "running your statement") from exc
+
+    def on_commit(self, callback: Callable[[], None]) -> None:
+        """Run ``callback`` after the commit."""
+        self._after.append(callback)
+
+
+class SqliteDatabase:
+    """An SQLite file in WAL mode, safe to share across threads.
+
+    Each thread gets its own connection. Writers take the write lock at ``BEGIN
+    IMMEDIATE`` (waiting up to ``busy_timeout_ms``), so a transaction never fails late on
+    a lock upgrade. ``synchronous`` is FULL by default: a committed transaction survives a
+    power cut; NORMAL is faster and may lose the last commits on power loss, so it is an
+    explicit opt-in.
+    """
+
+    dialect = "sqlite"
+
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        prefix: str = "tidings_",
+        synchronous: str = "FULL",
+        busy_timeout_ms: int = 10_000,
+    ) -> None:
+        self.path = Path(path)
+        if str(path) in ("", ":memory:"):
+            raise ConfigurationError(
+                "SQLite needs a file path (each connection to :memory: is a separate empty "
+                "database); use memory:// for an in-process store"
+            )
+        mode = synchronous.upper()
+        if mode not in SYNCHRONOUS_MODES:
+            raise ConfigurationError(
+                f"synchronous={synchronous!r} is not one of {', '.join(SYNCHRONOUS_MODES)}"
+            )
+        self.prefix = table_prefix(prefix)
+        self.synchronous = mode
+        self.busy_timeout_ms = busy_timeout_ms
+        self.tables = {name: f"{self.prefix}{name}" for name in ("schema_version", "events")}
+        self._local = threading.local()
+        self._all: list[sqlite3.Connection] = []
+        self._lock = threading.Lock()
+
+    def connection(self) -> sqlite3.Connection:
+        """This thread's connection, opened and configured on first use."""
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = self._open()
+            self._local.conn = conn
+            with self._lock:
+                self._all.append(conn)
+        return conn
+
+    def _open(self) -> sqlite3.Connection:
+        try:
+            conn = sqlite3.connect(
+                self.path,
+                isolation_level=None,  # we issue BEGIN/COMMIT ourselves
+                check_same_thread=False,  # one per thread; close() may run on another
+                timeout=self.busy_timeout_ms / 1000,
+            )
+            conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout_ms)}")
+            mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            conn.execute(f"PRAGMA synchronous = {self.synchronous}")
+            conn.execute("PRAGMA foreign_keys = ON")
+        except sqlite3.Error as exc:
+            raise StorageError(
+                f"cannot open SQLite database {self.path}: {exc} (check that the folder "
+                "exists and is writable)"
+            ) from exc
+        if str(mode).lower() != "wal":
+            raise ConfigurationError(f"{self.path} cannot use WAL mode (got {mode!r})")
+        return conn
+
+    @contextmanager
+    def transaction(self) -> Iterator[SqliteTransaction]:
+        """A write transaction: BEGIN IMMEDIATE, COMMIT on success, ROLLBACK on error."""
+        conn = self.connection()
+        if conn.in_transaction:
+            raise UnitOfWorkError(
+                "a transaction is already open on this thread's SQLite connection: finish it "
+                "before opening another unit of work"
+            )
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as exc:
+            raise storage_error(exc, "starting a write transaction") from exc
+        tx = SqliteTransaction(conn)
+        try:
+            yield tx
+        except BaseException:
+            conn.rollback()
+            raise
+        try:
+            conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            conn.rollback()
+            raise storage_error(exc, "committing") from exc
+        for callback in tx._after:
+            callback()
+
+    def query(self, sql: str, params: Params = ()) -> list[Any]:
+        """Run a read on this thread's connection (one statement: one consistent snapshot)."""
+        try:
+            return self.connection().execute(sql, params).fetchall()
+        except sqlite3.Error as exc:
+            raise storage_error(exc, "reading") from exc
+
+    def create_schema(self) -> None:
+        """Create the core tables if missing and record their version (idempotent)."""
+        with self.transaction() as tx:
+            found = self._schema_version(tx.connection)
+            if found is None:
+                for statement in split_statements(self.schema_sql()):
+                    tx.execute(statement)
+                tx.execute(
+                    f"INSERT INTO {self.tables['schema_version']} (component, version) "
+                    "VALUES ('core', ?)",
+                    (CORE_SCHEMA_VERSION,),
+                )
+            elif found > CORE_SCHEMA_VERSION:
+                raise schema_too_new(found, self.describe())
+
+    def _schema_version(self, conn: sqlite3.Connection) -> int | None:
+        table = self.tables["schema_version"]
+        exists = conn.execute(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (table,)
+        ).fetchone()
+        if not exists:
+            return None
+        row = conn.execute(f"SELECT version FROM {table} WHERE component = 'core'").fetchone()
+        return None if row is None else int(row[0])
+
+    def schema_sql(self) -> str:
+        """The DDL this database runs, for teams that apply their own migrations."""
+        return sqlite_schema(self.prefix)
+
+    def describe(self) -> str:
+        """The file path."""
+        return f"SQLite database {self.path}"
+
+    def close(self) -> None:
+        """Close every thread's connection."""
+        with self._lock:
+            conns, self._all = self._all, []
+        for conn in conns:
+            conn.close()
+        self._local = threading.local()
+
+
+def sqlite_schema(prefix: str = "tidings_") -> str:
+    """The SQLite DDL for a table prefix."""
+    prefix = table_prefix(prefix)
+    return schema_text(
+        "tidings.adapters.sqlite",
+        schema_version=f"{prefix}schema_version",
+        events=f"{prefix}events",
+    )

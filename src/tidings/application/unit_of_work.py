@@ -1,0 +1,119 @@
+"""UnitOfWork: one transaction for state and events; publishing only after it commits."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from contextlib import AbstractContextManager
+from types import TracebackType
+from typing import Any, Self
+
+from tidings.domain.aggregate import Aggregate
+from tidings.domain.events import DomainEvent
+from tidings.errors import UnitOfWorkError
+from tidings.ports import Database, EventStore, EventWriter, Params, Publisher, Transaction
+from tidings.records import EventRecord
+from tidings.serialization.codec import JsonCodec
+
+
+class UnitOfWork:
+    """Use as ``with store.unit_of_work() as uow:``; the block is one transaction.
+
+    Inside, write your own state through ``uow.execute`` (or ``uow.connection``) and
+    ``uow.track(aggregate)`` every aggregate you changed. On a clean exit the pending
+    events of the tracked aggregates are written in the same transaction (event log, and
+    any extra writers such as an outbox), the transaction commits, and only then are the
+    events taken off the aggregates and handed to the publisher. On an exception, or a
+    failed commit, everything rolls back, nothing is published, and the events stay on
+    the aggregates so the caller can retry.
+    """
+
+    def __init__(
+        self,
+        database: Database,
+        event_store: EventStore,
+        codec: JsonCodec,
+        *,
+        publisher: Publisher | None = None,
+        writers: Sequence[EventWriter] = (),
+        metadata: bytes = b"{}",
+    ) -> None:
+        self._database = database
+        self._event_store = event_store
+        self._codec = codec
+        self._publisher = publisher
+        self._writers = tuple(writers)
+        self._metadata = metadata
+        self._tracked: dict[int, Aggregate] = {}
+        self._tx_context: AbstractContextManager[Transaction] | None = None
+        self._tx: Transaction | None = None
+        self._done = False
+        self.published: list[DomainEvent] = []
+        self.handler_failures: list[object] = []
+
+    def __enter__(self) -> Self:
+        if self._done or self._tx_context is not None:
+            raise UnitOfWorkError("a unit of work runs once: open a new one for the next change")
+        self._tx_context = self._database.transaction()
+        self._tx = self._tx_context.__enter__()
+        return self
+
+    @property
+    def transaction(self) -> Transaction:
+        """The open transaction (for adapters that write alongside, like a repository)."""
+        if self._tx is None or self._done:
+            raise UnitOfWorkError("the unit of work is not open: use it inside its with block")
+        return self._tx
+
+    @property
+    def connection(self) -> Any:
+        """The driver connection of the open transaction, for your own state."""
+        return self.transaction.connection
+
+    def execute(self, sql: str, params: Params = ()) -> Any:
+        """Run one SQL statement of yours in this transaction and return the cursor."""
+        return self.transaction.execute(sql, params)
+
+    def track(self, *aggregates: Aggregate) -> None:
+        """Save the pending events of these aggregates when the unit of work commits."""
+        self.transaction  # noqa: B018 - raises if the unit of work is not open
+        for aggregate in aggregates:
+            self._tracked.setdefault(id(aggregate), aggregate)
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        context, tx = self._tx_context, self._tx
+        self._tx_context, self._tx, self._done = None, None, True
+        if context is None or tx is None:
+            return
+        if exc_type is not None:
+            context.__exit__(exc_type, exc, tb)
+            return
+        try:
+            self._write_events(tx)
+        except BaseException as failure:
+            context.__exit__(type(failure), failure, failure.__traceback__)
+            raise
+        context.__exit__(None, None, None)  # commits; a failed commit raises here
+        self._publish()
+
+    def _write_events(self, tx: Transaction) -> None:
+        written: list[EventRecord] = []
+        for aggregate in self._tracked.values():
+            events = aggregate.pending_events
+            if not events:
+                continue
+            records = [self._codec.encode(event, self._metadata) for event in events]
+            written += self._event_store.append(tx, records, aggregate.stored_version)
+        if written:
+            for writer in self._writers:
+                writer.write(tx, written)
+
+    def _publish(self) -> None:
+        events = [event for agg in self._tracked.values() for event in agg.pull_events()]
+        self.published = events
+        if events and self._publisher is not None:
+            self.handler_failures = list(self._publisher.publish(events))

@@ -1,0 +1,73 @@
+"""``tidings``: run the demo, print the schema; later, the relay and the consumers."""
+
+from __future__ import annotations
+
+import enum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from tidings import __version__
+from tidings.errors import TidingsError
+
+app = typer.Typer(
+    help="tidings: domain events that are never lost, never phantom, never applied twice.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+class Dialect(enum.StrEnum):
+    """SQL dialects tidings can print its schema for."""
+
+    sqlite = "sqlite"
+    postgresql = "postgresql"
+
+
+@app.command()
+def demo(
+    db: Annotated[
+        Path | None,
+        typer.Option(help="SQLite file to create (must not exist); a new temporary file if unset."),
+    ] = None,
+) -> None:
+    """Play the shop example on an embedded SQLite file and tell what happens, in order."""
+    from tidings.cli.demo import run_demo
+
+    run_demo(db)
+
+
+@app.command()
+def schema(
+    dialect: Annotated[Dialect, typer.Option(help="Which database's DDL to print.")],
+    prefix: Annotated[str, typer.Option(help="Prefix of every table name.")] = "tidings_",
+    pg_schema: Annotated[
+        str, typer.Option("--schema", help="PostgreSQL schema that holds the tables.")
+    ] = "public",
+) -> None:
+    """Print the DDL tidings runs, for teams that apply their own migrations."""
+    if dialect is Dialect.sqlite:
+        from tidings.adapters.sqlite.database import sqlite_schema
+
+        typer.echo(sqlite_schema(prefix))
+    else:
+        from tidings.adapters.postgres.database import postgres_schema
+
+        typer.echo(postgres_schema(pg_schema, prefix))
+
+
+@app.command()
+def version() -> None:
+    """Print the installed tidings version."""
+    typer.echo(__version__)
+
+
+def main() -> None:
+    """Entry point: run the app, turning tidings errors into a message and exit code 2."""
+    try:
+        app()
+    except TidingsError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise SystemExit(2) from None

@@ -1,0 +1,10 @@
+"""The pure domain core: events, aggregates, and the injected clock and id source.
+
+Standard library only, no I/O: everything here can be tested without a database.
+"""
+
+from tidings.domain.aggregate import Aggregate
+from tidings.domain.events import DomainEvent
+from tidings.domain.ids import Clock, IdSource, UUID7Source, utc_now, uuid7
+
+__all__ = ["Aggregate", "Clock", "DomainEvent", "IdSource", "UUID7Source", "utc_now", "uuid7"]

@@ -1,0 +1,69 @@
+"""Every error tidings raises, in one tree.
+
+    TidingsError
+    ├── ConfigurationError        a URL, option or identifier that cannot work
+    ├── DomainError               a business rule refused a command (raised by user aggregates)
+    ├── ConcurrencyError          another writer changed the stream first; reload and retry
+    ├── SerializationError        an event could not be turned into or out of its stored form
+    │   ├── UnknownEventTypeError  no class is registered for a stored type and version
+    │   └── DecodeError            the stored bytes are not valid JSON or do not fit the class
+    ├── StorageError              the database failed (connection, disk, constraint); driver
+    │   │                         errors are chained as ``__cause__``
+    │   └── ServerUnavailableError the database server cannot be reached
+    └── UnitOfWorkError           the unit of work was used out of order (e.g. reused after exit)
+
+Adapters translate driver exceptions at their boundary (``raise ... from exc``) so callers
+never need to import ``sqlite3`` or ``psycopg`` to handle a failure.
+"""
+
+from __future__ import annotations
+
+
+class TidingsError(Exception):
+    """Base of every error raised by tidings."""
+
+
+class ConfigurationError(TidingsError):
+    """A URL, option or identifier given to tidings cannot work as given."""
+
+
+class DomainError(TidingsError):
+    """A business rule refused a command; aggregates raise subclasses of it."""
+
+
+class ConcurrencyError(TidingsError):
+    """Another writer appended to the stream first; nothing of this write was kept."""
+
+    def __init__(self, stream_id: str, expected_version: int, actual_version: int) -> None:
+        self.stream_id = stream_id
+        self.expected_version = expected_version
+        self.actual_version = actual_version
+        super().__init__(
+            f"stream {stream_id!r} is at version {actual_version}, but this write expected "
+            f"version {expected_version}: another writer changed it first. Nothing was "
+            "written; load the aggregate again (with its stored version) and retry the command."
+        )
+
+
+class SerializationError(TidingsError):
+    """An event could not be turned into, or read back from, its stored form."""
+
+
+class UnknownEventTypeError(SerializationError):
+    """A stored event names a type (or schema version) that no registered class matches."""
+
+
+class DecodeError(SerializationError):
+    """Stored event bytes are not valid JSON or do not match the registered class."""
+
+
+class StorageError(TidingsError):
+    """The database failed; the driver's exception is the ``__cause__``."""
+
+
+class ServerUnavailableError(StorageError):
+    """The database server could not be reached."""
+
+
+class UnitOfWorkError(TidingsError):
+    """A unit of work was used outside its ``with`` block or after it ended."""

@@ -1,0 +1,1 @@
+"""Runnable examples; ``tidings demo`` plays them."""

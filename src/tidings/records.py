@@ -1,0 +1,33 @@
+"""The stored form of an event: what crosses the storage ports, before decoding."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+
+@dataclass(frozen=True, slots=True)
+class EventRecord:
+    """One event as a store keeps it: identity, place in its stream, and encoded payload.
+
+    ``position`` is the place in the store's global log; it is 0 until the store assigns it.
+    ``data`` and ``metadata`` are JSON documents (UTF-8 bytes).
+    """
+
+    event_id: str
+    stream_id: str
+    version: int
+    event_type: str
+    schema_version: int
+    occurred_at: datetime
+    data: bytes
+    metadata: bytes = b"{}"
+    position: int = 0
+
+    def describe(self) -> str:
+        """Say where the record came from, for error messages."""
+        where = f"position {self.position}" if self.position else "not yet stored"
+        return (
+            f"event {self.event_id} ({self.event_type} v{self.schema_version}) of stream "
+            f"{self.stream_id!r} version {self.version}, {where}"
+        )

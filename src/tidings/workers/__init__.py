@@ -1,0 +1,1 @@
+"""Workers (relay, consumer, projector, saga recovery): loops around a testable run_once()."""
