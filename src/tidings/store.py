@@ -13,7 +13,7 @@ from tidings.application.bus import InMemoryBus
 from tidings.application.unit_of_work import UnitOfWork
 from tidings.domain.events import DomainEvent
 from tidings.errors import ConfigurationError
-from tidings.ports import Database, EventStore, EventWriter, Publisher
+from tidings.ports import Database, EventStore, EventWriter
 from tidings.serialization.codec import JsonCodec
 from tidings.serialization.registry import EventRegistry
 
@@ -32,7 +32,7 @@ class Store:
         events: EventStore,
         registry: EventRegistry,
         *,
-        bus: Publisher | None = None,
+        bus: InMemoryBus | None = None,
         writers: Sequence[EventWriter] = (),
     ) -> None:
         self.database = database
@@ -84,7 +84,7 @@ def connect(
     url: str,
     *,
     registry: EventRegistry | None = None,
-    bus: Publisher | None = None,
+    bus: InMemoryBus | None = None,
     prefix: str = "tidings_",
     schema: str = "public",
     synchronous: str = "FULL",

@@ -12,7 +12,7 @@ from contextlib import contextmanager
 from dataclasses import replace
 
 from tidings.errors import ConcurrencyError, ConfigurationError, UnitOfWorkError
-from tidings.ports import ANY_VERSION, Params
+from tidings.ports import ANY_VERSION, Params, Transaction
 from tidings.records import EventRecord
 
 
@@ -94,15 +94,17 @@ class MemoryEventStore:
         self._streams: dict[str, list[EventRecord]] = {}
 
     def append(
-        self, tx: MemoryTransaction, records: Sequence[EventRecord], expected_version: int
+        self, tx: Transaction, records: Sequence[EventRecord], expected_version: int
     ) -> list[EventRecord]:
         """Append one stream's records, or raise ``ConcurrencyError`` and keep nothing."""
+        if not isinstance(tx, MemoryTransaction):
+            raise UnitOfWorkError("the memory event store writes only in a memory transaction")
         if not records:
             return []
         stream_id = records[0].stream_id
         stream = self._streams.setdefault(stream_id, [])
         actual = len(stream)
-        if expected_version != ANY_VERSION and expected_version != actual:
+        if expected_version not in (ANY_VERSION, actual):
             raise ConcurrencyError(stream_id, expected_version, actual)
         stored = [
             replace(record, version=actual + i, position=len(self._log) + i)

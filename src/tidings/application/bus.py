@@ -51,14 +51,16 @@ class InMemoryBus:
         self._handlers.setdefault(event_class, []).append(entry)
         self._resolved.clear()
 
-    def handlers_for(self, event_class: type[DomainEvent]) -> list[tuple[str, Handler[DomainEvent]]]:
+    def handlers_for(
+        self, event_class: type[DomainEvent]
+    ) -> list[tuple[str, Handler[DomainEvent]]]:
         """The (name, handler) pairs an event of ``event_class`` goes to, in subscription order."""
         found = self._resolved.get(event_class)
         if found is None:
             found = [
                 entry
                 for cls in reversed(event_class.__mro__)
-                for entry in self._handlers.get(cls, ())  # type: ignore[call-overload]
+                for entry in self._handlers.get(cls, ())
             ]
             self._resolved[event_class] = found
         return found
@@ -70,7 +72,7 @@ class InMemoryBus:
             for name, handler in self.handlers_for(type(event)):
                 try:
                     handler(event)
-                except Exception as exc:  # noqa: BLE001 - one handler must not stop the rest
+                except Exception as exc:  # one failing handler must not stop the others
                     log.exception(
                         "handler %s failed on %s %s", name, type(event).__name__, event.event_id
                     )

@@ -33,7 +33,9 @@ def run_demo(db: Path | None) -> None:
     elif db.exists():
         raise ConfigurationError(f"{db} already exists: the demo needs a new file, pick another")
     db.parent.mkdir(parents=True, exist_ok=True)
-    store = tidings.connect(f"sqlite:///{db.resolve()}", registry=tidings.EventRegistry(SHOP_EVENTS))
+    store = tidings.connect(
+        f"sqlite:///{db.resolve()}", registry=tidings.EventRegistry(SHOP_EVENTS)
+    )
     try:
         console.rule("[bold]tidings demo")
         say(f"Event store: SQLite file [bold]{db.resolve()}[/] (WAL, synchronous=FULL)")
@@ -52,8 +54,10 @@ def recording_and_publishing(store: tidings.Store) -> None:
     delivered: list[str] = []
 
     def confirm(event: OrderPlaced) -> None:
-        delivered.append(f"notification: emails {event.customer_id} that {event.aggregate_id} "
-                         f"({euros(event.total_cents)}) is confirmed")
+        delivered.append(
+            f"notification: emails {event.customer_id} that {event.aggregate_id} "
+            f"({euros(event.total_cents)}) is confirmed"
+        )
 
     def reserve(event: OrderPlaced) -> None:
         items = ", ".join(f"{line.quantity} x {line.sku}" for line in event.lines)
@@ -61,15 +65,25 @@ def recording_and_publishing(store: tidings.Store) -> None:
 
     store.bus.subscribe(OrderPlaced, confirm, name="notification")
     store.bus.subscribe(OrderPlaced, reserve, name="inventory")
+    alice = publish_after_commit(store, delivered)
+    nothing_on_failed_save(store, delivered)
+    rules_guarded_by_the_aggregate(alice)
+    stale_writer_refused(store)
 
+
+def publish_after_commit(store: tidings.Store, delivered: list[str]) -> Order:
+    """A placed order is delivered to handlers only once its transaction committed."""
     alice = Order("o-1001", "alice@example.com")
     alice.add_line("BOOK-42", 2, 1_950)
     alice.add_line("MUG-7", 1, 1_350)
     alice.place()
     say("Alice puts two products in order o-1001 and places it.")
     say("order.place() checks the rules, sets status PLACED and records OrderPlaced.", 2)
-    say(f"Pending on the aggregate: {len(alice.pending_events)} event; delivered so far: "
-        f"{len(delivered)}.", 2)
+    say(
+        f"Pending on the aggregate: {len(alice.pending_events)} event; delivered so far: "
+        f"{len(delivered)}.",
+        2,
+    )
     with store.unit_of_work() as uow:
         OrderRepository(uow).add(alice)
         say("The use case writes the orders row and the event in one transaction...", 2)
@@ -78,7 +92,11 @@ def recording_and_publishing(store: tidings.Store) -> None:
     for line in delivered:
         say(f"→ {line}", 4)
     show_log(store)
+    return alice
 
+
+def nothing_on_failed_save(store: tidings.Store, delivered: list[str]) -> None:
+    """A save that fails at the database publishes nothing and keeps the event pending."""
     say()
     say("Bob's checkout reuses order number o-1001, which the orders table already holds.")
     bob = Order("o-1001", "bob@example.com")
@@ -90,12 +108,21 @@ def recording_and_publishing(store: tidings.Store) -> None:
             OrderRepository(uow).add(bob)
     except StorageError as exc:
         say(f"The save fails at the database: {str(exc).split(' (')[0]}.", 2)
-    say(f"The transaction rolled back: handlers called {len(delivered) - before} times, "
-        "nothing added to the event log.", 2)
-    say(f"OrderPlaced is still pending on Bob's order ({len(bob.pending_events)} event), "
-        "so the use case can pick a new number and retry.", 2)
+    say(
+        f"The transaction rolled back: handlers called {len(delivered) - before} times, "
+        "nothing added to the event log.",
+        2,
+    )
+    say(
+        f"OrderPlaced is still pending on Bob's order ({len(bob.pending_events)} event), "
+        "so the use case can pick a new number and retry.",
+        2,
+    )
     show_log(store)
 
+
+def rules_guarded_by_the_aggregate(placed: Order) -> None:
+    """The aggregate refuses an empty order and a second placing."""
     say()
     say("The aggregate guards its own rules:")
     try:
@@ -103,28 +130,36 @@ def recording_and_publishing(store: tidings.Store) -> None:
     except DomainError as exc:
         say(f"placing an empty order → {type(exc).__name__}: {exc}", 2)
     try:
-        alice.place()
+        placed.place()
     except DomainError as exc:
-        say(f"placing o-1001 again → {type(exc).__name__}: {exc}", 2)
+        say(f"placing {placed.id} again → {type(exc).__name__}: {exc}", 2)
 
+
+def stale_writer_refused(store: tidings.Store) -> None:
+    """Two writers from the same version: the second gets ConcurrencyError."""
     say()
     say("Two clerks load o-1001 at version 1 and both cancel it.")
+    clerks = []
+    for _ in range(2):
+        with store.unit_of_work() as uow:
+            order = OrderRepository(uow).get("o-1001")
+        if order is None:
+            raise ConfigurationError("the demo's order o-1001 is missing from shop_orders")
+        clerks.append(order)
+    clerks[0].cancel("customer called")
+    clerks[1].cancel("payment declined")
     with store.unit_of_work() as uow:
-        first = OrderRepository(uow).get("o-1001")
-    with store.unit_of_work() as uow:
-        second = OrderRepository(uow).get("o-1001")
-    assert first is not None and second is not None
-    first.cancel("customer called")
-    second.cancel("payment declined")
-    with store.unit_of_work() as uow:
-        OrderRepository(uow).update(first)
+        OrderRepository(uow).update(clerks[0])
     say("The first clerk's change commits (OrderCancelled is event 2 of o-1001).", 2)
     try:
         with store.unit_of_work() as uow:
-            OrderRepository(uow).update(second)
+            OrderRepository(uow).update(clerks[1])
     except ConcurrencyError as exc:
-        say(f"The second gets ConcurrencyError: stream at version {exc.actual_version}, "
-            f"expected {exc.expected_version}. Nothing of it was written.", 2)
+        say(
+            f"The second gets ConcurrencyError: stream at version {exc.actual_version}, "
+            f"expected {exc.expected_version}. Nothing of it was written.",
+            2,
+        )
     show_log(store)
 
 

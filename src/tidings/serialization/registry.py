@@ -40,7 +40,8 @@ class EventRegistry:
         if cls is None:
             raise UnknownEventTypeError(
                 f"no event class is registered for type {event_type!r}; register it with "
-                f"registry.register(...) (known types: {', '.join(sorted(self._by_name)) or 'none'})"
+                "registry.register(...) "
+                f"(known types: {', '.join(sorted(self._by_name)) or 'none'})"
             )
         if schema_version > cls.schema_version:
             raise UnknownEventTypeError(
@@ -71,7 +72,7 @@ class EventRegistry:
         return sorted(self._by_name)
 
     @staticmethod
-    def _check(cls: type[DomainEvent]) -> None:
+    def _check(cls: type[DomainEvent]) -> None:  # noqa: PLW0211 - it checks a class
         if not (isinstance(cls, type) and issubclass(cls, DomainEvent)):
             raise ConfigurationError(f"{cls!r} is not a DomainEvent subclass")
         params = getattr(cls, "__dataclass_params__", None)

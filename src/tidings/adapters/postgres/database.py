@@ -60,7 +60,7 @@ class PostgresTransaction:
     def execute(self, sql: str, params: Params = ()) -> psycopg.Cursor[Any]:
         """Run one statement; psycopg errors arrive as ``StorageError``."""
         try:
-            return self._conn.execute(sql, params)  # type: ignore[arg-type]
+            return self._conn.execute(sql, params)
         except psycopg.Error as exc:
             raise storage_error(exc, "running your statement", self._where) from exc
 
@@ -143,7 +143,7 @@ class PostgresDatabase:
         """Run one read statement and return its rows."""
         with self.connection() as conn:
             try:
-                return conn.execute(sql, params).fetchall()  # type: ignore[arg-type]
+                return conn.execute(sql, params).fetchall()
             except psycopg.Error as exc:
                 raise storage_error(exc, "reading", self._where) from exc
 
@@ -153,11 +153,12 @@ class PostgresDatabase:
             # Two processes starting at once must not both run the DDL.
             tx.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"tidings:{self.tables}",))
             found = None
-            if tx.execute("SELECT to_regclass(%s)", (self.tables["schema_version"],)).fetchone()[0]:
-                row = tx.execute(
+            exists = tx.execute("SELECT to_regclass(%s)", (self.tables["schema_version"],))
+            if exists.fetchall()[0][0]:
+                rows = tx.execute(
                     f"SELECT version FROM {self.tables['schema_version']} WHERE component = 'core'"
-                ).fetchone()
-                found = None if row is None else int(row[0])
+                ).fetchall()
+                found = int(rows[0][0]) if rows else None
             if found is None:
                 for statement in split_statements(self.schema_sql()):
                     tx.execute(statement)

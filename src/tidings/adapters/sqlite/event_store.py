@@ -38,17 +38,17 @@ class SqliteEventStore(SqlEventStore):
 
     def _insert(self, tx: Transaction, records: Sequence[EventRecord]) -> list[int] | None:
         rows = [
-                (
-                    r.event_id,
-                    r.stream_id,
-                    r.version,
-                    r.event_type,
-                    r.schema_version,
-                    iso_utc(r.occurred_at),
-                    r.data.decode(),
-                    r.metadata.decode(),
-                )
-                for r in records
+            (
+                r.event_id,
+                r.stream_id,
+                r.version,
+                r.event_type,
+                r.schema_version,
+                iso_utc(r.occurred_at),
+                r.data.decode(),
+                r.metadata.decode(),
+            )
+            for r in records
         ]
         try:
             tx.connection.executemany(self._insert_sql, rows)

@@ -52,8 +52,14 @@ class OrderRepository:
         p = self.p
         self.uow.execute(
             f"INSERT INTO shop_orders VALUES ({p}, {p}, {p}, {p}, {p}, {p})",
-            (order.id, order.customer_id, order.status.value, order.total_cents,
-             _lines(order), order.version),
+            (
+                order.id,
+                order.customer_id,
+                order.status.value,
+                order.total_cents,
+                _lines(order),
+                order.version,
+            ),
         )
         self.uow.track(order)
 

@@ -1,0 +1,238 @@
+"""StoreContract: the behaviour every store backend must show, as one pytest suite.
+
+Subclass it in a test module and give it a ``make_store`` fixture: a callable that takes
+an ``EventRegistry`` and returns a new, empty ``Store`` (and cleans it up afterwards).
+memory, SQLite and PostgreSQL pass it; so must an adapter of your own.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import pytest
+
+from tidings.domain.aggregate import Aggregate
+from tidings.domain.events import DomainEvent
+from tidings.errors import ConcurrencyError, UnitOfWorkError
+from tidings.serialization.registry import EventRegistry
+from tidings.store import Store
+from tidings.testing.fakes import FixedClock, SequentialIds
+
+MakeStore = Callable[[EventRegistry], Store]
+
+
+@dataclass(frozen=True, kw_only=True)
+class Counted(DomainEvent):
+    """A counter went up by ``step``."""
+
+    step: int
+    note: str = ""
+
+
+@dataclass(frozen=True, kw_only=True)
+class Named(DomainEvent):
+    """A counter got a name."""
+
+    name: str
+
+
+class Counter(Aggregate):
+    """The smallest aggregate that records events."""
+
+    def increment(self, step: int = 1, note: str = "") -> None:
+        """Record one step."""
+        self.record(Counted(step=step, note=note))
+
+    def rename(self, name: str) -> None:
+        """Record a new name."""
+        self.record(Named(name=name))
+
+
+def new_id(prefix: str = "counter") -> str:
+    """A stream id no other test uses."""
+    return f"{prefix}-{uuid.uuid4().hex[:12]}"
+
+
+class StoreContract:
+    """Store and unit of work: what is published, when, and what is kept on failure."""
+
+    @pytest.fixture
+    def store(self, make_store: MakeStore) -> Store:
+        """A fresh store that knows the contract's events."""
+        return make_store(EventRegistry([Counted, Named]))
+
+    def test_committed_events_can_be_read_back_from_stream_and_log(self, store: Store) -> None:
+        """What a unit of work commits is in the stream and the global log, decoded equal."""
+        counter = Counter(new_id(), clock=FixedClock(), ids=SequentialIds(new_id("e")))
+        counter.increment(2, "first")
+        counter.rename("visits")
+        recorded = counter.pending_events
+        with store.unit_of_work() as uow:
+            uow.track(counter)
+        assert list(store.read_stream(counter.id)) == list(recorded)
+        assert store.read_all() == list(recorded)
+        assert store.events.stream_version(counter.id) == 2
+        assert counter.pending_events == ()
+
+    def test_events_are_published_only_after_the_commit(self, store: Store) -> None:
+        """A handler sees its event already committed: a reader on another thread finds it."""
+        seen_by_other_thread: list[int] = []
+
+        def check_committed(event: Counted) -> None:
+            def read() -> None:
+                seen_by_other_thread.append(store.events.stream_version(event.aggregate_id))
+
+            reader = threading.Thread(target=read)
+            reader.start()
+            reader.join(timeout=10)
+
+        store.bus.subscribe(Counted, check_committed)
+        counter = Counter(new_id())
+        counter.increment()
+        with store.unit_of_work() as uow:
+            uow.track(counter)
+            assert seen_by_other_thread == []
+        assert seen_by_other_thread == [1]
+
+    def test_an_exception_in_the_block_rolls_back_and_publishes_nothing(
+        self, store: Store
+    ) -> None:
+        """Nothing is stored or published, and the events stay on the aggregate for a retry."""
+        delivered: list[DomainEvent] = []
+        store.bus.subscribe(Counted, delivered.append)
+        counter = Counter(new_id())
+        counter.increment()
+        with pytest.raises(RuntimeError, match="payment service down"), store.unit_of_work() as uow:
+            uow.track(counter)
+            raise RuntimeError("payment service down")
+        assert delivered == []
+        assert store.read_all() == []
+        assert len(counter.pending_events) == 1
+        with store.unit_of_work() as uow:
+            uow.track(counter)
+        assert delivered == list(store.read_stream(counter.id))
+        assert len(delivered) == 1
+
+    def test_a_stale_writer_gets_concurrency_error_and_writes_nothing(self, store: Store) -> None:
+        """Two writers from one version: one commits; the other's whole unit of work is void."""
+        stream = new_id()
+        first, second = Counter(stream), Counter(stream)
+        first.increment(1)
+        second.increment(5)
+        bystander = Counter(new_id())
+        bystander.increment()
+        delivered: list[DomainEvent] = []
+        store.bus.subscribe(DomainEvent, delivered.append)
+        with store.unit_of_work() as uow:
+            uow.track(first)
+        with pytest.raises(ConcurrencyError) as caught, store.unit_of_work() as uow:
+            uow.track(bystander, second)
+        assert (caught.value.stream_id, caught.value.expected_version) == (stream, 0)
+        assert caught.value.actual_version == 1
+        assert stream in str(caught.value)
+        assert [type(e) for e in delivered] == [Counted]
+        assert [e.step for e in store.read_stream(stream)] == [1]  # type: ignore[attr-defined]
+        assert store.events.stream_version(bystander.id) == 0
+        assert len(second.pending_events) == len(bystander.pending_events) == 1
+
+    def test_a_failing_handler_neither_undoes_the_commit_nor_stops_the_others(
+        self, store: Store, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        """The failure is logged with the event id and reported; later handlers still run."""
+        after: list[str] = []
+
+        def broken(event: Counted) -> None:
+            raise ValueError("smtp refused")
+
+        store.bus.subscribe(Counted, broken, name="mailer")
+        store.bus.subscribe(Counted, lambda e: after.append(e.event_id), name="stats")
+        counter = Counter(new_id())
+        counter.increment()
+        with caplog.at_level(logging.ERROR, logger="tidings.bus"), store.unit_of_work() as uow:
+            uow.track(counter)
+        event_id = uow.published[0].event_id
+        assert after == [event_id]
+        assert store.events.stream_version(counter.id) == 1
+        assert [str(f) for f in uow.handler_failures] == [
+            f"handler 'mailer' failed on Counted {event_id}: ValueError('smtp refused')"
+        ]
+        assert event_id in caplog.text
+
+    def test_events_are_published_in_recorded_order(self, store: Store) -> None:
+        """Per aggregate in the order recorded; aggregates in the order they were tracked."""
+        delivered: list[tuple[str, int]] = []
+        store.bus.subscribe(
+            DomainEvent, lambda e: delivered.append((e.aggregate_id, e.aggregate_version))
+        )
+        a, b = Counter(new_id("a")), Counter(new_id("b"))
+        for step in range(1, 6):
+            a.increment(step)
+            b.increment(step)
+        a.rename("a")
+        with store.unit_of_work() as uow:
+            uow.track(a, b)
+            uow.track(a)  # tracking twice changes nothing
+        assert delivered == [(a.id, v) for v in range(1, 7)] + [(b.id, v) for v in range(1, 6)]
+        log = store.events.read_all()
+        assert [r.position for r in log] == list(range(log[0].position, log[0].position + 11))
+
+    def test_the_log_reads_in_pages_and_streams_from_a_version(self, store: Store) -> None:
+        """``read_all(after, limit)`` pages by position; ``read_stream`` starts at a version."""
+        counter = Counter(new_id())
+        for step in range(25):
+            counter.increment(step)
+        with store.unit_of_work() as uow:
+            uow.track(counter)
+        everything = store.events.read_all(0, 1000)
+        pages, after = [], 0
+        while page := store.events.read_all(after, 10):
+            pages.append(page)
+            after = page[-1].position
+        assert [len(p) for p in pages] == [10, 10, 5]
+        assert [r for p in pages for r in p] == everything
+        tail = list(store.read_stream(counter.id, from_version=21))
+        assert [e.aggregate_version for e in tail] == [21, 22, 23, 24, 25]
+
+    def test_concurrent_writers_on_one_stream_never_lose_or_repeat_a_version(
+        self, store: Store
+    ) -> None:
+        """Four threads add to one stream, retrying on conflict: every step lands once."""
+        stream, per_thread, threads = new_id(), 15, 4
+        conflicts: list[int] = []
+
+        def worker(worker_no: int) -> None:
+            done = 0
+            while done < per_thread:
+                counter = Counter(stream, version=store.events.stream_version(stream))
+                counter.increment(worker_no * 1000 + done)
+                try:
+                    with store.unit_of_work() as uow:
+                        uow.track(counter)
+                except ConcurrencyError:
+                    conflicts.append(worker_no)
+                    continue
+                done += 1
+
+        pool = [threading.Thread(target=worker, args=(n,)) for n in range(threads)]
+        for thread in pool:
+            thread.start()
+        for thread in pool:
+            thread.join(timeout=120)
+        events = list(store.read_stream(stream))
+        assert [e.aggregate_version for e in events] == list(range(1, threads * per_thread + 1))
+        steps = sorted(e.step for e in events)  # type: ignore[attr-defined]
+        assert steps == sorted(w * 1000 + d for w in range(threads) for d in range(per_thread))
+
+    def test_a_unit_of_work_runs_once_and_only_inside_its_block(self, store: Store) -> None:
+        """Reusing it, or tracking after it ended, is a clear ``UnitOfWorkError``."""
+        uow = store.unit_of_work()
+        with uow:
+            pass
+        with pytest.raises(UnitOfWorkError, match="runs once"), uow:
+            pass
+        with pytest.raises(UnitOfWorkError, match="not open"):
+            uow.track(Counter(new_id()))
