@@ -1,0 +1,104 @@
+"""Your own tables and the event log in one transaction, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import pytest
+
+import tidings
+from tidings.domain.events import DomainEvent
+from tidings.examples.shop.orders import SHOP_EVENTS, Order, OrderPlaced
+from tidings.examples.shop.repository import OrderRepository
+
+from ..conftest import MakeStore
+
+
+def placeholder(store: tidings.Store) -> str:
+    """The parameter mark of the store's driver."""
+    return "?" if store.database.dialect == "sqlite" else "%s"
+
+
+@pytest.fixture
+def shop(make_sql_store: MakeStore) -> tidings.Store:
+    """A store with the shop's orders table."""
+    store = make_sql_store(tidings.EventRegistry(SHOP_EVENTS))
+    with store.unit_of_work() as uow:
+        uow.execute("DROP TABLE IF EXISTS shop_orders")  # PostgreSQL tests share public
+        OrderRepository(uow, placeholder(store)).create_table()
+    return store
+
+
+def placed_order(order_id: str, customer: str = "alice@example.com") -> Order:
+    """A draft order with one line, placed (so it holds one pending OrderPlaced)."""
+    order = Order(order_id, customer)
+    order.add_line("BOOK-42", 2, 1_950)
+    order.place()
+    return order
+
+
+def test_state_and_events_commit_together(shop: tidings.Store) -> None:
+    """The orders row and OrderPlaced are both there after the commit, and published once."""
+    delivered: list[DomainEvent] = []
+    shop.bus.subscribe(OrderPlaced, delivered.append)
+    order = placed_order("o-1")
+    with shop.unit_of_work() as uow:
+        OrderRepository(uow, placeholder(shop)).add(order)
+    with shop.unit_of_work() as uow:
+        loaded = OrderRepository(uow, placeholder(shop)).get("o-1")
+    assert loaded is not None
+    assert (loaded.status, loaded.version, loaded.total_cents) == ("PLACED", 1, 3_900)
+    assert delivered == list(shop.read_stream("o-1"))
+    assert len(delivered) == 1
+
+
+def test_a_constraint_violation_publishes_nothing_and_keeps_the_events(
+    shop: tidings.Store,
+) -> None:
+    """A save refused by the database is a StorageError; the log is unchanged, events stay."""
+    delivered: list[DomainEvent] = []
+    shop.bus.subscribe(OrderPlaced, delivered.append)
+    with shop.unit_of_work() as uow:
+        OrderRepository(uow, placeholder(shop)).add(placed_order("o-1"))
+    delivered.clear()
+    duplicate = placed_order("o-1", "bob@example.com")
+    with pytest.raises(tidings.StorageError, match="shop_orders|duplicate key|UNIQUE") as caught:
+        with shop.unit_of_work() as uow:
+            OrderRepository(uow, placeholder(shop)).add(duplicate)
+    assert not isinstance(caught.value, tidings.ConcurrencyError)
+    assert caught.value.__cause__ is not None  # the driver's error is chained, not lost
+    assert delivered == []
+    assert [e.customer_id for e in shop.read_all()] == ["alice@example.com"]  # type: ignore[attr-defined]
+    assert len(duplicate.pending_events) == 1
+
+
+def test_your_writes_roll_back_with_the_unit_of_work(shop: tidings.Store) -> None:
+    """An exception after your own INSERT leaves neither the row nor any event behind."""
+    with pytest.raises(KeyError), shop.unit_of_work() as uow:
+        OrderRepository(uow, placeholder(shop)).add(placed_order("o-2"))
+        raise KeyError("the card was declined")
+    with shop.unit_of_work() as uow:
+        assert OrderRepository(uow, placeholder(shop)).get("o-2") is None
+    assert shop.read_all() == []
+
+
+def test_an_update_from_a_stale_version_is_refused_whole(shop: tidings.Store) -> None:
+    """Two clerks cancel the same order: the second gets ConcurrencyError; its row update
+    is rolled back too."""
+    p = placeholder(shop)
+    with shop.unit_of_work() as uow:
+        OrderRepository(uow, p).add(placed_order("o-3"))
+    clerks = []
+    for _ in range(2):
+        with shop.unit_of_work() as uow:
+            clerks.append(OrderRepository(uow, p).get("o-3"))
+    first, second = clerks
+    assert first is not None
+    assert second is not None
+    first.cancel("customer called")
+    second.cancel("fraud suspected")
+    with shop.unit_of_work() as uow:
+        OrderRepository(uow, p).update(first)
+    with pytest.raises(tidings.ConcurrencyError, match="o-3"), shop.unit_of_work() as uow:
+        OrderRepository(uow, p).update(second)
+    assert [e.reason for e in shop.read_stream("o-3", from_version=2)] == [  # type: ignore[attr-defined]
+        "customer called"
+    ]

@@ -1,0 +1,185 @@
+"""PostgreSQL specifics: the gap-free global log, an unreachable server, schema handling."""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+import uuid
+from collections.abc import Sequence
+
+import psycopg
+import pytest
+
+import tidings
+from tidings.adapters.postgres import PostgresDatabase
+from tidings.ports import Transaction
+from tidings.records import EventRecord
+from tidings.testing.contract import Counted, Counter
+
+pytestmark = pytest.mark.postgres
+
+
+@pytest.fixture
+def schema(pg_url: str) -> object:
+    """A unique PostgreSQL schema name, dropped after the test."""
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    yield name
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        conn.execute(f"DROP SCHEMA IF EXISTS {name} CASCADE")
+
+
+class SlowCommit:
+    """An extra writer that holds each transaction open a random while after its insert,
+    and rolls back one in ten: commits then land out of position order, with holes."""
+
+    def __init__(self, seed: int) -> None:
+        self.random = random.Random(seed)
+        self.lock = threading.Lock()
+
+    def write(self, tx: Transaction, records: Sequence[EventRecord]) -> None:
+        with self.lock:
+            delay, fail = self.random.uniform(0, 0.02), self.random.random() < 0.1
+        time.sleep(delay)
+        if fail:
+            raise RuntimeError("rolled back on purpose")
+
+
+def test_a_tailing_reader_sees_every_event_once_in_order_with_eight_writers(
+    pg_url: str, schema: str
+) -> None:
+    """Eight writers commit out of position order (and some roll back) while a reader tails
+    the log: it reads every committed event exactly once, positions ascending."""
+    store = tidings.connect(pg_url, schema=schema, registry=tidings.EventRegistry([Counted]))
+    store.writers.append(SlowCommit(seed=7))
+    committed: dict[str, int] = {}
+    commit_order: list[int] = []
+    lock = threading.Lock()
+    writers_done = threading.Event()
+
+    def writer(n: int) -> None:
+        for i in range(40):
+            counter = Counter(f"w{n}-{i}")
+            for step in range(1 + i % 3):
+                counter.increment(step)
+            try:
+                with store.unit_of_work() as uow:
+                    uow.track(counter)
+            except RuntimeError:
+                continue
+            with lock:
+                for event in uow.published:
+                    committed[event.event_id] = 0
+                commit_order.append(max(r.position for r in store.events.read_stream(counter.id)))
+
+    seen: list[EventRecord] = []
+
+    def reader() -> None:
+        checkpoint = 0
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            page = store.events.read_all(checkpoint, 50)
+            seen.extend(page)
+            if page:
+                checkpoint = page[-1].position
+            elif writers_done.is_set() and len(seen) >= len(committed):
+                return
+            else:
+                time.sleep(0.001)
+
+    tail = threading.Thread(target=reader)
+    tail.start()
+    threads = [threading.Thread(target=writer, args=(n,)) for n in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    writers_done.set()
+    tail.join()
+    store.close()
+
+    positions = [r.position for r in seen]
+    assert positions == sorted(set(positions)), "the reader saw a position twice or out of order"
+    assert sorted(r.event_id for r in seen) == sorted(committed)
+    # The hazard really happened: some transaction committed after one with a later position.
+    assert any(a > b for a, b in zip(commit_order, commit_order[1:], strict=False))
+
+
+def test_a_hole_left_by_a_rollback_is_passed_once_its_writer_ended(
+    pg_url: str, schema: str
+) -> None:
+    """A rolled-back writer leaves a permanent hole; the reader waits while the writer runs,
+    then reads past the hole."""
+    store = tidings.connect(pg_url, schema=schema, registry=tidings.EventRegistry([Counted]))
+    holding = threading.Event()
+    release = threading.Event()
+
+    class Hold:
+        def write(self, tx: Transaction, records: Sequence[EventRecord]) -> None:
+            if records[0].stream_id == "held":
+                holding.set()
+                release.wait(10)
+                raise RuntimeError("abandon the held transaction")
+
+    store.writers.append(Hold())
+    held = Counter("held")
+    held.increment()
+
+    def hold() -> None:
+        with pytest.raises(RuntimeError), store.unit_of_work() as uow:
+            uow.track(held)
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    assert holding.wait(10)
+    later = Counter("later")
+    later.increment()
+    with store.unit_of_work() as uow:
+        uow.track(later)
+    assert store.events.read_all() == []  # position 1 may still commit: do not pass it
+    release.set()
+    holder.join()
+    assert [r.stream_id for r in store.events.read_all()] == ["later"]
+    store.close()
+
+
+def test_an_unreachable_server_says_how_to_start_it() -> None:
+    """Nothing listens on the port: ServerUnavailableError with the start command."""
+    with pytest.raises(tidings.ServerUnavailableError, match="pg_ctlcluster"):
+        PostgresDatabase("postgresql://postgres@127.0.0.1:1/test", connect_timeout=1)
+
+
+def test_schema_creation_is_idempotent_and_safe_when_processes_race(
+    pg_url: str, schema: str
+) -> None:
+    """Four connects at once on a new schema all succeed and leave one version row."""
+    errors: list[BaseException] = []
+
+    def open_and_close() -> None:
+        try:
+            tidings.connect(pg_url, schema=schema, prefix="shop_").close()
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=open_and_close) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    with psycopg.connect(pg_url) as conn:
+        rows = conn.execute(f"SELECT component, version FROM {schema}.shop_schema_version")
+        assert rows.fetchall() == [("core", 1)]
+        conn.execute(f"UPDATE {schema}.shop_schema_version SET version = 99")
+        conn.commit()
+    with pytest.raises(tidings.ConfigurationError, match="version 99.*upgrade tidings"):
+        tidings.connect(pg_url, schema=schema, prefix="shop_")
+
+
+def test_the_url_in_messages_never_shows_the_password(pg_url: str, schema: str) -> None:
+    """describe() names user, host, port and database, and leaves the password out."""
+    url = pg_url.replace("postgres@", "postgres:s3cret@")
+    with tidings.connect(url, schema=schema) as store:
+        text = store.database.describe()
+    assert "s3cret" not in text
+    assert text.startswith("PostgreSQL postgres@127.0.0.1:5432/tidings_test_")
