@@ -1,0 +1,109 @@
+"""The ``tidings`` command: the demo tells its story; ``schema`` prints DDL that works."""
+
+from __future__ import annotations
+
+import sqlite3
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import psycopg
+import pytest
+
+import tidings
+from tidings.testing.contract import Counted, Counter
+
+
+def tidings_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    """Run ``python -m tidings ARGS`` and capture its output."""
+    return subprocess.run(
+        [sys.executable, "-m", "tidings", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def test_the_demo_tells_the_recording_and_publishing_story_in_order(tmp_path: Path) -> None:
+    """Commit before delivery, nothing on a failed save, the rules, a refused stale writer."""
+    db = tmp_path / "shop.db"
+    result = tidings_cli("demo", "--db", str(db))
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    story = [
+        str(db),
+        "delivered so far: 0",
+        "COMMIT succeeded. Only now",
+        "→ notification: emails alice@example.com",
+        "UNIQUE constraint failed: shop_orders.order_id",
+        "handlers called 0 times",
+        "still pending on Bob's order (1 event)",
+        "EmptyOrderError",
+        "OrderAlreadyPlacedError",
+        "The second gets ConcurrencyError: stream at version 2, expected 1",
+        "#2 OrderCancelled o-1001 v2",
+    ]
+    positions = [out.find(line) for line in story]
+    assert -1 not in positions, [s for s, p in zip(story, positions, strict=True) if p < 0]
+    assert positions == sorted(positions)
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("SELECT count(*) FROM tidings_events").fetchone() == (2,)
+
+
+def test_the_demo_refuses_to_touch_an_existing_file(tmp_path: Path) -> None:
+    """An existing --db path is left alone: exit code 2 and a message."""
+    db = tmp_path / "precious.db"
+    db.write_bytes(b"keep me")
+    result = tidings_cli("demo", "--db", str(db))
+    assert result.returncode == 2
+    assert "already exists" in result.stderr
+    assert db.read_bytes() == b"keep me"
+
+
+def test_a_bad_prefix_is_refused_with_the_rule(tmp_path: Path) -> None:
+    """``schema --prefix`` with a quote in it: exit code 2 and the identifier rule."""
+    result = tidings_cli("schema", "--dialect", "sqlite", "--prefix", "x'; DROP TABLE y; --")
+    assert result.returncode == 2
+    assert "not a safe SQL identifier" in result.stderr
+    assert "CREATE" not in result.stdout
+
+
+def test_printed_sqlite_ddl_is_what_a_store_without_auto_create_needs(tmp_path: Path) -> None:
+    """Apply ``tidings schema --dialect sqlite`` by hand, then connect with create_schema=False."""
+    result = tidings_cli("schema", "--dialect", "sqlite", "--prefix", "shop_")
+    assert result.returncode == 0, result.stderr
+    db = tmp_path / "migrated.db"
+    with sqlite3.connect(db) as conn:
+        conn.executescript(result.stdout)
+    roundtrip(f"sqlite:///{db}", prefix="shop_")
+
+
+@pytest.mark.postgres
+def test_printed_postgres_ddl_is_what_a_store_without_auto_create_needs(pg_url: str) -> None:
+    """Apply ``tidings schema --dialect postgresql`` by hand, then connect without creating."""
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    result = tidings_cli("schema", "--dialect", "postgresql", "--schema", schema, "--prefix", "x_")
+    assert result.returncode == 0, result.stderr
+    assert f"CREATE TABLE IF NOT EXISTS {schema}.x_events" in result.stdout
+    try:
+        with psycopg.connect(pg_url, autocommit=True) as conn:
+            conn.execute(result.stdout)
+        roundtrip(pg_url, prefix="x_", schema=schema)
+    finally:
+        with psycopg.connect(pg_url, autocommit=True) as conn:
+            conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+
+
+def roundtrip(url: str, **options: str) -> None:
+    """Write and read one event through a store that must not create tables itself."""
+    store = tidings.connect(
+        url, registry=tidings.EventRegistry([Counted]), create_schema=False, **options
+    )
+    counter = Counter("c-1")
+    counter.increment(3)
+    with store.unit_of_work() as uow:
+        uow.track(counter)
+    assert [e.step for e in store.read_stream("c-1")] == [3]  # type: ignore[attr-defined]
+    store.close()

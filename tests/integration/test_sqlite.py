@@ -1,0 +1,83 @@
+"""SQLite specifics: durability settings, threads, the write lock, nested units of work."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from pathlib import Path
+
+import pytest
+
+import tidings
+from tidings.adapters.sqlite import SqliteDatabase, SqliteEventStore
+from tidings.testing.contract import Counted, Counter
+
+
+def open_store(path: Path, **options: str) -> tidings.Store:
+    """A store on an SQLite file that knows the contract's Counted event."""
+    return tidings.connect(
+        f"sqlite:///{path}", registry=tidings.EventRegistry([Counted]), **options
+    )
+
+
+def pragma(store: tidings.Store, name: str) -> object:
+    """Read one PRAGMA on this thread's connection."""
+    return store.database.connection().execute(f"PRAGMA {name}").fetchone()[0]  # type: ignore[attr-defined]
+
+
+def test_wal_and_full_sync_are_the_default_and_normal_is_an_opt_in(tmp_path: Path) -> None:
+    """A new store runs in WAL with synchronous=FULL (2); NORMAL (1) only when asked."""
+    with open_store(tmp_path / "a.db") as store:
+        assert (pragma(store, "journal_mode"), pragma(store, "synchronous")) == ("wal", 2)
+    with open_store(tmp_path / "b.db", synchronous="normal") as store:
+        assert pragma(store, "synchronous") == 1
+    with pytest.raises(tidings.ConfigurationError, match="OFF"):
+        open_store(tmp_path / "c.db", synchronous="OFF")
+
+
+def test_threads_writing_at_once_leave_a_log_without_holes(tmp_path: Path) -> None:
+    """Six threads, fifty commits each: positions are exactly 1..300, every event present."""
+    store = open_store(tmp_path / "threads.db")
+
+    def write(n: int) -> None:
+        for i in range(50):
+            counter = Counter(f"t{n}", version=i)
+            counter.increment(i)
+            with store.unit_of_work() as uow:
+                uow.track(counter)
+
+    threads = [threading.Thread(target=write, args=(n,)) for n in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    log = store.events.read_all(0, 1000)
+    assert [r.position for r in log] == list(range(1, 301))
+    assert {store.events.stream_version(f"t{n}") for n in range(6)} == {50}
+    store.close()
+
+
+def test_a_writer_blocked_past_the_busy_timeout_gets_a_clear_error(tmp_path: Path) -> None:
+    """Another connection holds the write lock: StorageError says to raise busy_timeout."""
+    path = tmp_path / "busy.db"
+    database = SqliteDatabase(path, busy_timeout_ms=200)
+    database.create_schema()
+    blocker = sqlite3.connect(path, isolation_level=None)
+    blocker.execute("BEGIN IMMEDIATE")
+    try:
+        with pytest.raises(tidings.StorageError, match="busy_timeout"), database.transaction():
+            pass
+    finally:
+        blocker.execute("ROLLBACK")
+        blocker.close()
+    with database.transaction() as tx:  # the lock is free again: writing works
+        SqliteEventStore(database).append(tx, [], 0)
+    database.close()
+
+
+def test_a_second_unit_of_work_on_the_same_thread_is_refused(tmp_path: Path) -> None:
+    """Nesting would deadlock on SQLite's single writer: it is a UnitOfWorkError instead."""
+    with open_store(tmp_path / "nested.db") as store, store.unit_of_work():
+        with pytest.raises(tidings.UnitOfWorkError, match="already open"):
+            with store.unit_of_work():
+                pass
