@@ -60,9 +60,11 @@ def test_a_constraint_violation_publishes_nothing_and_keeps_the_events(
         OrderRepository(uow, placeholder(shop)).add(placed_order("o-1"))
     delivered.clear()
     duplicate = placed_order("o-1", "bob@example.com")
-    with pytest.raises(tidings.StorageError, match="shop_orders|duplicate key|UNIQUE") as caught:
-        with shop.unit_of_work() as uow:
-            OrderRepository(uow, placeholder(shop)).add(duplicate)
+    with (
+        pytest.raises(tidings.StorageError, match="shop_orders|duplicate key|UNIQUE") as caught,
+        shop.unit_of_work() as uow,
+    ):
+        OrderRepository(uow, placeholder(shop)).add(duplicate)
     assert not isinstance(caught.value, tidings.ConcurrencyError)
     assert caught.value.__cause__ is not None  # the driver's error is chained, not lost
     assert delivered == []

@@ -77,7 +77,10 @@ def test_a_writer_blocked_past_the_busy_timeout_gets_a_clear_error(tmp_path: Pat
 
 def test_a_second_unit_of_work_on_the_same_thread_is_refused(tmp_path: Path) -> None:
     """Nesting would deadlock on SQLite's single writer: it is a UnitOfWorkError instead."""
-    with open_store(tmp_path / "nested.db") as store, store.unit_of_work():
-        with pytest.raises(tidings.UnitOfWorkError, match="already open"):
-            with store.unit_of_work():
-                pass
+    with (
+        open_store(tmp_path / "nested.db") as store,
+        store.unit_of_work(),
+        pytest.raises(tidings.UnitOfWorkError, match="already open"),
+        store.unit_of_work(),
+    ):
+        pass

@@ -65,11 +65,6 @@ def test_handlers_run_in_subscription_order_and_events_in_the_order_given() -> N
     ]
 
 
-@pytest.mark.xfail(
-    reason="handlers_for orders handlers by the event's MRO (base-class handlers first), "
-    "not by subscription order as its docstring says",
-    strict=True,
-)
 def test_handlers_of_a_class_and_of_its_base_run_in_subscription_order() -> None:
     """A handler subscribed to Ping before one subscribed to DomainEvent also runs first."""
     bus = InMemoryBus()

@@ -450,11 +450,6 @@ def test_arbitrary_json_documents_as_data_give_decode_error_or_an_event(data: by
     decodes_or_raises_decode_error(data)
 
 
-@pytest.mark.xfail(
-    reason="JsonCodec.decode catches only msgspec errors; msgspec raises UnicodeDecodeError "
-    "for invalid UTF-8 inside a JSON string, which escapes untranslated",
-    strict=True,
-)
 def test_invalid_utf8_inside_a_string_field_gives_decode_error() -> None:
     """Corrupt bytes inside a JSON string are reported as a DecodeError naming the record."""
     codec = make_codec(*SHOP_EVENTS)
@@ -462,11 +457,6 @@ def test_invalid_utf8_inside_a_string_field_gives_decode_error() -> None:
         codec.decode(record_of(b'{"customer_id":"\xff","total_cents":1,"lines":[]}'))
 
 
-@pytest.mark.xfail(
-    reason="JsonCodec.decode catches only msgspec errors; deeply nested JSON makes msgspec "
-    "raise RecursionError, which escapes untranslated",
-    strict=True,
-)
 def test_deeply_nested_json_in_data_gives_decode_error() -> None:
     """A document nested past the decoder's depth is reported as a DecodeError too."""
     codec = make_codec(*SHOP_EVENTS)
@@ -476,11 +466,6 @@ def test_deeply_nested_json_in_data_gives_decode_error() -> None:
         codec.decode(record_of(data + b"}"))
 
 
-@pytest.mark.xfail(
-    reason="msgspec writes RFC 3339 offsets in whole minutes, rounding a sub-minute UTC "
-    "offset, so JsonCodec silently changes the instant of such a datetime payload field",
-    strict=True,
-)
 @pytest.mark.parametrize(
     "moment",
     [

@@ -41,13 +41,16 @@ class InMemoryBus:
     """
 
     def __init__(self) -> None:
-        self._handlers: dict[type[DomainEvent], list[tuple[str, Handler[DomainEvent]]]] = {}
+        self._handlers: dict[type[DomainEvent], list[tuple[int, str, Handler[DomainEvent]]]] = {}
         self._resolved: dict[type[DomainEvent], list[tuple[str, Handler[DomainEvent]]]] = {}
+        self._subscriptions = 0
 
     def subscribe(self, event_class: type[E], handler: Handler[E], name: str = "") -> None:
         """Call ``handler(event)`` for every published event of ``event_class``."""
         label = name or getattr(handler, "__qualname__", repr(handler))
-        entry: tuple[str, Handler[DomainEvent]] = (label, handler)  # type: ignore[assignment]
+        self._subscriptions += 1
+        entry: tuple[int, str, Handler[DomainEvent]]
+        entry = (self._subscriptions, label, handler)  # type: ignore[assignment]
         self._handlers.setdefault(event_class, []).append(entry)
         self._resolved.clear()
 
@@ -57,12 +60,10 @@ class InMemoryBus:
         """The (name, handler) pairs an event of ``event_class`` goes to, in subscription order."""
         found = self._resolved.get(event_class)
         if found is None:
-            found = [
-                entry
-                for cls in reversed(event_class.__mro__)
-                for entry in self._handlers.get(cls, ())
-            ]
-            self._resolved[event_class] = found
+            matching = sorted(
+                entry for cls in event_class.__mro__ for entry in self._handlers.get(cls, ())
+            )
+            found = self._resolved[event_class] = [(name, fn) for _, name, fn in matching]
         return found
 
     def publish(self, events: Sequence[DomainEvent]) -> list[HandlerFailure]:

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from typing import Any
+from uuid import UUID
 
 import msgspec
 
@@ -40,7 +44,9 @@ class JsonCodec:
         if names is None:
             names = self._payload_fields[cls] = cls.payload_fields()
         try:
-            data = self._encoder.encode({name: getattr(event, name) for name in names})
+            data = self._encoder.encode(
+                {name: whole_minute_offsets(getattr(event, name)) for name in names}
+            )
         except (TypeError, msgspec.EncodeError) as exc:
             raise SerializationError(
                 f"cannot encode {event_type} {event.event_id} as JSON: {exc}. Use field types "
@@ -74,7 +80,7 @@ class JsonCodec:
                 f"({record.describe()}{_from(source)}). If the class changed, register an "
                 "upcaster for the old version; otherwise the stored row is corrupt"
             ) from exc
-        except msgspec.DecodeError as exc:
+        except (msgspec.DecodeError, UnicodeDecodeError, RecursionError) as exc:
             raise DecodeError(
                 f"stored payload is not valid JSON: {exc} ({record.describe()}{_from(source)})"
             ) from exc
@@ -93,6 +99,38 @@ class JsonCodec:
             f"{cls.__qualname__} is version {cls.schema_version}, and no upcaster is "
             f"registered for it ({record.describe()})"
         )
+
+
+_PLAIN = frozenset({str, int, float, bool, type(None), Decimal, UUID})
+
+
+def whole_minute_offsets(value: Any) -> Any:  # noqa: PLR0911 - one return per kind
+    """``value`` with every datetime whose UTC offset has seconds moved to UTC.
+
+    JSON (RFC 3339) offsets have whole minutes, and msgspec rounds the rest away, which
+    would change the instant of, say, a local-mean-time date before 1900. Moving such a
+    datetime to UTC keeps its instant; every other value passes through untouched.
+    """
+    kind = type(value)
+    if kind in _PLAIN:
+        return value
+    if kind is datetime:
+        offset = value.utcoffset()
+        if offset is not None and offset % timedelta(minutes=1):
+            return value.astimezone(UTC)
+        return value
+    if kind is tuple or kind is list:
+        return kind(whole_minute_offsets(item) for item in value)
+    if kind is dict:
+        return {key: whole_minute_offsets(item) for key, item in value.items()}
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        changes = {
+            f.name: whole_minute_offsets(getattr(value, f.name))
+            for f in dataclasses.fields(value)
+            if f.init
+        }
+        return dataclasses.replace(value, **changes)
+    return value
 
 
 def _from(source: str) -> str:

@@ -98,9 +98,7 @@ class StoreContract:
             assert seen_by_other_thread == []
         assert seen_by_other_thread == [1]
 
-    def test_an_exception_in_the_block_rolls_back_and_publishes_nothing(
-        self, store: Store
-    ) -> None:
+    def test_an_exception_in_the_block_rolls_back_and_publishes_nothing(self, store: Store) -> None:
         """Nothing is stored or published, and the events stay on the aggregate for a retry."""
         delivered: list[DomainEvent] = []
         store.bus.subscribe(Counted, delivered.append)

@@ -11,6 +11,9 @@ from tidings.adapters.sql_event_store import COLUMNS, SqlEventStore
 from tidings.ports import Params, Transaction
 from tidings.records import EventRecord
 
+FINAL = 0
+"""Marks a hole known to be permanent (its writer rolled back)."""
+
 
 class PostgresEventStore(SqlEventStore):
     """Writers on different streams never wait for each other; a reader of the global log
@@ -18,11 +21,14 @@ class PostgresEventStore(SqlEventStore):
 
     Positions come from a sequence, so transaction A may take position 10 and commit after
     transaction B committed 11. A reader that returned 11 and moved its checkpoint past 10
-    would lose A's event. ``read_all`` therefore returns positions only without holes: at a
-    missing position it notes which transactions were in progress; the hole is passed over
-    only once all of those have ended and it is still empty (its writer rolled back). That
-    works because every writer takes its transaction id before its position, so whoever
-    holds a hole was in progress when the hole was first seen.
+    would lose A's event. ``read_all`` therefore returns positions only without holes. When
+    it first meets a hole it takes a fresh transaction id R of its own: whoever holds the
+    hole took its id before R (writers take their id before their position, see
+    ``_current_version``). The hole is passed only once no transaction older than R is
+    still in progress and the hole is still empty: its writer rolled back. A snapshot's
+    in-progress list is complete below R once R has ended, which is why R is taken rather
+    than read off the first snapshot (that list leaves out running transactions newer than
+    the latest finished one).
     """
 
     mark = "%s"
@@ -44,8 +50,9 @@ class PostgresEventStore(SqlEventStore):
             "pg_snapshot_xip(pg_current_snapshot()) AS x) "
             f"FROM {self.table} WHERE position > %s ORDER BY position LIMIT %s"
         )
-        self._holes: dict[int, frozenset[str]] = {}
-        self._holes_lock = threading.Lock()
+        # hole position -> the xid bound noted when it was first seen, or FINAL
+        self._holes: dict[int, int] = {}
+        self._holes_lock = threading.Lock()  # readers on several threads share what is known
 
     def _query(self, sql: str, params: Params) -> list[Any]:
         return self._db.query(sql, params)
@@ -87,23 +94,39 @@ class PostgresEventStore(SqlEventStore):
     def read_all(self, after_position: int = 0, limit: int = 1000) -> list[EventRecord]:
         """Up to ``limit`` records after ``after_position``, never past a hole that may fill."""
         rows = self._query(self._read_all_sql, (after_position, limit))
+        self._forget_holes(after_position)
         records: list[EventRecord] = []
         expected = after_position + 1
         for row in rows:
-            in_progress = frozenset(row[9] or ())
-            while row[0] > expected:
-                if not self._hole_is_final(expected, in_progress):
-                    return records
-                expected += 1
+            if row[0] > expected and not self._holes_are_final(expected, row[0], row[9] or ()):
+                return records
             records.append(self._record(row))
             expected = row[0] + 1
         return records
 
-    def _hole_is_final(self, position: int, in_progress: frozenset[str]) -> bool:
-        """True when no transaction that could still write ``position`` is running."""
+    def _holes_are_final(self, first: int, end: int, in_progress: Sequence[str]) -> bool:
+        """True when positions ``first`` to ``end - 1`` are permanently empty."""
         with self._holes_lock:
-            first_seen = self._holes.setdefault(position, in_progress)
-            if first_seen & in_progress:
+            unseen = [p for p in range(first, end) if p not in self._holes]
+            if unseen:  # first sight: note the bound now, decide on a later read
+                bound = self._fresh_xid()
+                self._holes.update(dict.fromkeys(unseen, bound))
                 return False
-            del self._holes[position]
+            oldest_running = min((int(xid) for xid in in_progress), default=None)
+            for position in range(first, end):
+                verdict = self._holes[position]
+                if verdict != FINAL and oldest_running is not None and oldest_running < verdict:
+                    return False
+                self._holes[position] = FINAL
             return True
+
+    def _fresh_xid(self) -> int:
+        """A transaction id newer than that of every writer that holds a position already."""
+        return int(self._query("SELECT pg_current_xact_id()::text", ())[0][0])
+
+    def _forget_holes(self, upto: int) -> None:
+        """Drop what is known of holes at or before ``upto``: the reader is past them."""
+        with self._holes_lock:
+            if self._holes and min(self._holes) <= upto:
+                for position in [p for p in self._holes if p <= upto]:
+                    del self._holes[position]
