@@ -14,6 +14,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from tidings.domain.aggregate import Aggregate
 from tidings.domain.events import DomainEvent
@@ -224,6 +226,51 @@ class StoreContract:
         assert [e.aggregate_version for e in events] == list(range(1, threads * per_thread + 1))
         steps = sorted(e.step for e in events)  # type: ignore[attr-defined]
         assert steps == sorted(w * 1000 + d for w in range(threads) for d in range(per_thread))
+
+    @settings(
+        max_examples=25,
+        deadline=None,
+        suppress_health_check=[HealthCheck.function_scoped_fixture],
+    )
+    @given(
+        writes=st.lists(
+            st.tuples(st.integers(0, 2), st.integers(-1, 1), st.integers(1, 3)),
+            min_size=1,
+            max_size=10,
+        )
+    )
+    def test_appends_behave_like_a_list_per_stream(
+        self, store: Store, writes: list[tuple[int, int, int]]
+    ) -> None:
+        """Random writes, some from a wrong version: exactly the right ones land, in order."""
+        prefix = new_id("model")
+        model = [0, 0, 0]
+        expected_log: list[tuple[str, int]] = []
+        for stream_no, skew, count in writes:
+            stream = f"{prefix}-{stream_no}"
+            loaded_at = max(model[stream_no] + skew, 0)
+            counter = Counter(stream, version=loaded_at)
+            for _ in range(count):
+                counter.increment()
+            refused: ConcurrencyError | None = None
+            try:
+                with store.unit_of_work() as uow:
+                    uow.track(counter)
+            except ConcurrencyError as exc:
+                refused = exc
+            if refused is not None:
+                assert loaded_at != model[stream_no]
+                assert refused.actual_version == model[stream_no]
+                continue
+            assert loaded_at == model[stream_no]
+            expected_log += [(stream, model[stream_no] + i) for i in range(1, count + 1)]
+            model[stream_no] += count
+        log, after = [], 0
+        while page := store.events.read_all(after, 500):
+            log += [(r.stream_id, r.version) for r in page if r.stream_id.startswith(prefix)]
+            after = page[-1].position
+        assert log == expected_log
+        assert [store.events.stream_version(f"{prefix}-{n}") for n in range(3)] == model
 
     def test_a_unit_of_work_runs_once_and_only_inside_its_block(self, store: Store) -> None:
         """Reusing it, or tracking after it ended, is a clear ``UnitOfWorkError``."""
