@@ -20,6 +20,13 @@ from tidings.serialization.registry import EventRegistry
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 PG_ADMIN_URL = os.environ.get("TIDINGS_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
 PG_START = "pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start"
+RABBIT_URL = os.environ.get("TIDINGS_TEST_AMQP", "amqp://guest:guest@127.0.0.1:5672/")
+RABBIT_START = "rabbitmq-server -detached"
+NATS_URL = os.environ.get("TIDINGS_TEST_NATS", "nats://127.0.0.1:4222")
+NATS_START = (
+    "start-stop-daemon --start --oknodo --background --exec /usr/sbin/nats-server -- "
+    "-a 127.0.0.1 -p 4222 -js -sd /var/lib/nats-server -l /var/log/nats-server.log"
+)
 
 
 def reachable(host: str, port: int) -> bool:
@@ -55,6 +62,20 @@ def pg_database() -> Iterator[str]:
     finally:
         with psycopg.connect(PG_ADMIN_URL, autocommit=True) as admin:
             admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+@pytest.fixture
+def rabbitmq_url() -> str:
+    """The local RabbitMQ (tests declare their own exchanges and queues, named uniquely)."""
+    require_server("RabbitMQ", "127.0.0.1", 5672, RABBIT_START)
+    return RABBIT_URL
+
+
+@pytest.fixture
+def nats_url() -> str:
+    """The local NATS server with JetStream (tests create their own streams)."""
+    require_server("NATS", "127.0.0.1", 4222, NATS_START)
+    return NATS_URL
 
 
 @pytest.fixture

@@ -9,6 +9,8 @@ from tidings.domain.aggregate import Aggregate
 from tidings.domain.events import DomainEvent
 from tidings.domain.ids import UUID7Source, utc_now, uuid7
 from tidings.errors import (
+    BadMessageError,
+    BrokerUnavailableError,
     ConcurrencyError,
     ConfigurationError,
     DecodeError,
@@ -17,6 +19,7 @@ from tidings.errors import (
     ServerUnavailableError,
     StorageError,
     TidingsError,
+    TransportError,
     UnitOfWorkError,
     UnknownEventTypeError,
 )
@@ -32,6 +35,8 @@ __all__ = [
     "ANY_VERSION",
     "NO_STREAM",
     "Aggregate",
+    "BadMessageError",
+    "BrokerUnavailableError",
     "ConcurrencyError",
     "ConfigurationError",
     "DecodeError",
@@ -47,6 +52,7 @@ __all__ = [
     "StorageError",
     "Store",
     "TidingsError",
+    "TransportError",
     "UUID7Source",
     "UnitOfWork",
     "UnitOfWorkError",

@@ -10,6 +10,9 @@
     ├── StorageError              the database failed (connection, disk, constraint); driver
     │   │                         errors are chained as ``__cause__``
     │   └── ServerUnavailableError the database server cannot be reached
+    ├── TransportError            a broker refused or failed an operation
+    │   ├── BrokerUnavailableError the broker cannot be reached; retry later
+    │   └── BadMessageError        a received message is not a valid tidings CloudEvent
     └── UnitOfWorkError           the unit of work was used out of order (e.g. reused after exit)
 
 Adapters translate driver exceptions at their boundary (``raise ... from exc``) so callers
@@ -63,6 +66,22 @@ class StorageError(TidingsError):
 
 class ServerUnavailableError(StorageError):
     """The database server could not be reached."""
+
+
+class TransportError(TidingsError):
+    """A broker refused or failed an operation; the client's exception is the ``__cause__``."""
+
+
+class BrokerUnavailableError(TransportError):
+    """The broker cannot be reached; nothing of the operation may be assumed done."""
+
+
+class BadMessageError(TransportError):
+    """A received message is not a valid tidings CloudEvent; ``reason`` says what is wrong."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+        super().__init__(reason)
 
 
 class UnitOfWorkError(TidingsError):

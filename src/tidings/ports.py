@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from tidings.domain.events import DomainEvent
@@ -89,3 +90,59 @@ class Publisher(Protocol):
 
     def publish(self, events: Sequence[DomainEvent]) -> Sequence[object]:
         """Hand events to their handlers; return what failed (never raise for a handler)."""
+
+
+@dataclass(frozen=True, slots=True)
+class OutgoingMessage:
+    """One event on its way to a broker.
+
+    ``body`` is the CloudEvents 1.0 JSON document; ``message_id`` is the event id (brokers
+    that deduplicate, like NATS JetStream, use it); ``routing_key`` comes from the event
+    type (the RabbitMQ routing key, the last tokens of a NATS subject); ``ordering_key``
+    is the aggregate id, the unit whose order must hold.
+    """
+
+    message_id: str
+    routing_key: str
+    ordering_key: str
+    body: bytes
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+
+class Transport(Protocol):
+    """Publishes messages to a broker and waits for the broker to take responsibility."""
+
+    def publish(self, messages: Sequence[OutgoingMessage]) -> list[str | None]:
+        """Publish ``messages``; return, per message, None once the broker confirmed it, or
+        the reason it refused it. Raise ``BrokerUnavailableError`` when the broker cannot be
+        reached (then nothing may be assumed published)."""
+
+    def close(self) -> None:
+        """Release the connection."""
+
+
+@dataclass(frozen=True, slots=True)
+class IncomingMessage:
+    """One message delivered by a broker; ``token`` is the transport's handle to settle it."""
+
+    body: bytes
+    message_id: str | None
+    delivery_count: int
+    token: Any = None
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+
+class Subscription(Protocol):
+    """A durable subscription of one consumer: fetch, then settle every message."""
+
+    def fetch(self, max_messages: int, timeout: float) -> list[IncomingMessage]:
+        """Up to ``max_messages`` messages, waiting at most ``timeout`` seconds for the first."""
+
+    def ack(self, messages: Sequence[IncomingMessage]) -> None:
+        """The messages are done with; the broker forgets them."""
+
+    def retry_later(self, message: IncomingMessage, delay: float) -> None:
+        """Deliver ``message`` again after about ``delay`` seconds."""
+
+    def close(self) -> None:
+        """Release the connection (unsettled messages are delivered again later)."""

@@ -3,16 +3,42 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib import resources
+from typing import Any
 
 from tidings.errors import ConfigurationError
 
 _IDENTIFIER = re.compile(r"[a-z_][a-z0-9_]*\Z")
 MAX_IDENTIFIER = 48  # leaves room for suffixes PostgreSQL adds to index names (limit 63)
 
-CORE_SCHEMA_VERSION = 1
-"""Version of the core tables (schema_version, events) this code creates and reads."""
+
+@dataclass(frozen=True)
+class SchemaPart:
+    """One capability's tables, created together and versioned in ``schema_version``.
+
+    Each SQL adapter package has a file ``<file>`` with the part's DDL, table names in
+    braces (``{events}``) filled in from the configured prefix (and PostgreSQL schema).
+    """
+
+    name: str
+    version: int
+    file: str
+    tables: tuple[str, ...]
+
+
+SCHEMA_PARTS: tuple[SchemaPart, ...] = (
+    SchemaPart("core", 1, "schema.sql", ("schema_version", "events")),
+)
+"""Every part, in the order they are created; later capabilities append theirs."""
+
+
+def table_names(prefix: str, qualifier: str = "") -> dict[str, str]:
+    """Base table name -> the name to put into SQL, for every table of every part."""
+    dot = f"{qualifier}." if qualifier else ""
+    return {t: f"{dot}{prefix}{t}" for part in SCHEMA_PARTS for t in part.tables}
 
 
 def identifier(name: str, what: str) -> str:
@@ -31,10 +57,41 @@ def table_prefix(prefix: str) -> str:
     return identifier(prefix, "table prefix") if prefix else ""
 
 
-def schema_text(package: str, **names: str) -> str:
-    """The package's ``schema.sql`` with validated table names filled in."""
-    text = resources.files(package).joinpath("schema.sql").read_text(encoding="utf-8")
-    return text.format(**names)
+def schema_text(package: str, names: dict[str, str], parts: tuple[SchemaPart, ...] = ()) -> str:
+    """The DDL of ``parts`` (all by default) with validated table names filled in."""
+    chosen = parts or SCHEMA_PARTS
+    files = resources.files(package)
+    return "\n".join(
+        files.joinpath(part.file).read_text(encoding="utf-8").format(**names) for part in chosen
+    )
+
+
+def ensure_parts(
+    execute: Callable[[str, tuple[Any, ...]], Any],
+    version_of: Callable[[str], int | None],
+    *,
+    package: str,
+    names: dict[str, str],
+    mark: str,
+    where: str,
+) -> None:
+    """Create every missing part inside the caller's transaction and record its version.
+
+    ``version_of(part)`` is None when the part was never created. A part stored at a newer
+    version than this code knows stops everything with a clear error.
+    """
+    for part in SCHEMA_PARTS:
+        found = version_of(part.name)
+        if found is None:
+            for statement in split_statements(schema_text(package, names, (part,))):
+                execute(statement, ())
+            execute(
+                f"INSERT INTO {names['schema_version']} (component, version) "
+                f"VALUES ({mark}, {mark})",
+                (part.name, part.version),
+            )
+        elif found > part.version:
+            raise schema_too_new(part, found, where)
 
 
 def split_statements(script: str) -> list[str]:
@@ -54,9 +111,9 @@ def iso_utc(moment: datetime) -> str:
     return moment.astimezone(UTC).isoformat(timespec="microseconds")
 
 
-def schema_too_new(found: int, where: str) -> ConfigurationError:
+def schema_too_new(part: SchemaPart, found: int, where: str) -> ConfigurationError:
     """The error for a database whose tables are newer than this code."""
     return ConfigurationError(
-        f"{where} has tidings tables at schema version {found}, but this tidings knows only up "
-        f"to version {CORE_SCHEMA_VERSION}: upgrade tidings before using this database"
+        f"{where} has the tidings {part.name} tables at schema version {found}, but this "
+        f"tidings knows only up to version {part.version}: upgrade tidings before using it"
     )

@@ -7,11 +7,10 @@ from contextlib import contextmanager
 from typing import Any
 
 from tidings.adapters.sql import (
-    CORE_SCHEMA_VERSION,
+    ensure_parts,
     identifier,
     schema_text,
-    schema_too_new,
-    split_statements,
+    table_names,
     table_prefix,
 )
 from tidings.errors import ConfigurationError, ServerUnavailableError, StorageError
@@ -90,9 +89,7 @@ class PostgresDatabase:
     ) -> None:
         self.schema = identifier(schema, "PostgreSQL schema")
         self.prefix = table_prefix(prefix)
-        self.tables = {
-            name: f"{self.schema}.{self.prefix}{name}" for name in ("schema_version", "events")
-        }
+        self.tables = table_names(self.prefix, self.schema)
         try:
             params = conninfo.conninfo_to_dict(url)
         except psycopg.ProgrammingError as exc:
@@ -148,27 +145,30 @@ class PostgresDatabase:
                 raise storage_error(exc, "reading", self._where) from exc
 
     def create_schema(self) -> None:
-        """Create the schema and core tables if missing (idempotent, safe to race)."""
+        """Create the schema and missing tables, record their versions (idempotent, safe to
+        race: two processes starting at once take turns on an advisory lock)."""
         with self.transaction() as tx:
-            # Two processes starting at once must not both run the DDL.
             tx.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"tidings:{self.tables}",))
-            found = None
             exists = tx.execute("SELECT to_regclass(%s)", (self.tables["schema_version"],))
-            if exists.fetchall()[0][0]:
+            created = exists.fetchall()[0][0] is not None
+
+            def version_of(part: str) -> int | None:
+                if not created:
+                    return None
                 rows = tx.execute(
-                    f"SELECT version FROM {self.tables['schema_version']} WHERE component = 'core'"
+                    f"SELECT version FROM {self.tables['schema_version']} WHERE component = %s",
+                    (part,),
                 ).fetchall()
-                found = int(rows[0][0]) if rows else None
-            if found is None:
-                for statement in split_statements(self.schema_sql()):
-                    tx.execute(statement)
-                tx.execute(
-                    f"INSERT INTO {self.tables['schema_version']} (component, version) "
-                    "VALUES ('core', %s)",
-                    (CORE_SCHEMA_VERSION,),
-                )
-            elif found > CORE_SCHEMA_VERSION:
-                raise schema_too_new(found, self.describe())
+                return int(rows[0][0]) if rows else None
+
+            ensure_parts(
+                tx.execute,
+                version_of,
+                package=__package__ or "tidings.adapters.postgres",
+                names={"schema": self.schema, **self.tables},
+                mark="%s",
+                where=self.describe(),
+            )
 
     def schema_sql(self) -> str:
         """The DDL this database runs, for teams that apply their own migrations."""
@@ -186,10 +186,5 @@ class PostgresDatabase:
 def postgres_schema(schema: str = "public", prefix: str = "tidings_") -> str:
     """The PostgreSQL DDL for a schema and table prefix."""
     schema = identifier(schema, "PostgreSQL schema")
-    prefix = table_prefix(prefix)
-    return schema_text(
-        "tidings.adapters.postgres",
-        schema=schema,
-        schema_version=f"{schema}.{prefix}schema_version",
-        events=f"{schema}.{prefix}events",
-    )
+    names = table_names(table_prefix(prefix), schema)
+    return schema_text("tidings.adapters.postgres", {"schema": schema, **names})

@@ -9,13 +9,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from tidings.adapters.sql import (
-    CORE_SCHEMA_VERSION,
-    schema_text,
-    schema_too_new,
-    split_statements,
-    table_prefix,
-)
+from tidings.adapters.sql import ensure_parts, schema_text, table_names, table_prefix
 from tidings.errors import ConfigurationError, StorageError, UnitOfWorkError
 from tidings.ports import Params
 
@@ -92,7 +86,7 @@ class SqliteDatabase:
         self.prefix = table_prefix(prefix)
         self.synchronous = mode
         self.busy_timeout_ms = busy_timeout_ms
-        self.tables = {name: f"{self.prefix}{name}" for name in ("schema_version", "events")}
+        self.tables = table_names(self.prefix)
         self._local = threading.local()
         self._all: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
@@ -163,28 +157,26 @@ class SqliteDatabase:
             raise storage_error(exc, "reading") from exc
 
     def create_schema(self) -> None:
-        """Create the core tables if missing and record their version (idempotent)."""
+        """Create the missing tables and record their versions (idempotent)."""
         with self.transaction() as tx:
-            found = self._schema_version(tx.connection)
-            if found is None:
-                for statement in split_statements(self.schema_sql()):
-                    tx.execute(statement)
-                tx.execute(
-                    f"INSERT INTO {self.tables['schema_version']} (component, version) "
-                    "VALUES ('core', ?)",
-                    (CORE_SCHEMA_VERSION,),
-                )
-            elif found > CORE_SCHEMA_VERSION:
-                raise schema_too_new(found, self.describe())
+            conn = tx.connection
+            ensure_parts(
+                tx.execute,
+                lambda part: self._schema_version(conn, part),
+                package=__package__ or "tidings.adapters.sqlite",
+                names=self.tables,
+                mark="?",
+                where=self.describe(),
+            )
 
-    def _schema_version(self, conn: sqlite3.Connection) -> int | None:
+    def _schema_version(self, conn: sqlite3.Connection, part: str) -> int | None:
         table = self.tables["schema_version"]
         exists = conn.execute(
             "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (table,)
         ).fetchone()
         if not exists:
             return None
-        row = conn.execute(f"SELECT version FROM {table} WHERE component = 'core'").fetchone()
+        row = conn.execute(f"SELECT version FROM {table} WHERE component = ?", (part,)).fetchone()
         return None if row is None else int(row[0])
 
     def schema_sql(self) -> str:
@@ -206,9 +198,4 @@ class SqliteDatabase:
 
 def sqlite_schema(prefix: str = "tidings_") -> str:
     """The SQLite DDL for a table prefix."""
-    prefix = table_prefix(prefix)
-    return schema_text(
-        "tidings.adapters.sqlite",
-        schema_version=f"{prefix}schema_version",
-        events=f"{prefix}events",
-    )
+    return schema_text("tidings.adapters.sqlite", table_names(table_prefix(prefix)))
