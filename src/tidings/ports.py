@@ -146,3 +146,92 @@ class Subscription(Protocol):
 
     def close(self) -> None:
         """Release the connection (unsettled messages are delivered again later)."""
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxEntry:
+    """An outbox row the relay claimed: the event, its lane and how often it was tried."""
+
+    record: EventRecord
+    lane: int
+    attempts: int
+
+
+@dataclass(frozen=True, slots=True)
+class Settlement:
+    """What became of a claimed batch; the outbox applies it in one fenced transaction."""
+
+    published: Sequence[int] = ()
+    retry: Sequence[tuple[int, float, str]] = ()  # (position, next attempt at, error)
+    dead: Sequence[tuple[int, str]] = ()  # (position, error)
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """An event the relay gave up on, kept with its last error until retried or purged."""
+
+    record: EventRecord
+    attempts: int
+    error: str
+    dead_at: str
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxStats:
+    """How far behind the relay is."""
+
+    backlog: int
+    oldest_age_seconds: float
+    dead_letters: int
+
+
+class Outbox(Protocol):
+    """The transactional outbox: rows written with the events, claimed and settled by relays.
+
+    Rows are spread over lanes by a hash of the aggregate id; a relay claims only rows of
+    lanes it leases (``LaneLeases``), and ``settle`` checks each lease's fencing token in
+    the same transaction, so a relay that lost its lease cannot mark anything.
+    """
+
+    def write(self, tx: Transaction, records: Sequence[EventRecord]) -> None:
+        """Add outbox rows for ``records`` inside the unit of work's transaction."""
+
+    def claim(
+        self, leases: Mapping[int, int], lanes: int, limit: int, now: float
+    ) -> list[OutboxEntry]:
+        """Due rows of the leased lanes in position order, skipping parked aggregates."""
+
+    def settle(self, relay_id: str, leases: Mapping[int, int], outcome: Settlement) -> bool:
+        """Apply ``outcome`` if every lease still holds; False (and nothing done) if not."""
+
+    def stats(self, now: float) -> OutboxStats:
+        """Backlog, age of the oldest unpublished row, dead-letter count."""
+
+    def delete_published(self, older_than_seconds: float, batch: int) -> int:
+        """Delete up to ``batch`` published rows older than the retention period."""
+
+    def wait_for_work(self, timeout: float) -> None:
+        """Return soon after a new row commits, or after ``timeout`` seconds."""
+
+
+class LaneLeases(Protocol):
+    """Which relay works on which lane, for how long, under which fencing token."""
+
+    def lease(self, relay_id: str, lanes: int, ttl: float, now: float) -> dict[int, int]:
+        """Renew this relay's leases and take a fair share of free lanes: lane -> token."""
+
+    def release(self, relay_id: str) -> None:
+        """Give up every lane this relay holds (on a clean stop)."""
+
+
+class OutboxDeadLetters(Protocol):
+    """Events the relay gave up on; their aggregates stay parked until retried or purged."""
+
+    def dead_letters(self, limit: int = 100) -> list[DeadLetter]:
+        """The dead letters, oldest first."""
+
+    def retry_dead(self, event_ids: Sequence[str] | None = None) -> int:
+        """Put dead letters back in the outbox (all when ``event_ids`` is None)."""
+
+    def purge_dead(self, event_ids: Sequence[str] | None = None) -> int:
+        """Delete dead letters for good (all when ``event_ids`` is None)."""

@@ -2,8 +2,17 @@
 
 from __future__ import annotations
 
+import zlib
 from dataclasses import dataclass
 from datetime import datetime
+
+
+def shard_of(aggregate_id: str) -> int:
+    """A stable 32-bit hash of an aggregate id; ``shard % lanes`` is the aggregate's lane.
+
+    CRC-32, not ``hash()``: it must be the same in every process and on every machine.
+    """
+    return zlib.crc32(aggregate_id.encode())
 
 
 @dataclass(frozen=True, slots=True)

@@ -6,16 +6,33 @@ import json
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Protocol, Self
 from urllib.parse import unquote, urlsplit
 
+from tidings.adapters.memory import MemoryDatabase
 from tidings.application.bus import InMemoryBus
 from tidings.application.unit_of_work import UnitOfWork
 from tidings.domain.events import DomainEvent
 from tidings.errors import ConfigurationError
-from tidings.ports import Database, EventStore, EventWriter
+from tidings.ports import (
+    Database,
+    EventStore,
+    EventWriter,
+    LaneLeases,
+    Outbox,
+    OutboxDeadLetters,
+    Transport,
+)
 from tidings.serialization.codec import JsonCodec
 from tidings.serialization.registry import EventRegistry
+from tidings.workers.relay import Encode, Relay
+
+
+class OutboxAdapter(Outbox, LaneLeases, OutboxDeadLetters, Protocol):
+    """What every outbox adapter implements: the three outbox ports and ``close``."""
+
+    def close(self) -> None:
+        """Release what the outbox holds (a listening connection)."""
 
 
 class Store:
@@ -34,6 +51,7 @@ class Store:
         *,
         bus: InMemoryBus | None = None,
         writers: Sequence[EventWriter] = (),
+        outbox: OutboxAdapter | None = None,
     ) -> None:
         self.database = database
         self.events = events
@@ -41,6 +59,9 @@ class Store:
         self.codec = JsonCodec(registry)
         self.bus = bus if bus is not None else InMemoryBus()
         self.writers = list(writers)
+        self.outbox = outbox
+        if outbox is not None:
+            self.writers.append(outbox)
 
     def unit_of_work(self, metadata: Mapping[str, Any] | None = None) -> UnitOfWork:
         """A new unit of work; ``metadata`` (JSON-able) is stored with each of its events."""
@@ -48,7 +69,9 @@ class Store:
             self.database,
             self.events,
             self.codec,
-            publisher=self.bus,
+            # With an outbox, events reach handlers through a relay, at least once; handing
+            # them to the bus here as well would deliver them twice.
+            publisher=self.bus if self.outbox is None else None,
             writers=self.writers,
             metadata=json.dumps(dict(metadata or {}), separators=(",", ":")).encode(),
         )
@@ -64,8 +87,18 @@ class Store:
         where = self.database.describe()
         return [self.codec.decode(r, where) for r in self.events.read_all(after_position, limit)]
 
+    def relay(self, transport: Transport, encode: Encode, **options: Any) -> Relay:
+        """A relay from this store's outbox to ``transport`` (see ``tidings.workers.relay``)."""
+        if self.outbox is None:
+            raise ConfigurationError(
+                "this store has no outbox: connect with tidings.connect(url, outbox=True)"
+            )
+        return Relay(self.outbox, self.outbox, transport, encode, **options)
+
     def close(self) -> None:
         """Release the database connections."""
+        if self.outbox is not None:
+            self.outbox.close()
         self.database.close()
 
     def __enter__(self) -> Self:
@@ -89,6 +122,7 @@ def connect(
     schema: str = "public",
     synchronous: str = "FULL",
     create_schema: bool = True,
+    outbox: bool = False,
 ) -> Store:
     """Open the store at ``url`` and create its tables on first use.
 
@@ -98,17 +132,34 @@ def connect(
     ``prefix`` starts every table name. ``synchronous`` is SQLite's durability setting
     (FULL by default; NORMAL is an explicit trade of the last commits on power loss for
     speed). With ``create_schema=False`` tidings expects the tables to exist already
-    (``tidings schema`` prints their DDL).
+    (``tidings schema`` prints their DDL). With ``outbox=True`` every unit of work also
+    writes outbox rows, and events reach handlers and brokers through a relay
+    (``store.relay(...)`` or ``tidings relay``) instead of straight after the commit.
     """
     registry = registry if registry is not None else EventRegistry()
     database, events = _open(url, prefix=prefix, schema=schema, synchronous=synchronous)
     try:
         if create_schema:
             database.create_schema()
+        box = _outbox(database) if outbox else None
     except BaseException:
         database.close()
         raise
-    return Store(database, events, registry, bus=bus)
+    return Store(database, events, registry, bus=bus, outbox=box)
+
+
+def _outbox(database: Database) -> OutboxAdapter:
+    if isinstance(database, MemoryDatabase):
+        from tidings.adapters.memory_outbox import MemoryOutbox
+
+        return MemoryOutbox(database)
+    if database.dialect == "sqlite":
+        from tidings.adapters.sqlite.outbox import SqliteOutbox
+
+        return SqliteOutbox(database)  # type: ignore[arg-type]
+    from tidings.adapters.postgres.outbox import PostgresOutbox
+
+    return PostgresOutbox(database)  # type: ignore[arg-type]
 
 
 def _open(url: str, *, prefix: str, schema: str, synchronous: str) -> tuple[Database, EventStore]:

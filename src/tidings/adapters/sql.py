@@ -31,14 +31,23 @@ class SchemaPart:
 
 SCHEMA_PARTS: tuple[SchemaPart, ...] = (
     SchemaPart("core", 1, "schema.sql", ("schema_version", "events")),
+    SchemaPart(
+        "outbox", 1, "outbox.sql", ("outbox", "outbox_dead_letters", "relay_lanes", "relay_nodes")
+    ),
 )
 """Every part, in the order they are created; later capabilities append theirs."""
 
 
 def table_names(prefix: str, qualifier: str = "") -> dict[str, str]:
-    """Base table name -> the name to put into SQL, for every table of every part."""
+    """Base table name -> the name to put into SQL, for every table of every part; and
+    ``<table>_bare`` -> the name without the schema, for naming its indexes."""
     dot = f"{qualifier}." if qualifier else ""
-    return {t: f"{dot}{prefix}{t}" for part in SCHEMA_PARTS for t in part.tables}
+    names = {}
+    for part in SCHEMA_PARTS:
+        for table in part.tables:
+            names[table] = f"{dot}{prefix}{table}"
+            names[f"{table}_bare"] = f"{prefix}{table}"
+    return names
 
 
 def identifier(name: str, what: str) -> str:

@@ -87,6 +87,7 @@ class PostgresDatabase:
         pool_max: int = 8,
         connect_timeout: float = 5.0,
     ) -> None:
+        self.url = url  # for connections outside the pool (a LISTEN); never printed
         self.schema = identifier(schema, "PostgreSQL schema")
         self.prefix = table_prefix(prefix)
         self.tables = table_names(self.prefix, self.schema)

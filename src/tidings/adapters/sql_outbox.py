@@ -1,0 +1,293 @@
+"""The outbox logic both SQL backends share; each supplies its dialect's pieces.
+
+A relay claims due rows of the lanes it leases, in position order, and never a row whose
+aggregate has an earlier row waiting for a retry or a dead letter (the aggregate is
+parked: its order holds). Settling a batch is one transaction that first checks, under a
+lock on the lane rows, that every lease still carries the token the relay holds.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from contextlib import AbstractContextManager
+from typing import Any
+
+from tidings.adapters.lanes import lanes_mismatch
+from tidings.ports import DeadLetter, OutboxEntry, OutboxStats, Settlement, Transaction
+from tidings.records import EventRecord, shard_of
+
+ROW = (
+    "position, event_id, event_type, aggregate_id, aggregate_version, schema_version, "
+    "occurred_at, payload, headers, shard"
+)
+
+
+class SqlOutbox:
+    """Outbox, lane leases and dead letters over SQL tables (see the module docstring).
+
+    Subclasses provide ``mark`` (placeholder), ``modulo`` (the operator as the driver needs
+    it written), ``now_text`` (SQL for the current time), ``lock_lanes`` (a suffix that
+    locks the lane rows being checked), ``select_row`` and the methods that differ:
+    ``_transaction``, ``_query``, ``_insert``, ``_record``, ``_age_sql``,
+    ``_older_than_sql``, ``wait_for_work``, ``close``.
+    """
+
+    mark = "?"
+    modulo = "%"
+    now_text = "CURRENT_TIMESTAMP"
+    lock_lanes = ""
+    select_row = ROW
+
+    def __init__(self, tables: Mapping[str, str]) -> None:
+        self.t = dict(tables)
+
+    # -- writing, inside the unit of work -------------------------------------------------
+
+    def write(self, tx: Transaction, records: Sequence[EventRecord]) -> None:
+        """Add one outbox row per record in the caller's transaction."""
+        if records:
+            self._insert(tx, records)
+
+    @staticmethod
+    def row_values(r: EventRecord) -> tuple[Any, ...]:
+        """The column values of a record's outbox row (without position and state)."""
+        return (
+            r.event_id,
+            r.event_type,
+            r.stream_id,
+            r.version,
+            r.schema_version,
+            r.occurred_at,
+            r.data.decode(),
+            r.metadata.decode(),
+            shard_of(r.stream_id),
+        )
+
+    # -- lanes ----------------------------------------------------------------------------
+
+    def lease(self, relay_id: str, lanes: int, ttl: float, now: float) -> dict[int, int]:
+        """Renew this relay's lanes, release what is above a fair share, take free ones."""
+        m, t = self.mark, self.t
+        with self._transaction() as tx:
+            self._serialize_leases(tx)
+            self._ensure_lanes(tx, lanes, now)
+            tx.execute(f"DELETE FROM {t['relay_nodes']} WHERE alive_until < {m}", (now - ttl,))
+            tx.execute(f"DELETE FROM {t['relay_nodes']} WHERE relay_id = {m}", (relay_id,))
+            tx.execute(
+                f"INSERT INTO {t['relay_nodes']} (relay_id, alive_until) VALUES ({m}, {m})",
+                (relay_id, now + ttl),
+            )
+            alive = tx.execute(
+                f"SELECT count(*) FROM {t['relay_nodes']} WHERE alive_until >= {m}", (now,)
+            ).fetchall()[0][0]
+            fair = math.ceil(lanes / max(int(alive), 1))
+            tx.execute(
+                f"UPDATE {t['relay_lanes']} SET lease_until = {m} WHERE owner = {m}",
+                (now + ttl, relay_id),
+            )
+            held = self._held(tx, relay_id)
+            for lane in sorted(held)[fair:]:
+                tx.execute(
+                    f"UPDATE {t['relay_lanes']} SET owner = NULL, lease_until = 0 "
+                    f"WHERE lane = {m} AND owner = {m}",
+                    (lane, relay_id),
+                )
+                del held[lane]
+            if len(held) < fair:
+                free = tx.execute(
+                    f"SELECT lane FROM {t['relay_lanes']} "
+                    f"WHERE owner IS NULL OR lease_until < {m} ORDER BY lane",
+                    (now,),
+                ).fetchall()
+                for (lane,) in free[: fair - len(held)]:
+                    # The WHERE is checked again on the locked row: of two relays racing
+                    # for one lane, only the first gets it.
+                    tx.execute(
+                        f"UPDATE {t['relay_lanes']} SET owner = {m}, token = token + 1, "
+                        f"lease_until = {m} WHERE lane = {m} "
+                        f"AND (owner IS NULL OR lease_until < {m})",
+                        (relay_id, now + ttl, lane, now),
+                    )
+                held = self._held(tx, relay_id)
+        return held
+
+    def _held(self, tx: Transaction, relay_id: str) -> dict[int, int]:
+        rows = tx.execute(
+            f"SELECT lane, token FROM {self.t['relay_lanes']} WHERE owner = {self.mark}",
+            (relay_id,),
+        ).fetchall()
+        return {int(lane): int(token) for lane, token in rows}
+
+    def _ensure_lanes(self, tx: Transaction, lanes: int, now: float) -> None:
+        table = self.t["relay_lanes"]
+        count, busy = tx.execute(
+            f"SELECT count(*), coalesce(sum(CASE WHEN owner IS NOT NULL AND lease_until >= "
+            f"{self.mark} THEN 1 ELSE 0 END), 0) FROM {table}",
+            (now,),
+        ).fetchall()[0]
+        if count == lanes:
+            return
+        if busy:
+            raise lanes_mismatch(int(count), lanes)
+        tx.execute(f"DELETE FROM {table}", ())
+        for lane in range(lanes):
+            tx.execute(f"INSERT INTO {table} (lane) VALUES ({self.mark})", (lane,))
+
+    def release(self, relay_id: str) -> None:
+        """Free this relay's lanes so another relay takes them at once."""
+        m, t = self.mark, self.t
+        with self._transaction() as tx:
+            tx.execute(
+                f"UPDATE {t['relay_lanes']} SET owner = NULL, lease_until = 0 WHERE owner = {m}",
+                (relay_id,),
+            )
+            tx.execute(f"DELETE FROM {t['relay_nodes']} WHERE relay_id = {m}", (relay_id,))
+
+    # -- claiming and settling -----------------------------------------------------------
+
+    def claim(
+        self, leases: Mapping[int, int], lanes: int, limit: int, now: float
+    ) -> list[OutboxEntry]:
+        """Due, unparked rows of the leased lanes, oldest first."""
+        if not leases:
+            return []
+        m, t = self.mark, self.t
+        lane_sql, lane_params = self.in_list(sorted(leases))
+        rows = self._query(
+            f"SELECT {self.select_row}, retry_count FROM {t['outbox']} o "
+            f"WHERE o.published = FALSE AND o.next_attempt_at <= {m} "
+            f"AND (o.shard {self.modulo} {m}) {lane_sql} "
+            f"AND NOT EXISTS (SELECT 1 FROM {t['outbox']} p WHERE p.aggregate_id = o.aggregate_id "
+            f"AND p.published = FALSE AND p.position < o.position AND p.next_attempt_at > {m}) "
+            f"AND NOT EXISTS (SELECT 1 FROM {t['outbox_dead_letters']} d "
+            f"WHERE d.aggregate_id = o.aggregate_id) "
+            f"ORDER BY o.position LIMIT {m}",
+            (now, lanes, *lane_params, now, limit),
+        )
+        return [OutboxEntry(self._record(row), int(row[9]) % lanes, int(row[10])) for row in rows]
+
+    def settle(self, relay_id: str, leases: Mapping[int, int], outcome: Settlement) -> bool:
+        """Apply a batch's outcome in one transaction, only if every lease still holds."""
+        m, t = self.mark, self.t
+        with self._transaction() as tx:
+            lane_sql, lane_params = self.in_list(sorted(leases))
+            current = tx.execute(
+                f"SELECT lane, token FROM {t['relay_lanes']} WHERE owner = {m} "
+                f"AND lane {lane_sql}{self.lock_lanes}",
+                (relay_id, *lane_params),
+            ).fetchall()
+            if {int(lane): int(token) for lane, token in current} != dict(leases):
+                return False
+            if outcome.published:
+                position_sql, positions = self.in_list(outcome.published)
+                tx.execute(
+                    f"UPDATE {t['outbox']} SET published = TRUE, published_at = {self.now_text} "
+                    f"WHERE position {position_sql}",
+                    positions,
+                )
+            for position, next_attempt_at, error in outcome.retry:
+                tx.execute(
+                    f"UPDATE {t['outbox']} SET retry_count = retry_count + 1, "
+                    f"next_attempt_at = {m}, last_error = {m} WHERE position = {m}",
+                    (next_attempt_at, error[:2000], position),
+                )
+            for position, error in outcome.dead:
+                tx.execute(
+                    f"INSERT INTO {t['outbox_dead_letters']} ({ROW}, created_at, retry_count, "
+                    f"last_error) SELECT {ROW}, created_at, retry_count + 1, {m} "
+                    f"FROM {t['outbox']} WHERE position = {m}",
+                    (error[:2000], position),
+                )
+                tx.execute(f"DELETE FROM {t['outbox']} WHERE position = {m}", (position,))
+        return True
+
+    # -- operating ------------------------------------------------------------------------
+
+    def stats(self, now: float) -> OutboxStats:
+        """Backlog, age of the oldest unpublished row, dead letters."""
+        t = self.t
+        backlog, age = self._query(
+            f"SELECT count(*), {self._age_sql('min(created_at)')} FROM {t['outbox']} "
+            "WHERE published = FALSE",
+            (),
+        )[0]
+        dead = self._query(f"SELECT count(*) FROM {t['outbox_dead_letters']}", ())[0][0]
+        return OutboxStats(int(backlog), float(age or 0.0), int(dead))
+
+    def dead_letters(self, limit: int = 100) -> list[DeadLetter]:
+        """Dead letters in the order their events were written."""
+        rows = self._query(
+            f"SELECT {self.select_row}, retry_count, last_error, dead_at "
+            f"FROM {self.t['outbox_dead_letters']} ORDER BY position LIMIT {self.mark}",
+            (limit,),
+        )
+        return [DeadLetter(self._record(r), int(r[10]), r[11], str(r[12])) for r in rows]
+
+    def retry_dead(self, event_ids: Sequence[str] | None = None) -> int:
+        """Move dead letters back into the outbox at their old position, due at once."""
+        t = self.t
+        where, params = self._which(event_ids)
+        with self._transaction() as tx:
+            moved = tx.execute(
+                f"INSERT INTO {t['outbox']} ({ROW}, created_at) "
+                f"SELECT {ROW}, created_at FROM {t['outbox_dead_letters']}{where}",
+                params,
+            ).rowcount
+            tx.execute(f"DELETE FROM {t['outbox_dead_letters']}{where}", params)
+        return int(moved)
+
+    def purge_dead(self, event_ids: Sequence[str] | None = None) -> int:
+        """Delete dead letters; their aggregates' later events flow again."""
+        where, params = self._which(event_ids)
+        with self._transaction() as tx:
+            gone = tx.execute(f"DELETE FROM {self.t['outbox_dead_letters']}{where}", params)
+            return int(gone.rowcount)
+
+    def delete_published(self, older_than_seconds: float, batch: int) -> int:
+        """Delete up to ``batch`` published rows older than ``older_than_seconds``."""
+        t, m = self.t, self.mark
+        with self._transaction() as tx:
+            gone = tx.execute(
+                f"DELETE FROM {t['outbox']} WHERE position IN (SELECT position FROM "
+                f"{t['outbox']} WHERE published = TRUE AND "
+                f"{self._older_than_sql('published_at')} ORDER BY position LIMIT {m})",
+                (older_than_seconds, batch),
+            )
+            return int(gone.rowcount)
+
+    def _which(self, event_ids: Sequence[str] | None) -> tuple[str, tuple[Any, ...]]:
+        if event_ids is None:
+            return "", ()
+        sql, params = self.in_list(list(event_ids))
+        return f" WHERE event_id {sql}", params
+
+    def in_list(self, values: Sequence[Any]) -> tuple[str, tuple[Any, ...]]:
+        """``IN (...)`` with one placeholder per value."""
+        return f"IN ({', '.join([self.mark] * len(values))})", tuple(values)
+
+    # -- what each dialect supplies -------------------------------------------------------
+
+    def close(self) -> None:
+        """Release what the outbox holds beyond the database's pool."""
+
+    def _serialize_leases(self, tx: Transaction) -> None:
+        """Make lease changes of concurrent relays take turns (SQLite's write lock does)."""
+
+    def _transaction(self) -> AbstractContextManager[Transaction]:
+        raise NotImplementedError
+
+    def _query(self, sql: str, params: Sequence[Any]) -> list[Any]:
+        raise NotImplementedError
+
+    def _insert(self, tx: Transaction, records: Sequence[EventRecord]) -> None:
+        raise NotImplementedError
+
+    def _record(self, row: Sequence[Any]) -> EventRecord:
+        raise NotImplementedError
+
+    def _age_sql(self, column: str) -> str:
+        raise NotImplementedError
+
+    def _older_than_sql(self, column: str) -> str:
+        raise NotImplementedError

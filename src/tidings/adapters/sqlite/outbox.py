@@ -1,0 +1,88 @@
+"""SqliteOutbox: the outbox in the SQLite file; wakes relays in this process at once and
+relays in other processes within milliseconds (``PRAGMA data_version``)."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+from collections.abc import Sequence
+from contextlib import AbstractContextManager
+from datetime import datetime
+from typing import Any
+
+from tidings.adapters.sql import iso_utc
+from tidings.adapters.sql_outbox import SqlOutbox
+from tidings.adapters.sqlite.database import SqliteDatabase, storage_error
+from tidings.ports import Transaction
+from tidings.records import EventRecord
+
+NOW = "strftime('%Y-%m-%dT%H:%M:%fZ', 'now')"
+POLL = 0.005  # seconds between data_version checks while waiting
+
+
+class SqliteOutbox(SqlOutbox):
+    """The outbox tables of one SQLite database."""
+
+    now_text = NOW
+
+    def __init__(self, database: SqliteDatabase) -> None:
+        super().__init__(database.tables)
+        self._db = database
+        self._signal = threading.Event()
+        self._insert_sql = (
+            f"INSERT INTO {self.t['outbox']} (event_id, event_type, aggregate_id, "
+            "aggregate_version, schema_version, occurred_at, payload, headers, shard) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+        )
+
+    def _transaction(self) -> AbstractContextManager[Transaction]:
+        return self._db.transaction()
+
+    def _query(self, sql: str, params: Sequence[Any]) -> list[Any]:
+        return self._db.query(sql, params)
+
+    def _insert(self, tx: Transaction, records: Sequence[EventRecord]) -> None:
+        rows = []
+        for record in records:
+            values = self.row_values(record)
+            rows.append((*values[:5], iso_utc(values[5]), *values[6:]))
+        try:
+            tx.connection.executemany(self._insert_sql, rows)
+        except sqlite3.Error as exc:
+            raise storage_error(exc, f"writing to {self.t['outbox']}") from exc
+        tx.on_commit(self._signal.set)
+
+    def _record(self, row: Sequence[Any]) -> EventRecord:
+        return EventRecord(
+            position=row[0],
+            event_id=row[1],
+            event_type=row[2],
+            stream_id=row[3],
+            version=row[4],
+            schema_version=row[5],
+            occurred_at=datetime.fromisoformat(row[6]),
+            data=row[7].encode(),
+            metadata=row[8].encode(),
+        )
+
+    def _age_sql(self, column: str) -> str:
+        return f"(julianday('now') - julianday({column})) * 86400.0"
+
+    def _older_than_sql(self, column: str) -> str:
+        return f"{column} < strftime('%Y-%m-%dT%H:%M:%fZ', 'now', '-' || ? || ' seconds')"
+
+    def wait_for_work(self, timeout: float) -> None:
+        """Wake on a commit in this process at once, in another within a few milliseconds."""
+        deadline = time.monotonic() + timeout
+        seen = self._data_version()
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0 or self._signal.wait(min(POLL, left)):
+                break
+            if self._data_version() != seen:
+                break
+        self._signal.clear()
+
+    def _data_version(self) -> int:
+        return int(self._db.query("PRAGMA data_version")[0][0])

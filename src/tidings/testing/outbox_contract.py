@@ -1,0 +1,272 @@
+"""OutboxContract: the behaviour of every outbox backend and of the relay on top of it.
+
+Subclass it in a test module with a ``make_store`` fixture (as for ``StoreContract``);
+the factory is called as ``make_store(registry, outbox=True)``.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from tidings.errors import BrokerUnavailableError, ConfigurationError
+from tidings.ports import OutgoingMessage, Settlement
+from tidings.serialization.registry import EventRegistry
+from tidings.store import Store
+from tidings.testing.contract import Counted, Counter, Named, new_id
+from tidings.testing.transport import RecordingTransport, plain_message
+from tidings.workers.relay import Backoff, Relay
+
+MakeStore = Callable[..., Store]
+NOW = 1_000_000.0
+TTL = 10.0
+
+
+def commit(store: Store, *counters: Counter) -> None:
+    """Save the pending events of ``counters`` in one unit of work."""
+    with store.unit_of_work() as uow:
+        uow.track(*counters)
+
+
+def counters_with_events(store: Store, streams: int, each: int) -> list[Counter]:
+    """``streams`` new counters with ``each`` events, committed one counter at a time."""
+    made = []
+    for _ in range(streams):
+        counter = Counter(new_id())
+        for step in range(each):
+            counter.increment(step)
+        commit(store, counter)
+        made.append(counter)
+    return made
+
+
+def relay_of(store: Store, transport: RecordingTransport, **options: Any) -> Relay:
+    """A relay on ``store`` with the plain test encoding and no jitter."""
+    options.setdefault("backoff", Backoff(base=60.0, jitter=0.0))
+    return store.relay(transport, plain_message, **options)
+
+
+def drain(relay: Relay, passes: int = 50) -> None:
+    """Run passes until one claims nothing."""
+    for _ in range(passes):
+        if relay.run_once() == 0:
+            return
+    raise AssertionError(f"the relay still had work after {passes} passes")
+
+
+def by_stream(messages: list[OutgoingMessage]) -> dict[str, list[str]]:
+    """Message ids per aggregate, in the order they were confirmed."""
+    streams: dict[str, list[str]] = {}
+    for message in messages:
+        streams.setdefault(message.ordering_key, []).append(message.message_id)
+    return streams
+
+
+class OutboxContract:
+    """Outbox rows, lanes, fencing, parking, dead letters, and the relay's guarantees."""
+
+    @pytest.fixture
+    def store(self, make_store: MakeStore) -> Store:
+        """A fresh store with an outbox."""
+        return make_store(EventRegistry([Counted, Named]), outbox=True)
+
+    def test_rows_commit_with_the_events_and_never_without(self, store: Store) -> None:
+        """A committed unit of work leaves outbox rows; a rolled-back one leaves none."""
+        assert store.outbox is not None
+        counter = Counter(new_id())
+        counter.increment()
+        counter.increment()
+        with pytest.raises(RuntimeError), store.unit_of_work() as uow:
+            uow.track(counter)
+            raise RuntimeError("rolled back")
+        assert store.outbox.stats(time.time()).backlog == 0
+        commit(store, counter)
+        assert store.outbox.stats(time.time()).backlog == 2
+
+    def test_with_an_outbox_the_unit_of_work_leaves_delivery_to_the_relay(
+        self, store: Store
+    ) -> None:
+        """Handlers are not called at commit (the relay delivers), so nothing arrives twice."""
+        delivered: list[object] = []
+        store.bus.subscribe(Counted, delivered.append)
+        counters_with_events(store, 1, 1)
+        assert delivered == []
+
+    def test_the_relay_publishes_every_event_once_in_order(self, store: Store) -> None:
+        """Five aggregates with four events each: all twenty published, each in order."""
+        counters = counters_with_events(store, 5, 4)
+        transport = RecordingTransport()
+        relay = relay_of(store, transport, batch_size=7)
+        drain(relay)
+        streams = by_stream(transport.confirmed)
+        for counter in counters:
+            recorded = [e.event_id for e in store.read_stream(counter.id)]
+            assert streams[counter.id] == recorded
+        assert sorted(transport.ids()) == sorted(set(transport.ids()))
+        assert store.outbox.stats(time.time()).backlog == 0  # type: ignore[union-attr]
+        assert relay.stats.published == 20
+
+    def test_a_refused_event_holds_back_its_aggregate_only(self, store: Store) -> None:
+        """The first event of one aggregate is refused: its later events wait, others flow."""
+        stuck, free = counters_with_events(store, 2, 3)
+        first = next(iter(store.read_stream(stuck.id))).event_id
+        transport = RecordingTransport(lambda m: "refused" if m.message_id == first else None)
+        relay = relay_of(store, transport)
+        drain(relay)
+        streams = by_stream(transport.confirmed)
+        assert stuck.id not in streams
+        assert len(streams[free.id]) == 3
+        assert transport.attempts.count(first) == 1  # parked until its next attempt is due
+        transport.refuse = lambda m: None
+        relay.clock = lambda: time.time() + 3600  # the retry is due now
+        drain(relay)
+        assert by_stream(transport.confirmed)[stuck.id] == [
+            e.event_id for e in store.read_stream(stuck.id)
+        ]
+
+    def test_an_event_that_keeps_failing_is_dead_lettered_and_parks_its_aggregate(
+        self, store: Store
+    ) -> None:
+        """After max_attempts it is a dead letter; the aggregate waits for retry or purge."""
+        (poisoned,) = counters_with_events(store, 1, 2)
+        first, second = (e.event_id for e in store.read_stream(poisoned.id))
+        transport = RecordingTransport(lambda m: "too big" if m.message_id == first else None)
+        relay = relay_of(store, transport, max_attempts=2, backoff=Backoff(base=0.0, jitter=0))
+        drain(relay)
+        box = store.outbox
+        assert box is not None
+        [letter] = box.dead_letters()
+        assert (letter.record.event_id, letter.attempts, letter.error) == (first, 2, "too big")
+        assert transport.ids() == []  # the second event waits behind the dead letter
+        assert box.stats(time.time()).dead_letters == 1
+        transport.refuse = lambda m: None
+        assert box.retry_dead([first]) == 1
+        drain(relay)
+        assert transport.ids() == [first, second]
+        assert box.dead_letters() == []
+
+    def test_purging_a_dead_letter_lets_the_later_events_flow(self, store: Store) -> None:
+        """Purge removes the dead letter for good; the aggregate's next events go out."""
+        (counter,) = counters_with_events(store, 1, 2)
+        first, second = (e.event_id for e in store.read_stream(counter.id))
+        transport = RecordingTransport(lambda m: "poison" if m.message_id == first else None)
+        relay = relay_of(store, transport, max_attempts=1)
+        drain(relay)
+        assert store.outbox is not None
+        assert store.outbox.purge_dead() == 1
+        drain(relay)
+        assert transport.ids() == [second]
+
+    def test_a_broker_outage_publishes_nothing_and_loses_nothing(self, store: Store) -> None:
+        """While the broker is down a pass raises and marks nothing; then everything goes."""
+        counters_with_events(store, 3, 2)
+        transport = RecordingTransport()
+        transport.down = True
+        relay = relay_of(store, transport)
+        with pytest.raises(BrokerUnavailableError):
+            relay.run_once()
+        assert store.outbox.stats(time.time()).backlog == 6  # type: ignore[union-attr]
+        transport.down = False
+        drain(relay)
+        assert len(set(transport.ids())) == 6
+
+    def test_lanes_are_shared_fairly_and_never_held_twice(self, store: Store) -> None:
+        """One relay takes all lanes; when a second appears they split them, disjoint."""
+        box = store.outbox
+        assert box is not None
+        alone = box.lease("relay-a", 8, TTL, NOW)
+        assert sorted(alone) == list(range(8))
+        assert box.lease("relay-b", 8, TTL, NOW + 1) == {}
+        a = box.lease("relay-a", 8, TTL, NOW + 2)
+        b = box.lease("relay-b", 8, TTL, NOW + 3)
+        assert (len(a), len(b)) == (4, 4)
+        assert set(a).isdisjoint(b)
+        assert set(a) | set(b) == set(range(8))
+        with pytest.raises(ConfigurationError, match="same --lanes"):
+            box.lease("relay-c", 4, TTL, NOW + 4)
+
+    def test_a_relay_that_lost_its_lease_cannot_mark_anything(self, store: Store) -> None:
+        """Fencing: after another relay took the lane over, the old token settles nothing."""
+        counters_with_events(store, 1, 1)
+        box = store.outbox
+        assert box is not None
+        stale = box.lease("relay-a", 1, TTL, NOW)
+        [entry] = box.claim(stale, 1, 10, NOW)
+        later = NOW + TTL + 1  # relay-a stalled past its lease
+        fresh = box.lease("relay-b", 1, TTL, later)
+        assert fresh[0] == stale[0] + 1
+        done = Settlement(published=[entry.record.position])
+        assert box.settle("relay-a", stale, done) is False
+        assert [e.record.event_id for e in box.claim(fresh, 1, 10, later)] == [
+            entry.record.event_id
+        ]
+        assert box.settle("relay-b", fresh, done) is True
+        assert box.claim(fresh, 1, 10, later) == []
+
+    def test_published_rows_are_deleted_after_the_retention(self, store: Store) -> None:
+        """Only published rows older than the retention go; unpublished ones stay."""
+        counters_with_events(store, 2, 1)
+        drain(relay_of(store, RecordingTransport()))
+        counters_with_events(store, 1, 1)
+        box = store.outbox
+        assert box is not None
+        assert box.delete_published(3600.0, 100) == 0
+        time.sleep(0.05)
+        assert box.delete_published(0.01, 100) == 2
+        assert box.stats(time.time()).backlog == 1
+
+    def test_a_waiting_relay_wakes_when_a_commit_writes_rows(self, store: Store) -> None:
+        """wait_for_work(30 s) returns once another thread commits, long before its timeout."""
+        box = store.outbox
+        assert box is not None
+        box.wait_for_work(0.01)  # start listening, drop anything pending
+        woke = threading.Event()
+
+        def wait() -> None:
+            box.wait_for_work(30.0)
+            woke.set()
+
+        waiter = threading.Thread(target=wait)
+        waiter.start()
+        time.sleep(0.2)
+        counters_with_events(store, 1, 1)
+        assert woke.wait(10.0), "the relay did not wake on the commit"
+        waiter.join()
+
+    def test_four_relays_at_once_publish_each_event_once_in_order(self, store: Store) -> None:
+        """Four relays on one outbox while events are written: every event once, each
+        aggregate in order, no event published by two relays."""
+        transport = RecordingTransport()
+        relays = [
+            relay_of(store, transport, batch_size=20, idle_wait=0.02, lease_ttl=1.5)
+            for _ in range(4)
+        ]
+        stop = threading.Event()
+        threads = [threading.Thread(target=r.run, args=(stop,), daemon=True) for r in relays]
+        for thread in threads:
+            thread.start()
+        try:
+            deadline = time.monotonic() + 30
+            while not all(r.stats.lanes_held for r in relays) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert sorted(r.stats.lanes_held for r in relays) == [2, 2, 2, 2]
+            counters = counters_with_events(store, 40, 5)
+            deadline = time.monotonic() + 60
+            while len(transport.ids()) < 200 and time.monotonic() < deadline:
+                time.sleep(0.02)
+        finally:
+            stop.set()
+            for thread in threads:
+                thread.join(30)
+        assert sorted(transport.ids()) == sorted(
+            e.event_id for c in counters for e in store.read_stream(c.id)
+        )
+        streams = by_stream(transport.confirmed)
+        for counter in counters:
+            assert streams[counter.id] == [e.event_id for e in store.read_stream(counter.id)]
+        assert sum(r.stats.published for r in relays) == 200
+        assert all(r.stats.lost_leases == 0 for r in relays)

@@ -1,0 +1,278 @@
+"""Relay: moves outbox rows to a broker, at least once, in per-aggregate order.
+
+Each pass (``run_once``) renews the relay's lane leases, claims a batch of due rows of its
+lanes, publishes it in waves (one message per aggregate in flight, so a refused event
+holds back the later events of its aggregate and nothing else), and settles the outcome
+in one fenced transaction. ``run`` loops over passes, waits for new rows between them,
+backs off while the broker is down and deletes old published rows.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from tidings.errors import BrokerUnavailableError, StorageError, TidingsError
+from tidings.ports import (
+    LaneLeases,
+    Outbox,
+    OutboxEntry,
+    OutgoingMessage,
+    Settlement,
+    Transport,
+)
+from tidings.records import EventRecord
+
+log = logging.getLogger("tidings.relay")
+
+Encode = Callable[[EventRecord], OutgoingMessage]
+
+
+@dataclass(frozen=True)
+class Backoff:
+    """Exponential backoff with jitter: ``base * factor**(attempt-1)``, capped, +-jitter."""
+
+    base: float = 0.5
+    factor: float = 2.0
+    cap: float = 300.0
+    jitter: float = 0.2
+
+    def delay(self, attempt: int, rng: random.Random) -> float:
+        """Seconds to wait before attempt ``attempt + 1``."""
+        raw = min(self.cap, self.base * self.factor ** max(attempt - 1, 0))
+        return raw * (1 - self.jitter + 2 * self.jitter * rng.random())
+
+
+@dataclass
+class RelayStats:
+    """What a relay has done since it started."""
+
+    published: int = 0
+    retried: int = 0
+    dead_lettered: int = 0
+    batches: int = 0
+    lost_leases: int = 0
+    broker_errors: int = 0
+    lanes_held: int = 0
+    last_error: str = ""
+    started_at: float = field(default_factory=time.time)
+
+
+def new_relay_id() -> str:
+    """host-pid-random: unique per process, readable in the lanes table."""
+    return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+
+
+class Relay:
+    """One relay process's worker; several may run on the same outbox at once."""
+
+    def __init__(
+        self,
+        outbox: Outbox,
+        leases: LaneLeases,
+        transport: Transport,
+        encode: Encode,
+        *,
+        relay_id: str | None = None,
+        lanes: int = 8,
+        batch_size: int = 500,
+        lease_ttl: float = 15.0,
+        max_attempts: int = 10,
+        backoff: Backoff | None = None,
+        outage_backoff: Backoff | None = None,
+        retention_seconds: float = 86_400.0,
+        idle_wait: float = 0.5,
+        clock: Callable[[], float] = time.time,
+        rng: random.Random | None = None,
+    ) -> None:
+        if lanes < 1 or batch_size < 1 or max_attempts < 1:
+            raise ValueError("lanes, batch_size and max_attempts must be at least 1")
+        self.outbox, self.leases, self.transport, self.encode = outbox, leases, transport, encode
+        self.relay_id = relay_id or new_relay_id()
+        self.lanes, self.batch_size, self.lease_ttl = lanes, batch_size, lease_ttl
+        self.max_attempts = max_attempts
+        self.backoff = backoff or Backoff()
+        self.outage_backoff = outage_backoff or Backoff(base=0.2, cap=30.0)
+        self.retention_seconds, self.idle_wait = retention_seconds, idle_wait
+        self.clock = clock
+        self.rng = rng or random.Random()  # noqa: S311 - jitter, not cryptography
+        self.stats = RelayStats()
+        self._held: dict[int, int] = {}
+        self._renew_at = 0.0
+        self._cleanup_at = 0.0
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    # -- one pass -------------------------------------------------------------------------
+
+    def run_once(self) -> int:
+        """Lease, claim, publish, settle; return how many rows were claimed."""
+        now = self.clock()
+        if now >= self._renew_at:
+            self._held = self.leases.lease(self.relay_id, self.lanes, self.lease_ttl, now)
+            self._renew_at = now + self.lease_ttl / 3
+            self.stats.lanes_held = len(self._held)
+        entries = self.outbox.claim(self._held, self.lanes, self.batch_size, now)
+        if not entries:
+            return 0
+        leases = {lane: self._held[lane] for lane in {e.lane for e in entries}}
+        outcome, broker_down = self._publish(entries, now)
+        if self.outbox.settle(self.relay_id, leases, outcome):
+            self._count(outcome)
+        else:
+            # Another relay took a lane: what we published stays unmarked and will be
+            # published again by the new owner (at least once, never lost).
+            self.stats.lost_leases += 1
+            self._renew_at = 0.0
+            log.warning(
+                "relay %s lost a lane lease; the batch is left to its new owner", self.relay_id
+            )
+        if broker_down is not None:
+            raise broker_down
+        return len(entries)
+
+    def _publish(
+        self, entries: Sequence[OutboxEntry], now: float
+    ) -> tuple[Settlement, BrokerUnavailableError | None]:
+        published: list[int] = []
+        retry: list[tuple[int, float, str]] = []
+        dead: list[tuple[int, str]] = []
+        blocked: set[str] = set()
+        for wave in waves(entries):
+            ready, messages = [], []
+            for entry in (e for e in wave if e.record.stream_id not in blocked):
+                try:
+                    messages.append(self.encode(entry.record))
+                    ready.append(entry)
+                except TidingsError as exc:
+                    self._fail(entry, f"cannot be encoded: {exc}", now, retry, dead)
+                    blocked.add(entry.record.stream_id)
+            if not messages:
+                continue
+            try:
+                results = self.transport.publish(messages)
+            except BrokerUnavailableError as exc:
+                return Settlement(published, retry, dead), exc
+            for entry, error in zip(ready, results, strict=True):
+                if error is None:
+                    published.append(entry.record.position)
+                else:
+                    self._fail(entry, error, now, retry, dead)
+                    blocked.add(entry.record.stream_id)
+        return Settlement(published, retry, dead), None
+
+    def _fail(
+        self,
+        entry: OutboxEntry,
+        error: str,
+        now: float,
+        retry: list[tuple[int, float, str]],
+        dead: list[tuple[int, str]],
+    ) -> None:
+        attempt = entry.attempts + 1
+        position = entry.record.position
+        if attempt >= self.max_attempts:
+            dead.append((position, error))
+            log.error(
+                "event %s of %s dead-lettered after %d attempts: %s",
+                entry.record.event_id,
+                entry.record.stream_id,
+                attempt,
+                error,
+            )
+        else:
+            retry.append((position, now + self.backoff.delay(attempt, self.rng), error))
+            log.warning(
+                "event %s of %s refused (attempt %d): %s",
+                entry.record.event_id,
+                entry.record.stream_id,
+                attempt,
+                error,
+            )
+
+    def _count(self, outcome: Settlement) -> None:
+        self.stats.batches += 1
+        self.stats.published += len(outcome.published)
+        self.stats.retried += len(outcome.retry)
+        self.stats.dead_lettered += len(outcome.dead)
+
+    # -- the loop -------------------------------------------------------------------------
+
+    def run(self, stop: threading.Event | None = None) -> None:
+        """Pass after pass until ``stop`` is set; then release the lanes.
+
+        A pass is never cut in half: stopping waits for the batch in flight to be
+        published and settled (or left unmarked, to be published again).
+        """
+        stop = stop or self._stop
+        outage = 0
+        try:
+            while not stop.is_set():
+                try:
+                    claimed = self.run_once()
+                    outage = 0
+                except (BrokerUnavailableError, StorageError) as exc:
+                    outage += 1
+                    self.stats.broker_errors += 1
+                    self.stats.last_error = str(exc)
+                    pause = self.outage_backoff.delay(outage, self.rng)
+                    log.warning("relay %s paused %.1f s: %s", self.relay_id, pause, exc)
+                    stop.wait(pause)
+                    continue
+                self._clean_up()
+                if claimed == 0:
+                    self.outbox.wait_for_work(self._idle_timeout())
+        finally:
+            self._release()
+
+    def _idle_timeout(self) -> float:
+        return max(0.0, min(self.idle_wait, self._renew_at - self.clock()))
+
+    def _clean_up(self) -> None:
+        now = self.clock()
+        if now < self._cleanup_at:
+            return
+        self._cleanup_at = now + 60.0
+        for _ in range(10):  # small batches, a bounded pass: the relay stays responsive
+            if self.outbox.delete_published(self.retention_seconds, 1000) < 1000:
+                break
+
+    def _release(self) -> None:
+        try:
+            self.leases.release(self.relay_id)
+        except StorageError as exc:
+            log.warning("relay %s could not release its lanes: %s", self.relay_id, exc)
+        self._held = {}
+
+    def start(self) -> None:
+        """Run in a background thread (inside an application)."""
+        self._stop.clear()
+        self._thread = threading.Thread(target=self.run, name=f"relay-{self.relay_id}", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Finish the batch in flight, release the lanes, and stop the thread."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            self._thread = None
+
+
+def waves(entries: Sequence[OutboxEntry]) -> list[list[OutboxEntry]]:
+    """Wave k holds the k-th entry of every aggregate, in position order."""
+    waves_: list[list[OutboxEntry]] = []
+    depth: dict[str, int] = {}
+    for entry in entries:
+        k = depth.get(entry.record.stream_id, 0)
+        depth[entry.record.stream_id] = k + 1
+        if k == len(waves_):
+            waves_.append([])
+        waves_[k].append(entry)
+    return waves_
