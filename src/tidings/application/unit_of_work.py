@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from contextlib import AbstractContextManager
 from types import TracebackType
 from typing import Any, Self
@@ -101,19 +101,41 @@ class UnitOfWork:
         self._publish()
 
     def _write_events(self, tx: Transaction) -> None:
-        written: list[EventRecord] = []
-        for aggregate in self._tracked.values():
-            events = aggregate.pending_events
-            if not events:
-                continue
-            records = [self._codec.encode(event, self._metadata) for event in events]
-            written += self._event_store.append(tx, records, aggregate.stored_version)
-        if written:
-            for writer in self._writers:
-                writer.write(tx, written)
+        write_pending(
+            tx,
+            self._tracked.values(),
+            self._event_store,
+            self._codec,
+            self._writers,
+            metadata=self._metadata,
+        )
 
     def _publish(self) -> None:
         events = [event for agg in self._tracked.values() for event in agg.pull_events()]
         self.published = events
         if events and self._publisher is not None:
             self.handler_failures = list(self._publisher.publish(events))
+
+
+def write_pending(
+    tx: Transaction,
+    aggregates: Iterable[Aggregate],
+    event_store: EventStore,
+    codec: JsonCodec,
+    writers: Sequence[EventWriter],
+    *,
+    metadata: bytes = b"{}",
+) -> list[EventRecord]:
+    """Write the pending events of ``aggregates`` in ``tx``: the event log (with the
+    concurrency check) first, then every extra writer (the outbox). Nothing is taken off
+    the aggregates: that happens only after the transaction commits."""
+    written: list[EventRecord] = []
+    for aggregate in aggregates:
+        events = aggregate.pending_events
+        if events:
+            records = [codec.encode(event, metadata) for event in events]
+            written += event_store.append(tx, records, aggregate.stored_version)
+    if written:
+        for writer in writers:
+            writer.write(tx, written)
+    return written
