@@ -37,6 +37,10 @@ class Transaction(Protocol):
     def on_commit(self, callback: Callable[[], None]) -> None:
         """Run ``callback`` once the transaction has committed (never if it rolls back)."""
 
+    def savepoint(self) -> AbstractContextManager[None]:
+        """A nested transaction: when its block raises, only its own writes (and commit
+        callbacks) are undone, and the outer transaction goes on."""
+
 
 class Database(Protocol):
     """A database that opens transactions and owns the tables tidings needs."""
@@ -68,8 +72,9 @@ class EventStore(Protocol):
         ``expected_version``. Returns the records with their global positions.
         """
 
-    def stream_version(self, stream_id: str) -> int:
-        """The version of the last committed event of a stream (0 when there is none)."""
+    def stream_version(self, stream_id: str, tx: Transaction | None = None) -> int:
+        """The version of a stream's last event (0 when there is none): committed, or as
+        ``tx`` sees it (its own writes included)."""
 
     def read_stream(self, stream_id: str, from_version: int = 1) -> Iterator[EventRecord]:
         """Committed records of one stream from ``from_version`` on, in version order."""
@@ -235,3 +240,50 @@ class OutboxDeadLetters(Protocol):
 
     def purge_dead(self, event_ids: Sequence[str] | None = None) -> int:
         """Delete dead letters for good (all when ``event_ids`` is None)."""
+
+
+@dataclass(frozen=True, slots=True)
+class InboxDeadLetter:
+    """A message no handler could take: bad input (``handler`` "*") or a handler that kept
+    failing. ``body`` is the message as it arrived."""
+
+    id: int
+    event_id: str | None
+    handler: str
+    event_type: str | None
+    body: bytes
+    reason: str
+    attempts: int
+    dead_at: str
+
+
+class Inbox(Protocol):
+    """Which (event, handler) pairs are done; written in the handler's own transaction."""
+
+    def begin(self, tx: Transaction, record: EventRecord, handler: str) -> bool:
+        """Mark (event, handler) processed in ``tx``; False when it was processed before."""
+
+    def fail(self, tx: Transaction, record: EventRecord, handler: str, error: str) -> int:
+        """Record a failed attempt (after the handler's writes were undone); return the
+        number of attempts so far."""
+
+    def bury(
+        self,
+        tx: Transaction,
+        body: bytes,
+        reason: str,
+        *,
+        handler: str = "*",
+        record: EventRecord | None = None,
+        attempts: int = 1,
+    ) -> None:
+        """Keep a message as a dead letter with the reason it could not be handled."""
+
+    def dead_letters(self, limit: int = 100) -> list[InboxDeadLetter]:
+        """Dead letters, oldest first."""
+
+    def remove_dead(self, ids: Sequence[int] | None = None) -> list[InboxDeadLetter]:
+        """Take dead letters out (all when ``ids`` is None) and return them."""
+
+    def delete_processed(self, older_than_seconds: float, batch: int) -> int:
+        """Delete up to ``batch`` processed rows older than the dedup window."""

@@ -11,6 +11,7 @@ from urllib.parse import unquote, urlsplit
 
 from tidings.adapters.memory import MemoryDatabase
 from tidings.application.bus import InMemoryBus
+from tidings.application.handling import Handlers, InboxProcessor
 from tidings.application.unit_of_work import UnitOfWork
 from tidings.domain.events import DomainEvent
 from tidings.errors import ConfigurationError
@@ -18,11 +19,14 @@ from tidings.ports import (
     Database,
     EventStore,
     EventWriter,
+    Inbox,
     LaneLeases,
     Outbox,
     OutboxDeadLetters,
+    Transaction,
     Transport,
 )
+from tidings.records import EventRecord
 from tidings.serialization.codec import JsonCodec
 from tidings.serialization.registry import EventRegistry
 from tidings.workers.relay import Encode, Relay
@@ -52,6 +56,7 @@ class Store:
         bus: InMemoryBus | None = None,
         writers: Sequence[EventWriter] = (),
         outbox: OutboxAdapter | None = None,
+        inbox: Inbox | None = None,
     ) -> None:
         self.database = database
         self.events = events
@@ -60,6 +65,7 @@ class Store:
         self.bus = bus if bus is not None else InMemoryBus()
         self.writers = list(writers)
         self.outbox = outbox
+        self.inbox = inbox
         if outbox is not None:
             self.writers.append(outbox)
 
@@ -75,6 +81,28 @@ class Store:
             writers=self.writers,
             metadata=json.dumps(dict(metadata or {}), separators=(",", ":")).encode(),
         )
+
+    def unit_of_work_in(self, tx: Transaction) -> UnitOfWork:
+        """A unit of work inside ``tx``, a transaction someone else commits (a consumer's
+        batch): its events are written there and handed on when that commits."""
+        return UnitOfWork(
+            self.database,
+            self.events,
+            self.codec,
+            publisher=self.bus if self.outbox is None else None,
+            writers=self.writers,
+            joined=tx,
+        )
+
+    def decode(self, record: EventRecord) -> DomainEvent:
+        """The event a stored or received record holds."""
+        return self.codec.decode(record, self.database.describe())
+
+    def processor(self, handlers: Handlers, **options: Any) -> InboxProcessor:
+        """An inbox processor running ``handlers`` on this store (see ``InboxProcessor``)."""
+        if self.inbox is None:
+            raise ConfigurationError("this store has no inbox")
+        return InboxProcessor(self, self.inbox, handlers, self.database, **options)
 
     def read_stream(self, stream_id: str, from_version: int = 1) -> Iterator[DomainEvent]:
         """The decoded events of one stream, oldest first."""
@@ -145,7 +173,36 @@ def connect(
     except BaseException:
         database.close()
         raise
-    return Store(database, events, registry, bus=bus, outbox=box)
+    return Store(database, events, registry, bus=bus, outbox=box, inbox=_inbox(database))
+
+
+def _inbox(database: Database) -> Inbox:
+    if isinstance(database, MemoryDatabase):
+        from tidings.adapters.memory_inbox import MemoryInbox
+
+        return MemoryInbox(database)
+    from tidings.adapters.sql_inbox import SqlInbox
+
+    sql: Any = database
+    if database.dialect == "sqlite":
+        return SqlInbox(
+            sql.tables,
+            mark="?",
+            now="strftime('%Y-%m-%dT%H:%M:%fZ', 'now')",
+            transaction=sql.transaction,
+            query=sql.query,
+            older_than=(
+                "processed_at < strftime('%Y-%m-%dT%H:%M:%fZ', 'now', '-' || ? || ' seconds')"
+            ),
+        )
+    return SqlInbox(
+        sql.tables,
+        mark="%s",
+        now="now()",
+        transaction=sql.transaction,
+        query=sql.query,
+        older_than="processed_at < now() - make_interval(secs => %s)",
+    )
 
 
 def _outbox(database: Database) -> OutboxAdapter:

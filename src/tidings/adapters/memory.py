@@ -39,6 +39,18 @@ class MemoryTransaction:
         """Run ``callback`` after commit."""
         self._after.append(callback)
 
+    @contextmanager
+    def savepoint(self) -> Iterator[None]:
+        """Undo only what the block wrote when it raises."""
+        undo_mark, after_mark = len(self._undo), len(self._after)
+        try:
+            yield
+        except BaseException:
+            for undo in reversed(self._undo[undo_mark:]):
+                undo()
+            del self._undo[undo_mark:], self._after[after_mark:]
+            raise
+
     def on_rollback(self, undo: Callable[[], None]) -> None:
         """Run ``undo`` if the transaction rolls back (newest first)."""
         self._undo.append(undo)
@@ -121,7 +133,7 @@ class MemoryEventStore:
         tx.on_rollback(undo)
         return stored
 
-    def stream_version(self, stream_id: str) -> int:
+    def stream_version(self, stream_id: str, tx: Transaction | None = None) -> int:
         """Version of the stream's last event (0 when it has none)."""
         with self._db.lock:
             return len(self._streams.get(stream_id, ()))

@@ -48,8 +48,10 @@ class SqlEventStore:
             raise ConcurrencyError(stream_id, actual, self._current_version(tx, stream_id))
         return [replace(r, position=p) for r, p in zip(records, positions, strict=True)]
 
-    def stream_version(self, stream_id: str) -> int:
-        """Version of the stream's last committed event (0 when it has none)."""
+    def stream_version(self, stream_id: str, tx: Transaction | None = None) -> int:
+        """Version of the stream's last event (0 when it has none), committed or in ``tx``."""
+        if tx is not None:
+            return self._current_version(tx, stream_id)
         m = self.mark
         rows = self._query(
             f"SELECT coalesce(max(version), 0) FROM {self.table} WHERE stream_id = {m}",

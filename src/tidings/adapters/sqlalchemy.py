@@ -14,7 +14,8 @@ DBAPI connection SQLAlchemy is using, so they share its transaction.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from sqlalchemy import event
@@ -34,6 +35,7 @@ class SqlAlchemyTransaction:
     def __init__(self, connection: Connection) -> None:
         self._driver: Any = connection.connection.driver_connection
         self.after_commit: list[Callable[[], None]] = []
+        self._depth = 0
 
     @property
     def connection(self) -> Any:
@@ -54,6 +56,23 @@ class SqlAlchemyTransaction:
     def on_commit(self, callback: Callable[[], None]) -> None:
         """Run ``callback`` after SQLAlchemy's transaction commits."""
         self.after_commit.append(callback)
+
+    @contextmanager
+    def savepoint(self) -> Iterator[None]:
+        """SAVEPOINT inside SQLAlchemy's transaction."""
+        self._depth += 1
+        name, after_mark = f"tidings_sp{self._depth}", len(self.after_commit)
+        self.execute(f"SAVEPOINT {name}")
+        try:
+            yield
+        except BaseException:
+            self.execute(f"ROLLBACK TO SAVEPOINT {name}")
+            del self.after_commit[after_mark:]
+            raise
+        else:
+            self.execute(f"RELEASE SAVEPOINT {name}")
+        finally:
+            self._depth -= 1
 
 
 class Saved:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from contextlib import AbstractContextManager
+from contextlib import AbstractContextManager, nullcontext
 from types import TracebackType
 from typing import Any, Self
 
@@ -25,6 +25,10 @@ class UnitOfWork:
     events taken off the aggregates and handed to the publisher. On an exception, or a
     failed commit, everything rolls back, nothing is published, and the events stay on
     the aggregates so the caller can retry.
+
+    Given ``joined=tx`` it works inside a transaction someone else owns (an inbox handler
+    runs in the consumer's batch transaction): it writes the events there, and takes them
+    off the aggregates and publishes them only when that transaction commits.
     """
 
     def __init__(
@@ -36,7 +40,9 @@ class UnitOfWork:
         publisher: Publisher | None = None,
         writers: Sequence[EventWriter] = (),
         metadata: bytes = b"{}",
+        joined: Transaction | None = None,
     ) -> None:
+        self._joined = joined
         self._database = database
         self._event_store = event_store
         self._codec = codec
@@ -53,7 +59,10 @@ class UnitOfWork:
     def __enter__(self) -> Self:
         if self._done or self._tx_context is not None:
             raise UnitOfWorkError("a unit of work runs once: open a new one for the next change")
-        self._tx_context = self._database.transaction()
+        if self._joined is not None:
+            self._tx_context = nullcontext(self._joined)
+        else:
+            self._tx_context = self._database.transaction()
         self._tx = self._tx_context.__enter__()
         return self
 
@@ -72,6 +81,10 @@ class UnitOfWork:
     def execute(self, sql: str, params: Params = ()) -> Any:
         """Run one SQL statement of yours in this transaction and return the cursor."""
         return self.transaction.execute(sql, params)
+
+    def stream_version(self, stream_id: str) -> int:
+        """A stream's version as this unit of work sees it (its own writes included)."""
+        return self._event_store.stream_version(stream_id, self.transaction)
 
     def track(self, *aggregates: Aggregate) -> None:
         """Save the pending events of these aggregates when the unit of work commits."""
@@ -97,6 +110,9 @@ class UnitOfWork:
         except BaseException as failure:
             context.__exit__(type(failure), failure, failure.__traceback__)
             raise
+        if self._joined is not None:
+            tx.on_commit(self._publish)  # the owner of the transaction commits it
+            return
         context.__exit__(None, None, None)  # commits; a failed commit raises here
         self._publish()
 

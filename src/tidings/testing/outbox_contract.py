@@ -13,13 +13,14 @@ from typing import Any
 
 import pytest
 
+from tidings.application.backoff import Backoff
 from tidings.errors import BrokerUnavailableError, ConfigurationError
 from tidings.ports import OutgoingMessage, Settlement
 from tidings.serialization.registry import EventRegistry
 from tidings.store import Store
 from tidings.testing.contract import Counted, Counter, Named, new_id
 from tidings.testing.transport import RecordingTransport, plain_message
-from tidings.workers.relay import Backoff, Relay
+from tidings.workers.relay import Relay
 
 MakeStore = Callable[..., Store]
 NOW = 1_000_000.0

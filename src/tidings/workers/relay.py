@@ -19,6 +19,7 @@ import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+from tidings.application.backoff import Backoff
 from tidings.errors import BrokerUnavailableError, StorageError, TidingsError
 from tidings.ports import (
     LaneLeases,
@@ -33,21 +34,6 @@ from tidings.records import EventRecord
 log = logging.getLogger("tidings.relay")
 
 Encode = Callable[[EventRecord], OutgoingMessage]
-
-
-@dataclass(frozen=True)
-class Backoff:
-    """Exponential backoff with jitter: ``base * factor**(attempt-1)``, capped, +-jitter."""
-
-    base: float = 0.5
-    factor: float = 2.0
-    cap: float = 300.0
-    jitter: float = 0.2
-
-    def delay(self, attempt: int, rng: random.Random) -> float:
-        """Seconds to wait before attempt ``attempt + 1``."""
-        raw = min(self.cap, self.base * self.factor ** max(attempt - 1, 0))
-        return raw * (1 - self.jitter + 2 * self.jitter * rng.random())
 
 
 @dataclass

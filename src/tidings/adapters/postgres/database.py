@@ -67,6 +67,17 @@ class PostgresTransaction:
         """Run ``callback`` after the commit."""
         self._after.append(callback)
 
+    @contextmanager
+    def savepoint(self) -> Iterator[None]:
+        """A nested psycopg transaction (a SAVEPOINT); its commit callbacks go if it fails."""
+        after_mark = len(self._after)
+        try:
+            with self._conn.transaction():
+                yield
+        except BaseException:
+            del self._after[after_mark:]
+            raise
+
 
 class PostgresDatabase:
     """A PostgreSQL database reached through a ``psycopg_pool.ConnectionPool``.

@@ -34,6 +34,7 @@ class SqliteTransaction:
     def __init__(self, conn: sqlite3.Connection) -> None:
         self._conn = conn
         self._after: list[Callable[[], None]] = []
+        self._depth = 0
 
     @property
     def connection(self) -> sqlite3.Connection:
@@ -50,6 +51,24 @@ class SqliteTransaction:
     def on_commit(self, callback: Callable[[], None]) -> None:
         """Run ``callback`` after the commit."""
         self._after.append(callback)
+
+    @contextmanager
+    def savepoint(self) -> Iterator[None]:
+        """SAVEPOINT; ROLLBACK TO it (and drop its commit callbacks) when the block raises."""
+        self._depth += 1
+        name, after_mark = f"tidings_sp{self._depth}", len(self._after)
+        self.execute(f"SAVEPOINT {name}")
+        try:
+            yield
+        except BaseException:
+            self.execute(f"ROLLBACK TO {name}")
+            self.execute(f"RELEASE {name}")
+            del self._after[after_mark:]
+            raise
+        else:
+            self.execute(f"RELEASE {name}")
+        finally:
+            self._depth -= 1
 
 
 class SqliteDatabase:

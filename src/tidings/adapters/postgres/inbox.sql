@@ -1,0 +1,31 @@
+-- The inbox (spec 6.1.3): one row per (event, handler). The row, the handler's writes and
+-- the status 'processed' commit in one transaction; 'failed' rows count the attempts.
+CREATE TABLE IF NOT EXISTS {inbox} (
+    event_id          TEXT NOT NULL,
+    handler_name      TEXT NOT NULL,
+    event_type        TEXT NOT NULL,
+    aggregate_id      TEXT NOT NULL,
+    aggregate_version INTEGER NOT NULL,
+    status            TEXT NOT NULL CHECK (status IN ('processing', 'processed', 'failed')),
+    payload           JSONB,
+    attempts          INTEGER NOT NULL DEFAULT 0,
+    processed_at      TIMESTAMPTZ,
+    created_at        TIMESTAMPTZ NOT NULL DEFAULT now(),
+    error_message     TEXT,
+    PRIMARY KEY (event_id, handler_name)
+);
+CREATE INDEX IF NOT EXISTS {inbox_bare}_processed ON {inbox} (processed_at)
+    WHERE status = 'processed';
+
+-- Messages no handler could take: bad input (handler_name '*') or a handler that kept
+-- failing. The body is kept as it arrived, so a retry sees exactly the same message.
+CREATE TABLE IF NOT EXISTS {inbox_dead_letters} (
+    id            BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    event_id      TEXT,
+    handler_name  TEXT NOT NULL,
+    event_type    TEXT,
+    body          BYTEA NOT NULL,
+    reason        TEXT NOT NULL,
+    attempts      INTEGER NOT NULL,
+    dead_at       TIMESTAMPTZ NOT NULL DEFAULT now()
+);

@@ -1,0 +1,131 @@
+"""SqlInbox: the inbox tables on SQLite and PostgreSQL (the SQL differs only in details)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
+from typing import Any
+
+from tidings.ports import InboxDeadLetter, Transaction
+from tidings.records import EventRecord
+
+DEAD = "id, event_id, handler_name, event_type, body, reason, attempts, dead_at"
+
+
+class SqlInbox:
+    """One row per (event, handler); an upsert that finds the row processed reports a
+    duplicate, and under PostgreSQL a parallel duplicate waits on the key until the first
+    commits, then sees it processed. Exactly once is a database fact."""
+
+    def __init__(
+        self,
+        tables: dict[str, str],
+        *,
+        mark: str,
+        now: str,
+        transaction: Callable[[], AbstractContextManager[Transaction]],
+        query: Callable[[str, Sequence[Any]], list[Any]],
+        older_than: str,
+    ) -> None:
+        t, m = tables, mark
+        self._transaction, self._query, self._mark = transaction, query, mark
+        self._inbox, self._dead = t["inbox"], t["inbox_dead_letters"]
+        self._older_than = older_than
+        columns = (
+            f"INSERT INTO {self._inbox} AS i (event_id, handler_name, event_type, aggregate_id, "
+            "aggregate_version, status, payload, attempts, processed_at, error_message) "
+        )
+        self._begin = (
+            f"{columns}VALUES ({m}, {m}, {m}, {m}, {m}, 'processed', {m}, 1, {now}, NULL) "
+            "ON CONFLICT (event_id, handler_name) DO UPDATE SET status = 'processed', "
+            "attempts = i.attempts + 1, processed_at = excluded.processed_at, "
+            "error_message = NULL WHERE i.status <> 'processed'"
+        )
+        self._fail = (
+            f"{columns}VALUES ({m}, {m}, {m}, {m}, {m}, 'failed', {m}, 1, NULL, {m}) "
+            "ON CONFLICT (event_id, handler_name) DO UPDATE SET status = 'failed', "
+            "attempts = i.attempts + 1, error_message = excluded.error_message "
+            "WHERE i.status <> 'processed' RETURNING attempts"
+        )
+
+    def begin(self, tx: Transaction, record: EventRecord, handler: str) -> bool:
+        """Mark (event, handler) processed; False if it already was."""
+        cursor = tx.execute(self._begin, self._key(record, handler))
+        return bool(cursor.rowcount)
+
+    def fail(self, tx: Transaction, record: EventRecord, handler: str, error: str) -> int:
+        """Count a failed attempt and keep the error."""
+        rows = tx.execute(self._fail, (*self._key(record, handler), error[:2000])).fetchall()
+        return int(rows[0][0]) if rows else 0
+
+    @staticmethod
+    def _key(record: EventRecord, handler: str) -> tuple[Any, ...]:
+        return (
+            record.event_id,
+            handler,
+            record.event_type,
+            record.stream_id,
+            record.version,
+            record.data.decode(),
+        )
+
+    def bury(
+        self,
+        tx: Transaction,
+        body: bytes,
+        reason: str,
+        *,
+        handler: str = "*",
+        record: EventRecord | None = None,
+        attempts: int = 1,
+    ) -> None:
+        """Keep the message as it arrived, with the reason."""
+        m = self._mark
+        tx.execute(
+            f"INSERT INTO {self._dead} (event_id, handler_name, event_type, body, reason, "
+            f"attempts) VALUES ({m}, {m}, {m}, {m}, {m}, {m})",
+            (
+                record.event_id if record else None,
+                handler,
+                record.event_type if record else None,
+                body,
+                reason[:2000],
+                attempts,
+            ),
+        )
+
+    def dead_letters(self, limit: int = 100) -> list[InboxDeadLetter]:
+        """Dead letters, oldest first."""
+        rows = self._query(
+            f"SELECT {DEAD} FROM {self._dead} ORDER BY id LIMIT {self._mark}", (limit,)
+        )
+        return [self._letter(row) for row in rows]
+
+    def remove_dead(self, ids: Sequence[int] | None = None) -> list[InboxDeadLetter]:
+        """Delete and return dead letters (all when ``ids`` is None)."""
+        where, params = "", tuple(ids or ())
+        if ids is not None:
+            where = (
+                f" WHERE id IN ({', '.join([self._mark] * len(ids))})" if ids else " WHERE 1 = 0"
+            )
+        with self._transaction() as tx:
+            rows = tx.execute(f"DELETE FROM {self._dead}{where} RETURNING {DEAD}", params)
+            return sorted((self._letter(r) for r in rows.fetchall()), key=lambda d: d.id)
+
+    def delete_processed(self, older_than_seconds: float, batch: int) -> int:
+        """Delete old processed rows in one small batch."""
+        m = self._mark
+        with self._transaction() as tx:
+            gone = tx.execute(
+                f"DELETE FROM {self._inbox} WHERE (event_id, handler_name) IN (SELECT event_id, "
+                f"handler_name FROM {self._inbox} WHERE status = 'processed' AND "
+                f"{self._older_than} LIMIT {m})",
+                (older_than_seconds, batch),
+            )
+            return int(gone.rowcount)
+
+    @staticmethod
+    def _letter(row: Sequence[Any]) -> InboxDeadLetter:
+        return InboxDeadLetter(
+            int(row[0]), row[1], row[2], row[3], bytes(row[4]), row[5], int(row[6]), str(row[7])
+        )

@@ -1,0 +1,268 @@
+"""InboxContract: exactly-once effects from at-least-once delivery, on every backend.
+
+Subclass it with a ``make_store`` fixture (as for ``StoreContract``). The handlers here
+keep their effect in the store itself (a ``Stock`` aggregate's events), so the suite runs
+on the memory backend too.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+
+import pytest
+
+from tidings.application.backoff import Backoff
+from tidings.application.handling import Delivery, Handlers, InboxProcessor
+from tidings.application.unit_of_work import UnitOfWork
+from tidings.domain.aggregate import Aggregate
+from tidings.domain.events import DomainEvent
+from tidings.serialization.registry import EventRegistry
+from tidings.store import Store
+from tidings.testing.contract import Counted, Counter, new_id
+
+MakeStore = Callable[..., Store]
+
+
+@dataclass(frozen=True, kw_only=True)
+class StockMoved(DomainEvent):
+    """Stock of a product changed by ``delta``."""
+
+    delta: int
+    reason: str
+
+
+class Stock(Aggregate):
+    """A product's stock, kept as the sum of its StockMoved events."""
+
+    def move(self, delta: int, reason: str) -> None:
+        """Record a change of stock."""
+        self.record(StockMoved(delta=delta, reason=reason))
+
+
+def stock_of(store: Store, product: str) -> int:
+    """The product's stock: 100 plus every committed move."""
+    return 100 + sum(e.delta for e in store.read_stream(product))  # type: ignore[attr-defined]
+
+
+def decrease_stock(product: str) -> Callable[[Counted, UnitOfWork], None]:
+    """A handler that takes ``event.step`` units of ``product`` off the stock."""
+
+    def handle(event: Counted, uow: UnitOfWork) -> None:
+        stock = Stock(product, version=uow_version(uow, product))
+        stock.move(-event.step, f"order {event.aggregate_id}")
+        uow.track(stock)
+
+    return handle
+
+
+def uow_version(uow: UnitOfWork, stream: str) -> int:
+    """The stream's version as the unit of work's transaction sees it."""
+    return uow.stream_version(stream)
+
+
+def placed(store: Store, step: int = 2) -> Delivery:
+    """A committed Counted event (an 'OrderPlaced' for 2 units), as a delivery."""
+    counter = Counter(new_id("order"))
+    counter.increment(step)
+    with store.unit_of_work() as uow:
+        uow.track(counter)
+    record = store.codec.encode(uow.published[0])
+    return Delivery(record.data, record)
+
+
+class InboxContract:
+    """Duplicates skipped, failures undone and retried, bad input buried, batches safe."""
+
+    @pytest.fixture
+    def store(self, make_store: MakeStore) -> Store:
+        """A fresh store that knows the contract's events."""
+        return make_store(EventRegistry([Counted, StockMoved]))
+
+    def processor(self, store: Store, handlers: Handlers, **options: object) -> InboxProcessor:
+        """A processor with no jitter."""
+        options.setdefault("backoff", Backoff(base=1.0, jitter=0.0))
+        return store.processor(handlers, **options)
+
+    def test_an_event_delivered_three_times_decreases_the_stock_once(self, store: Store) -> None:
+        """The spec's example: OrderPlaced three times, stock 100 -> 98, not 94."""
+        product = new_id("sku")
+        handlers = Handlers()
+        handlers.add(Counted, "inventory.decrease", decrease_stock(product))
+        processor = self.processor(store, handlers)
+        delivery = placed(store)
+        verdicts = [processor.process([delivery])[0] for _ in range(3)]
+        assert stock_of(store, product) == 98
+        assert [v.applied for v in verdicts] == [("inventory.decrease",), (), ()]
+        assert [v.duplicates for v in verdicts] == [
+            (),
+            ("inventory.decrease",),
+            ("inventory.decrease",),
+        ]
+        assert all(v.ack for v in verdicts)
+
+    def test_a_failing_handler_is_undone_counted_and_retried(self, store: Store) -> None:
+        """Its writes roll back, the message is redelivered later, and the retry applies it."""
+        product = new_id("sku")
+        calls: list[int] = []
+
+        def flaky(event: Counted, uow: UnitOfWork) -> None:
+            decrease_stock(product)(event, uow)
+            calls.append(1)
+            if len(calls) == 1:
+                raise ConnectionError("warehouse API timed out")
+
+        handlers = Handlers()
+        handlers.add(Counted, "inventory.flaky", flaky)
+        processor = self.processor(store, handlers)
+        delivery = placed(store)
+        [first] = processor.process([delivery])
+        assert (first.ack, first.retry_in) == (False, 1.0)
+        assert stock_of(store, product) == 100
+        [second] = processor.process([delivery])
+        assert second.ack
+        assert second.applied == ("inventory.flaky",)
+        assert stock_of(store, product) == 98
+
+    def test_a_handler_that_keeps_failing_is_buried_and_the_message_acknowledged(
+        self, store: Store
+    ) -> None:
+        """After max_attempts the message is a dead letter for that handler, with the error."""
+        handlers = Handlers()
+
+        def broken(event: Counted, uow: UnitOfWork) -> None:
+            raise ValueError("no such warehouse")
+
+        handlers.add(Counted, "inventory.broken", broken)
+        processor = self.processor(store, handlers, max_attempts=3)
+        delivery = placed(store)
+        verdicts = [processor.process([delivery])[0] for _ in range(3)]
+        assert [v.ack for v in verdicts] == [False, False, True]
+        assert store.inbox is not None
+        [letter] = store.inbox.dead_letters()
+        assert letter.handler == "inventory.broken"
+        assert letter.attempts == 3
+        assert "ValueError: no such warehouse" in letter.reason
+        assert delivery.record is not None
+        assert letter.event_id == delivery.record.event_id
+        assert letter.body == delivery.body
+
+    def test_one_handler_failing_does_not_repeat_another_on_redelivery(self, store: Store) -> None:
+        """Two handlers, one fails: on redelivery the one that worked is skipped."""
+        product = new_id("sku")
+        failing = [True]
+
+        def notify(event: Counted, uow: UnitOfWork) -> None:
+            if failing[0]:
+                raise RuntimeError("smtp down")
+
+        handlers = Handlers()
+        handlers.add(Counted, "inventory.decrease", decrease_stock(product))
+        handlers.add(Counted, "notification.email", notify)
+        processor = self.processor(store, handlers)
+        delivery = placed(store)
+        [first] = processor.process([delivery])
+        failing[0] = False
+        [second] = processor.process([delivery])
+        assert (first.applied, first.ack) == (("inventory.decrease",), False)
+        assert (second.applied, second.duplicates) == (
+            ("notification.email",),
+            ("inventory.decrease",),
+        )
+        assert stock_of(store, product) == 98
+
+    def test_bad_input_is_buried_and_the_good_messages_around_it_are_handled(
+        self, store: Store
+    ) -> None:
+        """Unreadable and undecodable messages become dead letters; the rest of the batch works."""
+        product = new_id("sku")
+        handlers = Handlers()
+        handlers.add(Counted, "inventory.decrease", decrease_stock(product))
+        processor = self.processor(store, handlers)
+        good = placed(store)
+        assert good.record is not None
+        wrong_type = _with(good, data=b'{"step": "two"}')
+        unreadable = Delivery(b"\xff{", None, "not valid JSON")
+        verdicts = processor.process([unreadable, good, wrong_type])
+        assert all(v.ack for v in verdicts)
+        assert stock_of(store, product) == 98
+        assert store.inbox is not None
+        reasons = [d.reason for d in store.inbox.dead_letters()]
+        assert reasons[0] == "not valid JSON"
+        assert "$.step" in reasons[1]
+
+    def test_an_idempotent_handler_opts_out_of_the_inbox(self, store: Store) -> None:
+        """A handler marked idempotent runs on every delivery (it must be safe to repeat)."""
+        seen: list[str] = []
+        handlers = Handlers()
+        handlers.add(
+            Counted, "stats.last_order", lambda e, uow: seen.append(e.event_id), idempotent=True
+        )
+        processor = self.processor(store, handlers)
+        delivery = placed(store)
+        processor.process([delivery, delivery])
+        assert len(seen) == 2
+
+    def test_a_failure_in_one_message_keeps_the_others_of_its_batch(self, store: Store) -> None:
+        """Savepoints: message 2 fails, messages 1 and 3 of the same batch are applied."""
+        product = new_id("sku")
+
+        def picky(event: Counted, uow: UnitOfWork) -> None:
+            decrease_stock(product)(event, uow)
+            if event.step == 5:
+                raise RuntimeError("odd quantity")
+
+        handlers = Handlers()
+        handlers.add(Counted, "inventory.picky", picky)
+        processor = self.processor(store, handlers)
+        batch = [placed(store, 1), placed(store, 5), placed(store, 3)]
+        verdicts = processor.process(batch)
+        assert [v.ack for v in verdicts] == [True, False, True]
+        assert stock_of(store, product) == 96
+
+    def test_the_same_event_handled_by_two_threads_at_once_applies_once(self, store: Store) -> None:
+        """Parallel duplicates (two consumers got the same message) take effect once."""
+        product = new_id("sku")
+        handlers = Handlers()
+
+        def slow(event: Counted, uow: UnitOfWork) -> None:
+            time.sleep(0.2)  # both threads are inside before either commits
+            decrease_stock(product)(event, uow)
+
+        handlers.add(Counted, "inventory.slow", slow)
+        delivery = placed(store)
+        errors: list[BaseException] = []
+
+        def run() -> None:
+            try:
+                self.processor(store, handlers).process([delivery])
+            except BaseException as exc:
+                errors.append(exc)
+
+        threads = [threading.Thread(target=run) for _ in range(2)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(30)
+        assert stock_of(store, product) == 98
+        assert errors == []
+
+    def test_processed_rows_are_deleted_after_the_dedup_window(self, store: Store) -> None:
+        """Retention: only processed rows older than the window go."""
+        handlers = Handlers()
+        handlers.add(Counted, "noop", lambda e, uow: None)
+        processor = self.processor(store, handlers)
+        processor.process([placed(store), placed(store)])
+        assert store.inbox is not None
+        assert store.inbox.delete_processed(3600.0, 100) == 0
+        time.sleep(0.05)
+        assert store.inbox.delete_processed(0.01, 100) == 2
+
+
+def _with(delivery: Delivery, **changes: object) -> Delivery:
+    """The same delivery with a new event id and other record fields changed."""
+    assert delivery.record is not None
+    record = replace(delivery.record, event_id=new_id("e"), **changes)  # type: ignore[arg-type]
+    return Delivery(record.data, record)
