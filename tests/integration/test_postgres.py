@@ -174,7 +174,7 @@ def test_schema_creation_is_idempotent_and_safe_when_processes_race(
         rows = conn.execute(
             f"SELECT component, version FROM {schema}.shop_schema_version ORDER BY component"
         )
-        assert rows.fetchall() == [(part.name, part.version) for part in SCHEMA_PARTS]
+        assert rows.fetchall() == sorted((p.name, p.version) for p in SCHEMA_PARTS)
         conn.execute(f"UPDATE {schema}.shop_schema_version SET version = 99")
         conn.commit()
     with pytest.raises(tidings.ConfigurationError, match="version 99.*upgrade tidings"):
