@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 
 from tidings import __version__
+from tidings.cli.outbox import app as outbox_app
 from tidings.errors import TidingsError
 
 app = typer.Typer(
@@ -17,6 +18,9 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
+
+
+app.add_typer(outbox_app, name="outbox")
 
 
 class Dialect(enum.StrEnum):

@@ -216,7 +216,7 @@ class Relay:
                 if claimed == 0:
                     self.outbox.wait_for_work(self._idle_timeout())
         finally:
-            self._release()
+            self.release()
 
     def _idle_timeout(self) -> float:
         return max(0.0, min(self.idle_wait, self._renew_at - self.clock()))
@@ -230,7 +230,9 @@ class Relay:
             if self.outbox.delete_published(self.retention_seconds, 1000) < 1000:
                 break
 
-    def _release(self) -> None:
+    def release(self) -> None:
+        """Give up this relay's lanes so another relay takes them at once (``run`` does
+        this when it stops; call it yourself after driving ``run_once`` by hand)."""
         try:
             self.leases.release(self.relay_id)
         except StorageError as exc:

@@ -1,0 +1,87 @@
+"""``tidings outbox``: status and dead letters, operated from the command line."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import tidings
+from tidings.testing import RecordingTransport, plain_message
+from tidings.testing.contract import Counted, Counter
+
+
+def cli(*args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
+    """Run ``python -m tidings`` with ``args``."""
+    return subprocess.run(
+        [sys.executable, "-m", "tidings", *args],
+        capture_output=True,
+        text=True,
+        input=stdin,
+        timeout=60,
+        check=False,
+    )
+
+
+def dead_lettered(path: Path) -> tuple[str, str]:
+    """An outbox with one dead letter (event 1 of c-1) holding back event 2."""
+    with tidings.connect(
+        f"sqlite:///{path}", registry=tidings.EventRegistry([Counted]), outbox=True
+    ) as store:
+        counter = Counter("c-1")
+        counter.increment()
+        counter.increment()
+        with store.unit_of_work() as uow:
+            uow.track(counter)
+        first, second = (e.event_id for e in store.read_stream("c-1"))
+        transport = RecordingTransport(lambda m: "poison" if m.message_id == first else None)
+        relay = store.relay(transport, plain_message, max_attempts=1)
+        relay.run_once()
+        relay.release()
+        assert transport.ids() == []
+    return first, second
+
+
+def test_status_and_dead_letters_show_what_is_stuck(tmp_path: Path) -> None:
+    """status counts the backlog and dead letters; dead-letters lists the error."""
+    db = f"sqlite:///{tmp_path / 'o.db'}"
+    first, _ = dead_lettered(tmp_path / "o.db")
+    status = cli("outbox", "status", "--db", db)
+    assert status.returncode == 0, status.stderr
+    assert "backlog 1 event(s)" in status.stdout
+    assert "1 dead letter(s)" in status.stdout
+    listing = cli("outbox", "dead-letters", "--db", db)
+    assert first in listing.stdout
+    assert "poison" in listing.stdout
+
+
+def test_retry_puts_a_dead_letter_back_in_order(tmp_path: Path) -> None:
+    """After retry the relay publishes the dead letter and then the event behind it."""
+    path = tmp_path / "o.db"
+    first, second = dead_lettered(path)
+    result = cli("outbox", "retry", "--db", f"sqlite:///{path}", first)
+    assert "1 dead letter(s) back in the outbox" in result.stdout
+    with tidings.connect(
+        f"sqlite:///{path}", registry=tidings.EventRegistry([Counted]), outbox=True
+    ) as store:
+        transport = RecordingTransport()
+        relay = store.relay(transport, plain_message)
+        while relay.run_once():
+            pass
+    assert transport.ids() == [first, second]
+
+
+def test_purge_asks_first_and_needs_ids_or_all(tmp_path: Path) -> None:
+    """purge refuses without ids or --all, stops on 'no', deletes on --yes."""
+    path = tmp_path / "o.db"
+    dead_lettered(path)
+    db = f"sqlite:///{path}"
+    vague = cli("outbox", "purge", "--db", db)
+    assert vague.returncode == 2
+    assert "event ids, or --all" in vague.stderr
+    declined = cli("outbox", "purge", "--db", db, "--all", stdin="n\n")
+    assert declined.returncode != 0
+    assert "1 dead letter(s)" in cli("outbox", "status", "--db", db).stdout
+    done = cli("outbox", "purge", "--db", db, "--all", "--yes")
+    assert "1 dead letter(s) deleted" in done.stdout
+    assert "0 dead letter(s)" in cli("outbox", "status", "--db", db).stdout
