@@ -128,9 +128,25 @@ class InboxProcessor:
     rng: random.Random = field(default_factory=random.Random)
 
     def process(self, deliveries: Sequence[Delivery]) -> list[Verdict]:
-        """Handle the deliveries in one transaction; return a verdict for each."""
+        """Handle the deliveries in one transaction; return a verdict for each.
+
+        Once a message of an aggregate must go round again, the later messages of that
+        aggregate in the batch are not handled but sent round with it, so they keep their
+        order behind it.
+        """
+        verdicts: list[Verdict] = []
+        held: dict[str, float] = {}
         with self.database.transaction() as tx:
-            return [self._one(tx, delivery) for delivery in deliveries]
+            for delivery in deliveries:
+                stream = delivery.record.stream_id if delivery.record else None
+                if stream is not None and stream in held:
+                    verdicts.append(Verdict(False, held[stream]))
+                    continue
+                verdict = self._one(tx, delivery)
+                if not verdict.ack and stream is not None:
+                    held[stream] = verdict.retry_in
+                verdicts.append(verdict)
+        return verdicts
 
     def _one(self, tx: Transaction, delivery: Delivery) -> Verdict:
         record = delivery.record

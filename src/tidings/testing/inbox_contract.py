@@ -222,6 +222,35 @@ class InboxContract:
         assert [v.ack for v in verdicts] == [True, False, True]
         assert stock_of(store, product) == 96
 
+    def test_a_retried_event_holds_back_the_later_events_of_its_aggregate(
+        self, store: Store
+    ) -> None:
+        """Events 1 and 2 of one aggregate in a batch, 1 fails: 2 is not handled before it."""
+        applied: list[int] = []
+        failing = [True]
+
+        def ordered(event: Counted, uow: UnitOfWork) -> None:
+            if event.aggregate_version == 1 and failing[0]:
+                raise RuntimeError("not yet")
+            applied.append(event.aggregate_version)
+
+        handlers = Handlers()
+        handlers.add(Counted, "ordered", ordered)
+        processor = self.processor(store, handlers)
+        counter = Counter(new_id("order"))
+        counter.increment(1)
+        counter.increment(2)
+        with store.unit_of_work() as uow:
+            uow.track(counter)
+        records = [store.codec.encode(e) for e in uow.published]
+        batch = [Delivery(r.data, r) for r in records]
+        first = processor.process(batch)
+        assert [(v.ack, v.retry_in) for v in first] == [(False, 1.0), (False, 1.0)]
+        assert applied == []
+        failing[0] = False
+        assert all(v.ack for v in processor.process(batch))
+        assert applied == [1, 2]
+
     def test_the_same_event_handled_by_two_threads_at_once_applies_once(self, store: Store) -> None:
         """Parallel duplicates (two consumers got the same message) take effect once."""
         product = new_id("sku")

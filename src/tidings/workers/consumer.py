@@ -1,0 +1,168 @@
+"""Consumer: from a broker subscription through the inbox to the handlers.
+
+Each pass (``run_once``) fetches a batch, reads every message (bad input becomes a dead
+letter with its reason; it never stops the line), handles the batch in one transaction
+(a savepoint per message and handler), and only after the commit acknowledges what is
+done and asks for the rest to be delivered again after a backoff. A crash before the
+commit leaves nothing behind and the broker delivers the messages again; a crash after
+it leaves the inbox rows, so the redelivered messages are skipped as duplicates.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from tidings.application.backoff import Backoff
+from tidings.application.handling import Delivery, InboxProcessor, Verdict
+from tidings.errors import BadMessageError, StorageError, TransportError
+from tidings.ports import Inbox, IncomingMessage, Subscription
+from tidings.records import EventRecord
+
+log = logging.getLogger("tidings.consumer")
+
+Read = Callable[[bytes], EventRecord]
+
+
+@dataclass
+class ConsumerStats:
+    """What a consumer has done since it started."""
+
+    received: int = 0
+    applied: int = 0
+    duplicates: int = 0
+    retried: int = 0
+    buried: int = 0
+    batches: int = 0
+    outages: int = 0
+    last_error: str = ""
+    started_at: float = field(default_factory=time.time)
+
+
+class Consumer:
+    """One consumer process's worker around a broker subscription."""
+
+    def __init__(
+        self,
+        processor: InboxProcessor,
+        subscription: Subscription,
+        read: Read,
+        *,
+        inbox: Inbox | None = None,
+        batch_size: int = 100,
+        fetch_timeout: float = 1.0,
+        dedup_window_seconds: float = 7 * 86_400.0,
+        outage_backoff: Backoff | None = None,
+    ) -> None:
+        self.processor, self.subscription, self.read = processor, subscription, read
+        self.inbox = inbox
+        self.batch_size, self.fetch_timeout = batch_size, fetch_timeout
+        self.dedup_window_seconds = dedup_window_seconds
+        self.outage_backoff = outage_backoff or Backoff(base=0.2, cap=30.0)
+        self.stats = ConsumerStats()
+        self._cleanup_at = 0.0
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def run_once(self) -> int:
+        """Fetch, handle in one transaction, then settle with the broker; return the count."""
+        messages = self.subscription.fetch(self.batch_size, self.fetch_timeout)
+        if not messages:
+            return 0
+        verdicts = self.processor.process([self._delivery(m) for m in messages])
+        self._settle(messages, verdicts)  # only after the commit above
+        return len(messages)
+
+    def _delivery(self, message: IncomingMessage) -> Delivery:
+        try:
+            return Delivery(message.body, self.read(message.body))
+        except BadMessageError as exc:
+            return Delivery(message.body, None, exc.reason)
+
+    def _settle(self, messages: Sequence[IncomingMessage], verdicts: Sequence[Verdict]) -> None:
+        done: list[IncomingMessage] = []
+        for message, verdict in zip(messages, verdicts, strict=True):
+            self._count(verdict)
+            if verdict.ack:
+                done.append(message)
+            else:
+                self.subscription.retry_later(message, verdict.retry_in)
+        if done:
+            self.subscription.ack(done)
+
+    def _count(self, verdict: Verdict) -> None:
+        self.stats.received += 1
+        self.stats.applied += len(verdict.applied)
+        self.stats.duplicates += len(verdict.duplicates)
+        self.stats.buried += len(verdict.buried)
+        self.stats.retried += 0 if verdict.ack else 1
+
+    def run(self, stop: threading.Event | None = None) -> None:
+        """Pass after pass until ``stop`` is set; a database or broker outage pauses it."""
+        stop = stop or self._stop
+        outage = 0
+        while not stop.is_set():
+            try:
+                self.run_once()
+                outage = 0
+            except (StorageError, TransportError) as exc:
+                outage += 1
+                self.stats.outages += 1
+                self.stats.last_error = str(exc)
+                pause = self.outage_backoff.delay(outage, self.processor.rng)
+                log.warning("consumer paused %.1f s: %s", pause, exc)
+                stop.wait(pause)
+                continue
+            self._clean_up()
+
+    def _clean_up(self) -> None:
+        now = time.time()
+        if self.inbox is None or now < self._cleanup_at:
+            return
+        self._cleanup_at = now + 60.0
+        for _ in range(10):  # small batches, bounded: the consumer stays responsive
+            if self.inbox.delete_processed(self.dedup_window_seconds, 1000) < 1000:
+                break
+
+    def start(self) -> None:
+        """Run in a background thread (inside an application)."""
+        self._stop.clear()
+        self._thread = threading.Thread(target=self.run, name="tidings-consumer", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Finish the batch in hand and stop."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            self._thread = None
+
+
+def dedup_window_warning(
+    window_seconds: float, *redelivery_horizons: tuple[str, float]
+) -> str | None:
+    """A warning when duplicates could arrive after the inbox forgot the original.
+
+    Each horizon is (what, seconds): how long after the first delivery a copy of the same
+    event may still arrive (the broker's redelivery, the relay's retries).
+    """
+    too_long = [(what, s) for what, s in redelivery_horizons if s > window_seconds]
+    if not too_long:
+        return None
+    listed = ", ".join(f"{what} up to {s / 3600:.1f} h" for what, s in too_long)
+    return (
+        f"the inbox forgets processed events after {window_seconds / 3600:.1f} h, but "
+        f"duplicates can still arrive later ({listed}): raise the dedup window, or such a "
+        "late duplicate would be applied twice"
+    )
+
+
+def retry_horizon(backoff: Backoff, attempts: int) -> float:
+    """The longest time a relay keeps retrying one event (no jitter in its favour)."""
+    return sum(
+        min(backoff.cap, backoff.base * backoff.factor ** max(n - 1, 0)) * (1 + backoff.jitter)
+        for n in range(1, attempts)
+    )
