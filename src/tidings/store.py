@@ -4,18 +4,26 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator, Mapping, Sequence
+from datetime import datetime
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Self, TypeVar
 from urllib.parse import unquote, urlsplit
 
 from tidings.application.bus import InMemoryBus
+from tidings.application.event_log import iter_log
+from tidings.application.repository import EventSourcedRepository
 from tidings.application.unit_of_work import UnitOfWork
+from tidings.domain.event_sourced import EventSourcedAggregate
 from tidings.domain.events import DomainEvent
+from tidings.domain.ids import Clock, IdSource, utc_now, uuid7
 from tidings.errors import ConfigurationError
-from tidings.ports import Database, EventStore, EventWriter
+from tidings.ports import Database, EventStore, EventWriter, SnapshotStore
+from tidings.records import StreamInfo
 from tidings.serialization.codec import JsonCodec
 from tidings.serialization.registry import EventRegistry
+
+A = TypeVar("A", bound=EventSourcedAggregate)
 
 
 class Store:
@@ -34,9 +42,11 @@ class Store:
         *,
         bus: InMemoryBus | None = None,
         writers: Sequence[EventWriter] = (),
+        snapshots: SnapshotStore | None = None,
     ) -> None:
         self.database = database
         self.events = events
+        self.snapshots = snapshots
         self.registry = registry
         self.codec = JsonCodec(registry)
         self.bus = bus if bus is not None else InMemoryBus()
@@ -53,16 +63,54 @@ class Store:
             metadata=json.dumps(dict(metadata or {}), separators=(",", ":")).encode(),
         )
 
-    def read_stream(self, stream_id: str, from_version: int = 1) -> Iterator[DomainEvent]:
-        """The decoded events of one stream, oldest first."""
+    def repository(
+        self,
+        aggregate_class: type[A],
+        *,
+        snapshot_every: int | None = None,
+        clock: Clock = utc_now,
+        ids: IdSource = uuid7,
+    ) -> EventSourcedRepository[A]:
+        """The repository of an event-sourced class; registers the events it applies."""
+        self.registry.register(*aggregate_class.appliers)
+        return EventSourcedRepository(
+            aggregate_class,
+            self.database,
+            self.events,
+            self.codec,
+            self.snapshots,
+            snapshot_every=snapshot_every,
+            clock=clock,
+            ids=ids,
+        )
+
+    def read_stream(
+        self,
+        stream_id: str,
+        from_version: int = 1,
+        to_version: int | None = None,
+        *,
+        as_of: datetime | None = None,
+    ) -> Iterator[DomainEvent]:
+        """The decoded events of one stream, oldest first (see ``EventStore.read_stream``)."""
         where = self.database.describe()
-        for record in self.events.read_stream(stream_id, from_version):
+        for record in self.events.read_stream(stream_id, from_version, to_version, as_of=as_of):
             yield self.codec.decode(record, where)
+
+    def stream_info(self, stream_id: str, as_of: datetime | None = None) -> StreamInfo:
+        """A stream's version and first and last event times, now or as of ``as_of``."""
+        return self.events.stream_info(stream_id, as_of)
 
     def read_all(self, after_position: int = 0, limit: int = 1000) -> list[DomainEvent]:
         """Up to ``limit`` decoded events of the global log after ``after_position``."""
         where = self.database.describe()
         return [self.codec.decode(r, where) for r in self.events.read_all(after_position, limit)]
+
+    def iter_all(self, after_position: int = 0, page: int = 1000) -> Iterator[DomainEvent]:
+        """Every decoded event after ``after_position``, a page at a time (flat memory)."""
+        where = self.database.describe()
+        for record in iter_log(self.events, after_position, page):
+            yield self.codec.decode(record, where)
 
     def close(self) -> None:
         """Release the database connections."""
@@ -101,33 +149,39 @@ def connect(
     (``tidings schema`` prints their DDL).
     """
     registry = registry if registry is not None else EventRegistry()
-    database, events = _open(url, prefix=prefix, schema=schema, synchronous=synchronous)
+    database, events, snapshots = _open(url, prefix=prefix, schema=schema, synchronous=synchronous)
     try:
         if create_schema:
             database.create_schema()
     except BaseException:
         database.close()
         raise
-    return Store(database, events, registry, bus=bus)
+    return Store(database, events, registry, bus=bus, snapshots=snapshots)
 
 
-def _open(url: str, *, prefix: str, schema: str, synchronous: str) -> tuple[Database, EventStore]:
+def _open(
+    url: str, *, prefix: str, schema: str, synchronous: str
+) -> tuple[Database, EventStore, SnapshotStore]:
     scheme = urlsplit(url).scheme.lower()
     if scheme == "memory":
-        from tidings.adapters.memory import MemoryDatabase, MemoryEventStore
+        from tidings.adapters.memory import MemoryDatabase, MemoryEventStore, MemorySnapshotStore
 
         memory = MemoryDatabase()
-        return memory, MemoryEventStore(memory)
+        return memory, MemoryEventStore(memory), MemorySnapshotStore(memory)
     if scheme == "sqlite":
-        from tidings.adapters.sqlite import SqliteDatabase, SqliteEventStore
+        from tidings.adapters.sqlite import SqliteDatabase, SqliteEventStore, SqliteSnapshotStore
 
         sqlite = SqliteDatabase(sqlite_path(url), prefix=prefix, synchronous=synchronous)
-        return sqlite, SqliteEventStore(sqlite)
+        return sqlite, SqliteEventStore(sqlite), SqliteSnapshotStore(sqlite)
     if scheme in ("postgresql", "postgres"):
-        from tidings.adapters.postgres import PostgresDatabase, PostgresEventStore
+        from tidings.adapters.postgres import (
+            PostgresDatabase,
+            PostgresEventStore,
+            PostgresSnapshotStore,
+        )
 
         postgres = PostgresDatabase(url, schema=schema, prefix=prefix)
-        return postgres, PostgresEventStore(postgres)
+        return postgres, PostgresEventStore(postgres), PostgresSnapshotStore(postgres)
     raise ConfigurationError(
         f"cannot open {url!r}: use sqlite:///path/to/file.db, postgresql://user@host/dbname "
         "or memory://"
