@@ -29,8 +29,9 @@ A = TypeVar("A", bound=EventSourcedAggregate)
 class Store:
     """One database's tidings tables, the codec, and the bus events go to after commit.
 
-    Build it with ``tidings.connect``; use ``unit_of_work()`` for every change, and the
-    read methods to look at the event log. Close it (or use it as a context manager)
+    Build it with ``tidings.connect``; use ``unit_of_work()`` for every change,
+    ``repository(cls)`` for event-sourced aggregates, and the read methods to look at the
+    event log. Close it (or use it as a context manager)
     to release connections.
     """
 

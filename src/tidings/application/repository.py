@@ -22,11 +22,11 @@ A = TypeVar("A", bound=EventSourcedAggregate)
 
 @dataclass(frozen=True)
 class Loaded(Generic[A]):
-    """An aggregate as loaded, and how: the snapshot version it started from (0: none) and
-    how many events were applied on top of it."""
+    """An aggregate as loaded, and how: the stream version of the snapshot it started from
+    (0: none, a full replay) and how many events were applied on top of it."""
 
     aggregate: A
-    snapshot_version: int
+    snapshot_at: int
     replayed: int
 
 
@@ -78,7 +78,7 @@ class EventSourcedRepository(Generic[A]):
     def load(
         self, aggregate_id: str, *, version: int | None = None, as_of: datetime | None = None
     ) -> Loaded[A]:
-        """Like ``get``, and say whether a snapshot was used and how many events were applied.
+        """Like ``get``, and say which snapshot was used and how many events were applied.
 
         A temporal load (``version`` or ``as_of``) uses only a snapshot at or below the
         version it asks for, so it never starts from a state newer than that point.

@@ -112,13 +112,13 @@ def snapshots(
             orders.save(uow, order)
     now = orders.load("o-2002")
     say(
-        f"Loading it now: snapshot at version {now.snapshot_version} + {now.replayed} events "
+        f"Loading it now: snapshot at version {now.snapshot_at} + {now.replayed} events "
         f"instead of all {now.aggregate.version}; {len(now.aggregate.lines)} lines.",
         2,
     )
     back = orders.load("o-2002", version=7)
     say(
-        f"Loading version 7: snapshot at version {back.snapshot_version} + {back.replayed} "
+        f"Loading version 7: snapshot at version {back.snapshot_at} + {back.replayed} "
         "events; a temporal load never starts from a newer snapshot.",
         2,
     )
@@ -126,7 +126,7 @@ def snapshots(
     again = orders.load("o-2002")
     say(
         f"An on-demand snapshot (orders.snapshot(order)): now version "
-        f"{again.snapshot_version} + {again.replayed} events.",
+        f"{again.snapshot_at} + {again.replayed} events.",
         2,
     )
 

@@ -117,7 +117,7 @@ class EventSourcingContract:
         with pytest.raises(ConcurrencyError), store.unit_of_work() as uow:
             tallies.save(uow, second)
         loaded = tallies.load(tally.id)
-        assert (loaded.aggregate.total, loaded.snapshot_version) == (11, 2)
+        assert (loaded.aggregate.total, loaded.snapshot_at) == (11, 2)
         snapshot = store.snapshots.load_latest(tally.id, "Tally", 1)  # type: ignore[union-attr]
         assert snapshot is not None
         assert b"11" in snapshot.state
@@ -130,16 +130,16 @@ class EventSourcingContract:
         tally = Tally(new_id("tally"))
         save_steps(store, tallies, tally, [1, 2, 3, 4, 5, 6, 7])
         loaded = tallies.load(tally.id)
-        assert (loaded.snapshot_version, loaded.replayed, loaded.aggregate.total) == (6, 1, 28)
-        assert tallies.load(tally.id, version=5).snapshot_version == 3
+        assert (loaded.snapshot_at, loaded.replayed, loaded.aggregate.total) == (6, 1, 28)
+        assert tallies.load(tally.id, version=5).snapshot_at == 3
         batch = Tally(new_id("tally"))
         for step in range(8):
             batch.add(step)
         with store.unit_of_work() as uow:
             tallies.save(uow, batch)
         loaded = tallies.load(batch.id)
-        assert (loaded.snapshot_version, loaded.replayed) == (8, 0)
-        assert tallies.load(batch.id, version=7).snapshot_version == 0
+        assert (loaded.snapshot_at, loaded.replayed) == (8, 0)
+        assert tallies.load(batch.id, version=7).snapshot_at == 0
 
     def test_a_snapshot_is_taken_on_demand(self, store: Store) -> None:
         """``snapshot(aggregate)`` for a saved one, ``save(..., snapshot=True)`` with new
@@ -148,13 +148,13 @@ class EventSourcingContract:
         tally = Tally(new_id("tally"))
         save_steps(store, tallies, tally, [1, 2])
         tallies.snapshot(tally)
-        assert tallies.load(tally.id).snapshot_version == 2
+        assert tallies.load(tally.id).snapshot_at == 2
         tally.add(3)
         with pytest.raises(ValueError, match="unsaved events"):
             tallies.snapshot(tally)
         with store.unit_of_work() as uow:
             tallies.save(uow, tally, snapshot=True)
-        assert (tallies.load(tally.id).snapshot_version, tallies.get(tally.id).total) == (3, 6)
+        assert (tallies.load(tally.id).snapshot_at, tallies.get(tally.id).total) == (3, 6)
 
     def test_a_temporal_load_never_starts_from_a_newer_snapshot(
         self, store: Store, clock: FixedClock
@@ -172,13 +172,13 @@ class EventSourcingContract:
         for version, start in ((2, 0), (3, 3), (4, 3), (6, 6), (7, 6)):
             loaded = tallies.load(tally.id, version=version)
             replayed = Tally.reconstitute(tally.id, store.read_stream(tally.id, 1, version))
-            assert loaded.snapshot_version == start
+            assert loaded.snapshot_at == start
             assert loaded.aggregate.to_snapshot() == replayed.to_snapshot()
-            assert plain.load(tally.id, version=version).snapshot_version == start
+            assert plain.load(tally.id, version=version).snapshot_at == start
         as_of = tallies.load(tally.id, as_of=T0 + timedelta(minutes=27))  # events 1..6
-        assert (as_of.snapshot_version, as_of.aggregate.version) == (6, 6)
+        assert (as_of.snapshot_at, as_of.aggregate.version) == (6, 6)
         as_of = tallies.load(tally.id, as_of=T0 + timedelta(minutes=22))  # events 1..5
-        assert (as_of.snapshot_version, as_of.aggregate.total) == (3, 15)
+        assert (as_of.snapshot_at, as_of.aggregate.total) == (3, 15)
 
     def test_a_snapshot_of_an_older_shape_is_ignored_and_the_state_rebuilt(
         self, store: Store
@@ -190,14 +190,14 @@ class EventSourcingContract:
         save_steps(store, old, tally, [1, 2, 3, 4])
         new = store.repository(TallyV2, snapshot_every=2)
         loaded = new.load(tally.id)
-        assert (loaded.snapshot_version, loaded.replayed, loaded.aggregate.total) == (0, 4, 10)
+        assert (loaded.snapshot_at, loaded.replayed, loaded.aggregate.total) == (0, 4, 10)
         v2 = loaded.aggregate
         v2.add(5)
         v2.add(6)
         with store.unit_of_work() as uow:
             new.save(uow, v2)
-        assert new.load(tally.id).snapshot_version == 6
-        assert old.load(tally.id).snapshot_version == 4
+        assert new.load(tally.id).snapshot_at == 6
+        assert old.load(tally.id).snapshot_at == 4
 
     def test_a_snapshot_that_does_not_fit_its_type_is_ignored_with_a_warning(
         self, store: Store, caplog: pytest.LogCaptureFixture
@@ -212,7 +212,7 @@ class EventSourcingContract:
             store.snapshots.save(tx, bad)  # type: ignore[union-attr]
         with caplog.at_level(logging.WARNING, logger="tidings.repository"):
             loaded = tallies.load(tally.id)
-        assert (loaded.snapshot_version, loaded.aggregate.total) == (0, 3)
+        assert (loaded.snapshot_at, loaded.aggregate.total) == (0, 3)
         assert "snapshot_version" in caplog.text
 
     def test_snapshots_need_a_class_that_declares_them(self, store: Store) -> None:
@@ -257,6 +257,6 @@ class EventSourcingContract:
         replayed = Tally.reconstitute(tally.id, store.read_stream(tally.id))
         assert loaded.aggregate.to_snapshot() == replayed.to_snapshot() == tally.to_snapshot()
         assert loaded.aggregate.version == replayed.version == len(commands)
-        assert (loaded.snapshot_version > 0) == (len(commands) >= every)
-        assert loaded.snapshot_version + loaded.replayed == len(commands)
+        assert (loaded.snapshot_at > 0) == (len(commands) >= every)
+        assert loaded.snapshot_at + loaded.replayed == len(commands)
         assert loaded.replayed < every  # the tail is shorter than the snapshot interval
