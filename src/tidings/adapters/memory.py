@@ -151,17 +151,15 @@ class MemoryEventStore:
         """Records of one stream in version order, a page at a time (the lock is not held
         while the caller works through a page)."""
         if as_of is not None:
-            require_aware(as_of)
+            version_then = self.stream_info(stream_id, as_of).version
+            to_version = version_then if to_version is None else min(to_version, version_then)
         version = max(from_version, 1)
         while True:
             with self._db.lock:
                 stream = self._streams.get(stream_id, [])
-                end = len(stream) if to_version is None else min(to_version, len(stream))
+                end = len(stream) if to_version is None else max(min(to_version, len(stream)), 0)
                 page = stream[version - 1 : min(end, version - 1 + PAGE)]
-            for record in page:
-                if as_of is not None and record.occurred_at > as_of:
-                    return
-                yield record
+            yield from page
             if len(page) < PAGE:
                 return
             version += PAGE

@@ -93,8 +93,9 @@ class SqlEventStore:
     ) -> Iterator[EventRecord]:
         """Records of one stream in version order, fetched a page at a time, so that a
         stream of any length is read in flat memory."""
-        if as_of is not None:
-            require_aware(as_of)
+        if as_of is not None:  # the same prefix as stream_info's, by the same query
+            version_then = self.stream_info(stream_id, as_of).version
+            to_version = version_then if to_version is None else min(to_version, version_then)
         m = self.mark
         sql = (
             f"SELECT {self.select} FROM {self.table} WHERE stream_id = {m} "
@@ -105,10 +106,7 @@ class SqlEventStore:
         while version <= last:
             rows = self._query(sql, (stream_id, version, last))
             for row in rows:
-                record = self._record(row)
-                if as_of is not None and record.occurred_at > as_of:
-                    return
-                yield record
+                yield self._record(row)
             if len(rows) < PAGE:
                 return
             version = int(rows[-1][3]) + 1

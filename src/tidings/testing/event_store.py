@@ -10,6 +10,8 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from tidings.application.event_log import iter_log
 from tidings.errors import ConcurrencyError
@@ -65,7 +67,7 @@ class EventStoreContract:
         assert versions(read(tally.id, to_version=3)) == [1, 2, 3]
         assert versions(read(tally.id, 10, 99)) == [10, 11, 12]
         assert versions(read(tally.id, 13)) == []
-        assert versions(read(tally.id, 1, 0)) == []
+        assert versions(read(tally.id, 1, 0)) == versions(read(tally.id, 1, -1)) == []
         assert versions(read(new_id("missing"))) == []
         assert [e.step for e in store.read_stream(tally.id, 3, 4)] == [2, 3]  # type: ignore[attr-defined]
 
@@ -114,6 +116,44 @@ class EventStoreContract:
         as_of = T0 + timedelta(minutes=5)
         assert versions(store.events.read_stream(tally.id, as_of=as_of)) == [1]
         assert store.stream_info(tally.id, as_of).version == 1
+
+    @settings(
+        max_examples=25,
+        deadline=None,
+        suppress_health_check=[HealthCheck.function_scoped_fixture],
+    )
+    @given(
+        minutes=st.lists(st.integers(0, 30), min_size=1, max_size=12),
+        start=st.integers(-1, 14),
+        end=st.none() | st.integers(-1, 14),
+        as_of=st.none() | st.integers(-1, 31),
+    )
+    def test_stream_reads_agree_with_a_list_model(
+        self, store: Store, minutes: list[int], start: int, end: int | None, as_of: int | None
+    ) -> None:
+        """Random event times (the clock may go back or stand still), bounds and times:
+        ``read_stream`` and ``stream_info`` give what slicing a list gives."""
+        clock = FixedClock(T0)
+        tally = Tally(new_id("tally"), clock=clock)
+        times = [T0 + timedelta(minutes=m) for m in minutes]
+        for moment in times:
+            clock.now = moment
+            tally.add(1)
+        with store.unit_of_work() as uow:
+            uow.track(tally)
+        when = None if as_of is None else T0 + timedelta(minutes=as_of)
+        prefix = (
+            len(times)
+            if when is None
+            else next((i for i, t in enumerate(times) if t > when), len(times))
+        )
+        top = prefix if end is None else min(end, prefix)
+        read = store.events.read_stream(tally.id, start, end, as_of=when)
+        assert versions(read) == list(range(max(start, 1), top + 1))
+        info = store.stream_info(tally.id, when)
+        assert info.version == prefix
+        if prefix:
+            assert (info.first_occurred_at, info.last_occurred_at) == (times[0], times[prefix - 1])
 
     def test_a_time_without_a_zone_is_refused(self, store: Store) -> None:
         """A naive datetime is ambiguous: ValueError naming the fix, for both reads."""
