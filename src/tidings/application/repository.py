@@ -83,18 +83,7 @@ class EventSourcedRepository(Generic[A]):
         A temporal load (``version`` or ``as_of``) uses only a snapshot at or below the
         version it asks for, so it never starts from a state newer than that point.
         """
-        if version is not None and as_of is not None:
-            raise ValueError("give version or as_of, not both")
-        target = version
-        if as_of is not None:
-            target = self._events.stream_info(aggregate_id, as_of).version
-            if target == 0:
-                raise AggregateNotFoundError(
-                    f"{self._name(aggregate_id)} has no event that occurred at or before "
-                    f"{as_of.isoformat()}: it did not exist yet"
-                )
-        if target is not None and target < 1:
-            raise ValueError(f"versions start at 1 (got {target})")
+        target = self._target_version(aggregate_id, version, as_of)
         aggregate = self._from_snapshot(aggregate_id, target)
         start = aggregate.version if aggregate is not None else 0
         if aggregate is None:
@@ -128,6 +117,23 @@ class EventSourcedRepository(Generic[A]):
             raise ValueError(f"{self._name(aggregate.id)} has no events to snapshot")
         with self._database.transaction() as tx:
             self._write_snapshot(tx, aggregate)
+
+    def _target_version(
+        self, aggregate_id: str, version: int | None, as_of: datetime | None
+    ) -> int | None:
+        """The version a load asks for (None: the latest); ``as_of`` is turned into one."""
+        if version is not None and as_of is not None:
+            raise ValueError("give version or as_of, not both")
+        if as_of is not None:
+            version = self._events.stream_info(aggregate_id, as_of).version
+            if version == 0:
+                raise AggregateNotFoundError(
+                    f"{self._name(aggregate_id)} has no event that occurred at or before "
+                    f"{as_of.isoformat()}: it did not exist yet"
+                )
+        if version is not None and version < 1:
+            raise ValueError(f"versions start at 1 (got {version})")
+        return version
 
     def _snapshot_due(self, aggregate: A) -> bool:
         every = self.snapshot_every
