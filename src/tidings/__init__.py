@@ -4,11 +4,14 @@ Start with ``tidings.connect("sqlite:///shop.db")``; see the README for the tour
 """
 
 from tidings.application.bus import HandlerFailure, InMemoryBus
+from tidings.application.repository import EventSourcedRepository
 from tidings.application.unit_of_work import UnitOfWork
 from tidings.domain.aggregate import Aggregate
+from tidings.domain.event_sourced import EventSourcedAggregate
 from tidings.domain.events import DomainEvent
 from tidings.domain.ids import UUID7Source, utc_now, uuid7
 from tidings.errors import (
+    AggregateNotFoundError,
     BadMessageError,
     BrokerUnavailableError,
     ConcurrencyError,
@@ -24,7 +27,7 @@ from tidings.errors import (
     UnknownEventTypeError,
 )
 from tidings.ports import ANY_VERSION, NO_STREAM
-from tidings.records import EventRecord
+from tidings.records import EventRecord, SnapshotRecord, StreamInfo
 from tidings.serialization.codec import JsonCodec
 from tidings.serialization.registry import EventRegistry
 from tidings.store import Store, connect
@@ -35,6 +38,7 @@ __all__ = [
     "ANY_VERSION",
     "NO_STREAM",
     "Aggregate",
+    "AggregateNotFoundError",
     "BadMessageError",
     "BrokerUnavailableError",
     "ConcurrencyError",
@@ -44,13 +48,17 @@ __all__ = [
     "DomainEvent",
     "EventRecord",
     "EventRegistry",
+    "EventSourcedAggregate",
+    "EventSourcedRepository",
     "HandlerFailure",
     "InMemoryBus",
     "JsonCodec",
     "SerializationError",
     "ServerUnavailableError",
+    "SnapshotRecord",
     "StorageError",
     "Store",
+    "StreamInfo",
     "TidingsError",
     "TransportError",
     "UUID7Source",

@@ -4,6 +4,7 @@
     ├── ConfigurationError        a URL, option or identifier that cannot work
     ├── DomainError               a business rule refused a command (raised by user aggregates)
     ├── ConcurrencyError          another writer changed the stream first; reload and retry
+    ├── AggregateNotFoundError    no events of the aggregate (at that version or time)
     ├── SerializationError        an event could not be turned into or out of its stored form
     │   ├── UnknownEventTypeError  no class is registered for a stored type and version
     │   └── DecodeError            the stored bytes are not valid JSON or do not fit the class
@@ -46,6 +47,10 @@ class ConcurrencyError(TidingsError):
             f"version {expected_version}: another writer changed it first. Nothing was "
             "written; load the aggregate again (with its stored version) and retry the command."
         )
+
+
+class AggregateNotFoundError(TidingsError):
+    """A repository found no events for the aggregate, or not as far as the version asked."""
 
 
 class SerializationError(TidingsError):

@@ -10,10 +10,11 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, Protocol
 
 from tidings.domain.events import DomainEvent
-from tidings.records import EventRecord
+from tidings.records import EventRecord, SnapshotRecord, StreamInfo
 
 ANY_VERSION = -1
 """``expected_version`` that skips the concurrency check."""
@@ -76,11 +77,52 @@ class EventStore(Protocol):
         """The version of a stream's last event (0 when there is none): committed, or as
         ``tx`` sees it (its own writes included)."""
 
-    def read_stream(self, stream_id: str, from_version: int = 1) -> Iterator[EventRecord]:
-        """Committed records of one stream from ``from_version`` on, in version order."""
+    def stream_info(self, stream_id: str, as_of: datetime | None = None) -> StreamInfo:
+        """The stream's version and the times of its first and last events.
+
+        With ``as_of``, the stream as it was then: only its events before the first one
+        that occurred after ``as_of`` count (a prefix, even if clocks went backwards).
+        """
+
+    def read_stream(
+        self,
+        stream_id: str,
+        from_version: int = 1,
+        to_version: int | None = None,
+        *,
+        as_of: datetime | None = None,
+    ) -> Iterator[EventRecord]:
+        """Committed records of one stream from ``from_version`` to ``to_version``
+        (inclusive; the end when None), in version order, fetched a page at a time.
+
+        With ``as_of``, the reading stops before the first event that occurred after it,
+        the same prefix ``stream_info(stream_id, as_of)`` describes.
+        """
 
     def read_all(self, after_position: int = 0, limit: int = 1000) -> list[EventRecord]:
-        """Up to ``limit`` committed records after ``after_position``, in position order."""
+        """Up to ``limit`` committed records after ``after_position``, in position order.
+
+        A page may be short, or empty, while the store cannot yet tell whether a gap in
+        positions will still fill (PostgreSQL); reading again from the same position
+        decides it. ``iter_log`` in ``tidings.application`` does that for you.
+        """
+
+
+class SnapshotStore(Protocol):
+    """Snapshots of aggregate state, written in the transaction that saves the events."""
+
+    def save(self, tx: Transaction, snapshot: SnapshotRecord) -> None:
+        """Write ``snapshot`` inside ``tx``, replacing one of the same stream and version."""
+
+    def load_latest(
+        self,
+        stream_id: str,
+        aggregate_type: str,
+        snapshot_version: int,
+        max_version: int | None = None,
+    ) -> SnapshotRecord | None:
+        """The newest snapshot of a stream written by ``aggregate_type`` in the shape
+        ``snapshot_version``, at or below ``max_version`` (None: any); None if there is none."""
 
 
 class EventWriter(Protocol):

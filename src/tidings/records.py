@@ -40,3 +40,46 @@ class EventRecord:
             f"event {self.event_id} ({self.event_type} v{self.schema_version}) of stream "
             f"{self.stream_id!r} version {self.version}, {where}"
         )
+
+
+@dataclass(frozen=True, slots=True)
+class StreamInfo:
+    """What a store knows of one stream: its version and when its first and last events
+    occurred (by their ``occurred_at``). A stream without events has version 0 and no times.
+    """
+
+    stream_id: str
+    version: int = 0
+    first_occurred_at: datetime | None = None
+    last_occurred_at: datetime | None = None
+
+    @property
+    def exists(self) -> bool:
+        """True when the stream has at least one event."""
+        return self.version > 0
+
+
+@dataclass(frozen=True, slots=True)
+class SnapshotRecord:
+    """An aggregate's state at one version of its stream, as a snapshot store keeps it.
+
+    ``aggregate_type`` and ``snapshot_version`` say which class wrote ``state`` (a JSON
+    document) and in which shape: a loader uses a snapshot only when both match its own.
+    """
+
+    stream_id: str
+    version: int
+    aggregate_type: str
+    snapshot_version: int
+    state: bytes
+    taken_at: datetime
+
+
+def require_aware(moment: datetime, what: str = "as_of") -> datetime:
+    """Return ``moment`` if it has a time zone, else raise: stores compare instants in UTC."""
+    if moment.tzinfo is None or moment.utcoffset() is None:
+        raise ValueError(
+            f"{what}={moment!r} has no time zone; pass an aware datetime, "
+            "for example datetime(2025, 1, 10, tzinfo=UTC)"
+        )
+    return moment

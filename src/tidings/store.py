@@ -4,46 +4,43 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator, Mapping, Sequence
-from pathlib import Path
+from datetime import datetime
 from types import TracebackType
-from typing import Any, Protocol, Self
-from urllib.parse import unquote, urlsplit
+from typing import Any, Self, TypeVar
 
-from tidings.adapters.memory import MemoryDatabase
 from tidings.application.bus import InMemoryBus
+from tidings.application.event_log import iter_log
 from tidings.application.handling import Handlers, InboxProcessor
+from tidings.application.repository import EventSourcedRepository
 from tidings.application.unit_of_work import UnitOfWork
+from tidings.backends import OutboxAdapter, inbox_of, open_backend, outbox_of
+from tidings.domain.event_sourced import EventSourcedAggregate
 from tidings.domain.events import DomainEvent
+from tidings.domain.ids import Clock, IdSource, utc_now, uuid7
 from tidings.errors import ConfigurationError
 from tidings.ports import (
     Database,
     EventStore,
     EventWriter,
     Inbox,
-    LaneLeases,
-    Outbox,
-    OutboxDeadLetters,
+    SnapshotStore,
     Transaction,
     Transport,
 )
-from tidings.records import EventRecord
+from tidings.records import EventRecord, StreamInfo
 from tidings.serialization.codec import JsonCodec
 from tidings.serialization.registry import EventRegistry
 from tidings.workers.relay import Encode, Relay
 
-
-class OutboxAdapter(Outbox, LaneLeases, OutboxDeadLetters, Protocol):
-    """What every outbox adapter implements: the three outbox ports and ``close``."""
-
-    def close(self) -> None:
-        """Release what the outbox holds (a listening connection)."""
+A = TypeVar("A", bound=EventSourcedAggregate)
 
 
 class Store:
     """One database's tidings tables, the codec, and the bus events go to after commit.
 
-    Build it with ``tidings.connect``; use ``unit_of_work()`` for every change, and the
-    read methods to look at the event log. Close it (or use it as a context manager)
+    Build it with ``tidings.connect``; use ``unit_of_work()`` for every change,
+    ``repository(cls)`` for event-sourced aggregates, and the read methods to look at the
+    event log. Close it (or use it as a context manager)
     to release connections.
     """
 
@@ -57,9 +54,11 @@ class Store:
         writers: Sequence[EventWriter] = (),
         outbox: OutboxAdapter | None = None,
         inbox: Inbox | None = None,
+        snapshots: SnapshotStore | None = None,
     ) -> None:
         self.database = database
         self.events = events
+        self.snapshots = snapshots
         self.registry = registry
         self.codec = JsonCodec(registry)
         self.bus = bus if bus is not None else InMemoryBus()
@@ -104,11 +103,43 @@ class Store:
             raise ConfigurationError("this store has no inbox")
         return InboxProcessor(self, self.inbox, handlers, self.database, **options)
 
-    def read_stream(self, stream_id: str, from_version: int = 1) -> Iterator[DomainEvent]:
-        """The decoded events of one stream, oldest first."""
+    def repository(
+        self,
+        aggregate_class: type[A],
+        *,
+        snapshot_every: int | None = None,
+        clock: Clock = utc_now,
+        ids: IdSource = uuid7,
+    ) -> EventSourcedRepository[A]:
+        """The repository of an event-sourced class; registers the events it applies."""
+        self.registry.register(*aggregate_class.appliers)
+        return EventSourcedRepository(
+            aggregate_class,
+            self.database,
+            self.events,
+            self.codec,
+            self.snapshots,
+            snapshot_every=snapshot_every,
+            clock=clock,
+            ids=ids,
+        )
+
+    def read_stream(
+        self,
+        stream_id: str,
+        from_version: int = 1,
+        to_version: int | None = None,
+        *,
+        as_of: datetime | None = None,
+    ) -> Iterator[DomainEvent]:
+        """The decoded events of one stream, oldest first (see ``EventStore.read_stream``)."""
         where = self.database.describe()
-        for record in self.events.read_stream(stream_id, from_version):
+        for record in self.events.read_stream(stream_id, from_version, to_version, as_of=as_of):
             yield self.codec.decode(record, where)
+
+    def stream_info(self, stream_id: str, as_of: datetime | None = None) -> StreamInfo:
+        """A stream's version and first and last event times, now or as of ``as_of``."""
+        return self.events.stream_info(stream_id, as_of)
 
     def read_all(self, after_position: int = 0, limit: int = 1000) -> list[DomainEvent]:
         """Up to ``limit`` decoded events of the global log after ``after_position``."""
@@ -122,6 +153,12 @@ class Store:
                 "this store has no outbox: connect with tidings.connect(url, outbox=True)"
             )
         return Relay(self.outbox, self.outbox, transport, encode, **options)
+
+    def iter_all(self, after_position: int = 0, page: int = 1000) -> Iterator[DomainEvent]:
+        """Every decoded event after ``after_position``, a page at a time (flat memory)."""
+        where = self.database.describe()
+        for record in iter_log(self.events, after_position, page):
+            yield self.codec.decode(record, where)
 
     def close(self) -> None:
         """Release the database connections."""
@@ -165,91 +202,22 @@ def connect(
     (``store.relay(...)`` or ``tidings relay``) instead of straight after the commit.
     """
     registry = registry if registry is not None else EventRegistry()
-    database, events = _open(url, prefix=prefix, schema=schema, synchronous=synchronous)
+    database, events, snapshots = open_backend(
+        url, prefix=prefix, schema=schema, synchronous=synchronous
+    )
     try:
         if create_schema:
             database.create_schema()
-        box = _outbox(database) if outbox else None
+        box = outbox_of(database) if outbox else None
     except BaseException:
         database.close()
         raise
-    return Store(database, events, registry, bus=bus, outbox=box, inbox=_inbox(database))
-
-
-def _inbox(database: Database) -> Inbox:
-    if isinstance(database, MemoryDatabase):
-        from tidings.adapters.memory_inbox import MemoryInbox
-
-        return MemoryInbox(database)
-    from tidings.adapters.sql_inbox import SqlInbox
-
-    sql: Any = database
-    if database.dialect == "sqlite":
-        return SqlInbox(
-            sql.tables,
-            mark="?",
-            now="strftime('%Y-%m-%dT%H:%M:%fZ', 'now')",
-            transaction=sql.transaction,
-            query=sql.query,
-            older_than=(
-                "processed_at < strftime('%Y-%m-%dT%H:%M:%fZ', 'now', '-' || ? || ' seconds')"
-            ),
-        )
-    return SqlInbox(
-        sql.tables,
-        mark="%s",
-        now="now()",
-        transaction=sql.transaction,
-        query=sql.query,
-        older_than="processed_at < now() - make_interval(secs => %s)",
+    return Store(
+        database,
+        events,
+        registry,
+        bus=bus,
+        outbox=box,
+        inbox=inbox_of(database),
+        snapshots=snapshots,
     )
-
-
-def _outbox(database: Database) -> OutboxAdapter:
-    if isinstance(database, MemoryDatabase):
-        from tidings.adapters.memory_outbox import MemoryOutbox
-
-        return MemoryOutbox(database)
-    if database.dialect == "sqlite":
-        from tidings.adapters.sqlite.outbox import SqliteOutbox
-
-        return SqliteOutbox(database)  # type: ignore[arg-type]
-    from tidings.adapters.postgres.outbox import PostgresOutbox
-
-    return PostgresOutbox(database)  # type: ignore[arg-type]
-
-
-def _open(url: str, *, prefix: str, schema: str, synchronous: str) -> tuple[Database, EventStore]:
-    scheme = urlsplit(url).scheme.lower()
-    if scheme == "memory":
-        from tidings.adapters.memory import MemoryDatabase, MemoryEventStore
-
-        memory = MemoryDatabase()
-        return memory, MemoryEventStore(memory)
-    if scheme == "sqlite":
-        from tidings.adapters.sqlite import SqliteDatabase, SqliteEventStore
-
-        sqlite = SqliteDatabase(sqlite_path(url), prefix=prefix, synchronous=synchronous)
-        return sqlite, SqliteEventStore(sqlite)
-    if scheme in ("postgresql", "postgres"):
-        from tidings.adapters.postgres import PostgresDatabase, PostgresEventStore
-
-        postgres = PostgresDatabase(url, schema=schema, prefix=prefix)
-        return postgres, PostgresEventStore(postgres)
-    raise ConfigurationError(
-        f"cannot open {url!r}: use sqlite:///path/to/file.db, postgresql://user@host/dbname "
-        "or memory://"
-    )
-
-
-def sqlite_path(url: str) -> Path:
-    """The file path in ``sqlite:///relative`` or ``sqlite:////absolute`` URLs."""
-    if not url.lower().startswith("sqlite:///"):
-        raise ConfigurationError(
-            f"{url!r} is not an SQLite URL: write sqlite:///relative/path.db or "
-            "sqlite:////absolute/path.db (three slashes, then the path)"
-        )
-    path = unquote(url[len("sqlite:///") :].split("?", 1)[0])
-    if not path:
-        raise ConfigurationError(f"{url!r} names no file: write sqlite:///shop.db")
-    return Path(path)

@@ -49,7 +49,45 @@ def test_the_demo_tells_the_recording_and_publishing_story_in_order(tmp_path: Pa
     assert -1 not in positions, [s for s, p in zip(story, positions, strict=True) if p < 0]
     assert positions == sorted(positions)
     with sqlite3.connect(db) as conn:
-        assert conn.execute("SELECT count(*) FROM tidings_events").fetchone() == (2,)
+        query = "SELECT count(*) FROM tidings_events WHERE stream_id = 'o-1001'"
+        assert conn.execute(query).fetchone() == (2,)
+
+
+def test_the_demo_tells_the_event_sourcing_story_in_order(tmp_path: Path) -> None:
+    """Rebuilt from events, a temporal query, snapshots (periodic, temporal, on demand) and
+    an upcast v1 event, in that order; the file holds the events and snapshots told of."""
+    db = tmp_path / "shop.db"
+    result = tidings_cli("demo", "--db", str(db))
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    story = [
+        "2. Event sourcing (spec 6.3)",
+        "o-2001 has no row anywhere",
+        "v1 OrderCreated 09:00; v2 ItemAdded 09:05",
+        "v5 OrderPlaced 09:30",
+        "replaying 5 events gives PLACED, 2 x BOOK-42, total €39.00",
+        '"what was o-2001 at 09:22?": DRAFT, 2 x BOOK-42, 1 x LAMP-3, total €88.00 (version 3',
+        "snapshot at version 10 + 3 events instead of all 13; 12 lines",
+        "Loading version 7: snapshot at version 5 + 2 events",
+        "now version 13 + 0 events",
+        'orders.item_added v1 {"sku": "PEN-1", "quantity": 3, "price": "2.40"}',
+        "ItemAdded v2 with unit_price_cents=240; the order loads as DRAFT, 3 x PEN-1, total €7.20",
+    ]
+    positions = [out.find(line) for line in story]
+    assert -1 not in positions, [s for s, p in zip(story, positions, strict=True) if p < 0]
+    assert positions == sorted(positions)
+    assert out.find("1. Recording and publishing") < positions[0]
+    with sqlite3.connect(db) as conn:
+        snapshots = conn.execute(
+            "SELECT stream_id, version FROM tidings_snapshots ORDER BY version"
+        ).fetchall()
+        old_event = conn.execute(
+            "SELECT schema_version, data FROM tidings_events WHERE stream_id = 'o-1999' "
+            "AND version = 2"
+        ).fetchone()
+    assert snapshots == [("o-2002", 5), ("o-2002", 10), ("o-2002", 13)]
+    assert old_event[0] == 1  # upcast on read, never rewritten in place
+    assert '"price": "2.40"' in old_event[1]
 
 
 def test_the_demo_refuses_to_touch_an_existing_file(tmp_path: Path) -> None:

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 import tidings
 from tidings import Aggregate, ConfigurationError, DomainEvent, EventRegistry
 from tidings.adapters.sql import MAX_IDENTIFIER, identifier, iso_utc, split_statements, table_prefix
-from tidings.store import sqlite_path
+from tidings.backends import sqlite_path
 
 SAFE = re.compile(r"[a-z_][a-z0-9_]*")
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)

@@ -10,10 +10,13 @@ import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
+from datetime import datetime
 
 from tidings.errors import ConcurrencyError, ConfigurationError, UnitOfWorkError
 from tidings.ports import ANY_VERSION, Params, Transaction
-from tidings.records import EventRecord
+from tidings.records import EventRecord, SnapshotRecord, StreamInfo, require_aware
+
+PAGE = 1000
 
 
 class MemoryTransaction:
@@ -138,13 +141,90 @@ class MemoryEventStore:
         with self._db.lock:
             return len(self._streams.get(stream_id, ()))
 
-    def read_stream(self, stream_id: str, from_version: int = 1) -> Iterator[EventRecord]:
-        """Records of one stream from ``from_version`` on."""
+    def stream_info(self, stream_id: str, as_of: datetime | None = None) -> StreamInfo:
+        """Version and first and last event times, now or as of ``as_of``."""
         with self._db.lock:
-            records = list(self._streams.get(stream_id, ())[max(from_version, 1) - 1 :])
-        yield from records
+            stream = self._streams.get(stream_id, [])
+            version = len(stream) if as_of is None else _prefix_length(stream, as_of)
+            if not version:
+                return StreamInfo(stream_id)
+            return StreamInfo(
+                stream_id, version, stream[0].occurred_at, stream[version - 1].occurred_at
+            )
+
+    def read_stream(
+        self,
+        stream_id: str,
+        from_version: int = 1,
+        to_version: int | None = None,
+        *,
+        as_of: datetime | None = None,
+    ) -> Iterator[EventRecord]:
+        """Records of one stream in version order, a page at a time (the lock is not held
+        while the caller works through a page)."""
+        if as_of is not None:
+            version_then = self.stream_info(stream_id, as_of).version
+            to_version = version_then if to_version is None else min(to_version, version_then)
+        version = max(from_version, 1)
+        while True:
+            with self._db.lock:
+                stream = self._streams.get(stream_id, [])
+                end = len(stream) if to_version is None else max(min(to_version, len(stream)), 0)
+                page = stream[version - 1 : min(end, version - 1 + PAGE)]
+            yield from page
+            if len(page) < PAGE:
+                return
+            version += PAGE
 
     def read_all(self, after_position: int = 0, limit: int = 1000) -> list[EventRecord]:
         """Records after ``after_position``, oldest first."""
         with self._db.lock:
             return self._log[after_position : after_position + limit]
+
+
+def _prefix_length(stream: list[EventRecord], as_of: datetime) -> int:
+    """How many events lead the stream before the first that occurred after ``as_of``."""
+    require_aware(as_of)
+    return next((i for i, r in enumerate(stream) if r.occurred_at > as_of), len(stream))
+
+
+class MemorySnapshotStore:
+    """The reference snapshot store: per stream, the snapshots by version."""
+
+    def __init__(self, database: MemoryDatabase) -> None:
+        self._db = database
+        self._streams: dict[str, dict[int, SnapshotRecord]] = {}
+
+    def save(self, tx: Transaction, snapshot: SnapshotRecord) -> None:
+        """Keep ``snapshot`` (replacing one at the same version) unless ``tx`` rolls back."""
+        if not isinstance(tx, MemoryTransaction):
+            raise UnitOfWorkError("the memory snapshot store writes only in a memory transaction")
+        versions = self._streams.setdefault(snapshot.stream_id, {})
+        previous = versions.get(snapshot.version)
+        versions[snapshot.version] = snapshot
+
+        def undo() -> None:
+            if previous is None:
+                del versions[snapshot.version]
+            else:
+                versions[snapshot.version] = previous
+
+        tx.on_rollback(undo)
+
+    def load_latest(
+        self,
+        stream_id: str,
+        aggregate_type: str,
+        snapshot_version: int,
+        max_version: int | None = None,
+    ) -> SnapshotRecord | None:
+        """The newest matching snapshot at or below ``max_version``."""
+        with self._db.lock:
+            candidates = [
+                snapshot
+                for version, snapshot in self._streams.get(stream_id, {}).items()
+                if (max_version is None or version <= max_version)
+                and snapshot.aggregate_type == aggregate_type
+                and snapshot.snapshot_version == snapshot_version
+            ]
+        return max(candidates, key=lambda snapshot: snapshot.version, default=None)

@@ -21,6 +21,8 @@ class SchemaPart:
 
     Each SQL adapter package has a file ``<file>`` with the part's DDL, table names in
     braces (``{events}``) filled in from the configured prefix (and PostgreSQL schema).
+    Index names are written ``{prefix}name``: PostgreSQL puts an index in its table's
+    schema and refuses a qualified index name.
     """
 
     name: str
@@ -31,6 +33,7 @@ class SchemaPart:
 
 SCHEMA_PARTS: tuple[SchemaPart, ...] = (
     SchemaPart("core", 1, "schema.sql", ("schema_version", "events")),
+    SchemaPart("event_sourcing", 1, "event_sourcing.sql", ("snapshots",)),
     SchemaPart(
         "outbox", 1, "outbox.sql", ("outbox", "outbox_dead_letters", "relay_lanes", "relay_nodes")
     ),
@@ -49,6 +52,11 @@ def table_names(prefix: str, qualifier: str = "") -> dict[str, str]:
             names[table] = f"{dot}{prefix}{table}"
             names[f"{table}_bare"] = f"{prefix}{table}"
     return names
+
+
+def ddl_names(prefix: str, qualifier: str = "") -> dict[str, str]:
+    """What the schema files' braces stand for: every table, ``prefix`` and ``schema``."""
+    return {"prefix": prefix, "schema": qualifier, **table_names(prefix, qualifier)}
 
 
 def identifier(name: str, what: str) -> str:

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from dataclasses import replace
+from datetime import datetime
 from typing import Any
 
 from tidings.errors import ConcurrencyError, DecodeError
 from tidings.ports import ANY_VERSION, Params, Transaction
-from tidings.records import EventRecord
+from tidings.records import EventRecord, StreamInfo, require_aware
 
 PAGE = 1000
+LAST_VERSION = 2**31 - 1  # the largest INTEGER version: "to the end of the stream"
 COLUMNS = (
     "position, event_id, stream_id, version, event_type, schema_version, occurred_at, data, "
     "metadata"
@@ -21,7 +23,8 @@ class SqlEventStore:
     """Append with an optimistic version check; read streams and the log in pages.
 
     Subclasses set ``mark`` (the driver's placeholder), ``select`` (the column list as the
-    dialect must read it) and implement ``_query``, ``_current_version`` and ``_insert``.
+    dialect must read it) and implement ``_query``, ``_current_version`` and ``_insert``;
+    ``_time`` and ``_moment`` convert times from and to the dialect's column.
     """
 
     mark = "?"
@@ -59,16 +62,51 @@ class SqlEventStore:
         )
         return int(rows[0][0])
 
-    def read_stream(self, stream_id: str, from_version: int = 1) -> Iterator[EventRecord]:
-        """Records of one stream in version order, fetched a page at a time."""
+    def stream_info(self, stream_id: str, as_of: datetime | None = None) -> StreamInfo:
+        """Version and first and last event times in one statement (one consistent read)."""
+        m, t = self.mark, self.table
+        params: tuple[Any, ...] = (stream_id,)
+        end = f"{LAST_VERSION + 1}"
+        if as_of is not None:
+            # the prefix before the first event after as_of, found on the events_by_time index
+            end = (
+                f"coalesce((SELECT min(version) FROM {t} WHERE stream_id = {m} "
+                f"AND occurred_at > {m}), {LAST_VERSION + 1})"
+            )
+            params = (stream_id, stream_id, self._moment(require_aware(as_of)))
+        rows = self._query(
+            f"SELECT e.version, e.occurred_at, f.occurred_at FROM {t} e "
+            f"JOIN {t} f ON f.stream_id = e.stream_id AND f.version = 1 "
+            f"WHERE e.stream_id = {m} AND e.version < {end} ORDER BY e.version DESC LIMIT 1",
+            params,
+        )
+        if not rows:
+            return StreamInfo(stream_id)
+        version, last, first = rows[0]
+        return StreamInfo(stream_id, int(version), self._time(first), self._time(last))
+
+    def read_stream(
+        self,
+        stream_id: str,
+        from_version: int = 1,
+        to_version: int | None = None,
+        *,
+        as_of: datetime | None = None,
+    ) -> Iterator[EventRecord]:
+        """Records of one stream in version order, fetched a page at a time, so that a
+        stream of any length is read in flat memory."""
+        if as_of is not None:  # the same prefix as stream_info's, by the same query
+            version_then = self.stream_info(stream_id, as_of).version
+            to_version = version_then if to_version is None else min(to_version, version_then)
         m = self.mark
         sql = (
-            f"SELECT {self.select} FROM {self.table} WHERE stream_id = {m} AND version >= {m} "
-            f"ORDER BY version LIMIT {PAGE}"
+            f"SELECT {self.select} FROM {self.table} WHERE stream_id = {m} "
+            f"AND version >= {m} AND version <= {m} ORDER BY version LIMIT {PAGE}"
         )
         version = max(from_version, 1)
-        while True:
-            rows = self._query(sql, (stream_id, version))
+        last = LAST_VERSION if to_version is None else min(to_version, LAST_VERSION)
+        while version <= last:
+            rows = self._query(sql, (stream_id, version, last))
             for row in rows:
                 yield self._record(row)
             if len(rows) < PAGE:
@@ -107,6 +145,9 @@ class SqlEventStore:
         )
 
     def _time(self, value: Any) -> Any:
+        return value
+
+    def _moment(self, value: datetime) -> Any:
         return value
 
     def _query(self, sql: str, params: Params) -> list[Any]:

@@ -42,6 +42,9 @@ def run_demo(db: Path | None) -> None:
         with store.unit_of_work() as uow:
             OrderRepository(uow).create_table()
         recording_and_publishing(store)
+        from tidings.cli.demo_event_sourcing import event_sourcing  # it imports this module
+
+        event_sourcing(store)
     finally:
         store.close()
     say()

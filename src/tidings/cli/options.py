@@ -7,8 +7,8 @@ from typing import Annotated, Any
 import typer
 
 import tidings
+from tidings.backends import OutboxAdapter
 from tidings.errors import ConfigurationError
-from tidings.store import OutboxAdapter
 
 Db = Annotated[
     str,

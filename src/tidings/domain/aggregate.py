@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import replace
+from typing import TypeVar
 
 from tidings.domain.events import DomainEvent
 from tidings.domain.ids import Clock, IdSource, utc_now, uuid7
+
+E = TypeVar("E", bound=DomainEvent)
 
 
 class Aggregate:
@@ -55,27 +58,35 @@ class Aggregate:
         """Events recorded but not yet handed on, oldest first (a copy; nothing clears)."""
         return tuple(self._pending)
 
-    def record(self, event: DomainEvent) -> DomainEvent:
+    def record(self, event: E) -> E:
         """Stamp ``event`` with id, time, aggregate id and next version, and keep it pending.
 
         Returns the stamped event. The event is not sent anywhere: the unit of work hands
         it on after the transaction that saves this aggregate commits.
         """
+        stamped = self._stamp(event)
+        self._keep(stamped)
+        return stamped
+
+    def _stamp(self, event: E) -> E:
+        """A copy of ``event`` with the envelope of this aggregate's next version."""
         if event.is_stamped():
             raise ValueError(
                 f"{type(event).__name__} {event.event_id} was already recorded; "
                 "record a new event instead of recording one twice"
             )
-        stamped = replace(
+        return replace(
             event,
             event_id=self._ids(),
             occurred_at=self._clock(),
             aggregate_id=self._id,
             aggregate_version=self._version + 1,
         )
+
+    def _keep(self, stamped: DomainEvent) -> None:
+        """Make a stamped event pending: it is now part of ``version``."""
         self._pending.append(stamped)
         self._version += 1
-        return stamped
 
     def pull_events(self) -> list[DomainEvent]:
         """Return the pending events and forget them (the unit of work calls this on commit)."""

@@ -3,23 +3,48 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
 
 from tidings.domain.events import ENVELOPE_FIELDS, DomainEvent
 from tidings.errors import ConfigurationError, UnknownEventTypeError
+
+Upcaster = Callable[[dict[str, Any]], dict[str, Any]]
+"""Turns the JSON payload of one schema version into that of the next version."""
 
 
 class EventRegistry:
     """Type name and schema version ↔ event class, readable on one screen.
 
     One class per type name: the current shape. Records stored at an older schema version
-    resolve to the same class (schema evolution turns their payload into the current one);
-    a record from a newer version than the code knows is refused, never guessed at.
+    resolve to the same class and are upcast on read: the upcaster registered for
+    (type, version) turns the payload into version + 1, and so on up to the class's
+    version. ``renames`` map names that records were once stored under to today's class
+    (versions go on counting across a rename). A record from a newer version than the code
+    knows is refused, never guessed at::
+
+        EventRegistry(
+            [ItemAdded],
+            upcasters={("ItemAdded", 1): price_in_cents, ("ItemAdded", 2): with_currency},
+            renames={"LineAdded": ItemAdded},
+        )
     """
 
-    def __init__(self, classes: Iterable[type[DomainEvent]] = ()) -> None:
+    def __init__(
+        self,
+        classes: Iterable[type[DomainEvent]] = (),
+        *,
+        upcasters: Mapping[tuple[str, int], Upcaster] | None = None,
+        renames: Mapping[str, type[DomainEvent]] | None = None,
+    ) -> None:
         self._by_name: dict[str, type[DomainEvent]] = {}
+        self._renamed: dict[str, type[DomainEvent]] = {}
+        self._upcasters: dict[tuple[type[DomainEvent], int], Upcaster] = {}
         self.register(*classes)
+        for old_name, cls in (renames or {}).items():
+            self.rename(old_name, cls)
+        for (event_type, from_version), upcaster in (upcasters or {}).items():
+            self.add_upcaster(event_type, from_version, upcaster)
 
     def register(self, *classes: type[DomainEvent]) -> None:
         """Add event classes; registering the same class again is a no-op."""
@@ -27,6 +52,12 @@ class EventRegistry:
             self._check(cls)
             name = cls.type_name()
             known = self._by_name.get(name)
+            if name in self._renamed and self._renamed[name] is not cls:
+                raise ConfigurationError(
+                    f"event type {name!r} is an old name of {self._renamed[name].__qualname__}"
+                    f"; records stored under it are read as that class, so "
+                    f"{cls.__qualname__} needs another event_type"
+                )
             if known is not None and known is not cls:
                 raise ConfigurationError(
                     f"event type {name!r} is already registered to {known.__qualname__}; "
@@ -54,6 +85,44 @@ class EventRegistry:
             )
         return cls
 
+    def rename(self, old_name: str, cls: type[DomainEvent]) -> None:
+        """Read records stored under ``old_name`` as ``cls`` (registered here if it is not)."""
+        self.register(cls)
+        if old_name == cls.type_name():
+            raise ConfigurationError(f"{old_name!r} is the current name of {cls.__qualname__}")
+        known = self._by_name.get(old_name)
+        if known is not None and known is not cls:
+            what = "an old name" if old_name in self._renamed else "the name"
+            raise ConfigurationError(
+                f"{old_name!r} is already {what} of {known.__qualname__}; it cannot also "
+                f"name {cls.__qualname__}"
+            )
+        self._renamed[old_name] = cls
+        self._by_name[old_name] = cls  # resolve() finds old names with no extra step
+
+    def add_upcaster(self, event_type: str, from_version: int, upcaster: Upcaster) -> None:
+        """Register how a payload of ``event_type`` at ``from_version`` becomes the next
+        version; ``event_type`` is a registered name (today's, or an old one)."""
+        cls = self._by_name.get(event_type)
+        if cls is None:
+            raise ConfigurationError(
+                f"cannot add an upcaster for {event_type!r}: register its class first"
+            )
+        if not 1 <= from_version < cls.schema_version:
+            raise ConfigurationError(
+                f"{cls.__qualname__} is at schema version {cls.schema_version}: upcasters "
+                f"go from versions 1 to {cls.schema_version - 1}, not {from_version}"
+            )
+        if (cls, from_version) in self._upcasters:
+            raise ConfigurationError(
+                f"{cls.__qualname__} already has an upcaster from version {from_version}"
+            )
+        self._upcasters[cls, from_version] = upcaster
+
+    def upcaster(self, cls: type[DomainEvent], from_version: int) -> Upcaster | None:
+        """The upcaster of ``cls`` from ``from_version`` to the next, or None."""
+        return self._upcasters.get((cls, from_version))
+
     def type_of(self, cls: type[DomainEvent]) -> str:
         """The stored name of a registered class, or a ``ConfigurationError`` if unregistered."""
         name = cls.type_name()
@@ -68,8 +137,8 @@ class EventRegistry:
         return event_type in self._by_name
 
     def names(self) -> list[str]:
-        """Registered type names, sorted."""
-        return sorted(self._by_name)
+        """Registered type names (today's, not the old ones of renames), sorted."""
+        return sorted(name for name in self._by_name if name not in self._renamed)
 
     @staticmethod
     def _check(cls: type[DomainEvent]) -> None:  # noqa: PLW0211 - it checks a class

@@ -2,5 +2,6 @@
 
 from tidings.adapters.postgres.database import PostgresDatabase, postgres_schema
 from tidings.adapters.postgres.event_store import PostgresEventStore
+from tidings.adapters.postgres.snapshot_store import PostgresSnapshotStore
 
-__all__ = ["PostgresDatabase", "PostgresEventStore", "postgres_schema"]
+__all__ = ["PostgresDatabase", "PostgresEventStore", "PostgresSnapshotStore", "postgres_schema"]

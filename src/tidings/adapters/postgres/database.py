@@ -7,6 +7,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from tidings.adapters.sql import (
+    ddl_names,
     ensure_parts,
     identifier,
     schema_text,
@@ -177,7 +178,7 @@ class PostgresDatabase:
                 tx.execute,
                 version_of,
                 package=__package__ or "tidings.adapters.postgres",
-                names={"schema": self.schema, **self.tables},
+                names=ddl_names(self.prefix, self.schema),
                 mark="%s",
                 where=self.describe(),
             )
@@ -198,5 +199,4 @@ class PostgresDatabase:
 def postgres_schema(schema: str = "public", prefix: str = "tidings_") -> str:
     """The PostgreSQL DDL for a schema and table prefix."""
     schema = identifier(schema, "PostgreSQL schema")
-    names = table_names(table_prefix(prefix), schema)
-    return schema_text("tidings.adapters.postgres", {"schema": schema, **names})
+    return schema_text("tidings.adapters.postgres", ddl_names(table_prefix(prefix), schema))

@@ -2,5 +2,6 @@
 
 from tidings.adapters.sqlite.database import SqliteDatabase, sqlite_schema
 from tidings.adapters.sqlite.event_store import SqliteEventStore
+from tidings.adapters.sqlite.snapshot_store import SqliteSnapshotStore
 
-__all__ = ["SqliteDatabase", "SqliteEventStore", "sqlite_schema"]
+__all__ = ["SqliteDatabase", "SqliteEventStore", "SqliteSnapshotStore", "sqlite_schema"]

@@ -9,7 +9,13 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from tidings.adapters.sql import ensure_parts, schema_text, table_names, table_prefix
+from tidings.adapters.sql import (
+    ddl_names,
+    ensure_parts,
+    schema_text,
+    table_names,
+    table_prefix,
+)
 from tidings.errors import ConfigurationError, StorageError, UnitOfWorkError
 from tidings.ports import Params
 
@@ -183,7 +189,7 @@ class SqliteDatabase:
                 tx.execute,
                 lambda part: self._schema_version(conn, part),
                 package=__package__ or "tidings.adapters.sqlite",
-                names=self.tables,
+                names=ddl_names(self.prefix),
                 mark="?",
                 where=self.describe(),
             )
@@ -217,4 +223,4 @@ class SqliteDatabase:
 
 def sqlite_schema(prefix: str = "tidings_") -> str:
     """The SQLite DDL for a table prefix."""
-    return schema_text("tidings.adapters.sqlite", table_names(table_prefix(prefix)))
+    return schema_text("tidings.adapters.sqlite", ddl_names(table_prefix(prefix)))

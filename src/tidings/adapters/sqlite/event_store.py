@@ -59,3 +59,6 @@ class SqliteEventStore(SqlEventStore):
 
     def _time(self, value: Any) -> datetime:
         return datetime.fromisoformat(value)
+
+    def _moment(self, value: datetime) -> str:
+        return iso_utc(value)  # fixed width, so text order is time order

@@ -1,0 +1,122 @@
+"""The backends a URL can name, and the adapters each one offers.
+
+Driver imports happen here only when their backend is asked for, so ``import tidings``
+never needs psycopg.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol, cast
+from urllib.parse import unquote, urlsplit
+
+from tidings.adapters.memory import MemoryDatabase
+from tidings.errors import ConfigurationError
+from tidings.ports import (
+    Database,
+    EventStore,
+    Inbox,
+    LaneLeases,
+    Outbox,
+    OutboxDeadLetters,
+    SnapshotStore,
+)
+
+if TYPE_CHECKING:
+    from tidings.adapters.postgres.database import PostgresDatabase
+    from tidings.adapters.sqlite.database import SqliteDatabase
+
+
+class OutboxAdapter(Outbox, LaneLeases, OutboxDeadLetters, Protocol):
+    """What every outbox adapter implements: the three outbox ports and ``close``."""
+
+    def close(self) -> None:
+        """Release what the outbox holds (a listening connection)."""
+
+
+def inbox_of(database: Database) -> Inbox:
+    """The inbox adapter of a database."""
+    if isinstance(database, MemoryDatabase):
+        from tidings.adapters.memory_inbox import MemoryInbox
+
+        return MemoryInbox(database)
+    from tidings.adapters.sql_inbox import SqlInbox
+
+    sql: Any = database
+    if database.dialect == "sqlite":
+        return SqlInbox(
+            sql.tables,
+            mark="?",
+            now="strftime('%Y-%m-%dT%H:%M:%fZ', 'now')",
+            transaction=sql.transaction,
+            query=sql.query,
+            older_than=(
+                "processed_at < strftime('%Y-%m-%dT%H:%M:%fZ', 'now', '-' || ? || ' seconds')"
+            ),
+        )
+    return SqlInbox(
+        sql.tables,
+        mark="%s",
+        now="now()",
+        transaction=sql.transaction,
+        query=sql.query,
+        older_than="processed_at < now() - make_interval(secs => %s)",
+    )
+
+
+def outbox_of(database: Database) -> OutboxAdapter:
+    """The outbox adapter of a database."""
+    if isinstance(database, MemoryDatabase):
+        from tidings.adapters.memory_outbox import MemoryOutbox
+
+        return MemoryOutbox(database)
+    if database.dialect == "sqlite":
+        from tidings.adapters.sqlite.outbox import SqliteOutbox
+
+        return SqliteOutbox(cast("SqliteDatabase", database))
+    from tidings.adapters.postgres.outbox import PostgresOutbox
+
+    return PostgresOutbox(cast("PostgresDatabase", database))
+
+
+def open_backend(
+    url: str, *, prefix: str, schema: str, synchronous: str
+) -> tuple[Database, EventStore, SnapshotStore]:
+    """The database, event store and snapshot store a URL names."""
+    scheme = urlsplit(url).scheme.lower()
+    if scheme == "memory":
+        from tidings.adapters.memory import MemoryDatabase, MemoryEventStore, MemorySnapshotStore
+
+        memory = MemoryDatabase()
+        return memory, MemoryEventStore(memory), MemorySnapshotStore(memory)
+    if scheme == "sqlite":
+        from tidings.adapters.sqlite import SqliteDatabase, SqliteEventStore, SqliteSnapshotStore
+
+        sqlite = SqliteDatabase(sqlite_path(url), prefix=prefix, synchronous=synchronous)
+        return sqlite, SqliteEventStore(sqlite), SqliteSnapshotStore(sqlite)
+    if scheme in ("postgresql", "postgres"):
+        from tidings.adapters.postgres import (
+            PostgresDatabase,
+            PostgresEventStore,
+            PostgresSnapshotStore,
+        )
+
+        postgres = PostgresDatabase(url, schema=schema, prefix=prefix)
+        return postgres, PostgresEventStore(postgres), PostgresSnapshotStore(postgres)
+    raise ConfigurationError(
+        f"cannot open {url!r}: use sqlite:///path/to/file.db, postgresql://user@host/dbname "
+        "or memory://"
+    )
+
+
+def sqlite_path(url: str) -> Path:
+    """The file path in ``sqlite:///relative`` or ``sqlite:////absolute`` URLs."""
+    if not url.lower().startswith("sqlite:///"):
+        raise ConfigurationError(
+            f"{url!r} is not an SQLite URL: write sqlite:///relative/path.db or "
+            "sqlite:////absolute/path.db (three slashes, then the path)"
+        )
+    path = unquote(url[len("sqlite:///") :].split("?", 1)[0])
+    if not path:
+        raise ConfigurationError(f"{url!r} names no file: write sqlite:///shop.db")
+    return Path(path)
