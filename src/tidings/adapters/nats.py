@@ -14,6 +14,8 @@ call connects again, so nothing waits in a client-side buffer during an outage.
 from __future__ import annotations
 
 import asyncio
+import itertools
+import json
 from collections.abc import Awaitable, Callable, Sequence
 from contextlib import suppress
 from dataclasses import dataclass
@@ -47,6 +49,44 @@ def _where(url: str) -> str:
     return f"{parts.hostname or 'localhost'}:{parts.port or 4222}"
 
 
+class _AckInbox:
+    """Where JetStream's answers to our publishes arrive, each resolving its own future.
+
+    nats-py's ``publish_async`` leaves the future of a publish pending forever when
+    JetStream answers with an error (its reply handler raises instead of setting the
+    exception: nats-py 2.16), so a refused message would look like a lost ack. This
+    inbox keeps the answer itself and lets ``_refusal`` read it.
+    """
+
+    def __init__(self, prefix: str) -> None:
+        self.prefix = prefix
+        self.waiting: dict[str, asyncio.Future[nats.aio.msg.Msg]] = {}
+        self._tokens = itertools.count()
+
+    @classmethod
+    async def start(cls, client: nats.aio.client.Client) -> _AckInbox:
+        """An inbox subscribed on ``client``."""
+        inbox = cls(client.new_inbox() + ".")
+        await client.subscribe(inbox.prefix + "*", cb=inbox._on_reply)
+        return inbox
+
+    def expect(self) -> tuple[str, asyncio.Future[nats.aio.msg.Msg]]:
+        """A reply subject and the future its answer will resolve."""
+        token = str(next(self._tokens))
+        future: asyncio.Future[nats.aio.msg.Msg] = asyncio.get_running_loop().create_future()
+        self.waiting[token] = future
+        return self.prefix + token, future
+
+    def prune(self) -> None:
+        """Forget the futures given up on (cancelled after a timeout)."""
+        self.waiting = {token: f for token, f in self.waiting.items() if not f.done()}
+
+    async def _on_reply(self, reply: nats.aio.msg.Msg) -> None:
+        future = self.waiting.pop(reply.subject[len(self.prefix) :], None)
+        if future is not None and not future.done():
+            future.set_result(reply)
+
+
 @dataclass(frozen=True, slots=True)
 class _Connection:
     """A live connection, its JetStream context, and the event set when it is lost."""
@@ -55,16 +95,16 @@ class _Connection:
     js: nats.js.JetStreamContext
     lost: asyncio.Event
     generation: int
+    acks: _AckInbox
 
 
 class _Link:
     """One NATS connection with JetStream, opened on demand and dropped when it fails."""
 
-    def __init__(self, url: str, name: str, connect_timeout: float, max_pending: int) -> None:
+    def __init__(self, url: str, name: str, connect_timeout: float) -> None:
         self.url = url
         self.loop = BackgroundLoop(name)
         self.connect_timeout = connect_timeout
-        self.max_pending = max_pending
         self.current: _Connection | None = None
         self.generation = 0
 
@@ -120,8 +160,8 @@ class _Link:
             error_cb=on_error,
         )
         self.generation += 1
-        js = client.jetstream(publish_async_max_pending=self.max_pending)
-        self.current = _Connection(client, js, lost, self.generation)
+        acks = await _AckInbox.start(client)
+        self.current = _Connection(client, client.jetstream(), lost, self.generation, acks)
         return self.current
 
     async def drop(self) -> None:
@@ -158,17 +198,22 @@ async def ensure_stream(
             await js.add_stream(config)
 
 
-def _refusal(exc: BaseException, subject: str) -> str:
-    import nats.js.errors
-
-    if isinstance(exc, nats.js.errors.NoStreamResponseError):
+def _refusal(reply: nats.aio.msg.Msg, subject: str) -> str | None:
+    """None for a JetStream ack (a duplicate too: the stream has it), else the reason."""
+    if reply.headers and reply.headers.get("Status") == "503":
         return (
             f"no JetStream stream stores subject {subject!r}: create a stream for it, or "
             "let NatsPublisher create its stream (ensure_stream=True)"
         )
-    if isinstance(exc, nats.js.errors.APIError):
-        return f"JetStream refused the message: {exc.description} (error {exc.err_code})"
-    return f"JetStream did not acknowledge the message: {type(exc).__name__}: {exc}"
+    try:
+        answer = json.loads(reply.data)
+    except ValueError:
+        return f"JetStream answered with something that is not JSON: {reply.data[:200]!r}"
+    error = answer.get("error") if isinstance(answer, dict) else None
+    if error is None:
+        return None
+    description, code = error.get("description"), error.get("err_code")
+    return f"JetStream refused the message: {description} (error {code})"
 
 
 class NatsPublisher:
@@ -197,7 +242,7 @@ class NatsPublisher:
         self.duplicate_window = duplicate_window
         self.ack_timeout = ack_timeout
         self.max_in_flight = max_in_flight
-        self._link = _Link(url, "tidings-nats-publisher", connect_timeout, max_in_flight)
+        self._link = _Link(url, "tidings-nats-publisher", connect_timeout)
         self._ready = 0  # generation of the connection that ensured the stream
 
     def publish(self, messages: Sequence[OutgoingMessage]) -> list[str | None]:
@@ -233,28 +278,31 @@ class NatsPublisher:
         self, connection: _Connection, messages: Sequence[OutgoingMessage]
     ) -> list[str | None]:
         reasons: list[str | None] = [None] * len(messages)
-        acks: dict[int, asyncio.Future[Any]] = {}
+        acks: dict[int, asyncio.Future[nats.aio.msg.Msg]] = {}
         for i, message in enumerate(messages):
             headers = {**message.headers, "Nats-Msg-Id": message.message_id}
             headers["Content-Type"] = CONTENT_TYPE
             reasons[i] = _oversize(message.body, headers, connection.client.max_payload)
             if reasons[i] is None:
+                reply, acks[i] = connection.acks.expect()
                 subject = f"{self.subject_prefix}.{message.routing_key}"
-                acks[i] = await connection.js.publish_async(subject, message.body, headers=headers)
+                await connection.client.publish(subject, message.body, reply, headers)
         await self._settle(acks, connection.lost)
+        connection.acks.prune()
         for i, ack in acks.items():
             reasons[i] = self._reason(ack, messages[i])
         return reasons
 
-    def _reason(self, ack: asyncio.Future[Any], message: OutgoingMessage) -> str | None:
+    def _reason(
+        self, ack: asyncio.Future[nats.aio.msg.Msg], message: OutgoingMessage
+    ) -> str | None:
         if ack.cancelled():
             return f"JetStream sent no acknowledgement within {self.ack_timeout} s"
-        error = ack.exception()
-        if error is None:
-            return None
-        return _refusal(error, f"{self.subject_prefix}.{message.routing_key}")
+        return _refusal(ack.result(), f"{self.subject_prefix}.{message.routing_key}")
 
-    async def _settle(self, acks: dict[int, asyncio.Future[Any]], lost: asyncio.Event) -> None:
+    async def _settle(
+        self, acks: dict[int, asyncio.Future[nats.aio.msg.Msg]], lost: asyncio.Event
+    ) -> None:
         """Wait for every ack, or until the connection is lost or the time is up."""
         if not acks:
             return
@@ -323,7 +371,7 @@ class NatsSubscription:
         self.ack_wait = ack_wait
         self.max_deliver = max_deliver
         self.duplicate_window = duplicate_window
-        self._link = _Link(url, f"tidings-nats-{durable}", connect_timeout, 1)
+        self._link = _Link(url, f"tidings-nats-{durable}", connect_timeout)
         self._pull: Any = None  # the JetStream PullSubscription of the current connection
         self._pull_generation = 0
         self._held: dict[int, nats.aio.msg.Msg] = {}
@@ -369,12 +417,10 @@ class NatsSubscription:
         return self._pull
 
     async def _fetch(self, max_messages: int, timeout: float) -> list[IncomingMessage]:
-        import nats.errors
-
         pull = await self._subscription()
         try:
             received = await pull.fetch(max_messages, timeout=max(timeout, 0.01))
-        except nats.errors.TimeoutError:
+        except TimeoutError:  # nats-py raises its own subclass, or asyncio's, when none came
             if self._link.current is None or not self._link.current.client.is_connected:
                 raise
             return []
