@@ -8,6 +8,7 @@ removes everything it made when the test ends.
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
@@ -18,7 +19,7 @@ from nats.js import JetStreamContext
 from tidings.adapters.memory_broker import MemoryPublisher, MemoryQueue, MemorySubscription
 from tidings.adapters.nats import NatsPublisher, NatsSubscription
 from tidings.adapters.rabbitmq import RabbitPublisher, RabbitSubscription
-from tidings.ports import OutgoingMessage, Subscription, Transport
+from tidings.ports import IncomingMessage, OutgoingMessage, Subscription, Transport
 from tidings.records import EventRecord
 from tidings.serialization.cloudevents import to_message
 
@@ -45,6 +46,23 @@ def event(
         data=data,
     )
     return to_message(record, "orders")
+
+
+def drain(
+    subscription: Subscription, count: int, *, ack: bool = False, timeout: float = 10.0
+) -> list[IncomingMessage]:
+    """Fetch until ``count`` messages arrived or time ran out, acking each batch if told.
+
+    Unsettled messages count against a RabbitMQ prefetch, so large batches are acked.
+    """
+    received: list[IncomingMessage] = []
+    deadline = time.monotonic() + timeout
+    while len(received) < count and time.monotonic() < deadline:
+        batch = subscription.fetch(count - len(received), 0.5)
+        if ack:
+            subscription.ack(batch)
+        received += batch
+    return received
 
 
 class Harness(Protocol):

@@ -8,13 +8,19 @@ higher delivery count) what is retried later or left unsettled by a closed subsc
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Iterator
 
 import pytest
 
-from tests.integration.brokers import Harness, MemoryHarness, NatsHarness, RabbitHarness, event
-from tidings.ports import IncomingMessage, Subscription
+from tests.integration.brokers import (
+    Harness,
+    MemoryHarness,
+    NatsHarness,
+    RabbitHarness,
+    drain,
+    event,
+)
+from tidings.ports import IncomingMessage
 
 BROKERS = [
     "memory",
@@ -37,23 +43,6 @@ def broker(request: pytest.FixtureRequest) -> Iterator[Harness]:
         yield harness
     finally:
         harness.cleanup()
-
-
-def drain(
-    subscription: Subscription, count: int, *, ack: bool = False, timeout: float = 10.0
-) -> list[IncomingMessage]:
-    """Fetch until ``count`` messages arrived or time ran out, acking each batch if told.
-
-    Unsettled messages count against a RabbitMQ prefetch, so large batches are acked.
-    """
-    received: list[IncomingMessage] = []
-    deadline = time.monotonic() + timeout
-    while len(received) < count and time.monotonic() < deadline:
-        batch = subscription.fetch(count - len(received), 0.5)
-        if ack:
-            subscription.ack(batch)
-        received += batch
-    return received
 
 
 def payload_n(message: IncomingMessage) -> int:

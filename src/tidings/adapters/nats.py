@@ -155,6 +155,9 @@ class _Link:
             self.url,
             allow_reconnect=False,
             connect_timeout=max(1, round(self.connect_timeout)),
+            # nats-py still tries a server this many times (+1) when it first connects.
+            max_reconnect_attempts=1,
+            reconnect_time_wait=0.1,
             closed_cb=on_closed,
             disconnected_cb=on_closed,
             error_cb=on_error,
