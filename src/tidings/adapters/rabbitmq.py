@@ -213,6 +213,7 @@ class RabbitPublisher:
 @dataclass(frozen=True, slots=True)
 class _Token:
     generation: int
+    tag: int
     message: aio_pika.abc.AbstractIncomingMessage
 
 
@@ -269,6 +270,7 @@ class RabbitSubscription:
         self.delay_queues: set[str] = set()
         self._link = _Link(url, f"tidings-rabbitmq-{queue}", connect_timeout)
         self._buffer: asyncio.Queue[aio_pika.abc.AbstractIncomingMessage] | None = None
+        self._unsettled: set[int] = set()  # delivery tags handed out and not settled yet
 
     def fetch(self, max_messages: int, timeout: float) -> list[IncomingMessage]:
         """Up to ``max_messages`` messages, waiting at most ``timeout`` for the first."""
@@ -301,6 +303,7 @@ class RabbitSubscription:
             await queue.bind(exchange, key)
         buffer: asyncio.Queue[aio_pika.abc.AbstractIncomingMessage] = asyncio.Queue()
         self._buffer = buffer
+        self._unsettled = set()
 
         async def on_message(message: aio_pika.abc.AbstractIncomingMessage) -> None:
             buffer.put_nowait(message)
@@ -318,6 +321,7 @@ class RabbitSubscription:
         taken = [first]
         while len(taken) < max_messages and not buffer.empty():
             taken.append(buffer.get_nowait())
+        self._unsettled.update(m.delivery_tag or 0 for m in taken)
         return [self._incoming(m) for m in taken]
 
     def _incoming(self, message: aio_pika.abc.AbstractIncomingMessage) -> IncomingMessage:
@@ -326,33 +330,46 @@ class RabbitSubscription:
             body=message.body,
             message_id=message.message_id,
             delivery_count=delivery_count(headers, bool(message.redelivered)),
-            token=_Token(self._link.generation, message),
+            token=_Token(self._link.generation, message.delivery_tag or 0, message),
             headers={
                 k: v for k, v in headers.items() if isinstance(v, str) and not k.startswith("x-")
             },
         )
 
-    def _current(self, message: IncomingMessage) -> aio_pika.abc.AbstractIncomingMessage | None:
-        """The broker's message, unless it came on a channel that is gone (then None)."""
+    def _current(self, message: IncomingMessage) -> _Token | None:
+        """The message's token if it is still unsettled on the current channel, else None.
+
+        A message of a channel that is gone was given back by RabbitMQ: settling it is moot.
+        """
         token = message.token
         if not isinstance(token, _Token):
             raise TransportError("this message was not fetched from a RabbitSubscription")
         if token.generation != self._link.generation or self._link.channel is None:
             return None
-        return token.message
+        return token if token.tag in self._unsettled else None
 
     async def _ack(self, messages: Sequence[IncomingMessage]) -> None:
-        for message in messages:
-            delivered = self._current(message)
-            if delivered is not None and not delivered.processed:
-                await delivered.ack()
+        tags = {token.tag for token in map(self._current, messages) if token is not None}
+        if not tags or self._link.channel is None:
+            return
+        channel = await self._link.channel.get_underlay_channel()
+        top = max(tags)
+        if all(tag in tags for tag in self._unsettled if tag <= top):
+            # The usual case, a whole batch in order: one frame settles it.
+            await channel.basic_ack(top, multiple=True)
+        else:
+            for tag in sorted(tags)[:-1]:
+                await channel.basic_ack(tag, wait=False)
+            await channel.basic_ack(top)  # and wait for the socket to take them all
+        self._unsettled.difference_update(tags)
 
     async def _retry_later(self, message: IncomingMessage, delay: float) -> None:
         import aio_pika
 
-        delivered = self._current(message)
-        if delivered is None or delivered.processed:
-            return  # its channel is gone: RabbitMQ delivers it again by itself
+        token = self._current(message)
+        if token is None:
+            return  # settled, or its channel is gone and RabbitMQ delivers it again
+        delivered = token.message
         channel = await self._link.open(self._setup)
         queue = await self._delay_queue(channel, _delay_ms(delay))
         headers = dict(delivered.headers or {})
@@ -370,6 +387,7 @@ class RabbitSubscription:
         # the two leaves a duplicate, never a loss.
         await channel.default_exchange.publish(copy, queue, mandatory=True)
         await delivered.ack()
+        self._unsettled.discard(token.tag)
 
     async def _delay_queue(self, channel: aio_pika.abc.AbstractChannel, ms: int) -> str:
         """Declare (again, which keeps it alive) the delay queue of ``ms`` milliseconds."""
