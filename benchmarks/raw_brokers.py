@@ -235,12 +235,10 @@ def raw_pika_consume(queue: str, count: int) -> None:
     connection = pika.BlockingConnection(pika.URLParameters(AMQP))
     channel = connection.channel()
     channel.basic_qos(prefetch_count=500)
-    seen = 0
-    for method, _, _ in channel.consume(queue, inactivity_timeout=5):
+    for seen, (method, _, _) in enumerate(channel.consume(queue, inactivity_timeout=5), 1):
         if method is None:
             break
         channel.basic_ack(method.delivery_tag)
-        seen += 1
         if seen >= count:
             break
     channel.cancel()
