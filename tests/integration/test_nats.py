@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+import threading
 from collections.abc import Iterator
 from typing import Any
 
+import nats
 import pytest
 from cloudevents.core.formats.json import JSONFormat
 from nats.js import JetStreamContext
@@ -159,3 +162,34 @@ def test_a_closed_port_is_broker_unavailable_with_how_to_start_nats() -> None:
     finally:
         publisher.close()
         subscription.close()
+
+
+def test_a_publish_nobody_acknowledges_is_refused_after_the_ack_timeout(nats_url: str) -> None:
+    """A plain subscriber on the subject swallows the message: no ack comes, and that is said."""
+    prefix = unique("silent")
+    listening = threading.Event()
+    stop = threading.Event()
+
+    def swallow() -> None:
+        async def main() -> None:
+            client = await nats.connect(nats_url)
+            await client.subscribe(f"{prefix}.>")
+            await client.flush()
+            listening.set()
+            while not stop.is_set():
+                await asyncio.sleep(0.02)
+            await client.close()
+
+        asyncio.run(main())
+
+    thread = threading.Thread(target=swallow)
+    thread.start()
+    publisher = NatsPublisher(nats_url, subject_prefix=prefix, ensure_stream=False, ack_timeout=0.3)
+    try:
+        assert listening.wait(10)
+        [reason] = publisher.publish([event("order-1", 1)])
+    finally:
+        publisher.close()
+        stop.set()
+        thread.join()
+    assert reason == "JetStream sent no acknowledgement within 0.3 s"

@@ -164,3 +164,19 @@ def test_headers_of_a_message_reach_the_subscriber(broker: Harness) -> None:
     [received] = drain(subscription, 1)
     subscription.ack([received])
     assert received.headers["traceparent"].startswith("00-0af76519")
+
+
+def test_acking_part_of_a_batch_leaves_the_rest_for_the_next_subscriber(
+    broker: Harness,
+) -> None:
+    """Settling the middle message only: the first and last come again, in order."""
+    batch = [event("order-1", v) for v in (1, 2, 3)]
+    broker.publisher().publish(batch)
+    first = broker.subscription()
+    held = drain(first, 3)
+    first.ack([held[1]])
+    first.close()
+    second = broker.subscription()
+    again = drain(second, 2)
+    second.ack(again)
+    assert [m.message_id for m in again] == [batch[0].message_id, batch[2].message_id]
