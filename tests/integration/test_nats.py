@@ -14,7 +14,7 @@ from nats.js import JetStreamContext
 from nats.js.api import AckPolicy
 
 from tests.integration.brokers import NatsHarness, drain, event, run_nats, unique
-from tidings import BrokerUnavailableError
+from tidings import BrokerUnavailableError, TransportError
 from tidings.adapters.nats import NatsPublisher, NatsSubscription
 
 pytestmark = pytest.mark.nats
@@ -193,3 +193,18 @@ def test_a_publish_nobody_acknowledges_is_refused_after_the_ack_timeout(nats_url
         stop.set()
         thread.join()
     assert reason == "JetStream sent no acknowledgement within 0.3 s"
+
+
+def test_a_stream_that_cannot_be_made_is_a_transport_error_naming_the_conflict(
+    harness: NatsHarness,
+) -> None:
+    """Another stream already holds the subjects: not an outage, and the reason is given."""
+    publisher = NatsPublisher(
+        harness.url, stream=unique("TIDINGS_TEST_"), subject_prefix=harness.prefix
+    )
+    try:
+        with pytest.raises(TransportError, match="subjects overlap") as caught:
+            publisher.publish([event("order-1", 1)])
+    finally:
+        publisher.close()
+    assert not isinstance(caught.value, BrokerUnavailableError)

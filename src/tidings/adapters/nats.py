@@ -114,6 +114,7 @@ class _Link:
 
     async def _guarded(self, work: Callable[[], Awaitable[T]]) -> T:
         import nats.errors
+        import nats.js.errors
 
         try:
             return await work()
@@ -127,6 +128,12 @@ class _Link:
         ) as exc:
             await self.drop()
             raise self.unavailable(exc) from exc
+        except nats.js.errors.APIError as exc:
+            raise TransportError(
+                f"NATS JetStream at {_where(self.url)} refused: {exc.description} (error "
+                f"{exc.err_code}). Check that streams and consumers of these names were not "
+                "made with other subjects or options"
+            ) from exc
 
     def unavailable(self, exc: BaseException) -> BrokerUnavailableError:
         """The error that says the server cannot be reached, and how to start it."""
@@ -197,8 +204,13 @@ async def ensure_stream(
             storage=nats.js.api.StorageType.FILE,
             duplicate_window=duplicate_window,
         )
-        with suppress(nats.js.errors.BadRequestError):  # another process made it first
+        try:
             await js.add_stream(config)
+        except nats.js.errors.BadRequestError as refused:
+            try:
+                await js.stream_info(stream)  # fine if another process made it first
+            except nats.js.errors.NotFoundError:
+                raise refused from None
 
 
 def _refusal(reply: nats.aio.msg.Msg, subject: str) -> str | None:
@@ -316,7 +328,7 @@ class NatsPublisher:
         )
         lost_waiter.cancel()
         if not everything.done():
-            everything.cancel()  # cancels the acks still missing, freeing their slots
+            everything.cancel()  # gives up on the acks still missing
             with suppress(asyncio.CancelledError):
                 await everything
             if lost.is_set():
@@ -326,8 +338,8 @@ class NatsPublisher:
 def _oversize(body: bytes, headers: dict[str, str], max_payload: int) -> str | None:
     """The refusal of a message larger than the server takes, before it is sent.
 
-    nats-py raises for such a message after taking a slot of its async window, which it
-    would never give back; checking first keeps the window whole.
+    nats-py would raise for the whole call, and counts only the body; checking here,
+    headers included, makes it this message's refusal alone.
     """
     size = len(body) + HEADER_OVERHEAD + sum(len(k) + len(v) + 4 for k, v in headers.items())
     if size <= max_payload:
