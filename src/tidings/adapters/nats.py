@@ -128,6 +128,10 @@ class _Link:
         ) as exc:
             await self.drop()
             raise self.unavailable(exc) from exc
+        except nats.js.errors.ServiceUnavailableError as exc:
+            raise TransportError(
+                f"NATS at {_where(self.url)} answers, but without JetStream: {START_HINT}"
+            ) from exc
         except nats.js.errors.APIError as exc:
             raise TransportError(
                 f"NATS JetStream at {_where(self.url)} refused: {exc.description} (error "
@@ -183,7 +187,7 @@ class _Link:
 
     def close(self) -> None:
         """Close the connection and stop the loop."""
-        with suppress(TransportError):
+        with suppress(TransportError, TimeoutError):
             self.loop.run(self.drop(), timeout=self.connect_timeout)
         self.loop.close()
 
@@ -406,7 +410,7 @@ class NatsSubscription:
 
     def close(self) -> None:
         """Hand the unsettled messages back (NAK), close the connection, stop the loop."""
-        with suppress(TransportError):
+        with suppress(TransportError, TimeoutError):
             self._link.call(self._give_back, timeout=self._link.connect_timeout)
         self._link.close()
 

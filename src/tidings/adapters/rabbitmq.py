@@ -46,13 +46,11 @@ def _where(url: str) -> str:
 
 
 def _unavailable(url: str, exc: BaseException) -> BrokerUnavailableError:
-    error = BrokerUnavailableError(
+    return BrokerUnavailableError(
         f"RabbitMQ at {_where(url)} cannot be reached ({type(exc).__name__}: {exc}). Check "
         f"the URL and that the broker runs; {START_HINT}. Nothing of this call may be "
         "assumed done; retry it later"
     )
-    error.__cause__ = exc
-    return error
 
 
 class _Link:
@@ -109,7 +107,7 @@ class _Link:
 
     def close(self) -> None:
         """Close the connection and stop the loop."""
-        with suppress(TransportError):
+        with suppress(TransportError, TimeoutError):
             self.loop.run(self.drop(), timeout=self.connect_timeout)
         self.loop.close()
 
@@ -187,10 +185,10 @@ class RabbitPublisher:
         # aiormq's own channel class: its basic_publish can skip the wait for the drain.
         underlay = cast("aiormq.Channel", await channel.get_underlay_channel())
         results: list[str | BaseException | None] = []
-        async with asyncio.timeout(self.confirm_timeout):
-            for start in range(0, len(messages), self.max_in_flight):
-                chunk = messages[start : start + self.max_in_flight]
-                sends = (self._publish_one(underlay, message) for message in chunk)
+        for start in range(0, len(messages), self.max_in_flight):
+            chunk = messages[start : start + self.max_in_flight]
+            sends = (self._publish_one(underlay, message) for message in chunk)
+            async with asyncio.timeout(self.confirm_timeout):  # for each window's confirms
                 results += await asyncio.gather(*sends, return_exceptions=True)
         for result in results:
             if isinstance(result, asyncio.CancelledError):
