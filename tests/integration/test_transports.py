@@ -8,6 +8,7 @@ higher delivery count) what is retried later or left unsettled by a closed subsc
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Iterator
 
 import pytest
@@ -180,3 +181,23 @@ def test_acking_part_of_a_batch_leaves_the_rest_for_the_next_subscriber(
     again = drain(second, 2)
     second.ack(again)
     assert [m.message_id for m in again] == [batch[0].message_id, batch[2].message_id]
+
+
+def test_one_publisher_serves_several_threads_at_once(broker: Harness) -> None:
+    """Four threads publish through one publisher: every message is confirmed and arrives."""
+    publisher = broker.publisher()
+    batches = [[event(f"order-{t}", v) for v in range(1, 51)] for t in range(4)]
+    answers: list[list[str | None]] = []
+    threads = [
+        threading.Thread(target=lambda b=batch: answers.append(publisher.publish(b)))
+        for batch in batches
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert answers == [[None] * 50] * 4
+    received = drain(broker.subscription(), 200, ack=True)
+    assert sorted(m.message_id for m in received) == sorted(
+        m.message_id for batch in batches for m in batch
+    )

@@ -107,6 +107,7 @@ class _Link:
         self.connect_timeout = connect_timeout
         self.current: _Connection | None = None
         self.generation = 0
+        self.opening = asyncio.Lock()
 
     def call(self, work: Callable[[], Awaitable[T]], timeout: float | None = None) -> T:
         """Run ``work`` on the loop; connection failures become ``BrokerUnavailableError``."""
@@ -148,12 +149,16 @@ class _Link:
         )
 
     async def open(self) -> _Connection:
-        """The live connection, connecting when there is none."""
+        """The live connection, connecting when there is none (one caller at a time)."""
+        async with self.opening:
+            if self.current is None or not self.current.client.is_connected:
+                await self.drop()
+                self.current = await self._connect()
+            return self.current
+
+    async def _connect(self) -> _Connection:
         import nats
 
-        if self.current is not None and self.current.client.is_connected:
-            return self.current
-        await self.drop()
         lost = asyncio.Event()
 
         async def on_closed() -> None:
@@ -173,10 +178,13 @@ class _Link:
             disconnected_cb=on_closed,
             error_cb=on_error,
         )
+        try:
+            acks = await _AckInbox.start(client)
+        except BaseException:
+            await client.close()
+            raise
         self.generation += 1
-        acks = await _AckInbox.start(client)
-        self.current = _Connection(client, client.jetstream(), lost, self.generation, acks)
-        return self.current
+        return _Connection(client, client.jetstream(), lost, self.generation, acks)
 
     async def drop(self) -> None:
         """Forget the connection, closing it if it is still open."""

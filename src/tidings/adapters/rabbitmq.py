@@ -63,6 +63,7 @@ class _Link:
         self.connection: aio_pika.abc.AbstractConnection | None = None
         self.channel: aio_pika.abc.AbstractChannel | None = None
         self.generation = 0  # tells tokens of a lost channel from current ones
+        self.opening = asyncio.Lock()
 
     def call(self, work: Callable[[], Awaitable[T]]) -> T:
         """Run ``work`` on the loop; connection failures become ``BrokerUnavailableError``."""
@@ -86,17 +87,23 @@ class _Link:
     async def open(
         self, setup: Callable[[aio_pika.abc.AbstractChannel], Awaitable[None]]
     ) -> aio_pika.abc.AbstractChannel:
-        """The open channel, connecting (and running ``setup`` on it) when there is none."""
+        """The open channel, connecting (and running ``setup`` on it) when there is none.
+
+        Calls from several threads meet on the loop; the lock makes one of them connect.
+        """
         import aio_pika
 
-        if self.channel is not None and not self.channel.is_closed:
+        async with self.opening:
+            if self.channel is not None and not self.channel.is_closed:
+                return self.channel
+            await self.drop()
+            self.connection = await aio_pika.connect(self.url, timeout=self.connect_timeout)
+            self.channel = await self.connection.channel(
+                publisher_confirms=True, on_return_raises=True
+            )
+            self.generation += 1
+            await setup(self.channel)
             return self.channel
-        await self.drop()
-        self.connection = await aio_pika.connect(self.url, timeout=self.connect_timeout)
-        self.channel = await self.connection.channel(publisher_confirms=True, on_return_raises=True)
-        self.generation += 1
-        await setup(self.channel)
-        return self.channel
 
     async def drop(self) -> None:
         """Forget the connection (closing it if it still is open)."""
