@@ -12,7 +12,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
-from typing import Protocol
+from typing import Any, Protocol
 
 from nats.js import JetStreamContext
 
@@ -124,12 +124,13 @@ class MemoryHarness(_Closing):
 class RabbitHarness(_Closing):
     """A unique exchange and quorum queue bound with ``order.#``: other types are unroutable."""
 
-    def __init__(self, url: str, queue_type: str = "quorum") -> None:
+    def __init__(self, url: str, queue_type: str = "quorum", **options: Any) -> None:
         super().__init__()
         self.url = url
         self.exchange = unique("tidings-test-")
         self.queue = f"{self.exchange}-orders"
         self.queue_type = queue_type
+        self.options = options
         self.subscriptions: list[RabbitSubscription] = []
         # Declare and bind before anything is published, as a deployed consumer would.
         declaring = self.subscription()
@@ -150,6 +151,7 @@ class RabbitHarness(_Closing):
             exchange=self.exchange,
             binding_keys=["order.#"],
             queue_type=self.queue_type,
+            **self.options,
         )
         self.subscriptions.append(subscription)
         self._keep(subscription)

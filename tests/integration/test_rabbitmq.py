@@ -179,3 +179,23 @@ def test_headers_that_are_not_text_or_are_the_brokers_own_are_not_handed_on(
     subscription.ack([again])
     assert not [name for name in again.headers if name.startswith("x-")]
     assert json.loads(again.body)["id"] == message.message_id
+
+
+def test_with_a_single_active_consumer_a_standby_gets_messages_only_after_the_first_goes(
+    rabbitmq_url: str,
+) -> None:
+    """Order with failover: the standby sees nothing while the active one runs, then all."""
+    harness = RabbitHarness(rabbitmq_url, single_active_consumer=True)
+    try:
+        batch = [event("order-1", v) for v in (1, 2, 3)]
+        harness.publisher().publish(batch)
+        active, standby = harness.subscription(), harness.subscription()
+        held = drain(active, 3)
+        assert standby.fetch(10, 0.3) == []
+        active.ack(held[:1])
+        active.close()
+        taken_over = drain(standby, 2)
+        standby.ack(taken_over)
+        assert [m.message_id for m in taken_over] == [m.message_id for m in batch[1:]]
+    finally:
+        harness.cleanup()

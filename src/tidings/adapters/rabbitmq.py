@@ -260,7 +260,10 @@ class RabbitSubscription:
 
     The queue (``quorum`` by default, or ``classic``) is declared and bound to the
     exchange with ``binding_keys`` when the subscription connects; RabbitMQ pushes up to
-    ``prefetch`` unsettled messages, which ``fetch`` hands out in order. Deliveries are
+    ``prefetch`` unsettled messages, which ``fetch`` hands out in order. With
+    ``single_active_consumer`` only one subscriber of the queue gets messages at a time
+    and the next takes over when it goes, which keeps per-aggregate order with standby
+    consumers (competing consumers of one queue would interleave). Deliveries are
     taken from aiormq's channel under aio-pika: its wrapper costs two tasks per message
     and limits a consumer to a third of the rate.
     """
@@ -274,13 +277,16 @@ class RabbitSubscription:
         binding_keys: Sequence[str] = ("#",),
         prefetch: int = 256,
         queue_type: str = "quorum",
+        single_active_consumer: bool = False,
         connect_timeout: float = 5.0,
     ) -> None:
         self.queue = queue
         self.exchange = exchange
         self.binding_keys = tuple(binding_keys)
         self.prefetch = prefetch
-        self.queue_type = queue_type
+        self.queue_arguments: dict[str, Any] = {"x-queue-type": queue_type}
+        if single_active_consumer:
+            self.queue_arguments["x-single-active-consumer"] = True
         self.delay_queues: set[str] = set()
         self._link = _Link(url, f"tidings-rabbitmq-{queue}", connect_timeout)
         self._buffer: asyncio.Queue[aiormq.abc.DeliveredMessage] | None = None
@@ -311,7 +317,7 @@ class RabbitSubscription:
             self.exchange, aio_pika.ExchangeType.TOPIC, durable=True
         )
         queue = await channel.declare_queue(
-            self.queue, durable=True, arguments={"x-queue-type": self.queue_type}
+            self.queue, durable=True, arguments=self.queue_arguments
         )
         for key in self.binding_keys:
             await queue.bind(exchange, key)
