@@ -162,7 +162,8 @@ class Transport(Protocol):
     def publish(self, messages: Sequence[OutgoingMessage]) -> list[str | None]:
         """Publish ``messages``; return, per message, None once the broker confirmed it, or
         the reason it refused it. Raise ``BrokerUnavailableError`` when the broker cannot be
-        reached (then nothing may be assumed published)."""
+        reached, or another ``TransportError`` when it refused the whole call (a topology
+        conflict, say); then nothing may be assumed published. The next call reconnects."""
 
     def close(self) -> None:
         """Release the connection."""
@@ -186,7 +187,11 @@ class Subscription(Protocol):
         """Up to ``max_messages`` messages, waiting at most ``timeout`` seconds for the first."""
 
     def ack(self, messages: Sequence[IncomingMessage]) -> None:
-        """The messages are done with; the broker forgets them."""
+        """The messages are done with; the broker forgets them.
+
+        Messages already settled, or fetched on a connection that has since been lost, are
+        skipped: the broker delivers the latter again, and the inbox recognises them.
+        """
 
     def retry_later(self, message: IncomingMessage, delay: float) -> None:
         """Deliver ``message`` again after about ``delay`` seconds."""

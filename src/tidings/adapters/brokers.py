@@ -1,0 +1,52 @@
+"""Brokers by URL: the publisher or subscription an ``amqp://`` or ``nats://`` URL names.
+
+For the command line (``tidings relay --to URL``, ``tidings consume --from URL``) and
+other composition roots; options go to the adapter's constructor unchanged.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import urlsplit
+
+from tidings.errors import ConfigurationError
+from tidings.ports import Subscription, Transport
+
+RABBITMQ_SCHEMES = frozenset({"amqp", "amqps"})
+NATS_SCHEMES = frozenset({"nats", "tls"})
+
+
+def _kind(url: str) -> str:
+    scheme = urlsplit(url).scheme.lower()
+    if scheme in RABBITMQ_SCHEMES:
+        return "rabbitmq"
+    if scheme in NATS_SCHEMES:
+        return "nats"
+    raise ConfigurationError(
+        f"no broker for the URL scheme {scheme + '://' if scheme else '(none)'}: use "
+        "amqp://user:password@host:5672/ (RabbitMQ, install tidings[rabbitmq]) or "
+        "nats://host:4222 (NATS JetStream, install tidings[nats])"
+    )
+
+
+def open_publisher(url: str, **options: Any) -> Transport:
+    """A ``RabbitPublisher`` or ``NatsPublisher`` for ``url`` (it connects on first use)."""
+    if _kind(url) == "rabbitmq":
+        from tidings.adapters.rabbitmq import RabbitPublisher
+
+        return RabbitPublisher(url, **options)
+    from tidings.adapters.nats import NatsPublisher
+
+    return NatsPublisher(url, **options)
+
+
+def open_subscription(url: str, name: str, **options: Any) -> Subscription:
+    """A ``RabbitSubscription`` (``name`` is its queue) or ``NatsSubscription`` (``name``
+    is its durable consumer) for ``url``; it connects on first use."""
+    if _kind(url) == "rabbitmq":
+        from tidings.adapters.rabbitmq import RabbitSubscription
+
+        return RabbitSubscription(url, name, **options)
+    from tidings.adapters.nats import NatsSubscription
+
+    return NatsSubscription(url, name, **options)

@@ -1,0 +1,494 @@
+"""NATS JetStream: async-acked publishes to a stream, and durable pull consumers.
+
+Topology: one stream (``TIDINGS`` by default) holding the subjects ``<prefix>.>``; an
+event of type ``order.placed`` goes to ``<prefix>.order.placed`` with the header
+``Nats-Msg-Id`` set to the event id, so JetStream drops a relay's retry of it inside the
+stream's duplicate window. A subscription is a durable pull consumer with explicit acks.
+
+nats-py is asyncio only: each adapter runs its client on a ``BackgroundLoop``. The
+client's own reconnect is off on purpose: a lost connection fails the call in flight
+with ``BrokerUnavailableError`` at once (the caller backs off and retries), and the next
+call connects again, so nothing waits in a client-side buffer during an outage.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+from collections.abc import Awaitable, Callable, Sequence
+from contextlib import suppress
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, TypeVar
+from urllib.parse import urlsplit
+
+from tidings.adapters.background_loop import BackgroundLoop
+from tidings.errors import BrokerUnavailableError, TransportError
+from tidings.ports import IncomingMessage, OutgoingMessage
+from tidings.serialization.cloudevents import CONTENT_TYPE
+
+if TYPE_CHECKING:
+    import nats.aio.client
+    import nats.aio.msg
+    import nats.js
+
+T = TypeVar("T")
+
+DEFAULT_STREAM = "TIDINGS"
+DEFAULT_PREFIX = "tidings"
+START_HINT = (
+    "start it with JetStream on (nats-server -js, or: start-stop-daemon --start --oknodo "
+    "--background --exec /usr/sbin/nats-server -- -a 127.0.0.1 -p 4222 -js -sd "
+    "/var/lib/nats-server -l /var/log/nats-server.log)"
+)
+HEADER_OVERHEAD = 64  # bytes of the NATS/1.0 header block beside our own headers
+
+
+def _where(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.hostname or 'localhost'}:{parts.port or 4222}"
+
+
+class _AckInbox:
+    """Where JetStream's answers to our publishes arrive, each resolving its own future.
+
+    nats-py's ``publish_async`` leaves the future of a publish pending forever when
+    JetStream answers with an error (its reply handler raises instead of setting the
+    exception: nats-py 2.16), so a refused message would look like a lost ack. This
+    inbox keeps the answer itself and lets ``_refusal`` read it.
+    """
+
+    def __init__(self, prefix: str) -> None:
+        self.prefix = prefix
+        self.waiting: dict[str, asyncio.Future[nats.aio.msg.Msg]] = {}
+        self._tokens = itertools.count()
+
+    @classmethod
+    async def start(cls, client: nats.aio.client.Client) -> _AckInbox:
+        """An inbox subscribed on ``client``."""
+        inbox = cls(client.new_inbox() + ".")
+        await client.subscribe(inbox.prefix + "*", cb=inbox._on_reply)
+        return inbox
+
+    def expect(self) -> tuple[str, asyncio.Future[nats.aio.msg.Msg]]:
+        """A reply subject and the future its answer will resolve."""
+        token = str(next(self._tokens))
+        future: asyncio.Future[nats.aio.msg.Msg] = asyncio.get_running_loop().create_future()
+        self.waiting[token] = future
+        return self.prefix + token, future
+
+    def prune(self) -> None:
+        """Forget the futures given up on (cancelled after a timeout)."""
+        self.waiting = {token: f for token, f in self.waiting.items() if not f.done()}
+
+    async def _on_reply(self, reply: nats.aio.msg.Msg) -> None:
+        future = self.waiting.pop(reply.subject[len(self.prefix) :], None)
+        if future is not None and not future.done():
+            future.set_result(reply)
+
+
+@dataclass(frozen=True, slots=True)
+class _Connection:
+    """A live connection, its JetStream context, and the event set when it is lost."""
+
+    client: nats.aio.client.Client
+    js: nats.js.JetStreamContext
+    lost: asyncio.Event
+    generation: int
+    acks: _AckInbox
+
+
+class _Link:
+    """One NATS connection with JetStream, opened on demand and dropped when it fails."""
+
+    def __init__(self, url: str, name: str, connect_timeout: float) -> None:
+        self.url = url
+        self.loop = BackgroundLoop(name)
+        self.connect_timeout = connect_timeout
+        self.current: _Connection | None = None
+        self.generation = 0
+        self.opening = asyncio.Lock()
+
+    def call(self, work: Callable[[], Awaitable[T]], timeout: float | None = None) -> T:
+        """Run ``work`` on the loop; connection failures become ``BrokerUnavailableError``."""
+        return self.loop.run(self._guarded(work), timeout)
+
+    async def _guarded(self, work: Callable[[], Awaitable[T]]) -> T:
+        import nats.errors
+        import nats.js.errors
+
+        try:
+            return await work()
+        except (
+            nats.errors.ConnectionClosedError,
+            nats.errors.NoServersError,
+            nats.errors.StaleConnectionError,
+            nats.errors.TimeoutError,
+            OSError,
+            TimeoutError,
+        ) as exc:
+            await self.drop()
+            raise self.unavailable(exc) from exc
+        except nats.js.errors.ServiceUnavailableError as exc:
+            raise TransportError(
+                f"NATS at {_where(self.url)} answers, but without JetStream: {START_HINT}"
+            ) from exc
+        except nats.js.errors.APIError as exc:
+            raise TransportError(
+                f"NATS JetStream at {_where(self.url)} refused: {exc.description} (error "
+                f"{exc.err_code}). Check that streams and consumers of these names were not "
+                "made with other subjects or options"
+            ) from exc
+
+    def unavailable(self, exc: BaseException) -> BrokerUnavailableError:
+        """The error that says the server cannot be reached, and how to start it."""
+        return BrokerUnavailableError(
+            f"NATS at {_where(self.url)} cannot be reached ({type(exc).__name__}: {exc}). "
+            f"Check the URL and that the server runs; {START_HINT}. Nothing of this call "
+            "may be assumed done; retry it later"
+        )
+
+    async def open(self) -> _Connection:
+        """The live connection, connecting when there is none (one caller at a time)."""
+        async with self.opening:
+            if self.current is None or not self.current.client.is_connected:
+                await self.drop()
+                self.current = await self._connect()
+            return self.current
+
+    async def _connect(self) -> _Connection:
+        import nats
+
+        lost = asyncio.Event()
+
+        async def on_closed() -> None:
+            lost.set()
+
+        async def on_error(exc: Exception) -> None:
+            """Errors surface where they matter: in the call that meets them."""
+
+        client = await nats.connect(
+            self.url,
+            allow_reconnect=False,
+            connect_timeout=max(1, round(self.connect_timeout)),
+            # nats-py still tries a server this many times (+1) when it first connects.
+            max_reconnect_attempts=1,
+            reconnect_time_wait=0.1,
+            closed_cb=on_closed,
+            disconnected_cb=on_closed,
+            error_cb=on_error,
+        )
+        try:
+            acks = await _AckInbox.start(client)
+        except BaseException:
+            await client.close()
+            raise
+        self.generation += 1
+        return _Connection(client, client.jetstream(), lost, self.generation, acks)
+
+    async def drop(self) -> None:
+        """Forget the connection, closing it if it is still open."""
+        current, self.current = self.current, None
+        if current is not None and not current.client.is_closed:
+            with suppress(Exception):  # it is thrown away after a failure
+                await current.client.close()
+
+    def close(self) -> None:
+        """Close the connection and stop the loop."""
+        with suppress(TransportError, TimeoutError):
+            self.loop.run(self.drop(), timeout=self.connect_timeout)
+        self.loop.close()
+
+
+async def ensure_stream(
+    js: nats.js.JetStreamContext, stream: str, prefix: str, duplicate_window: float
+) -> None:
+    """Create the stream of ``<prefix>.>`` on file storage unless it exists."""
+    import nats.js.api
+    import nats.js.errors
+
+    try:
+        await js.stream_info(stream)
+    except nats.js.errors.NotFoundError:
+        config = nats.js.api.StreamConfig(
+            name=stream,
+            subjects=[f"{prefix}.>"],
+            storage=nats.js.api.StorageType.FILE,
+            duplicate_window=duplicate_window,
+        )
+        try:
+            await js.add_stream(config)
+        except nats.js.errors.BadRequestError as refused:
+            try:
+                await js.stream_info(stream)  # fine if another process made it first
+            except nats.js.errors.NotFoundError:
+                raise refused from None
+
+
+def _refusal(reply: nats.aio.msg.Msg, subject: str) -> str | None:
+    """None for a JetStream ack (a duplicate too: the stream has it), else the reason."""
+    if reply.headers and reply.headers.get("Status") == "503":
+        return (
+            f"no JetStream stream stores subject {subject!r}: create a stream for it, or "
+            "let NatsPublisher create its stream (ensure_stream=True)"
+        )
+    try:
+        answer = json.loads(reply.data)
+    except ValueError:
+        return f"JetStream answered with something that is not JSON: {reply.data[:200]!r}"
+    error = answer.get("error") if isinstance(answer, dict) else None
+    if error is None:
+        return None
+    description, code = error.get("description"), error.get("err_code")
+    return f"JetStream refused the message: {description} (error {code})"
+
+
+class NatsPublisher:
+    """The ``Transport`` port on NATS JetStream, with up to ``max_in_flight`` async acks.
+
+    Every message waits for its JetStream ack (a duplicate inside the window counts as
+    acknowledged: the stream has it). The stream is created if missing, unless
+    ``ensure_stream`` is False.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        stream: str = DEFAULT_STREAM,
+        subject_prefix: str = DEFAULT_PREFIX,
+        ensure_stream: bool = True,
+        duplicate_window: float = 120.0,
+        max_in_flight: int = 4000,
+        ack_timeout: float = 10.0,
+        connect_timeout: float = 5.0,
+    ) -> None:
+        self.stream = stream
+        self.subject_prefix = subject_prefix
+        self.ensure_stream = ensure_stream
+        self.duplicate_window = duplicate_window
+        self.ack_timeout = ack_timeout
+        self.max_in_flight = max_in_flight
+        self._link = _Link(url, "tidings-nats-publisher", connect_timeout)
+        self._ready = 0  # generation of the connection that ensured the stream
+
+    def publish(self, messages: Sequence[OutgoingMessage]) -> list[str | None]:
+        """Publish and wait for every ack; per message None or the refusal reason."""
+        if not messages:
+            return []
+        return self._link.call(lambda: self._publish(messages))
+
+    def close(self) -> None:
+        """Close the connection and stop the loop thread."""
+        self._link.close()
+
+    async def _connect(self) -> _Connection:
+        connection = await self._link.open()
+        if self.ensure_stream and self._ready != connection.generation:
+            await ensure_stream(
+                connection.js, self.stream, self.subject_prefix, self.duplicate_window
+            )
+            self._ready = connection.generation
+        return connection
+
+    async def _publish(self, messages: Sequence[OutgoingMessage]) -> list[str | None]:
+        connection = await self._connect()
+        reasons: list[str | None] = []
+        # Chunks of the async window, each settled before the next: a send then never
+        # waits for a free slot, which could wait forever once the connection is lost.
+        for start in range(0, len(messages), self.max_in_flight):
+            chunk = messages[start : start + self.max_in_flight]
+            reasons.extend(await self._publish_chunk(connection, chunk))
+        return reasons
+
+    async def _publish_chunk(
+        self, connection: _Connection, messages: Sequence[OutgoingMessage]
+    ) -> list[str | None]:
+        reasons: list[str | None] = [None] * len(messages)
+        acks: dict[int, asyncio.Future[nats.aio.msg.Msg]] = {}
+        for i, message in enumerate(messages):
+            headers = {**message.headers, "Nats-Msg-Id": message.message_id}
+            headers["Content-Type"] = CONTENT_TYPE
+            reasons[i] = _oversize(message.body, headers, connection.client.max_payload)
+            if reasons[i] is None:
+                reply, acks[i] = connection.acks.expect()
+                subject = f"{self.subject_prefix}.{message.routing_key}"
+                await connection.client.publish(subject, message.body, reply, headers)
+        await self._settle(acks, connection.lost)
+        connection.acks.prune()
+        for i, ack in acks.items():
+            reasons[i] = self._reason(ack, messages[i])
+        return reasons
+
+    def _reason(
+        self, ack: asyncio.Future[nats.aio.msg.Msg], message: OutgoingMessage
+    ) -> str | None:
+        if ack.cancelled():
+            return f"JetStream sent no acknowledgement within {self.ack_timeout} s"
+        return _refusal(ack.result(), f"{self.subject_prefix}.{message.routing_key}")
+
+    async def _settle(
+        self, acks: dict[int, asyncio.Future[nats.aio.msg.Msg]], lost: asyncio.Event
+    ) -> None:
+        """Wait for every ack, or until the connection is lost or the time is up."""
+        if not acks:
+            return
+        everything: asyncio.Future[Any] = asyncio.gather(*acks.values(), return_exceptions=True)
+        lost_waiter: asyncio.Future[Any] = asyncio.ensure_future(lost.wait())
+        await asyncio.wait(
+            {everything, lost_waiter}, timeout=self.ack_timeout, return_when="FIRST_COMPLETED"
+        )
+        lost_waiter.cancel()
+        if not everything.done():
+            everything.cancel()  # gives up on the acks still missing
+            with suppress(asyncio.CancelledError):
+                await everything
+            if lost.is_set():
+                raise ConnectionError("the connection closed before JetStream acknowledged")
+
+
+def _oversize(body: bytes, headers: dict[str, str], max_payload: int) -> str | None:
+    """The refusal of a message larger than the server takes, before it is sent.
+
+    nats-py would raise for the whole call, and counts only the body; checking here,
+    headers included, makes it this message's refusal alone.
+    """
+    size = len(body) + HEADER_OVERHEAD + sum(len(k) + len(v) + 4 for k, v in headers.items())
+    if size <= max_payload:
+        return None
+    return (
+        f"message of {size} bytes (with headers) is larger than the NATS server's "
+        f"max_payload of {max_payload} bytes"
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class _Token:
+    generation: int
+    message: nats.aio.msg.Msg
+
+
+class NatsSubscription:
+    """The ``Subscription`` port on a durable JetStream pull consumer with explicit acks.
+
+    The consumer ``durable`` of ``stream`` is created on first use with ``filter_subject`` (a
+    subject pattern after the prefix: ``>`` for everything, ``order.*``, ...), ``ack_wait``
+    (seconds before an unacked message is delivered again) and ``max_deliver`` (-1: no
+    limit); an existing consumer is used as it is. On ``close`` the messages fetched but
+    not settled are negatively acknowledged, so the next subscriber gets them at once.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        durable: str,
+        *,
+        stream: str = DEFAULT_STREAM,
+        subject_prefix: str = DEFAULT_PREFIX,
+        filter_subject: str = ">",
+        ack_wait: float = 30.0,
+        max_deliver: int = -1,
+        duplicate_window: float = 120.0,
+        connect_timeout: float = 5.0,
+    ) -> None:
+        self.durable = durable
+        self.stream = stream
+        self.subject_prefix = subject_prefix
+        self.filter_subject = filter_subject
+        self.ack_wait = ack_wait
+        self.max_deliver = max_deliver
+        self.duplicate_window = duplicate_window
+        self._link = _Link(url, f"tidings-nats-{durable}", connect_timeout)
+        self._pull: Any = None  # the JetStream PullSubscription of the current connection
+        self._pull_generation = 0
+        self._held: dict[int, nats.aio.msg.Msg] = {}
+
+    def fetch(self, max_messages: int, timeout: float) -> list[IncomingMessage]:
+        """Up to ``max_messages`` messages, waiting at most ``timeout`` for the first."""
+        return self._link.call(lambda: self._fetch(max_messages, timeout))
+
+    def ack(self, messages: Sequence[IncomingMessage]) -> None:
+        """Acknowledge; messages of a lost connection come again anyway and are skipped."""
+        if messages:
+            self._link.call(lambda: self._settle(messages, None))
+
+    def retry_later(self, message: IncomingMessage, delay: float) -> None:
+        """Negatively acknowledge with a delay: JetStream delivers it again after ``delay``."""
+        self._link.call(lambda: self._settle([message], max(delay, 0.0)))
+
+    def close(self) -> None:
+        """Hand the unsettled messages back (NAK), close the connection, stop the loop."""
+        with suppress(TransportError, TimeoutError):
+            self._link.call(self._give_back, timeout=self._link.connect_timeout)
+        self._link.close()
+
+    async def _subscription(self) -> Any:
+        import nats.js.api
+
+        connection = await self._link.open()
+        if self._pull is not None and self._pull_generation == connection.generation:
+            return self._pull
+        await ensure_stream(connection.js, self.stream, self.subject_prefix, self.duplicate_window)
+        subject = f"{self.subject_prefix}.{self.filter_subject}"
+        config = nats.js.api.ConsumerConfig(
+            ack_policy=nats.js.api.AckPolicy.EXPLICIT,
+            ack_wait=self.ack_wait,
+            max_deliver=self.max_deliver,
+            deliver_policy=nats.js.api.DeliverPolicy.ALL,
+        )
+        self._pull = await connection.js.pull_subscribe(
+            subject, durable=self.durable, stream=self.stream, config=config
+        )
+        self._pull_generation = connection.generation
+        self._held.clear()
+        return self._pull
+
+    async def _fetch(self, max_messages: int, timeout: float) -> list[IncomingMessage]:
+        pull = await self._subscription()
+        try:
+            received = await pull.fetch(max_messages, timeout=max(timeout, 0.01))
+        except TimeoutError:  # nats-py raises its own subclass, or asyncio's, when none came
+            if self._link.current is None or not self._link.current.client.is_connected:
+                raise
+            return []
+        self._held.update((id(m), m) for m in received)
+        return [self._incoming(m) for m in received]
+
+    def _incoming(self, message: nats.aio.msg.Msg) -> IncomingMessage:
+        headers = dict(message.headers or {})
+        return IncomingMessage(
+            body=message.data,
+            message_id=headers.get("Nats-Msg-Id"),
+            delivery_count=message.metadata.num_delivered,
+            token=_Token(self._pull_generation, message),
+            headers=headers,
+        )
+
+    async def _settle(self, messages: Sequence[IncomingMessage], delay: float | None) -> None:
+        import nats.errors
+
+        current = self._link.current
+        for message in messages:
+            token = message.token
+            if not isinstance(token, _Token):
+                raise TransportError("this message was not fetched from a NatsSubscription")
+            if current is None or token.generation != current.generation:
+                continue  # its connection is gone: JetStream delivers it again by itself
+            self._held.pop(id(token.message), None)
+            with suppress(nats.errors.MsgAlreadyAckdError):
+                if delay is None:
+                    await token.message.ack()
+                else:
+                    await token.message.nak(delay=delay)
+        # The acks go out in the client's next write; flushing makes them sent on return.
+        if current is not None:
+            await current.client.flush()
+
+    async def _give_back(self) -> None:
+        held, self._held = list(self._held.values()), {}
+        if self._link.current is None or not held:
+            return
+        for message in held:
+            with suppress(Exception):  # JetStream redelivers after ack_wait anyway
+                await message.nak()
+        await self._link.current.client.flush()

@@ -1,0 +1,430 @@
+"""RabbitMQ: publisher confirms to a durable topic exchange, and durable queues to consume.
+
+Topology: one durable topic exchange (``tidings`` by default); each message is persistent,
+routed by its event type. A subscription owns a durable queue (a quorum queue by default)
+bound with binding keys such as ``order.*`` or ``#``. ``retry_later`` moves a message to
+a delay queue ``<queue>.retry.<ms>`` whose TTL dead-letters it back to the main queue (by
+the default exchange, so other queues bound to the topic exchange never see it twice).
+
+aio-pika is asyncio only: each adapter runs its client on a ``BackgroundLoop`` and offers
+the synchronous ports. A lost connection surfaces as ``BrokerUnavailableError``; the next
+call connects again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Sequence
+from contextlib import suppress
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, TypeVar, cast
+from urllib.parse import urlsplit
+
+from tidings.adapters.background_loop import BackgroundLoop
+from tidings.errors import BrokerUnavailableError, TransportError
+from tidings.ports import IncomingMessage, OutgoingMessage
+from tidings.serialization.cloudevents import CONTENT_TYPE
+
+if TYPE_CHECKING:
+    import aio_pika.abc
+    import aiormq
+    import aiormq.abc
+
+T = TypeVar("T")
+
+DEFAULT_EXCHANGE = "tidings"
+DELIVERED_HEADER = "tidings-delivered"
+"""Deliveries a message had before ``retry_later`` sent it round a delay queue."""
+START_HINT = "start it (rabbitmq-server -detached, or systemctl start rabbitmq-server)"
+DELAY_QUEUE_GRACE_MS = 60_000  # a delay queue outlives its last message by this much
+
+
+def _where(url: str) -> str:
+    """host:port of an AMQP URL, for messages (never the password)."""
+    parts = urlsplit(url)
+    return f"{parts.hostname or 'localhost'}:{parts.port or 5672}"
+
+
+def _unavailable(url: str, exc: BaseException) -> BrokerUnavailableError:
+    return BrokerUnavailableError(
+        f"RabbitMQ at {_where(url)} cannot be reached ({type(exc).__name__}: {exc}). Check "
+        f"the URL and that the broker runs; {START_HINT}. Nothing of this call may be "
+        "assumed done; retry it later"
+    )
+
+
+class _Link:
+    """One connection and channel, opened on demand and dropped when they fail."""
+
+    def __init__(self, url: str, name: str, connect_timeout: float) -> None:
+        self.url = url
+        self.loop = BackgroundLoop(name)
+        self.connect_timeout = connect_timeout
+        self.connection: aio_pika.abc.AbstractConnection | None = None
+        self.channel: aio_pika.abc.AbstractChannel | None = None
+        self.generation = 0  # tells tokens of a lost channel from current ones
+        self.opening = asyncio.Lock()
+
+    def call(self, work: Callable[[], Awaitable[T]]) -> T:
+        """Run ``work`` on the loop; connection failures become ``BrokerUnavailableError``."""
+        return self.loop.run(self._guarded(work))
+
+    async def _guarded(self, work: Callable[[], Awaitable[T]]) -> T:
+        from aio_pika.exceptions import AMQPConnectionError, AMQPError, ChannelInvalidStateError
+
+        try:
+            return await work()
+        except (AMQPConnectionError, ChannelInvalidStateError, OSError, TimeoutError) as exc:
+            await self.drop()
+            raise _unavailable(self.url, exc) from exc
+        except AMQPError as exc:  # the broker closed the channel: a topology conflict, say
+            await self.drop()
+            raise TransportError(
+                f"RabbitMQ at {_where(self.url)} refused an operation: {exc}. Check that "
+                "exchanges and queues of these names were not declared with other options"
+            ) from exc
+
+    async def open(
+        self, setup: Callable[[aio_pika.abc.AbstractChannel], Awaitable[None]]
+    ) -> aio_pika.abc.AbstractChannel:
+        """The open channel, connecting (and running ``setup`` on it) when there is none.
+
+        Calls from several threads meet on the loop; the lock makes one of them connect.
+        """
+        import aio_pika
+
+        async with self.opening:
+            if self.channel is not None and not self.channel.is_closed:
+                return self.channel
+            await self.drop()
+            self.connection = await aio_pika.connect(self.url, timeout=self.connect_timeout)
+            self.channel = await self.connection.channel(
+                publisher_confirms=True, on_return_raises=True
+            )
+            self.generation += 1
+            await setup(self.channel)
+            return self.channel
+
+    async def drop(self) -> None:
+        """Forget the connection (closing it if it still is open)."""
+        connection, self.connection, self.channel = self.connection, None, None
+        if connection is not None and not connection.is_closed:
+            with suppress(Exception):  # it is being thrown away after a failure
+                await connection.close()
+
+    def close(self) -> None:
+        """Close the connection and stop the loop."""
+        with suppress(TransportError, TimeoutError):
+            self.loop.run(self.drop(), timeout=self.connect_timeout)
+        self.loop.close()
+
+
+def _properties(message: OutgoingMessage) -> Any:
+    """AMQP properties: persistent, CloudEvents JSON, the event id as message id."""
+    import aiormq
+
+    return aiormq.spec.Basic.Properties(
+        content_type=CONTENT_TYPE,
+        delivery_mode=2,
+        message_id=message.message_id,
+        headers=dict(message.headers) or None,
+    )
+
+
+def _refusal(exc: BaseException, message: OutgoingMessage, exchange: str) -> str:
+    from aio_pika.exceptions import PublishError
+
+    if isinstance(exc, PublishError):
+        return (
+            f"RabbitMQ returned the message as unroutable: no queue is bound to exchange "
+            f"{exchange!r} for routing key {message.routing_key!r}. Bind a queue for it "
+            "(start its consumer), or publish with mandatory=False to let it drop"
+        )
+    return (
+        "RabbitMQ refused the message (basic.nack): a queue it routes to rejects "
+        "publishes (full, or x-overflow reject-publish); retry later"
+    )
+
+
+class RabbitPublisher:
+    """The ``Transport`` port on RabbitMQ, with publisher confirms.
+
+    A batch goes out with up to ``max_in_flight`` messages awaiting their confirms at
+    once. With ``mandatory`` (the default) a message no queue is bound for is returned
+    and reported as refused, instead of RabbitMQ dropping it silently. Messages go out on
+    aiormq's channel under aio-pika, without waiting for each write to drain: that is
+    half again as fast as aio-pika's ``Exchange.publish``.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        exchange: str = DEFAULT_EXCHANGE,
+        mandatory: bool = True,
+        max_in_flight: int = 1000,
+        connect_timeout: float = 5.0,
+        confirm_timeout: float = 30.0,
+    ) -> None:
+        self.exchange = exchange
+        self.mandatory = mandatory
+        self.max_in_flight = max_in_flight
+        self.confirm_timeout = confirm_timeout
+        self._link = _Link(url, "tidings-rabbitmq-publisher", connect_timeout)
+
+    def publish(self, messages: Sequence[OutgoingMessage]) -> list[str | None]:
+        """Publish and wait for every confirm; per message None or the refusal reason."""
+        if not messages:
+            return []
+        return self._link.call(lambda: self._publish(messages))
+
+    def close(self) -> None:
+        """Close the connection and stop the loop thread."""
+        self._link.close()
+
+    async def _declare(self, channel: aio_pika.abc.AbstractChannel) -> None:
+        import aio_pika
+
+        await channel.declare_exchange(self.exchange, aio_pika.ExchangeType.TOPIC, durable=True)
+
+    async def _publish(self, messages: Sequence[OutgoingMessage]) -> list[str | None]:
+        channel = await self._link.open(self._declare)
+        # aiormq's own channel class: its basic_publish can skip the wait for the drain.
+        underlay = cast("aiormq.Channel", await channel.get_underlay_channel())
+        results: list[str | BaseException | None] = []
+        for start in range(0, len(messages), self.max_in_flight):
+            chunk = messages[start : start + self.max_in_flight]
+            sends = (self._publish_one(underlay, message) for message in chunk)
+            async with asyncio.timeout(self.confirm_timeout):  # for each window's confirms
+                results += await asyncio.gather(*sends, return_exceptions=True)
+        for result in results:
+            if isinstance(result, asyncio.CancelledError):
+                # aiormq cancels the confirms it still waits for when the connection drops
+                raise ConnectionError("the connection closed before RabbitMQ confirmed")
+            if isinstance(result, BaseException):
+                raise result
+        return results  # type: ignore[return-value]  # only str | None is left
+
+    async def _publish_one(self, channel: aiormq.Channel, message: OutgoingMessage) -> str | None:
+        from aio_pika.exceptions import DeliveryError
+
+        try:
+            await channel.basic_publish(
+                message.body,
+                exchange=self.exchange,
+                routing_key=message.routing_key,
+                properties=_properties(message),
+                mandatory=self.mandatory,
+                wait=False,  # the confirm is what counts, not the socket write
+            )
+        except DeliveryError as exc:  # a nack or a return: this message's alone
+            return _refusal(exc, message, self.exchange)
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class _Token:
+    generation: int
+    tag: int
+    message: aiormq.abc.DeliveredMessage
+
+
+def delivery_count(headers: dict[str, Any], redelivered: bool) -> int:
+    """How often a message has been delivered, from what RabbitMQ tells about it.
+
+    Deliveries before a trip through a delay queue are kept in our own header; a quorum
+    queue counts its redeliveries in ``x-delivery-count``; a classic queue says only
+    ``redelivered``.
+    """
+    before = headers.get(DELIVERED_HEADER, 0)
+    counted = headers.get("x-delivery-count")
+    again = counted if isinstance(counted, int) else int(redelivered)
+    return 1 + (before if isinstance(before, int) else 0) + again
+
+
+def _delay_ms(delay: float) -> int:
+    """The delay in milliseconds, rounded to two significant digits.
+
+    Each distinct delay is a queue of its own; rounding bounds their number while keeping
+    every delay within 5 % of what was asked.
+    """
+    ms = max(0, round(delay * 1000))
+    if ms < 100:
+        return ms
+    scale: int = 10 ** (len(str(ms)) - 2)
+    return round(ms / scale) * scale
+
+
+class RabbitSubscription:
+    """The ``Subscription`` port on a durable RabbitMQ queue: manual acks, a prefetch.
+
+    The queue (``quorum`` by default, or ``classic``) is declared and bound to the
+    exchange with ``binding_keys`` when the subscription connects; RabbitMQ pushes up to
+    ``prefetch`` unsettled messages, which ``fetch`` hands out in order. With
+    ``single_active_consumer`` only one subscriber of the queue gets messages at a time
+    and the next takes over when it goes, which keeps per-aggregate order with standby
+    consumers (competing consumers of one queue would interleave). Deliveries are
+    taken from aiormq's channel under aio-pika: its wrapper costs two tasks per message
+    and limits a consumer to a third of the rate.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        queue: str,
+        *,
+        exchange: str = DEFAULT_EXCHANGE,
+        binding_keys: Sequence[str] = ("#",),
+        prefetch: int = 256,
+        queue_type: str = "quorum",
+        single_active_consumer: bool = False,
+        connect_timeout: float = 5.0,
+    ) -> None:
+        self.queue = queue
+        self.exchange = exchange
+        self.binding_keys = tuple(binding_keys)
+        self.prefetch = prefetch
+        self.queue_arguments: dict[str, Any] = {"x-queue-type": queue_type}
+        if single_active_consumer:
+            self.queue_arguments["x-single-active-consumer"] = True
+        self.delay_queues: set[str] = set()
+        self._link = _Link(url, f"tidings-rabbitmq-{queue}", connect_timeout)
+        self._buffer: asyncio.Queue[aiormq.abc.DeliveredMessage] | None = None
+        self._unsettled: set[int] = set()  # delivery tags handed out and not settled yet
+
+    def fetch(self, max_messages: int, timeout: float) -> list[IncomingMessage]:
+        """Up to ``max_messages`` messages, waiting at most ``timeout`` for the first."""
+        return self._link.call(lambda: self._fetch(max_messages, timeout))
+
+    def ack(self, messages: Sequence[IncomingMessage]) -> None:
+        """Settle the messages; those of a lost connection come again anyway, and are skipped."""
+        if messages:
+            self._link.call(lambda: self._ack(messages))
+
+    def retry_later(self, message: IncomingMessage, delay: float) -> None:
+        """Move the message to the delay queue for ``delay``; it returns to the back."""
+        self._link.call(lambda: self._retry_later(message, delay))
+
+    def close(self) -> None:
+        """Close the channel: RabbitMQ gives every unsettled message to another consumer."""
+        self._link.close()
+
+    async def _setup(self, channel: aio_pika.abc.AbstractChannel) -> None:
+        import aio_pika
+
+        await channel.set_qos(prefetch_count=self.prefetch)
+        exchange = await channel.declare_exchange(
+            self.exchange, aio_pika.ExchangeType.TOPIC, durable=True
+        )
+        queue = await channel.declare_queue(
+            self.queue, durable=True, arguments=self.queue_arguments
+        )
+        for key in self.binding_keys:
+            await queue.bind(exchange, key)
+        buffer: asyncio.Queue[aiormq.abc.DeliveredMessage] = asyncio.Queue()
+        self._buffer = buffer
+        self._unsettled = set()
+
+        async def on_message(message: aiormq.abc.DeliveredMessage) -> None:
+            buffer.put_nowait(message)
+
+        underlay = await channel.get_underlay_channel()
+        await underlay.basic_consume(self.queue, on_message)
+
+    async def _fetch(self, max_messages: int, timeout: float) -> list[IncomingMessage]:
+        await self._link.open(self._setup)
+        buffer = self._buffer
+        assert buffer is not None  # noqa: S101 - _setup has just set it
+        try:
+            first = await asyncio.wait_for(buffer.get(), timeout)
+        except TimeoutError:
+            return []
+        taken = [first]
+        while len(taken) < max_messages and not buffer.empty():
+            taken.append(buffer.get_nowait())
+        self._unsettled.update(m.delivery_tag or 0 for m in taken)
+        return [self._incoming(m) for m in taken]
+
+    def _incoming(self, message: aiormq.abc.DeliveredMessage) -> IncomingMessage:
+        properties = message.header.properties
+        headers = dict(properties.headers or {})
+        return IncomingMessage(
+            body=message.body,
+            message_id=properties.message_id,
+            delivery_count=delivery_count(headers, bool(message.redelivered)),
+            token=_Token(self._link.generation, message.delivery_tag or 0, message),
+            headers={
+                k: v for k, v in headers.items() if isinstance(v, str) and not k.startswith("x-")
+            },
+        )
+
+    def _current(self, message: IncomingMessage) -> _Token | None:
+        """The message's token if it is still unsettled on the current channel, else None.
+
+        A message of a channel that is gone was given back by RabbitMQ: settling it is moot.
+        """
+        token = message.token
+        if not isinstance(token, _Token):
+            raise TransportError("this message was not fetched from a RabbitSubscription")
+        if token.generation != self._link.generation or self._link.channel is None:
+            return None
+        return token if token.tag in self._unsettled else None
+
+    async def _ack(self, messages: Sequence[IncomingMessage]) -> None:
+        tags = {token.tag for token in map(self._current, messages) if token is not None}
+        if not tags or self._link.channel is None:
+            return
+        channel = await self._link.channel.get_underlay_channel()
+        top = max(tags)
+        if all(tag in tags for tag in self._unsettled if tag <= top):
+            # The usual case, a whole batch in order: one frame settles it.
+            await channel.basic_ack(top, multiple=True)
+        else:
+            for tag in sorted(tags)[:-1]:
+                await channel.basic_ack(tag, wait=False)
+            await channel.basic_ack(top)  # and wait for the socket to take them all
+        self._unsettled.difference_update(tags)
+
+    async def _retry_later(self, message: IncomingMessage, delay: float) -> None:
+        import aio_pika
+
+        token = self._current(message)
+        if token is None:
+            return  # settled, or its channel is gone and RabbitMQ delivers it again
+        delivered, properties = token.message, token.message.header.properties
+        channel = await self._link.open(self._setup)
+        queue = await self._delay_queue(channel, _delay_ms(delay))
+        headers = dict(properties.headers or {})
+        headers[DELIVERED_HEADER] = delivery_count(headers, bool(delivered.redelivered))
+        for counted_by_the_queue in ("x-delivery-count", "x-death"):
+            headers.pop(counted_by_the_queue, None)
+        copy = aio_pika.Message(
+            delivered.body,
+            content_type=properties.content_type,
+            delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+            message_id=properties.message_id,
+            headers=headers,
+        )
+        # Confirmed in the delay queue before the original is settled: a crash between
+        # the two leaves a duplicate, never a loss.
+        await channel.default_exchange.publish(copy, queue, mandatory=True)
+        await delivered.channel.basic_ack(token.tag)
+        self._unsettled.discard(token.tag)
+
+    async def _delay_queue(self, channel: aio_pika.abc.AbstractChannel, ms: int) -> str:
+        """Declare (again, which keeps it alive) the delay queue of ``ms`` milliseconds."""
+        name = f"{self.queue}.retry.{ms}"
+        await channel.declare_queue(
+            name,
+            durable=True,
+            arguments={
+                "x-queue-type": "classic",
+                "x-message-ttl": ms,
+                "x-dead-letter-exchange": "",
+                "x-dead-letter-routing-key": self.queue,
+                # Unused for this long after its last message expired, it goes away.
+                "x-expires": ms + DELAY_QUEUE_GRACE_MS,
+            },
+        )
+        self.delay_queues.add(name)
+        return name

@@ -1,0 +1,189 @@
+"""The wire format: CloudEvents 1.0, structured JSON mode, one event per message.
+
+A message we publish is a JSON object any CloudEvents SDK reads::
+
+    {"specversion": "1.0", "id": "<event id>", "source": "<bounded context>",
+     "type": "<event type>", "subject": "<aggregate id>", "time": "<RFC 3339>",
+     "datacontenttype": "application/json", "schemaversion": 1, "aggregateversion": 3,
+     "traceparent": "00-...-01", "data": {...the payload...}}
+
+``schemaversion`` and ``aggregateversion`` are extension attributes (CloudEvents
+integers); ``traceparent`` and ``tracestate`` follow the distributed-tracing extension and
+appear only when the event's metadata has them. ``from_message`` is strict: anything
+that is not such a document raises ``BadMessageError`` whose reason names what is wrong,
+so a consumer can park it in its dead letters and go on.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+import msgspec
+
+from tidings.errors import BadMessageError, SerializationError
+from tidings.ports import OutgoingMessage
+from tidings.records import EventRecord
+
+CONTENT_TYPE = "application/cloudevents+json"
+"""The media type of a structured-mode CloudEvent in JSON, for the broker's header."""
+
+DEFAULT_MAX_BYTES = 1024 * 1024
+"""Largest message body ``from_message`` reads by default (1 MiB)."""
+
+SPEC_VERSION = "1.0"
+
+# A routing key is dot-separated words: an AMQP topic exchange and a NATS subject split
+# on dots, and give '*', '#', '>' and whitespace other meanings, so none may appear.
+_ROUTING_KEY = re.compile(r"[A-Za-z0-9_\-:]+(?:\.[A-Za-z0-9_\-:]+)*")
+_MAX_ROUTING_KEY_BYTES = 200  # AMQP allows 255; leave room for a NATS subject prefix
+_JSON_MEDIA = re.compile(r"(?:application|text)/(?:[\w.+-]+\+)?json\s*(?:;.*)?", re.IGNORECASE)
+_TRACE_KEYS = ("traceparent", "tracestate")
+
+NonEmpty = Annotated[str, msgspec.Meta(min_length=1)]
+Version = Annotated[int, msgspec.Meta(ge=1)]
+
+
+class _Envelope(msgspec.Struct):
+    """The attributes tidings needs; unknown extension attributes are allowed and ignored."""
+
+    specversion: str
+    id: NonEmpty
+    source: NonEmpty
+    type: NonEmpty
+    subject: NonEmpty
+    time: datetime
+    schemaversion: Version
+    aggregateversion: Version
+    data: msgspec.Raw = msgspec.field(default_factory=msgspec.Raw)
+    datacontenttype: str = "application/json"
+    data_base64: Any = None
+    traceparent: NonEmpty | None = None
+    tracestate: str | None = None
+
+
+_encoder = msgspec.json.Encoder()
+_decoder = msgspec.json.Decoder(_Envelope)
+_metadata_decoder = msgspec.json.Decoder(dict[str, Any])
+
+
+def routing_key(event_type: str) -> str:
+    """The event type as a routing key, or ``SerializationError`` saying why it cannot be.
+
+    Event types become RabbitMQ routing keys and the last tokens of NATS subjects, so they
+    must be dot-separated words of letters, digits, ``_``, ``-`` and ``:``.
+    """
+    if _ROUTING_KEY.fullmatch(event_type) and len(event_type) <= _MAX_ROUTING_KEY_BYTES:
+        return event_type
+    raise SerializationError(
+        f"event type {event_type!r} cannot be a broker routing key (RabbitMQ) or subject "
+        "token (NATS): use dot-separated words of letters, digits, '_', '-' and ':', at "
+        f"most {_MAX_ROUTING_KEY_BYTES} characters, with no spaces and no wildcards "
+        "('*', '#', '>'). Register the event class under such a name (event_type = ...)"
+    )
+
+
+def to_message(record: EventRecord, source: str) -> OutgoingMessage:
+    """The CloudEvent of ``record``, published by the bounded context ``source``."""
+    if not source:
+        raise SerializationError("a CloudEvent needs a source: name the bounded context")
+    document: dict[str, Any] = {
+        "specversion": SPEC_VERSION,
+        "id": record.event_id,
+        "source": source,
+        "type": record.event_type,
+        "subject": record.stream_id,
+        "time": _rfc3339(record.occurred_at),
+        "datacontenttype": "application/json",
+        "schemaversion": record.schema_version,
+        "aggregateversion": record.version,
+    }
+    document.update(_trace_context(record.metadata))
+    # The payload is already JSON: embed its bytes as they are rather than parse them.
+    document["data"] = msgspec.Raw(record.data)
+    return OutgoingMessage(
+        message_id=record.event_id,
+        routing_key=routing_key(record.event_type),
+        ordering_key=record.stream_id,
+        body=_encoder.encode(document),
+    )
+
+
+def from_message(body: bytes, *, max_bytes: int = DEFAULT_MAX_BYTES) -> EventRecord:
+    """The event in a received message, or ``BadMessageError`` naming what is wrong."""
+    if len(body) > max_bytes:
+        raise BadMessageError(
+            f"message of {len(body)} bytes is larger than the limit of {max_bytes} bytes"
+        )
+    try:
+        envelope = _decoder.decode(body)
+    except msgspec.ValidationError as exc:
+        raise BadMessageError(f"not a tidings CloudEvent: {exc}") from exc
+    except (msgspec.DecodeError, UnicodeDecodeError, RecursionError) as exc:
+        raise BadMessageError(f"not valid JSON: {exc}") from exc
+    _check(envelope)
+    return EventRecord(
+        event_id=envelope.id,
+        stream_id=envelope.subject,
+        version=envelope.aggregateversion,
+        event_type=envelope.type,
+        schema_version=envelope.schemaversion,
+        occurred_at=envelope.time.astimezone(UTC),
+        data=bytes(envelope.data),
+        metadata=_encoder.encode(_metadata_of(envelope)),
+    )
+
+
+def _check(envelope: _Envelope) -> None:
+    """The rules a decoder's types cannot say."""
+    if envelope.specversion != SPEC_VERSION:
+        raise BadMessageError(
+            f"specversion is {envelope.specversion!r}; tidings reads CloudEvents "
+            f"{SPEC_VERSION!r} only"
+        )
+    if not _JSON_MEDIA.fullmatch(envelope.datacontenttype):
+        raise BadMessageError(
+            f"datacontenttype is {envelope.datacontenttype!r}; tidings reads JSON data "
+            "only (application/json)"
+        )
+    if envelope.data_base64 is not None:
+        raise BadMessageError("data_base64 is not supported: send the payload as JSON in 'data'")
+    if envelope.time.tzinfo is None:
+        raise BadMessageError(
+            "time has no UTC offset: use RFC 3339 with 'Z' or '+hh:mm' (e.g. 2024-05-01T12:00:00Z)"
+        )
+    if not bytes(envelope.data).startswith(b"{"):
+        raise BadMessageError(
+            "data is missing or not a JSON object: the payload of an event is an object"
+        )
+
+
+def _metadata_of(envelope: _Envelope) -> dict[str, str]:
+    """What the record keeps of the envelope beyond its own fields."""
+    metadata = {"source": envelope.source}
+    if envelope.traceparent is not None:
+        metadata["traceparent"] = envelope.traceparent
+    if envelope.tracestate is not None:
+        metadata["tracestate"] = envelope.tracestate
+    return metadata
+
+
+def _trace_context(metadata: bytes) -> dict[str, str]:
+    """The W3C trace context in a record's metadata, if it has one."""
+    if b"trace" not in metadata:  # most events carry none: skip the parse
+        return {}
+    try:
+        values = _metadata_decoder.decode(metadata)
+    except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError) as exc:
+        raise SerializationError(f"event metadata is not a JSON object: {exc}") from exc
+    return {key: values[key] for key in _TRACE_KEYS if isinstance(values.get(key), str)}
+
+
+def _rfc3339(moment: datetime) -> str:
+    """RFC 3339 in UTC with a 'Z', which every CloudEvents SDK parses."""
+    if moment.tzinfo is None:
+        raise SerializationError(
+            f"occurred_at {moment.isoformat()} has no time zone: events are stamped in UTC"
+        )
+    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")

@@ -1,0 +1,210 @@
+"""NATS JetStream specifics: a nats-py consumer, duplicates, streams, consumers, limits."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import nats
+import pytest
+from cloudevents.core.formats.json import JSONFormat
+from nats.js import JetStreamContext
+from nats.js.api import AckPolicy
+
+from tests.integration.brokers import NatsHarness, drain, event, run_nats, unique
+from tidings import BrokerUnavailableError, TransportError
+from tidings.adapters.nats import NatsPublisher, NatsSubscription
+
+pytestmark = pytest.mark.nats
+
+
+@pytest.fixture
+def harness(nats_url: str) -> Iterator[NatsHarness]:
+    """A unique stream, deleted afterwards."""
+    made = NatsHarness(nats_url)
+    try:
+        yield made
+    finally:
+        made.cleanup()
+
+
+def test_a_nats_py_consumer_with_the_cloudevents_sdk_reads_what_we_publish(
+    harness: NatsHarness,
+) -> None:
+    """Only nats-py and the official SDK: subject, Nats-Msg-Id, attributes and data match."""
+    message = event("order-7", 4)
+    assert harness.publisher().publish([message]) == [None]
+    seen: dict[str, Any] = {}
+
+    async def consume(js: JetStreamContext) -> None:
+        subscription = await js.pull_subscribe(f"{harness.prefix}.>", stream=harness.stream)
+        [received] = await subscription.fetch(1, timeout=5)
+        await received.ack()
+        seen.update(subject=received.subject, headers=received.headers, body=received.data)
+
+    run_nats(harness.url, consume)
+    assert seen["subject"] == f"{harness.prefix}.order.placed"
+    assert seen["headers"]["Nats-Msg-Id"] == message.message_id
+    parsed = JSONFormat().read(None, seen["body"])
+    assert parsed.get_id() == message.message_id
+    assert parsed.get_source() == "orders"
+    assert parsed.get_type() == "order.placed"
+    assert parsed.get_subject() == "order-7"
+    assert parsed.get_extension("schemaversion") == 1
+    assert parsed.get_extension("aggregateversion") == 4
+    assert parsed.get_data() == {"n": 4, "pad": ""}
+
+
+def test_a_message_published_again_inside_the_duplicate_window_is_stored_once(
+    harness: NatsHarness,
+) -> None:
+    """A relay's retry of a confirmed event is confirmed again, and JetStream keeps one copy."""
+    message = event("order-1", 1)
+    publisher = harness.publisher()
+    assert publisher.publish([message]) == [None]
+    assert publisher.publish([message, event("order-1", 2)]) == [None, None]
+    subscription = harness.subscription()
+    received = drain(subscription, 2)
+    subscription.ack(received)
+    assert received[0].message_id == message.message_id
+    assert subscription.fetch(10, 0.3) == []
+
+
+def test_a_subject_no_stream_stores_is_refused_with_what_to_do(nats_url: str) -> None:
+    """Without its stream, each message is refused: no stream stores the subject."""
+    publisher = NatsPublisher(nats_url, subject_prefix=unique("nowhere"), ensure_stream=False)
+    try:
+        [reason] = publisher.publish([event("order-1", 1)])
+    finally:
+        publisher.close()
+    assert reason is not None
+    assert "no JetStream stream stores subject" in reason
+
+
+def test_a_message_over_the_servers_max_payload_is_refused_before_it_is_sent(
+    harness: NatsHarness,
+) -> None:
+    """The server's max_payload (1 MiB by default) is checked client-side, per message."""
+    answers = harness.publisher().publish([event("big-1", 1, size=2 * 1024 * 1024)])
+    assert "max_payload" in (answers[0] or "")
+
+
+def test_the_publisher_creates_its_stream_when_it_is_missing(nats_url: str) -> None:
+    """Stream <NAME> with subjects <prefix>.> on file storage and the duplicate window."""
+    stream = unique("TIDINGS_TEST_")
+    publisher = NatsPublisher(
+        nats_url, stream=stream, subject_prefix=stream.lower(), duplicate_window=30
+    )
+    info: dict[str, Any] = {}
+
+    async def inspect(js: JetStreamContext) -> None:
+        config = (await js.stream_info(stream)).config
+        info.update(subjects=config.subjects, window=config.duplicate_window)
+        await js.delete_stream(stream)
+
+    try:
+        assert publisher.publish([event("order-1", 1)]) == [None]
+    finally:
+        publisher.close()
+        run_nats(nats_url, inspect)
+    assert info == {"subjects": [f"{stream.lower()}.>"], "window": 30}
+
+
+def test_the_durable_consumer_has_explicit_acks_and_the_configured_limits(
+    harness: NatsHarness,
+) -> None:
+    """ack_wait, max_deliver and the filter subject are what the subscription was given."""
+    subscription = NatsSubscription(
+        harness.url,
+        "limited",
+        stream=harness.stream,
+        subject_prefix=harness.prefix,
+        filter_subject="order.*",
+        ack_wait=7,
+        max_deliver=5,
+    )
+    info: dict[str, Any] = {}
+
+    async def inspect(js: JetStreamContext) -> None:
+        config = (await js.consumer_info(harness.stream, "limited")).config
+        info.update(
+            ack=config.ack_policy,
+            wait=config.ack_wait,
+            most=config.max_deliver,
+            filter=config.filter_subject,
+        )
+
+    try:
+        assert subscription.fetch(1, 0.05) == []
+        run_nats(harness.url, inspect)
+    finally:
+        subscription.close()
+    assert info == {
+        "ack": AckPolicy.EXPLICIT,
+        "wait": 7,
+        "most": 5,
+        "filter": f"{harness.prefix}.order.*",
+    }
+
+
+def test_a_closed_port_is_broker_unavailable_with_how_to_start_nats() -> None:
+    """Publisher and subscription both say where they tried and how to start the server."""
+    url = "nats://127.0.0.1:1"
+    publisher = NatsPublisher(url, connect_timeout=1)
+    subscription = NatsSubscription(url, "nowhere", connect_timeout=1)
+    try:
+        with pytest.raises(BrokerUnavailableError, match=r"127\.0\.0\.1:1 .*nats-server -js"):
+            publisher.publish([event("order-1", 1)])
+        with pytest.raises(BrokerUnavailableError, match="cannot be reached"):
+            subscription.fetch(1, 0.1)
+    finally:
+        publisher.close()
+        subscription.close()
+
+
+def test_a_publish_nobody_acknowledges_is_refused_after_the_ack_timeout(nats_url: str) -> None:
+    """A plain subscriber on the subject swallows the message: no ack comes, and that is said."""
+    prefix = unique("silent")
+    listening = threading.Event()
+    stop = threading.Event()
+
+    def swallow() -> None:
+        async def main() -> None:
+            client = await nats.connect(nats_url)
+            await client.subscribe(f"{prefix}.>")
+            await client.flush()
+            listening.set()
+            while not stop.is_set():
+                await asyncio.sleep(0.02)
+            await client.close()
+
+        asyncio.run(main())
+
+    thread = threading.Thread(target=swallow)
+    thread.start()
+    publisher = NatsPublisher(nats_url, subject_prefix=prefix, ensure_stream=False, ack_timeout=0.3)
+    try:
+        assert listening.wait(10)
+        [reason] = publisher.publish([event("order-1", 1)])
+    finally:
+        publisher.close()
+        stop.set()
+        thread.join()
+    assert reason == "JetStream sent no acknowledgement within 0.3 s"
+
+
+def test_a_stream_that_cannot_be_made_is_a_transport_error_naming_the_conflict(
+    harness: NatsHarness,
+) -> None:
+    """Another stream already holds the subjects: not an outage, and the reason is given."""
+    publisher = NatsPublisher(
+        harness.url, stream=unique("TIDINGS_TEST_"), subject_prefix=harness.prefix
+    )
+    try:
+        with pytest.raises(TransportError, match="subjects overlap") as caught:
+            publisher.publish([event("order-1", 1)])
+    finally:
+        publisher.close()
+    assert not isinstance(caught.value, BrokerUnavailableError)
