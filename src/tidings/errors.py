@@ -11,6 +11,7 @@
     ├── StorageError              the database failed (connection, disk, constraint); driver
     │   │                         errors are chained as ``__cause__``
     │   └── ServerUnavailableError the database server cannot be reached
+    ├── HandlerFailedError        an inbox handler failed; the event is delivered again later
     ├── TransportError            a broker refused or failed an operation
     │   ├── BrokerUnavailableError the broker cannot be reached; retry later
     │   └── BadMessageError        a received message is not a valid tidings CloudEvent
@@ -71,6 +72,10 @@ class StorageError(TidingsError):
 
 class ServerUnavailableError(StorageError):
     """The database server could not be reached."""
+
+
+class HandlerFailedError(TidingsError):
+    """An inbox handler failed; its writes were undone and the event comes round again."""
 
 
 class TransportError(TidingsError):

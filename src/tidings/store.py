@@ -8,31 +8,65 @@ from datetime import datetime
 from types import TracebackType
 from typing import Any, Self, TypeVar
 
+from tidings.adapters.bus_transport import BusTransport
 from tidings.application.bus import InMemoryBus
 from tidings.application.event_log import iter_log
-from tidings.application.handling import Handlers, InboxProcessor
+from tidings.application.handling import Delivery, Handlers, InboxProcessor
 from tidings.application.repository import EventSourcedRepository
 from tidings.application.unit_of_work import UnitOfWork
 from tidings.backends import OutboxAdapter, inbox_of, open_backend, outbox_of
 from tidings.domain.event_sourced import EventSourcedAggregate
 from tidings.domain.events import DomainEvent
 from tidings.domain.ids import Clock, IdSource, utc_now, uuid7
-from tidings.errors import ConfigurationError
+from tidings.errors import ConfigurationError, HandlerFailedError
 from tidings.ports import (
     Database,
     EventStore,
     EventWriter,
     Inbox,
+    OutgoingMessage,
     SnapshotStore,
+    Subscription,
     Transaction,
     Transport,
 )
 from tidings.records import EventRecord, StreamInfo
+from tidings.serialization.cloudevents import from_message, to_message
 from tidings.serialization.codec import JsonCodec
 from tidings.serialization.registry import EventRegistry
+from tidings.workers.consumer import Consumer
 from tidings.workers.relay import Encode, Relay
 
 A = TypeVar("A", bound=EventSourcedAggregate)
+
+
+class InboxOnBus:
+    """A bus handler that runs every event through an inbox processor.
+
+    With an outbox the event came through a relay: a failed handler raises, the relay
+    sees the refusal and delivers again later. Without one (level 3) nothing would deliver
+    it again, so a failure is kept as a dead letter at once, to be retried from there.
+    """
+
+    def __init__(self, store: Store, processor: InboxProcessor) -> None:
+        self.store, self.processor = store, processor
+
+    def __call__(self, event: DomainEvent) -> None:
+        record = self.store.codec.encode(event)
+        body = self.store.encode(record).body
+        [verdict] = self.processor.process([Delivery(body, record)])
+        if verdict.ack:
+            return
+        if self.store.outbox is None:
+            self.processor.bury(
+                Delivery(body, record),
+                "a handler failed and the in-memory "
+                "bus does not deliver again (level 3): retry it from here",
+            )
+            return
+        raise HandlerFailedError(
+            f"event {event.event_id} goes round again in {verdict.retry_in:.1f} s"
+        )
 
 
 class Store:
@@ -55,6 +89,7 @@ class Store:
         outbox: OutboxAdapter | None = None,
         inbox: Inbox | None = None,
         snapshots: SnapshotStore | None = None,
+        source: str = "tidings",
     ) -> None:
         self.database = database
         self.events = events
@@ -65,6 +100,7 @@ class Store:
         self.writers = list(writers)
         self.outbox = outbox
         self.inbox = inbox
+        self.source = source
         if outbox is not None:
             self.writers.append(outbox)
 
@@ -146,13 +182,37 @@ class Store:
         where = self.database.describe()
         return [self.codec.decode(r, where) for r in self.events.read_all(after_position, limit)]
 
-    def relay(self, transport: Transport, encode: Encode, **options: Any) -> Relay:
-        """A relay from this store's outbox to ``transport`` (see ``tidings.workers.relay``)."""
+    def relay(
+        self, transport: Transport | None = None, encode: Encode | None = None, **options: Any
+    ) -> Relay:
+        """A relay from this store's outbox to ``transport`` (a broker publisher), or to this
+        store's in-memory bus when none is given (levels 2 and 4, in one process).
+        Messages are CloudEvents from ``self.source`` unless ``encode`` says otherwise."""
         if self.outbox is None:
             raise ConfigurationError(
                 "this store has no outbox: connect with tidings.connect(url, outbox=True)"
             )
-        return Relay(self.outbox, self.outbox, transport, encode, **options)
+        if transport is None:
+            transport = BusTransport(self.bus, self.decode)
+        return Relay(self.outbox, self.outbox, transport, encode or self.encode, **options)
+
+    def encode(self, record: EventRecord) -> OutgoingMessage:
+        """The CloudEvent of a stored event, from this store's bounded context."""
+        return to_message(record, self.source)
+
+    def subscribe_inbox(self, handlers: Handlers, **options: Any) -> InboxProcessor:
+        """Run ``handlers`` behind the inbox for every event the in-memory bus delivers
+        (level 3; with an outbox and an in-process relay, level 4)."""
+        processor = self.processor(handlers, **options)
+        self.bus.subscribe(DomainEvent, InboxOnBus(self, processor), name="inbox")
+        return processor
+
+    def consumer(self, subscription: Subscription, handlers: Handlers, **options: Any) -> Consumer:
+        """A consumer from a broker ``subscription`` through the inbox to ``handlers``
+        (level 5). Options go to ``Consumer`` and to the processor (``max_attempts``)."""
+        processor_options = {k: options.pop(k) for k in ("max_attempts", "backoff") if k in options}
+        processor = self.processor(handlers, **processor_options)
+        return Consumer(processor, subscription, from_message, inbox=self.inbox, **options)
 
     def iter_all(self, after_position: int = 0, page: int = 1000) -> Iterator[DomainEvent]:
         """Every decoded event after ``after_position``, a page at a time (flat memory)."""
@@ -188,6 +248,7 @@ def connect(
     synchronous: str = "FULL",
     create_schema: bool = True,
     outbox: bool = False,
+    source: str = "tidings",
 ) -> Store:
     """Open the store at ``url`` and create its tables on first use.
 
@@ -200,6 +261,7 @@ def connect(
     (``tidings schema`` prints their DDL). With ``outbox=True`` every unit of work also
     writes outbox rows, and events reach handlers and brokers through a relay
     (``store.relay(...)`` or ``tidings relay``) instead of straight after the commit.
+    ``source`` names the bounded context on the wire (the CloudEvents ``source``).
     """
     registry = registry if registry is not None else EventRegistry()
     database, events, snapshots = open_backend(
@@ -220,4 +282,5 @@ def connect(
         outbox=box,
         inbox=inbox_of(database),
         snapshots=snapshots,
+        source=source,
     )

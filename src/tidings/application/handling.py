@@ -194,6 +194,11 @@ class InboxProcessor:
             return Verdict(False, min(delays), tuple(applied), tuple(duplicates), tuple(buried))
         return Verdict(True, 0.0, tuple(applied), tuple(duplicates), tuple(buried))
 
+    def bury(self, delivery: Delivery, reason: str) -> None:
+        """Keep a delivery as a dead letter in a transaction of its own."""
+        with self.database.transaction() as tx:
+            self.inbox.bury(tx, delivery.body, reason, record=delivery.record)
+
     def _bury(self, tx: Transaction, delivery: Delivery, reason: str) -> Verdict:
         self.inbox.bury(tx, delivery.body, reason, record=delivery.record)
         log.error("message buried: %s", reason)
