@@ -76,6 +76,10 @@ class Handlers:
         """Every handler name."""
         return [h.name for h in self._all]
 
+    def event_classes(self) -> list[type[DomainEvent]]:
+        """The event classes the handlers take, each once."""
+        return list(dict.fromkeys(h.event_class for h in self._all))
+
 
 @dataclass(frozen=True)
 class Delivery:

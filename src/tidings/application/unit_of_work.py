@@ -74,6 +74,11 @@ class UnitOfWork:
         return self._tx
 
     @property
+    def dialect(self) -> str:
+        """``sqlite``, ``postgresql`` or ``memory``: which SQL your statements must speak."""
+        return self._database.dialect
+
+    @property
     def connection(self) -> Any:
         """The driver connection of the open transaction, for your own state."""
         return self.transaction.connection

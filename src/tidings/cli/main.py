@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 
 from tidings import __version__
+from tidings.cli import workers
 from tidings.cli.outbox import app as outbox_app
 from tidings.errors import TidingsError
 
@@ -21,6 +22,8 @@ app = typer.Typer(
 
 
 app.add_typer(outbox_app, name="outbox")
+app.command()(workers.relay)
+app.command()(workers.consume)
 
 
 class Dialect(enum.StrEnum):

@@ -1,0 +1,130 @@
+"""``tidings relay`` and ``tidings consume``: the two long-running workers."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Annotated
+
+import typer
+
+from tidings.adapters.brokers import open_publisher, open_subscription
+from tidings.application.backoff import Backoff
+from tidings.application.handling import Handlers
+from tidings.cli.loading import broker_options, load
+from tidings.cli.options import Db, Prefix, Schema, open_store
+from tidings.cli.progress import Rate, console, reporting, stop_on_signals
+from tidings.errors import ConfigurationError
+from tidings.serialization.registry import EventRegistry
+from tidings.workers.consumer import dedup_window_warning, retry_horizon
+from tidings.workers.relay import Relay
+
+Options = Annotated[
+    list[str] | None,
+    typer.Option("--option", "-o", help="Broker adapter option as name=value (repeatable)."),
+]
+Every = Annotated[float, typer.Option(help="Seconds between progress lines off a terminal.")]
+
+
+def relay(
+    db: Db,
+    to: Annotated[str, typer.Option(help="Broker URL: nats://host:4222 or amqp://...")],
+    source: Annotated[str, typer.Option(help="Bounded context named on the wire.")] = "tidings",
+    lanes: Annotated[int, typer.Option(help="Lanes; every relay must use the same.")] = 8,
+    batch: Annotated[int, typer.Option(help="Outbox rows claimed per pass.")] = 500,
+    max_attempts: Annotated[int, typer.Option(help="Attempts before a dead letter.")] = 10,
+    option: Options = None,
+    every: Every = 10.0,
+    prefix: Prefix = "tidings_",
+    schema: Schema = "public",
+) -> None:
+    """Publish the outbox to a broker until SIGTERM or SIGINT (at least once, in order)."""
+    stop = stop_on_signals()
+    store = open_store(db, prefix, schema, outbox=True, source=source)
+    transport = open_publisher(to, **broker_options(option))
+    try:
+        worker = store.relay(transport, lanes=lanes, batch_size=batch, max_attempts=max_attempts)
+        console.print(f"relay {worker.relay_id}: {store.database.describe()} -> {to}")
+        with reporting(relay_status(worker), every):
+            worker.run(stop)
+    finally:
+        transport.close()
+        store.close()
+
+
+def relay_status(worker: Relay) -> Callable[[], str]:
+    """A function that describes the relay's progress now."""
+    rate = Rate()
+    outbox = worker.outbox
+
+    def status() -> str:
+        s = worker.stats
+        try:
+            o = outbox.stats(time.time())
+            backlog = f"backlog {o.backlog}, oldest {o.oldest_age_seconds:.1f} s, "
+            backlog += f"dead letters {o.dead_letters}"
+        except Exception as exc:  # the database may be down: say so, keep reporting
+            backlog = f"backlog unknown ({type(exc).__name__})"
+        return (
+            f"published {s.published} ({rate(s.published):.0f}/s), {backlog}, retried "
+            f"{s.retried}, broker errors {s.broker_errors}, lanes {s.lanes_held}"
+        )
+
+    return status
+
+
+def consume(
+    db: Db,
+    from_: Annotated[str, typer.Option("--from", help="Broker URL: nats://... or amqp://...")],
+    name: Annotated[str, typer.Option(help="Queue (RabbitMQ) or durable consumer (NATS).")],
+    handlers: Annotated[str, typer.Option(help="Your Handlers as package.module:attr.")],
+    registry: Annotated[
+        str | None,
+        typer.Option(help="Your EventRegistry as module:attr (default: the handlers' events)."),
+    ] = None,
+    batch: Annotated[int, typer.Option(help="Messages per database transaction.")] = 100,
+    max_attempts: Annotated[int, typer.Option(help="Attempts before a dead letter.")] = 5,
+    dedup_window_hours: Annotated[
+        float, typer.Option(help="How long processed rows are kept.")
+    ] = 168.0,
+    option: Options = None,
+    every: Every = 10.0,
+    prefix: Prefix = "tidings_",
+    schema: Schema = "public",
+) -> None:
+    """Handle a broker's events through the inbox until SIGTERM or SIGINT (exactly once)."""
+    chosen: Handlers = load(handlers, "--handlers")
+    if not isinstance(chosen, Handlers):
+        raise ConfigurationError(f"--handlers {handlers!r} is not a tidings Handlers registry")
+    events = load(registry, "--registry") if registry else EventRegistry(chosen.event_classes())
+    stop = stop_on_signals()
+    store = open_store(db, prefix, schema, registry=events)
+    subscription = open_subscription(from_, name, **broker_options(option))
+    window = dedup_window_hours * 3600
+    warning = dedup_window_warning(window, ("a relay's retries", retry_horizon(Backoff(), 10)))
+    if warning:
+        console.print(f"warning: {warning}", markup=False)
+    try:
+        worker = store.consumer(
+            subscription,
+            chosen,
+            batch_size=batch,
+            max_attempts=max_attempts,
+            dedup_window_seconds=window,
+        )
+        console.print(f"consumer {name}: {from_} -> {store.database.describe()}")
+        rate = Rate()
+
+        def status() -> str:
+            s = worker.stats
+            return (
+                f"received {s.received} ({rate(s.received):.0f}/s), applied {s.applied}, "
+                f"duplicates {s.duplicates}, retried {s.retried}, dead letters {s.buried}, "
+                f"outages {s.outages}"
+            )
+
+        with reporting(status, every):
+            worker.run(stop)
+    finally:
+        subscription.close()
+        store.close()

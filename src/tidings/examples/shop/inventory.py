@@ -1,0 +1,46 @@
+"""The Inventory context of the shop: it takes stock off when an order is placed.
+
+``tidings consume --handlers tidings.examples.shop.inventory:handlers`` runs it behind
+the inbox, so an OrderPlaced delivered three times takes the stock off once.
+"""
+
+from __future__ import annotations
+
+from tidings.application.handling import Handlers
+from tidings.application.unit_of_work import UnitOfWork
+from tidings.examples.shop.orders import OrderPlaced
+
+STOCK_DDL = """
+CREATE TABLE IF NOT EXISTS shop_stock (
+    sku      TEXT PRIMARY KEY,
+    on_hand  INTEGER NOT NULL
+)
+"""
+OPENING_STOCK = 100
+
+
+def decrease_stock(event: OrderPlaced, uow: UnitOfWork) -> None:
+    """Take each line's quantity off its product's stock (100 to begin with)."""
+    p = "?" if uow.dialect == "sqlite" else "%s"
+    uow.execute(STOCK_DDL)
+    for line in event.lines:
+        uow.execute(
+            f"INSERT INTO shop_stock (sku, on_hand) VALUES ({p}, {p}) ON CONFLICT (sku) "
+            f"DO UPDATE SET on_hand = shop_stock.on_hand - {p}",
+            (line.sku, OPENING_STOCK - line.quantity, line.quantity),
+        )
+
+
+def stock(uow: UnitOfWork, sku: str) -> int:
+    """How many of ``sku`` are on hand."""
+    p = "?" if uow.dialect == "sqlite" else "%s"
+    uow.execute(STOCK_DDL)
+    row = uow.execute(f"SELECT on_hand FROM shop_stock WHERE sku = {p}", (sku,)).fetchone()
+    return OPENING_STOCK if row is None else int(row[0])
+
+
+def handlers() -> Handlers:
+    """The Inventory context's handlers, under stable names."""
+    registry = Handlers()
+    registry.add(OrderPlaced, "inventory.decrease-stock", decrease_stock)
+    return registry
