@@ -329,8 +329,10 @@ class Inbox(Protocol):
     def dead_letters(self, limit: int = 100) -> list[InboxDeadLetter]:
         """Dead letters, oldest first."""
 
-    def remove_dead(self, ids: Sequence[int] | None = None) -> list[InboxDeadLetter]:
-        """Take dead letters out (all when ``ids`` is None) and return them."""
+    def remove_dead(
+        self, tx: Transaction, ids: Sequence[int] | None = None
+    ) -> list[InboxDeadLetter]:
+        """Take dead letters out in ``tx`` (all when ``ids`` is None) and return them."""
 
     def delete_processed(self, older_than_seconds: float, batch: int) -> int:
         """Delete up to ``batch`` processed rows older than the dedup window."""

@@ -100,11 +100,20 @@ class MemoryInbox:
         with self._db.lock:
             return [self._dead[n] for n in sorted(self._dead)][:limit]
 
-    def remove_dead(self, ids: Sequence[int] | None = None) -> list[InboxDeadLetter]:
-        """Take dead letters out."""
-        with self._db.lock:
-            chosen = sorted(self._dead) if ids is None else [n for n in ids if n in self._dead]
-            return [self._dead.pop(n) for n in chosen]
+    def remove_dead(
+        self, tx: Transaction, ids: Sequence[int] | None = None
+    ) -> list[InboxDeadLetter]:
+        """Take dead letters out (they come back if ``tx`` rolls back)."""
+        if not isinstance(tx, MemoryTransaction):
+            raise UnitOfWorkError("the memory inbox writes only in a memory transaction")
+        chosen = sorted(self._dead) if ids is None else [n for n in ids if n in self._dead]
+        taken = [self._dead.pop(n) for n in chosen]
+
+        def undo() -> None:
+            self._dead.update({letter.id: letter for letter in taken})
+
+        tx.on_rollback(undo)
+        return taken
 
     def delete_processed(self, older_than_seconds: float, batch: int) -> int:
         """Forget old processed rows."""

@@ -101,16 +101,16 @@ class SqlInbox:
         )
         return [self._letter(row) for row in rows]
 
-    def remove_dead(self, ids: Sequence[int] | None = None) -> list[InboxDeadLetter]:
-        """Delete and return dead letters (all when ``ids`` is None)."""
+    def remove_dead(
+        self, tx: Transaction, ids: Sequence[int] | None = None
+    ) -> list[InboxDeadLetter]:
+        """Delete and return dead letters in ``tx`` (all when ``ids`` is None)."""
         where, params = "", tuple(ids or ())
         if ids is not None:
-            where = (
-                f" WHERE id IN ({', '.join([self._mark] * len(ids))})" if ids else " WHERE 1 = 0"
-            )
-        with self._transaction() as tx:
-            rows = tx.execute(f"DELETE FROM {self._dead}{where} RETURNING {DEAD}", params)
-            return sorted((self._letter(r) for r in rows.fetchall()), key=lambda d: d.id)
+            marks = ", ".join([self._mark] * len(ids))
+            where = f" WHERE id IN ({marks})" if ids else " WHERE 1 = 0"
+        rows = tx.execute(f"DELETE FROM {self._dead}{where} RETURNING {DEAD}", params)
+        return sorted((self._letter(r) for r in rows.fetchall()), key=lambda d: d.id)
 
     def delete_processed(self, older_than_seconds: float, batch: int) -> int:
         """Delete old processed rows in one small batch."""

@@ -18,7 +18,7 @@ from typing import Any, Protocol
 from tidings.application.backoff import Backoff
 from tidings.application.unit_of_work import UnitOfWork
 from tidings.domain.events import DomainEvent
-from tidings.errors import ConfigurationError, SerializationError
+from tidings.errors import BadMessageError, ConfigurationError, SerializationError
 from tidings.ports import Inbox, Transaction
 from tidings.records import EventRecord
 
@@ -197,6 +197,33 @@ class InboxProcessor:
         if delays:
             return Verdict(False, min(delays), tuple(applied), tuple(duplicates), tuple(buried))
         return Verdict(True, 0.0, tuple(applied), tuple(duplicates), tuple(buried))
+
+    def retry_dead(
+        self, read: Callable[[bytes], EventRecord], ids: Sequence[int] | None = None
+    ) -> list[Verdict]:
+        """Handle dead letters again (all when ``ids`` is None), in one transaction with
+        taking them out: one that fails again is kept again with its new error, so nothing
+        is lost whatever happens."""
+        with self.database.transaction() as tx:
+            verdicts = []
+            for letter in self.inbox.remove_dead(tx, ids):
+                try:
+                    delivery = Delivery(letter.body, read(letter.body))
+                except BadMessageError as exc:
+                    delivery = Delivery(letter.body, None, exc.reason)
+                verdict = self._one(tx, delivery)
+                if not verdict.ack:
+                    reason = f"retried and failed again ({letter.reason})"
+                    self.inbox.bury(
+                        tx,
+                        letter.body,
+                        reason,
+                        handler=letter.handler,
+                        record=delivery.record,
+                        attempts=letter.attempts + 1,
+                    )
+                verdicts.append(verdict)
+            return verdicts
 
     def bury(self, delivery: Delivery, reason: str) -> None:
         """Keep a delivery as a dead letter in a transaction of its own."""

@@ -10,6 +10,7 @@ import typer
 
 from tidings import __version__
 from tidings.cli import workers
+from tidings.cli.inbox import app as inbox_app
 from tidings.cli.outbox import app as outbox_app
 from tidings.errors import TidingsError
 
@@ -22,6 +23,7 @@ app = typer.Typer(
 
 
 app.add_typer(outbox_app, name="outbox")
+app.add_typer(inbox_app, name="inbox")
 app.command()(workers.relay)
 app.command()(workers.consume)
 

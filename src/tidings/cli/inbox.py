@@ -1,0 +1,85 @@
+"""``tidings inbox``: the messages no handler could take, and what to do with them."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from tidings.application.handling import Handlers
+from tidings.cli.loading import load
+from tidings.cli.options import Db, Prefix, Schema, open_store
+from tidings.errors import ConfigurationError
+from tidings.serialization.cloudevents import from_message
+from tidings.serialization.registry import EventRegistry
+
+app = typer.Typer(help="Operate the inbox's dead letters.", no_args_is_help=True)
+console = Console(highlight=False, soft_wrap=True)
+
+Ids = Annotated[list[int] | None, typer.Argument(help="Dead letter ids (or use --all).")]
+All = Annotated[bool, typer.Option("--all", help="Every dead letter.")]
+
+
+@app.command("dead-letters")
+def dead_letters(
+    db: Db, prefix: Prefix = "tidings_", schema: Schema = "public", limit: int = 100
+) -> None:
+    """List the messages no handler could take, with the reason."""
+    with open_store(db, prefix, schema) as store:
+        letters = store.inbox.dead_letters(limit) if store.inbox else []
+    if not letters:
+        console.print("no dead letters")
+    for letter in letters:
+        console.print(
+            f"#{letter.id}  handler {letter.handler}  event {letter.event_id or '-'} "
+            f"({letter.event_type or 'unreadable'}), {letter.attempts} attempt(s), "
+            f"dead since {letter.dead_at}: {letter.reason}",
+            markup=False,
+        )
+
+
+@app.command()
+def retry(
+    db: Db,
+    handlers: Annotated[str, typer.Option(help="Your Handlers as package.module:attr.")],
+    ids: Ids = None,
+    all_: All = False,
+    prefix: Prefix = "tidings_",
+    schema: Schema = "public",
+) -> None:
+    """Handle dead letters again (after a fix); one that fails again stays a dead letter."""
+    chosen = _chosen(ids, all_)
+    registry: Handlers = load(handlers, "--handlers")
+    events = EventRegistry(registry.event_classes())
+    with open_store(db, prefix, schema, registry=events) as store:
+        verdicts = store.processor(registry).retry_dead(from_message, chosen)
+    done = sum(1 for v in verdicts if v.ack and not v.buried)
+    console.print(f"{done} of {len(verdicts)} dead letter(s) handled; the rest are kept")
+
+
+@app.command()
+def purge(
+    db: Db,
+    ids: Ids = None,
+    all_: All = False,
+    yes: Annotated[bool, typer.Option("--yes", help="Do not ask for confirmation.")] = False,
+    prefix: Prefix = "tidings_",
+    schema: Schema = "public",
+) -> None:
+    """Delete dead letters for good."""
+    chosen = _chosen(ids, all_)
+    what = "every dead letter" if chosen is None else f"{len(chosen)} dead letter(s)"
+    if not yes and not typer.confirm(f"Delete {what} for good? They will never be handled"):
+        raise typer.Abort
+    with open_store(db, prefix, schema) as store, store.database.transaction() as tx:
+        gone = store.inbox.remove_dead(tx, chosen) if store.inbox else []
+    console.print(f"{len(gone)} dead letter(s) deleted")
+
+
+def _chosen(ids: list[int] | None, all_: bool) -> list[int] | None:
+    if all_ and ids:
+        raise ConfigurationError("give dead letter ids or --all, not both")
+    if not all_ and not ids:
+        raise ConfigurationError("say which dead letters: their ids, or --all")
+    return None if all_ else list(ids or ())
