@@ -145,3 +145,34 @@ def roundtrip(url: str, **options: str) -> None:
         uow.track(counter)
     assert [e.step for e in store.read_stream("c-1")] == [3]  # type: ignore[attr-defined]
     store.close()
+
+
+def test_the_demo_tells_the_outbox_and_inbox_story_in_order(tmp_path: Path) -> None:
+    """The outbox keeps the event through a broker outage and publishes no phantom; the
+    duplicate example drops the stock three times without an inbox and once with it, at
+    levels 3 and 5; bad input becomes dead letters with their reasons."""
+    db = tmp_path / "shop.db"
+    result = tidings_cli("demo", "--db", str(db))
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    story = [
+        "3. The outbox and its relay (spec 6.1.2)",
+        "order, event and outbox row in one transaction (backlog 1)",
+        "The broker is down; the relay's pass fails",
+        "Backlog 1: the event waits in the outbox",
+        "published 1 with its confirmation, backlog 0",
+        "backlog 0, published still 1: no phantom event",
+        "4. The inbox and the decision matrix",
+        "level 1, in-memory bus, no inbox:        BOOK-42 100 -> 94",
+        "level 3, inbox behind the bus:           BOOK-42 100 -> 98",
+        "level 5, outbox -> broker -> inbox:       BOOK-42 100 -> 98",
+        "- not valid JSON",
+        "- no event class is registered for type 'OrderTeleported'",
+    ]
+    positions = [out.find(line) for line in story]
+    assert -1 not in positions, [s for s, p in zip(story, positions, strict=True) if p < 0]
+    assert positions == sorted(positions)
+    assert "message buried" not in result.stdout + result.stderr  # no log noise in the story
+    with sqlite3.connect(tmp_path / "inventory.db") as conn:
+        assert conn.execute("SELECT on_hand FROM shop_stock").fetchall() == [(98,)]
+        assert conn.execute("SELECT count(*) FROM tidings_inbox_dead_letters").fetchone() == (2,)

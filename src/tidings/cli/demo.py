@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import tempfile
 from pathlib import Path
 
@@ -33,6 +34,8 @@ def run_demo(db: Path | None) -> None:
     elif db.exists():
         raise ConfigurationError(f"{db} already exists: the demo needs a new file, pick another")
     db.parent.mkdir(parents=True, exist_ok=True)
+    # The story says what happens; the workers' own log lines would only repeat it.
+    logging.getLogger("tidings").setLevel(logging.CRITICAL)
     store = tidings.connect(
         f"sqlite:///{db.resolve()}", registry=tidings.EventRegistry(SHOP_EVENTS)
     )
@@ -45,10 +48,16 @@ def run_demo(db: Path | None) -> None:
         from tidings.cli.demo_event_sourcing import event_sourcing  # it imports this module
 
         event_sourcing(store)
+        from tidings.cli.demo_messaging import messaging  # it imports this module
+
+        messaging(db.parent)
     finally:
         store.close()
     say()
-    say(f"Everything above is in {db.resolve()}; open it with any SQLite client.")
+    say(
+        f"Everything above is in {db.resolve()} (and Orders and Inventory of sections 3 and 4 "
+        f"in {db.parent.resolve()}/orders.db and inventory.db); open them with any SQLite client."
+    )
 
 
 def recording_and_publishing(store: tidings.Store) -> None:
