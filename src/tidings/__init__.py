@@ -4,6 +4,7 @@ Start with ``tidings.connect("sqlite:///shop.db")``; see the README for the tour
 """
 
 from tidings.application.bus import HandlerFailure, InMemoryBus
+from tidings.application.handling import Handlers
 from tidings.application.repository import EventSourcedRepository
 from tidings.application.unit_of_work import UnitOfWork
 from tidings.domain.aggregate import Aggregate
@@ -18,6 +19,7 @@ from tidings.errors import (
     ConfigurationError,
     DecodeError,
     DomainError,
+    HandlerFailedError,
     SerializationError,
     ServerUnavailableError,
     StorageError,
@@ -50,7 +52,9 @@ __all__ = [
     "EventRegistry",
     "EventSourcedAggregate",
     "EventSourcedRepository",
+    "HandlerFailedError",
     "HandlerFailure",
+    "Handlers",
     "InMemoryBus",
     "JsonCodec",
     "SerializationError",

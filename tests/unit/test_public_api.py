@@ -26,6 +26,8 @@ EXPECTED_PUBLIC_NAMES = {
     "EventSourcedAggregate",
     "EventSourcedRepository",
     "HandlerFailure",
+    "HandlerFailedError",
+    "Handlers",
     "InMemoryBus",
     "JsonCodec",
     "SerializationError",
