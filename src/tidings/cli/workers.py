@@ -101,7 +101,11 @@ def consume(
     store = open_store(db, prefix, schema, registry=events)
     subscription = open_subscription(from_, name, **broker_options(option))
     window = dedup_window_hours * 3600
-    warning = dedup_window_warning(window, ("a relay's retries", retry_horizon(Backoff(), 10)))
+    horizons = [("a relay's retries", retry_horizon(Backoff(), 10))]
+    ack_wait = float(getattr(subscription, "ack_wait", 0.0))
+    if ack_wait:  # a message handled but not acked comes again after ack_wait
+        horizons.append(("the broker's redelivery", ack_wait * 2))
+    warning = dedup_window_warning(window, *horizons)
     if warning:
         console.print(f"warning: {warning}", markup=False)
     try:

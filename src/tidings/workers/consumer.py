@@ -25,6 +25,7 @@ from tidings.records import EventRecord
 log = logging.getLogger("tidings.consumer")
 
 Read = Callable[[bytes], EventRecord]
+HOLD_MARGIN = 0.5  # seconds a held message comes back after the event it waits behind
 
 
 @dataclass
@@ -56,6 +57,7 @@ class Consumer:
         fetch_timeout: float = 1.0,
         dedup_window_seconds: float = 7 * 86_400.0,
         outage_backoff: Backoff | None = None,
+        hold_timeout: float = 600.0,
     ) -> None:
         self.processor, self.subscription, self.read = processor, subscription, read
         self.inbox = inbox
@@ -63,18 +65,64 @@ class Consumer:
         self.dedup_window_seconds = dedup_window_seconds
         self.outage_backoff = outage_backoff or Backoff(base=0.2, cap=30.0)
         self.stats = ConsumerStats()
+        self.hold_timeout = hold_timeout
+        self._held: dict[str, tuple[str, float, float]] = {}  # stream -> (event, due, since)
         self._cleanup_at = 0.0
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
     def run_once(self) -> int:
-        """Fetch, handle in one transaction, then settle with the broker; return the count."""
+        """Fetch, handle in one transaction, then settle with the broker; return the count.
+
+        An aggregate whose event was sent round again is held: its later messages, in this
+        batch or the next ones, go round again unhandled until that event was handled (or
+        buried), so the handlers see the aggregate's events in order.
+        """
         messages = self.subscription.fetch(self.batch_size, self.fetch_timeout)
         if not messages:
             return 0
-        verdicts = self.processor.process([self._delivery(m) for m in messages])
+        deliveries = [self._delivery(m) for m in messages]
+        now = time.monotonic()
+        waiting = [self._waits(d, now) for d in deliveries]
+        handled = self.processor.process(
+            [d for d, w in zip(deliveries, waiting, strict=True) if w is None]
+        )
+        verdicts, results = [], iter(handled)
+        for delivery, wait in zip(deliveries, waiting, strict=True):
+            verdict = Verdict(False, wait) if wait is not None else next(results)
+            if wait is None:
+                self._hold_or_release(delivery, verdict, now)
+            verdicts.append(verdict)
         self._settle(messages, verdicts)  # only after the commit above
         return len(messages)
+
+    def _waits(self, delivery: Delivery, now: float) -> float | None:
+        """Seconds a delivery must wait behind its aggregate's held event, or None."""
+        record = delivery.record
+        hold = self._held.get(record.stream_id) if record else None
+        if record is None or hold is None or hold[0] == record.event_id:
+            return None
+        event_id, due, since = hold
+        if now - since > self.hold_timeout:
+            log.warning(
+                "aggregate %s waited %.0f s for event %s; going on without it",
+                record.stream_id,
+                now - since,
+                event_id,
+            )
+            del self._held[record.stream_id]
+            return None
+        return max(due - now, 0.0) + HOLD_MARGIN
+
+    def _hold_or_release(self, delivery: Delivery, verdict: Verdict, now: float) -> None:
+        record = delivery.record
+        if record is None:
+            return
+        if not verdict.ack:
+            since = self._held.get(record.stream_id, ("", 0.0, now))[2]
+            self._held[record.stream_id] = (record.event_id, now + verdict.retry_in, since)
+        elif self._held.get(record.stream_id, ("",))[0] == record.event_id:
+            del self._held[record.stream_id]
 
     def _delivery(self, message: IncomingMessage) -> Delivery:
         try:
