@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import sqlite3
-import subprocess
-import sys
 import uuid
 from pathlib import Path
 
@@ -14,22 +12,13 @@ import pytest
 import tidings
 from tidings.testing.contract import Counted, Counter
 
-
-def tidings_cli(*args: str) -> subprocess.CompletedProcess[str]:
-    """Run ``python -m tidings ARGS`` and capture its output."""
-    return subprocess.run(
-        [sys.executable, "-m", "tidings", *args],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+from .cli import run_cli
 
 
 def test_the_demo_tells_the_recording_and_publishing_story_in_order(tmp_path: Path) -> None:
     """Commit before delivery, nothing on a failed save, the rules, a refused stale writer."""
     db = tmp_path / "shop.db"
-    result = tidings_cli("demo", "--db", str(db))
+    result = run_cli("demo", "--db", str(db))
     assert result.returncode == 0, result.stderr
     out = result.stdout
     story = [
@@ -57,7 +46,7 @@ def test_the_demo_tells_the_event_sourcing_story_in_order(tmp_path: Path) -> Non
     """Rebuilt from events, a temporal query, snapshots (periodic, temporal, on demand) and
     an upcast v1 event, in that order; the file holds the events and snapshots told of."""
     db = tmp_path / "shop.db"
-    result = tidings_cli("demo", "--db", str(db))
+    result = run_cli("demo", "--db", str(db))
     assert result.returncode == 0, result.stderr
     out = result.stdout
     story = [
@@ -94,7 +83,7 @@ def test_the_demo_refuses_to_touch_an_existing_file(tmp_path: Path) -> None:
     """An existing --db path is left alone: exit code 2 and a message."""
     db = tmp_path / "precious.db"
     db.write_bytes(b"keep me")
-    result = tidings_cli("demo", "--db", str(db))
+    result = run_cli("demo", "--db", str(db))
     assert result.returncode == 2
     assert "already exists" in result.stderr
     assert db.read_bytes() == b"keep me"
@@ -102,7 +91,7 @@ def test_the_demo_refuses_to_touch_an_existing_file(tmp_path: Path) -> None:
 
 def test_a_bad_prefix_is_refused_with_the_rule(tmp_path: Path) -> None:
     """``schema --prefix`` with a quote in it: exit code 2 and the identifier rule."""
-    result = tidings_cli("schema", "--dialect", "sqlite", "--prefix", "x'; DROP TABLE y; --")
+    result = run_cli("schema", "--dialect", "sqlite", "--prefix", "x'; DROP TABLE y; --")
     assert result.returncode == 2
     assert "not a safe SQL identifier" in result.stderr
     assert "CREATE" not in result.stdout
@@ -110,7 +99,7 @@ def test_a_bad_prefix_is_refused_with_the_rule(tmp_path: Path) -> None:
 
 def test_printed_sqlite_ddl_is_what_a_store_without_auto_create_needs(tmp_path: Path) -> None:
     """Apply ``tidings schema --dialect sqlite`` by hand, then connect with create_schema=False."""
-    result = tidings_cli("schema", "--dialect", "sqlite", "--prefix", "shop_")
+    result = run_cli("schema", "--dialect", "sqlite", "--prefix", "shop_")
     assert result.returncode == 0, result.stderr
     db = tmp_path / "migrated.db"
     with sqlite3.connect(db) as conn:
@@ -122,7 +111,7 @@ def test_printed_sqlite_ddl_is_what_a_store_without_auto_create_needs(tmp_path: 
 def test_printed_postgres_ddl_is_what_a_store_without_auto_create_needs(pg_url: str) -> None:
     """Apply ``tidings schema --dialect postgresql`` by hand, then connect without creating."""
     schema = f"t_{uuid.uuid4().hex[:12]}"
-    result = tidings_cli("schema", "--dialect", "postgresql", "--schema", schema, "--prefix", "x_")
+    result = run_cli("schema", "--dialect", "postgresql", "--schema", schema, "--prefix", "x_")
     assert result.returncode == 0, result.stderr
     assert f"CREATE TABLE IF NOT EXISTS {schema}.x_events" in result.stdout
     try:
@@ -152,7 +141,7 @@ def test_the_demo_tells_the_outbox_and_inbox_story_in_order(tmp_path: Path) -> N
     duplicate example drops the stock three times without an inbox and once with it, at
     levels 3 and 5; bad input becomes dead letters with their reasons."""
     db = tmp_path / "shop.db"
-    result = tidings_cli("demo", "--db", str(db))
+    result = run_cli("demo", "--db", str(db))
     assert result.returncode == 0, result.stderr
     out = result.stdout
     story = [

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import tidings
@@ -12,16 +10,7 @@ from tidings.examples.shop.inventory import handlers, stock
 from tidings.examples.shop.orders import SHOP_EVENTS, Order
 from tidings.serialization.cloudevents import to_message
 
-
-def cli(*args: str) -> subprocess.CompletedProcess[str]:
-    """Run ``python -m tidings`` with ``args``."""
-    return subprocess.run(
-        [sys.executable, "-m", "tidings", *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+from .cli import run_cli
 
 
 def test_retry_handles_what_was_fixed_and_keeps_what_still_fails(tmp_path: Path) -> None:
@@ -37,10 +26,10 @@ def test_retry_handles_what_was_fixed_and_keeps_what_still_fails(tmp_path: Path)
         processor = store.processor(handlers())
         processor.bury(Delivery(body, record), "handler inventory.decrease-stock failed 5 times")
         processor.bury(Delivery(b"\x00garbage", None), "not valid JSON")
-    listing = cli("inbox", "dead-letters", "--db", db)
+    listing = run_cli("inbox", "dead-letters", "--db", db)
     assert "failed 5 times" in listing.stdout
     assert "not valid JSON" in listing.stdout
-    retried = cli(
+    retried = run_cli(
         "inbox",
         "retry",
         "--db",
@@ -52,10 +41,10 @@ def test_retry_handles_what_was_fixed_and_keeps_what_still_fails(tmp_path: Path)
     assert "1 of 2 dead letter(s) handled" in retried.stdout, retried.stderr
     with tidings.connect(db) as store, store.unit_of_work() as uow:
         assert stock(uow, "MUG-7") == 97
-    left = cli("inbox", "dead-letters", "--db", db).stdout.strip().splitlines()
+    left = run_cli("inbox", "dead-letters", "--db", db).stdout.strip().splitlines()
     assert len(left) == 1
     assert "unreadable" in left[0]
     assert "not valid JSON" in left[0]
-    purged = cli("inbox", "purge", "--db", db, "--all", "--yes")
+    purged = run_cli("inbox", "purge", "--db", db, "--all", "--yes")
     assert "1 dead letter(s) deleted" in purged.stdout
-    assert "no dead letters" in cli("inbox", "dead-letters", "--db", db).stdout
+    assert "no dead letters" in run_cli("inbox", "dead-letters", "--db", db).stdout

@@ -2,25 +2,13 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import tidings
 from tidings.testing import RecordingTransport, plain_message
 from tidings.testing.contract import Counted, Counter
 
-
-def cli(*args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
-    """Run ``python -m tidings`` with ``args``."""
-    return subprocess.run(
-        [sys.executable, "-m", "tidings", *args],
-        capture_output=True,
-        text=True,
-        input=stdin,
-        timeout=60,
-        check=False,
-    )
+from .cli import run_cli
 
 
 def dead_lettered(path: Path) -> tuple[str, str]:
@@ -46,11 +34,11 @@ def test_status_and_dead_letters_show_what_is_stuck(tmp_path: Path) -> None:
     """status counts the backlog and dead letters; dead-letters lists the error."""
     db = f"sqlite:///{tmp_path / 'o.db'}"
     first, _ = dead_lettered(tmp_path / "o.db")
-    status = cli("outbox", "status", "--db", db)
+    status = run_cli("outbox", "status", "--db", db)
     assert status.returncode == 0, status.stderr
     assert "backlog 1 event(s)" in status.stdout
     assert "1 dead letter(s)" in status.stdout
-    listing = cli("outbox", "dead-letters", "--db", db)
+    listing = run_cli("outbox", "dead-letters", "--db", db)
     assert first in listing.stdout
     assert "poison" in listing.stdout
 
@@ -59,7 +47,7 @@ def test_retry_puts_a_dead_letter_back_in_order(tmp_path: Path) -> None:
     """After retry the relay publishes the dead letter and then the event behind it."""
     path = tmp_path / "o.db"
     first, second = dead_lettered(path)
-    result = cli("outbox", "retry", "--db", f"sqlite:///{path}", first)
+    result = run_cli("outbox", "retry", "--db", f"sqlite:///{path}", first)
     assert "1 dead letter(s) back in the outbox" in result.stdout
     with tidings.connect(
         f"sqlite:///{path}", registry=tidings.EventRegistry([Counted]), outbox=True
@@ -76,12 +64,12 @@ def test_purge_asks_first_and_needs_ids_or_all(tmp_path: Path) -> None:
     path = tmp_path / "o.db"
     dead_lettered(path)
     db = f"sqlite:///{path}"
-    vague = cli("outbox", "purge", "--db", db)
+    vague = run_cli("outbox", "purge", "--db", db)
     assert vague.returncode == 2
     assert "event ids, or --all" in vague.stderr
-    declined = cli("outbox", "purge", "--db", db, "--all", stdin="n\n")
+    declined = run_cli("outbox", "purge", "--db", db, "--all", stdin="n\n")
     assert declined.returncode != 0
-    assert "1 dead letter(s)" in cli("outbox", "status", "--db", db).stdout
-    done = cli("outbox", "purge", "--db", db, "--all", "--yes")
+    assert "1 dead letter(s)" in run_cli("outbox", "status", "--db", db).stdout
+    done = run_cli("outbox", "purge", "--db", db, "--all", "--yes")
     assert "1 dead letter(s) deleted" in done.stdout
-    assert "0 dead letter(s)" in cli("outbox", "status", "--db", db).stdout
+    assert "0 dead letter(s)" in run_cli("outbox", "status", "--db", db).stdout

@@ -17,6 +17,12 @@ from tidings.adapters.lanes import lanes_mismatch
 from tidings.ports import DeadLetter, OutboxEntry, OutboxStats, Settlement, Transaction
 from tidings.records import EventRecord, shard_of
 
+WRITTEN = (
+    "event_id, event_type, aggregate_id, aggregate_version, schema_version, occurred_at, "
+    "payload, headers, shard"
+)
+"""The columns a writer fills; the rest take their defaults."""
+
 ROW = (
     "position, event_id, event_type, aggregate_id, aggregate_version, schema_version, "
     "occurred_at, payload, headers, shard"

@@ -9,8 +9,7 @@ from rich.console import Console
 
 from tidings.application.handling import Handlers
 from tidings.cli.loading import load
-from tidings.cli.options import Db, Prefix, Schema, open_store
-from tidings.errors import ConfigurationError
+from tidings.cli.options import Db, Prefix, Schema, chosen, confirm_purge, open_store
 from tidings.serialization.cloudevents import from_message
 from tidings.serialization.registry import EventRegistry
 
@@ -49,11 +48,11 @@ def retry(
     schema: Schema = "public",
 ) -> None:
     """Handle dead letters again (after a fix); one that fails again stays a dead letter."""
-    chosen = _chosen(ids, all_)
+    picked = chosen(ids, all_, "their ids")
     registry: Handlers = load(handlers, "--handlers")
     events = EventRegistry(registry.event_classes())
     with open_store(db, prefix, schema, registry=events) as store:
-        verdicts = store.processor(registry).retry_dead(from_message, chosen)
+        verdicts = store.processor(registry).retry_dead(from_message, picked)
     done = sum(1 for v in verdicts if v.ack and not v.buried)
     console.print(f"{done} of {len(verdicts)} dead letter(s) handled; the rest are kept")
 
@@ -68,18 +67,8 @@ def purge(
     schema: Schema = "public",
 ) -> None:
     """Delete dead letters for good."""
-    chosen = _chosen(ids, all_)
-    what = "every dead letter" if chosen is None else f"{len(chosen)} dead letter(s)"
-    if not yes and not typer.confirm(f"Delete {what} for good? They will never be handled"):
-        raise typer.Abort
+    picked = chosen(ids, all_, "their ids")
+    confirm_purge(picked, yes, "They will never be handled")
     with open_store(db, prefix, schema) as store, store.database.transaction() as tx:
-        gone = store.inbox.remove_dead(tx, chosen) if store.inbox else []
+        gone = store.inbox.remove_dead(tx, picked) if store.inbox else []
     console.print(f"{len(gone)} dead letter(s) deleted")
-
-
-def _chosen(ids: list[int] | None, all_: bool) -> list[int] | None:
-    if all_ and ids:
-        raise ConfigurationError("give dead letter ids or --all, not both")
-    if not all_ and not ids:
-        raise ConfigurationError("say which dead letters: their ids, or --all")
-    return None if all_ else list(ids or ())

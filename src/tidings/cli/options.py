@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from collections.abc import Sequence
+from typing import Annotated, Any, TypeVar
 
 import typer
 
 import tidings
 from tidings.backends import OutboxAdapter
 from tidings.errors import ConfigurationError
+
+T = TypeVar("T")
 
 Db = Annotated[
     str,
@@ -32,3 +35,19 @@ def outbox_of(store: tidings.Store) -> OutboxAdapter:
     if store.outbox is None:
         raise ConfigurationError("this store was opened without an outbox")
     return store.outbox
+
+
+def chosen(ids: Sequence[T] | None, all_: bool, what: str) -> list[T] | None:
+    """Which dead letters a command works on: the given ``ids``, or all (None)."""
+    if all_ and ids:
+        raise ConfigurationError(f"give {what} or --all, not both")
+    if not all_ and not ids:
+        raise ConfigurationError(f"say which dead letters: {what}, or --all")
+    return None if all_ else list(ids or ())
+
+
+def confirm_purge(ids: Sequence[object] | None, yes: bool, consequence: str) -> None:
+    """Ask before deleting dead letters for good, unless ``--yes``."""
+    what = "every dead letter" if ids is None else f"{len(ids)} dead letter(s)"
+    if not yes and not typer.confirm(f"Delete {what} for good? {consequence}"):
+        raise typer.Abort

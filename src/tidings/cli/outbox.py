@@ -8,8 +8,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from tidings.cli.options import Db, Prefix, Schema, open_store, outbox_of
-from tidings.errors import ConfigurationError
+from tidings.cli.options import Db, Prefix, Schema, chosen, confirm_purge, open_store, outbox_of
 
 app = typer.Typer(help="Look at the outbox and operate its dead letters.", no_args_is_help=True)
 console = Console(highlight=False, soft_wrap=True)
@@ -57,9 +56,9 @@ def retry(
     schema: Schema = "public",
 ) -> None:
     """Put dead letters back in the outbox; the relay publishes them first, in order."""
-    chosen = _chosen(ids, all_)
+    picked = chosen(ids, all_, "event ids")
     with open_store(db, prefix, schema, outbox=True) as store:
-        moved = outbox_of(store).retry_dead(chosen)
+        moved = outbox_of(store).retry_dead(picked)
     console.print(f"{moved} dead letter(s) back in the outbox")
 
 
@@ -73,18 +72,8 @@ def purge(
     schema: Schema = "public",
 ) -> None:
     """Delete dead letters for good; their aggregates' later events flow again."""
-    chosen = _chosen(ids, all_)
-    what = "every dead letter" if chosen is None else f"{len(chosen)} dead letter(s)"
-    if not yes and not typer.confirm(f"Delete {what} for good? They will never be published"):
-        raise typer.Abort
+    picked = chosen(ids, all_, "event ids")
+    confirm_purge(picked, yes, "They will never be published")
     with open_store(db, prefix, schema, outbox=True) as store:
-        gone = outbox_of(store).purge_dead(chosen)
+        gone = outbox_of(store).purge_dead(picked)
     console.print(f"{gone} dead letter(s) deleted")
-
-
-def _chosen(ids: list[str] | None, all_: bool) -> list[str] | None:
-    if all_ and ids:
-        raise ConfigurationError("give event ids or --all, not both")
-    if not all_ and not ids:
-        raise ConfigurationError("say which dead letters: event ids, or --all")
-    return None if all_ else list(ids or ())

@@ -21,6 +21,7 @@ from tidings.application.handling import Delivery, InboxProcessor, Verdict
 from tidings.errors import BadMessageError, StorageError, TransportError
 from tidings.ports import Inbox, IncomingMessage, Subscription
 from tidings.records import EventRecord
+from tidings.workers.passes import Background, delete_in_batches, run_passes
 
 log = logging.getLogger("tidings.consumer")
 
@@ -43,7 +44,7 @@ class ConsumerStats:
     started_at: float = field(default_factory=time.time)
 
 
-class Consumer:
+class Consumer(Background):
     """One consumer process's worker around a broker subscription."""
 
     def __init__(
@@ -69,7 +70,7 @@ class Consumer:
         self._held: dict[str, tuple[str, float, float]] = {}  # stream -> (event, due, since)
         self._cleanup_at = 0.0
         self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._thread = None
 
     def run_once(self) -> int:
         """Fetch, handle in one transaction, then settle with the broker; return the count.
@@ -150,43 +151,30 @@ class Consumer:
 
     def run(self, stop: threading.Event | None = None) -> None:
         """Pass after pass until ``stop`` is set; a database or broker outage pauses it."""
-        stop = stop or self._stop
-        outage = 0
-        while not stop.is_set():
-            try:
-                self.run_once()
-                outage = 0
-            except (StorageError, TransportError) as exc:
-                outage += 1
-                self.stats.outages += 1
-                self.stats.last_error = str(exc)
-                pause = self.outage_backoff.delay(outage, self.processor.rng)
-                log.warning("consumer paused %.1f s: %s", pause, exc)
-                stop.wait(pause)
-                continue
-            self._clean_up()
+        run_passes(
+            stop or self._stop,
+            self._pass,
+            pauses_on=(StorageError, TransportError),
+            backoff=self.outage_backoff,
+            rng=self.processor.rng,
+            on_pause=self._paused,
+        )
+
+    def _pass(self) -> None:
+        self.run_once()
+        self._clean_up()
+
+    def _paused(self, exc: Exception) -> None:
+        self.stats.outages += 1
+        self.stats.last_error = str(exc)
 
     def _clean_up(self) -> None:
         now = time.time()
         if self.inbox is None or now < self._cleanup_at:
             return
         self._cleanup_at = now + 60.0
-        for _ in range(10):  # small batches, bounded: the consumer stays responsive
-            if self.inbox.delete_processed(self.dedup_window_seconds, 1000) < 1000:
-                break
-
-    def start(self) -> None:
-        """Run in a background thread (inside an application)."""
-        self._stop.clear()
-        self._thread = threading.Thread(target=self.run, name="tidings-consumer", daemon=True)
-        self._thread.start()
-
-    def stop(self, timeout: float = 30.0) -> None:
-        """Finish the batch in hand and stop."""
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
-            self._thread = None
+        inbox = self.inbox
+        delete_in_batches(lambda n: inbox.delete_processed(self.dedup_window_seconds, n))
 
 
 def dedup_window_warning(

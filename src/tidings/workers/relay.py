@@ -30,6 +30,7 @@ from tidings.ports import (
     Transport,
 )
 from tidings.records import EventRecord
+from tidings.workers.passes import Background, delete_in_batches, run_passes
 
 log = logging.getLogger("tidings.relay")
 
@@ -56,7 +57,7 @@ def new_relay_id() -> str:
     return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
 
 
-class Relay:
+class Relay(Background):
     """One relay process's worker; several may run on the same outbox at once."""
 
     def __init__(
@@ -94,7 +95,7 @@ class Relay:
         self._renew_at = 0.0
         self._cleanup_at = 0.0
         self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._thread = None
 
     # -- one pass -------------------------------------------------------------------------
 
@@ -198,25 +199,27 @@ class Relay:
         published and settled (or left unmarked, to be published again).
         """
         stop = stop or self._stop
-        outage = 0
         try:
-            while not stop.is_set():
-                try:
-                    claimed = self.run_once()
-                    outage = 0
-                except (BrokerUnavailableError, StorageError) as exc:
-                    outage += 1
-                    self.stats.broker_errors += 1
-                    self.stats.last_error = str(exc)
-                    pause = self.outage_backoff.delay(outage, self.rng)
-                    log.warning("relay %s paused %.1f s: %s", self.relay_id, pause, exc)
-                    stop.wait(pause)
-                    continue
-                self._clean_up()
-                if claimed == 0:
-                    self.outbox.wait_for_work(self._idle_timeout())
+            run_passes(
+                stop,
+                self._pass,
+                pauses_on=(BrokerUnavailableError, StorageError),
+                backoff=self.outage_backoff,
+                rng=self.rng,
+                on_pause=self._paused,
+            )
         finally:
             self.release()
+
+    def _pass(self) -> None:
+        claimed = self.run_once()
+        self._clean_up()
+        if claimed == 0:
+            self.outbox.wait_for_work(self._idle_timeout())
+
+    def _paused(self, exc: Exception) -> None:
+        self.stats.broker_errors += 1
+        self.stats.last_error = str(exc)
 
     def _idle_timeout(self) -> float:
         return max(0.0, min(self.idle_wait, self._renew_at - self.clock()))
@@ -226,9 +229,7 @@ class Relay:
         if now < self._cleanup_at:
             return
         self._cleanup_at = now + 60.0
-        for _ in range(10):  # small batches, a bounded pass: the relay stays responsive
-            if self.outbox.delete_published(self.retention_seconds, 1000) < 1000:
-                break
+        delete_in_batches(lambda n: self.outbox.delete_published(self.retention_seconds, n))
 
     def release(self) -> None:
         """Give up this relay's lanes so another relay takes them at once (``run`` does
@@ -238,19 +239,6 @@ class Relay:
         except StorageError as exc:
             log.warning("relay %s could not release its lanes: %s", self.relay_id, exc)
         self._held = {}
-
-    def start(self) -> None:
-        """Run in a background thread (inside an application)."""
-        self._stop.clear()
-        self._thread = threading.Thread(target=self.run, name=f"relay-{self.relay_id}", daemon=True)
-        self._thread.start()
-
-    def stop(self, timeout: float = 30.0) -> None:
-        """Finish the batch in flight, release the lanes, and stop the thread."""
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
-            self._thread = None
 
 
 def waves(entries: Sequence[OutboxEntry]) -> list[list[OutboxEntry]]:

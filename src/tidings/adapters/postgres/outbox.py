@@ -12,7 +12,7 @@ import psycopg
 
 from tidings.adapters.postgres.database import PostgresDatabase
 from tidings.adapters.sql import identifier
-from tidings.adapters.sql_outbox import ROW, SqlOutbox
+from tidings.adapters.sql_outbox import ROW, WRITTEN, SqlOutbox
 from tidings.ports import Transaction
 from tidings.records import EventRecord
 
@@ -41,8 +41,7 @@ class PostgresOutbox(SqlOutbox):
         self._listeners: list[psycopg.Connection[Any]] = []
         self._listeners_lock = threading.Lock()
         self._insert_sql = (
-            f"INSERT INTO {self.t['outbox']} (event_id, event_type, aggregate_id, "
-            "aggregate_version, schema_version, occurred_at, payload, headers, shard) "
+            f"INSERT INTO {self.t['outbox']} ({WRITTEN}) "
             "SELECT e, t, a, v, sv, o, p::jsonb, h::jsonb, s FROM unnest(%s::text[], %s::text[], "
             "%s::text[], %s::int[], %s::int[], %s::timestamptz[], %s::text[], %s::text[], "
             "%s::bigint[]) AS u(e, t, a, v, sv, o, p, h, s)"

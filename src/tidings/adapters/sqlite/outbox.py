@@ -12,7 +12,7 @@ from datetime import datetime
 from typing import Any
 
 from tidings.adapters.sql import iso_utc
-from tidings.adapters.sql_outbox import SqlOutbox
+from tidings.adapters.sql_outbox import WRITTEN, SqlOutbox
 from tidings.adapters.sqlite.database import SqliteDatabase, storage_error
 from tidings.ports import Transaction
 from tidings.records import EventRecord
@@ -31,9 +31,7 @@ class SqliteOutbox(SqlOutbox):
         self._db = database
         self._signal = threading.Event()
         self._insert_sql = (
-            f"INSERT INTO {self.t['outbox']} (event_id, event_type, aggregate_id, "
-            "aggregate_version, schema_version, occurred_at, payload, headers, shard) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+            f"INSERT INTO {self.t['outbox']} ({WRITTEN}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
         )
 
     def _transaction(self) -> AbstractContextManager[Transaction]:
