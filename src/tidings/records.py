@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 
 
@@ -83,3 +83,14 @@ def require_aware(moment: datetime, what: str = "as_of") -> datetime:
             "for example datetime(2025, 1, 10, tzinfo=UTC)"
         )
     return moment
+
+
+@dataclass(frozen=True, slots=True)
+class SubjectKey:
+    """A subject's data key: personal fields about ``subject`` are sealed with ``key``
+    (AES-256-GCM). ``key_id`` is random and new for every key, so a token names the key
+    that sealed it, even after the subject was forgotten and written to again."""
+
+    subject: str
+    key_id: str
+    key: bytes = field(repr=False)

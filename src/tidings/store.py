@@ -23,12 +23,14 @@ from tidings.ports import (
     EventStore,
     EventWriter,
     Inbox,
+    KeyStore,
     SnapshotStore,
     Transaction,
     Transport,
 )
 from tidings.records import EventRecord, StreamInfo
 from tidings.serialization.codec import JsonCodec
+from tidings.serialization.personal import PersonalDataCipher
 from tidings.serialization.registry import EventRegistry
 from tidings.workers.relay import Encode, Relay
 
@@ -55,12 +57,15 @@ class Store:
         outbox: OutboxAdapter | None = None,
         inbox: Inbox | None = None,
         snapshots: SnapshotStore | None = None,
+        keys: KeyStore | None = None,
     ) -> None:
         self.database = database
         self.events = events
         self.snapshots = snapshots
+        self.keys = keys
         self.registry = registry
-        self.codec = JsonCodec(registry)
+        self.cipher = PersonalDataCipher(keys) if keys is not None else None
+        self.codec = JsonCodec(registry, self.cipher)
         self.bus = bus if bus is not None else InMemoryBus()
         self.writers = list(writers)
         self.outbox = outbox
@@ -146,6 +151,18 @@ class Store:
         where = self.database.describe()
         return [self.codec.decode(r, where) for r in self.events.read_all(after_position, limit)]
 
+    def forget(self, subject: str) -> bool:
+        """Forget a subject (GDPR's right to erasure) by deleting its key for good.
+
+        From then on every field sealed for ``subject`` reads back as
+        ``tidings.domain.personal.REDACTED``, in events, snapshots and outbox rows alike,
+        and the aggregates still load. Copies already published as plaintext are out of
+        reach (docs/event-sourcing.md). Returns False when the subject had no key.
+        """
+        if self.cipher is None:
+            raise ConfigurationError("this store has no key store, so it holds no personal data")
+        return self.cipher.forget(subject)
+
     def relay(self, transport: Transport, encode: Encode, **options: Any) -> Relay:
         """A relay from this store's outbox to ``transport`` (see ``tidings.workers.relay``)."""
         if self.outbox is None:
@@ -202,7 +219,7 @@ def connect(
     (``store.relay(...)`` or ``tidings relay``) instead of straight after the commit.
     """
     registry = registry if registry is not None else EventRegistry()
-    database, events, snapshots = open_backend(
+    database, events, snapshots, keys = open_backend(
         url, prefix=prefix, schema=schema, synchronous=synchronous
     )
     try:
@@ -220,4 +237,5 @@ def connect(
         outbox=box,
         inbox=inbox_of(database),
         snapshots=snapshots,
+        keys=keys,
     )

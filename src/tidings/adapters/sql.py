@@ -38,6 +38,7 @@ SCHEMA_PARTS: tuple[SchemaPart, ...] = (
         "outbox", 1, "outbox.sql", ("outbox", "outbox_dead_letters", "relay_lanes", "relay_nodes")
     ),
     SchemaPart("inbox", 1, "inbox.sql", ("inbox", "inbox_dead_letters")),
+    SchemaPart("personal_data", 1, "personal_data.sql", ("subject_keys",)),
 )
 """Every part, in the order they are created; later capabilities append theirs."""
 

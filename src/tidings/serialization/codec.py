@@ -11,8 +11,10 @@ from uuid import UUID
 import msgspec
 
 from tidings.domain.events import DomainEvent, stamp
-from tidings.errors import DecodeError, SerializationError
+from tidings.errors import ConfigurationError, DecodeError, SerializationError
+from tidings.ports import Transaction
 from tidings.records import EventRecord
+from tidings.serialization.personal import PersonalDataCipher, PersonalFields, personal_fields
 from tidings.serialization.registry import EventRegistry
 
 
@@ -23,15 +25,24 @@ class JsonCodec:
     field on the way), so a wrong field type is caught at the boundary with the field's
     path in the message, not later as a confusing ``AttributeError`` in a handler.
     No pickle, no eval: only JSON and the classes the registry names.
+
+    Fields a class marks as ``personal_data`` are sealed with their subject's key by
+    ``cipher`` on the way in (inside the writer's transaction ``tx``, where the key is
+    read or created) and opened on the way out: what is stored, and every copy of the
+    record (outbox rows included), holds only the ciphertext.
     """
 
-    def __init__(self, registry: EventRegistry) -> None:
+    def __init__(self, registry: EventRegistry, cipher: PersonalDataCipher | None = None) -> None:
         self.registry = registry
+        self.cipher = cipher
         self._encoder = msgspec.json.Encoder()
         self._decoders: dict[type[DomainEvent], msgspec.json.Decoder[Any]] = {}
         self._payload_fields: dict[type[DomainEvent], tuple[str, ...]] = {}
+        self._personal: dict[type[DomainEvent], PersonalFields] = {}
 
-    def encode(self, event: DomainEvent, metadata: bytes = b"{}") -> EventRecord:
+    def encode(
+        self, event: DomainEvent, metadata: bytes = b"{}", tx: Transaction | None = None
+    ) -> EventRecord:
         """Turn a recorded (stamped) event into the record a store writes."""
         cls = type(event)
         event_type = self.registry.type_of(cls)
@@ -43,10 +54,12 @@ class JsonCodec:
         names = self._payload_fields.get(cls)
         if names is None:
             names = self._payload_fields[cls] = cls.payload_fields()
+        payload = {name: whole_minute_offsets(getattr(event, name)) for name in names}
+        personal = self._personal_of(cls)
+        if personal:
+            self._seal(event, payload, personal, tx)
         try:
-            data = self._encoder.encode(
-                {name: whole_minute_offsets(getattr(event, name)) for name in names}
-            )
+            data = self._encoder.encode(payload)
         except (TypeError, msgspec.EncodeError) as exc:
             raise SerializationError(
                 f"cannot encode {event_type} {event.event_id} as JSON: {exc}. Use field types "
@@ -91,7 +104,50 @@ class JsonCodec:
             aggregate_id=record.stream_id,
             aggregate_version=record.version,
         )
+        personal = self._personal_of(cls)
+        if personal:
+            self._open(event, personal)
         return event
+
+    def _personal_of(self, cls: type[DomainEvent]) -> PersonalFields:
+        personal = self._personal.get(cls)
+        if personal is None:
+            personal = self._personal[cls] = personal_fields(cls)
+            if personal and self.cipher is None:
+                raise ConfigurationError(
+                    f"{cls.__qualname__} has personal data, and this codec has no key store "
+                    "to seal it with: build it with JsonCodec(registry, cipher=...), or use "
+                    "the store's codec (tidings.connect(...).codec)"
+                )
+        return personal
+
+    def _seal(
+        self,
+        event: DomainEvent,
+        payload: dict[str, Any],
+        personal: PersonalFields,
+        tx: Transaction | None,
+    ) -> None:
+        """Replace the personal values of ``payload`` by tokens sealed for their subject."""
+        cipher = self.cipher
+        assert cipher is not None  # noqa: S101 - _personal_of refused a codec without one
+        for field, subject_field in personal:
+            value = payload[field]
+            if value is not None:
+                subject = getattr(event, subject_field)
+                bound = f"event {event.event_id} field {field}"
+                payload[field] = cipher.seal(tx, subject, value, bound)
+
+    def _open(self, event: DomainEvent, personal: PersonalFields) -> None:
+        """Put the plaintext (or the redaction marker) back into a decoded event."""
+        cipher = self.cipher
+        assert cipher is not None  # noqa: S101 - _personal_of refused a codec without one
+        for field, subject_field in personal:
+            value = getattr(event, field)
+            if value is not None:
+                subject = getattr(event, subject_field)
+                bound = f"event {event.event_id} field {field}"
+                object.__setattr__(event, field, cipher.open(subject, value, bound))
 
     def _upcast(self, record: EventRecord, cls: type[DomainEvent], source: str) -> bytes:
         """The payload of an older schema version, carried through the registered
