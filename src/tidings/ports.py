@@ -99,6 +99,9 @@ class EventStore(Protocol):
         the same prefix ``stream_info(stream_id, as_of)`` describes.
         """
 
+    def count(self) -> int:
+        """How many events the log holds (committed)."""
+
     def read_all(self, after_position: int = 0, limit: int = 1000) -> list[EventRecord]:
         """Up to ``limit`` committed records after ``after_position``, in position order.
 

@@ -113,6 +113,10 @@ class SqlEventStore:
                 return
             version = int(rows[-1][3]) + 1
 
+    def count(self) -> int:
+        """How many events the log holds (committed)."""
+        return int(self._query(f"SELECT count(*) FROM {self.table}", ())[0][0])
+
     def read_all(self, after_position: int = 0, limit: int = 1000) -> list[EventRecord]:
         """Up to ``limit`` records after ``after_position``, in position order."""
         m = self.mark

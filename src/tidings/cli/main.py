@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 
 from tidings import __version__
+from tidings.cli.events import app as events_app
 from tidings.cli.options import Db, Prefix, Schema, open_store
 from tidings.cli.outbox import app as outbox_app
 from tidings.errors import TidingsError
@@ -22,6 +23,7 @@ app = typer.Typer(
 
 
 app.add_typer(outbox_app, name="outbox")
+app.add_typer(events_app, name="events")
 
 
 class Dialect(enum.StrEnum):
