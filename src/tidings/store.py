@@ -83,7 +83,9 @@ class Store:
             # them to the bus here as well would deliver them twice.
             publisher=self.bus if self.outbox is None else None,
             writers=self.writers,
-            metadata=json.dumps(dict(metadata or {}), separators=(",", ":")).encode(),
+            metadata=json.dumps(dict(metadata), separators=(",", ":")).encode()
+            if metadata
+            else b"{}",
         )
 
     def unit_of_work_in(self, tx: Transaction) -> UnitOfWork:

@@ -39,17 +39,23 @@ def kill_repeatedly(args: list[str], published: Path) -> None:
 
 
 def check(store: tidings.Store, published: Path, order_ids: set[str]) -> None:
-    """No phantom effect, and every order row has its event and every event its row."""
+    """No phantom effect, and every order row has its event and every event its row.
+
+    The events are read from the table itself: the question is what committed, and the
+    writer is dead. (The gap-aware ``read_all`` may stop early on PostgreSQL at a hole the
+    killed writer left while another client's transaction on the cluster is older than
+    the hole's bound; that is read_all's own guarantee, tested in test_postgres.py.)
+    """
     effects = set(published.read_text().split())
-    log = []
-    after = 0
-    while page := store.events.read_all(after, 1000):
-        log += page
-        after = page[-1].position
+    table = store.database.tables["events"]  # type: ignore[attr-defined]
+    with store.unit_of_work() as uow:
+        log = uow.execute(f"SELECT event_id, stream_id, version FROM {table}").fetchall()
     assert effects, "no effect was recorded at all"
-    assert effects <= {r.event_id for r in log}, "an effect ran for an event never committed"
-    assert {r.stream_id for r in log} == order_ids
-    assert {r.version for r in log} == {1}
+    assert effects <= {event_id for event_id, _, _ in log}, (
+        "an effect ran for an event never committed"
+    )
+    assert {stream_id for _, stream_id, _ in log} == order_ids
+    assert {version for _, _, version in log} == {1}
     assert len(log) == len(order_ids)
 
 

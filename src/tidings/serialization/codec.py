@@ -13,7 +13,7 @@ import msgspec
 from tidings.domain.events import DomainEvent, stamp
 from tidings.errors import ConfigurationError, DecodeError, SerializationError
 from tidings.ports import Transaction
-from tidings.records import EventRecord
+from tidings.records import EventRecord, new_record
 from tidings.serialization.personal import PersonalDataCipher, PersonalFields, personal_fields
 from tidings.serialization.registry import EventRegistry
 
@@ -37,25 +37,32 @@ class JsonCodec:
         self.cipher = cipher
         self._encoder = msgspec.json.Encoder()
         self._decoders: dict[type[DomainEvent], msgspec.json.Decoder[Any]] = {}
-        self._payload_fields: dict[type[DomainEvent], tuple[str, ...]] = {}
         self._personal: dict[type[DomainEvent], PersonalFields] = {}
+        # class -> (stored name, payload field names, personal fields, whether every field
+        # is in the instance __dict__), learnt once: a class stays registered once it is
+        self._plans: dict[type[DomainEvent], tuple[str, tuple[str, ...], PersonalFields, bool]]
+        self._plans = {}
+        self._readings: dict[tuple[str, int], tuple[Any, ...]] = {}
 
     def encode(
         self, event: DomainEvent, metadata: bytes = b"{}", tx: Transaction | None = None
     ) -> EventRecord:
         """Turn a recorded (stamped) event into the record a store writes."""
         cls = type(event)
-        event_type = self.registry.type_of(cls)
-        if not event.is_stamped():
+        plan = self._plans.get(cls)
+        if plan is None:
+            plan = self._plans[cls] = self._plan(cls)
+        event_type, names, personal, in_dict = plan
+        if not event.event_id:
             raise SerializationError(
                 f"{event_type} has no event id: events are stored only after an aggregate "
                 "recorded them (aggregate.record(event))"
             )
-        names = self._payload_fields.get(cls)
-        if names is None:
-            names = self._payload_fields[cls] = cls.payload_fields()
-        payload = {name: whole_minute_offsets(getattr(event, name)) for name in names}
-        personal = self._personal_of(cls)
+        values = event.__dict__ if in_dict else {name: getattr(event, name) for name in names}
+        payload = {}
+        for name in names:
+            value = values[name]
+            payload[name] = value if type(value) in _PLAIN else whole_minute_offsets(value)
         if personal:
             self._seal(event, payload, personal, tx)
         try:
@@ -65,26 +72,31 @@ class JsonCodec:
                 f"cannot encode {event_type} {event.event_id} as JSON: {exc}. Use field types "
                 "msgspec supports (str, int, Decimal, datetime, UUID, lists, dataclasses, ...)"
             ) from exc
-        return EventRecord(
-            event_id=event.event_id,
-            stream_id=event.aggregate_id,
-            version=event.aggregate_version,
-            event_type=event_type,
-            schema_version=cls.schema_version,
-            occurred_at=event.occurred_at,
-            data=data,
-            metadata=metadata,
+        return new_record(
+            event.event_id,
+            event.aggregate_id,
+            event.aggregate_version,
+            event_type,
+            cls.schema_version,
+            event.occurred_at,
+            data,
+            metadata,
+            0,
         )
+
+    def _plan(self, cls: type[DomainEvent]) -> tuple[str, tuple[str, ...], PersonalFields, bool]:
+        in_dict = not any("__slots__" in vars(c) for c in cls.__mro__)
+        return self.registry.type_of(cls), cls.payload_fields(), self._personal_of(cls), in_dict
 
     def decode(self, record: EventRecord, source: str = "") -> DomainEvent:
         """Turn a stored record back into its event, or raise an error naming the record."""
-        cls = self.registry.resolve(record.event_type, record.schema_version)
+        reading = self._readings.get((record.event_type, record.schema_version))
+        if reading is None:
+            reading = self._reading(record)
+        cls, decoder, personal, in_dict = reading
         data = record.data
         if record.schema_version != cls.schema_version:
             data = self._upcast(record, cls, source)
-        decoder = self._decoders.get(cls)
-        if decoder is None:
-            decoder = self._decoders[cls] = msgspec.json.Decoder(cls)
         try:
             event: DomainEvent = decoder.decode(data)
         except msgspec.ValidationError as exc:
@@ -97,17 +109,37 @@ class JsonCodec:
             raise DecodeError(
                 f"stored payload is not valid JSON: {exc} ({record.describe()}{_from(source)})"
             ) from exc
-        stamp(
-            event,
-            event_id=record.event_id,
-            occurred_at=record.occurred_at,
-            aggregate_id=record.stream_id,
-            aggregate_version=record.version,
-        )
-        personal = self._personal_of(cls)
+        if in_dict:  # the event was just built here: nobody else holds it yet
+            event.__dict__.update(
+                event_id=record.event_id,
+                occurred_at=record.occurred_at,
+                aggregate_id=record.stream_id,
+                aggregate_version=record.version,
+            )
+        else:
+            stamp(
+                event,
+                event_id=record.event_id,
+                occurred_at=record.occurred_at,
+                aggregate_id=record.stream_id,
+                aggregate_version=record.version,
+            )
         if personal:
             self._open(event, personal)
         return event
+
+    def _reading(self, record: EventRecord) -> tuple[Any, ...]:
+        """How to read records of this type and version: the class, its decoder, its
+        personal fields, whether its fields live in __dict__. Kept per (type, version):
+        a name resolves to the same class for good once it resolves at all."""
+        cls = self.registry.resolve(record.event_type, record.schema_version)
+        decoder = self._decoders.get(cls)
+        if decoder is None:
+            decoder = self._decoders[cls] = msgspec.json.Decoder(cls)
+        in_dict = not any("__slots__" in vars(c) for c in cls.__mro__)
+        reading = (cls, decoder, self._personal_of(cls), in_dict)
+        self._readings[record.event_type, record.schema_version] = reading
+        return reading
 
     def _personal_of(self, cls: type[DomainEvent]) -> PersonalFields:
         personal = self._personal.get(cls)
