@@ -43,6 +43,29 @@ class SqliteEventStore(SqlEventStore):
     def _insert(
         self, tx: Transaction, records: Sequence[EventRecord], guard: int | None
     ) -> list[int] | None:
+        connection = tx.connection
+        if len(records) == 1:  # the common unit of work: one event, one statement
+            r = records[0]
+            row = (
+                r.event_id,
+                r.stream_id,
+                r.version,
+                r.event_type,
+                r.schema_version,
+                iso_utc(r.occurred_at),
+                r.data.decode(),
+                r.metadata.decode(),
+            )
+            try:
+                if guard is None:
+                    cursor = connection.execute(self._insert_sql(1), row)
+                else:
+                    cursor = connection.execute(
+                        self._insert_sql(1, guarded=True), (*row, r.stream_id, guard)
+                    )
+            except sqlite3.Error as exc:
+                raise storage_error(exc, f"appending to {self.table}") from exc
+            return None if cursor.rowcount == 0 else [int(cursor.lastrowid or 0)]
         params: list[Any] = []
         for r in records:
             params += (
@@ -55,7 +78,6 @@ class SqliteEventStore(SqlEventStore):
                 r.data.decode(),
                 r.metadata.decode(),
             )
-        connection = tx.connection
         last = 0
         try:
             # Multi-row INSERTs of up to ROWS rows: one statement step per chunk rather
