@@ -253,3 +253,7 @@ def test_the_cli_copies_with_a_transform_from_the_current_folder(
     assert "cannot import 'nowhere'" in missing.stderr
     no_function = run_cli(*args, "--transform", "my_migration:dollars", cwd=tmp_path)
     assert "has no function 'dollars'" in no_function.stderr
+    empty = f"sqlite:///{tmp_path / 'empty.db'}"
+    no_source = run_cli("events", "migrate", "--from", empty, "--to", new, cwd=tmp_path)
+    assert no_source.returncode == 2
+    assert "no such table: tidings_events" in no_source.stderr  # never created in the source

@@ -78,7 +78,7 @@ def migrate(
         raise MigrationError(f"batch must be at least 1 (got {batch})")
     _check_target(source, target)
     keys = _copy_keys(source, target)
-    copier = _Copier(target, transform or _same, batch)
+    copier = _Copier(target, transform or _same)
     for records in _pages(iter_log(source.events, 0, batch), batch):
         copier.copy(records)
         if progress is not None:
@@ -141,7 +141,7 @@ def _pages(items: Iterable[T], size: int) -> Iterator[list[T]]:
 class _Copier:
     """Transforms and writes pages of records; keeps the count and a digest of the writes."""
 
-    def __init__(self, target: MigrationEnd, transform: Transform, batch: int) -> None:
+    def __init__(self, target: MigrationEnd, transform: Transform) -> None:
         self.target = target
         self.transform = transform
         self.read = 0

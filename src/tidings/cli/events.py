@@ -31,10 +31,14 @@ def migrate_command(
     prefix: Annotated[str, typer.Option(help="Table prefix of both stores.")] = "tidings_",
     schema: Annotated[str, typer.Option("--schema", help="PostgreSQL schema of both.")] = "public",
 ) -> None:
-    """Copy every event into a new store, never in place; check the copy at the end."""
+    """Copy every event into a new store, never in place; check the copy at the end.
+
+    The source is only read (its tables are never created or changed); the target's
+    tables are created if missing, and it must hold no events yet.
+    """
     function = load_transform(transform) if transform else None
     with (
-        tidings.connect(source, prefix=prefix, schema=schema) as old,
+        tidings.connect(source, prefix=prefix, schema=schema, create_schema=False) as old,
         tidings.connect(target, prefix=prefix, schema=schema) as new,
         Progress(
             TextColumn("copying events"),
