@@ -191,6 +191,24 @@ def test_a_target_that_changed_during_the_copy_fails_the_final_check(
             tidings.migrate(source, target, price_in_cents, progress=meddle)
 
 
+def test_a_source_written_to_during_the_copy_fails_the_final_check(
+    source: tidings.Store, tmp_path: Path
+) -> None:
+    """An event appended to the source after its log was read is not in the copy: the
+    count check says so instead of reporting a complete copy."""
+    with tidings.connect(f"sqlite:///{tmp_path / 'new.db'}", registry=registry()) as target:
+
+        def late_writer(read: int, written: int) -> None:
+            if read == 11:
+                customer = Customer("c-late")
+                customer.register("late@example.com")
+                with source.unit_of_work() as uow:
+                    uow.track(customer)
+
+        with pytest.raises(MigrationError, match="holds 12 events, but 11 were read"):
+            tidings.migrate(source, target, price_in_cents, progress=late_writer)
+
+
 @pytest.mark.postgres
 def test_a_sqlite_store_is_copied_into_postgresql(source: tidings.Store, pg_url: str) -> None:
     """Across backends: the same identities, readable events and personal data."""

@@ -71,8 +71,9 @@ def migrate(
     snapshots, which name versions, are not copied: they are a cache, rebuilt on use).
     The subjects' keys are copied first, so sealed personal data stays readable, and a
     subject forgotten in the source stays forgotten. Writes go ``batch`` records to a
-    transaction; at the end the target's log is read back and must hold exactly the
-    records written, in order, or ``MigrationError`` says what differs.
+    transaction; at the end the source must still hold exactly the events read, and the
+    target's log is read back and must hold exactly the records written, in order, or
+    ``MigrationError`` says what differs.
     """
     if batch < 1:
         raise MigrationError(f"batch must be at least 1 (got {batch})")
@@ -83,7 +84,7 @@ def migrate(
         copier.copy(records)
         if progress is not None:
             progress(copier.read, copier.written)
-    _verify(target, copier)
+    _verify(source, target, copier)
     return MigrationReport(
         copier.read, copier.written, copier.read - copier.written, keys, len(copier.shift)
     )
@@ -212,7 +213,14 @@ def _identity(record: EventRecord) -> bytes:
     )
 
 
-def _verify(target: MigrationEnd, copier: _Copier) -> None:
+def _verify(source: MigrationEnd, target: MigrationEnd, copier: _Copier) -> None:
+    in_source = source.events.count()
+    if in_source != copier.read:
+        raise MigrationError(
+            f"the source {source.database.describe()} holds {in_source} events, but "
+            f"{copier.read} were read: a writer was still appending to it (stop the writers "
+            "and migrate again into a new, empty store), or a gap in its log never closed"
+        )
     digest, count = hashlib.sha256(), 0
     for record in iter_log(target.events, 0, 1000):
         digest.update(_identity(record))
