@@ -28,7 +28,7 @@ class SqliteEventStore(SqlEventStore):
             f"INSERT INTO {self.table} (event_id, stream_id, version, event_type, "
             "schema_version, occurred_at, data, metadata)"
         )
-        self._inserts: dict[tuple[int, bool], str] = {}
+        self._inserts: dict[int, str] = {}
 
     def _query(self, sql: str, params: Params) -> list[Any]:
         return self._db.query(sql, params)
@@ -43,29 +43,12 @@ class SqliteEventStore(SqlEventStore):
     def _insert(
         self, tx: Transaction, records: Sequence[EventRecord], guard: int | None
     ) -> list[int] | None:
+        # The version check is a SELECT of its own: this connection holds the database's
+        # write lock, so nothing can change between it and the INSERT, and two plain
+        # statements cost less CPU here than one INSERT ... SELECT ... WHERE (measured).
+        if guard is not None and self._current_version(tx, records[0].stream_id) != guard:
+            return None
         connection = tx.connection
-        if len(records) == 1:  # the common unit of work: one event, one statement
-            r = records[0]
-            row = (
-                r.event_id,
-                r.stream_id,
-                r.version,
-                r.event_type,
-                r.schema_version,
-                iso_utc(r.occurred_at),
-                r.data.decode(),
-                r.metadata.decode(),
-            )
-            try:
-                if guard is None:
-                    cursor = connection.execute(self._insert_sql(1), row)
-                else:
-                    cursor = connection.execute(
-                        self._insert_sql(1, guarded=True), (*row, r.stream_id, guard)
-                    )
-            except sqlite3.Error as exc:
-                raise storage_error(exc, f"appending to {self.table}") from exc
-            return None if cursor.rowcount == 0 else [int(cursor.lastrowid or 0)]
         params: list[Any] = []
         for r in records:
             params += (
@@ -82,38 +65,21 @@ class SqliteEventStore(SqlEventStore):
         try:
             # Multi-row INSERTs of up to ROWS rows: one statement step per chunk rather
             # than per event; the statements are prepared once per size (sqlite3's cache).
-            # The first chunk checks the stream's version in the same statement; the lock
-            # is ours from then on, so the others need not.
             for start in range(0, len(records), ROWS):
                 size = min(ROWS, len(records) - start)
-                chunk = params[start * COLUMNS : (start + size) * COLUMNS]
-                if start == 0 and guard is not None:
-                    cursor = connection.execute(
-                        self._insert_sql(size, guarded=True), [*chunk, records[0].stream_id, guard]
-                    )
-                    if cursor.rowcount == 0:
-                        return None
-                else:
-                    cursor = connection.execute(self._insert_sql(size), chunk)
-                last = cursor.lastrowid
+                whole = size == len(records)  # no copy of the parameters when one fits
+                chunk = params if whole else params[start * COLUMNS : (start + size) * COLUMNS]
+                last = connection.execute(self._insert_sql(size), chunk).lastrowid or 0
         except sqlite3.Error as exc:
             raise storage_error(exc, f"appending to {self.table}") from exc
         # One writer holds the lock, so the batch's positions are consecutive.
-        return list(range(int(last) - len(records) + 1, int(last) + 1))
+        return list(range(last - len(records) + 1, last + 1))
 
-    def _insert_sql(self, rows: int, *, guarded: bool = False) -> str:
-        sql = self._inserts.get((rows, guarded))
+    def _insert_sql(self, rows: int) -> str:
+        sql = self._inserts.get(rows)
         if sql is None:
-            values = "VALUES " + ", ".join(["(?, ?, ?, ?, ?, ?, ?, ?)"] * rows)
-            if guarded:  # one row selects its parameters: cheaper than a VALUES subquery
-                source = (
-                    "SELECT ?, ?, ?, ?, ?, ?, ?, ?" if rows == 1 else f"SELECT * FROM ({values})"
-                )
-                values = (
-                    f"{source} WHERE (SELECT coalesce(max(version), 0) "
-                    f"FROM {self.table} WHERE stream_id = ?) = ?"
-                )
-            sql = self._inserts[rows, guarded] = f"{self._insert_head} {values}"
+            values = ", ".join(["(?, ?, ?, ?, ?, ?, ?, ?)"] * rows)
+            sql = self._inserts[rows] = f"{self._insert_head} VALUES {values}"
         return sql
 
     def _records(self, rows: list[Any]) -> list[EventRecord]:
