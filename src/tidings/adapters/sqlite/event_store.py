@@ -29,6 +29,10 @@ class SqliteEventStore(SqlEventStore):
             "schema_version, occurred_at, data, metadata)"
         )
         self._inserts: dict[int, str] = {}
+        self._guarded_sql = (
+            f"{self._insert_head} SELECT ?, ?, ?, ?, ?, ?, ?, ? WHERE "
+            f"(SELECT coalesce(max(version), 0) FROM {self.table} WHERE stream_id = ?) = ?"
+        )
 
     def _query(self, sql: str, params: Params) -> list[Any]:
         return self._db.query(sql, params)
@@ -43,9 +47,10 @@ class SqliteEventStore(SqlEventStore):
     def _insert(
         self, tx: Transaction, records: Sequence[EventRecord], guard: int | None
     ) -> list[int] | None:
+        if len(records) == 1:
+            return self._insert_one(tx, records[0], guard)
         # The version check is a SELECT of its own: this connection holds the database's
-        # write lock, so nothing can change between it and the INSERT, and two plain
-        # statements cost less CPU here than one INSERT ... SELECT ... WHERE (measured).
+        # write lock, so nothing can change between it and the INSERTs.
         if guard is not None and self._current_version(tx, records[0].stream_id) != guard:
             return None
         connection = tx.connection
@@ -74,6 +79,29 @@ class SqliteEventStore(SqlEventStore):
             raise storage_error(exc, f"appending to {self.table}") from exc
         # One writer holds the lock, so the batch's positions are consecutive.
         return list(range(last - len(records) + 1, last + 1))
+
+    def _insert_one(self, tx: Transaction, r: EventRecord, guard: int | None) -> list[int] | None:
+        """The common unit of work, one event: with its version check, one statement (on
+        a busy machine one statement beats a SELECT and an INSERT: measured, fewer trips
+        through the driver), and its position from lastrowid."""
+        row = (
+            r.event_id,
+            r.stream_id,
+            r.version,
+            r.event_type,
+            r.schema_version,
+            iso_utc(r.occurred_at),
+            r.data.decode(),
+            r.metadata.decode(),
+        )
+        try:
+            if guard is None:
+                cursor = tx.connection.execute(self._insert_sql(1), row)
+            else:
+                cursor = tx.connection.execute(self._guarded_sql, (*row, r.stream_id, guard))
+        except sqlite3.Error as exc:
+            raise storage_error(exc, f"appending to {self.table}") from exc
+        return None if cursor.rowcount == 0 else [cursor.lastrowid or 0]
 
     def _insert_sql(self, rows: int) -> str:
         sql = self._inserts.get(rows)
