@@ -1,6 +1,6 @@
 """The personal-data contract, run against memory, SQLite and PostgreSQL."""
 
-from tidings.testing.personal_data import PersonalDataContract
+from tidings.testing import PersonalDataContract
 
 
 class TestPersonalDataContract(PersonalDataContract):
