@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: demo test lint typecheck unit clean
+.PHONY: demo test lint typecheck unit bench-es clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -18,6 +18,10 @@ $(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $@ $(VENV)/.installed-run
 
+$(VENV)/.installed-bench: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e '.[bench,crypto]'
+	touch $@
+
 demo: $(VENV)/.installed-run
 	$(BIN)/tidings demo
 
@@ -30,6 +34,10 @@ typecheck: $(VENV)/.installed-dev
 
 test: lint typecheck
 	$(BIN)/pytest --cov --cov-report=term
+
+# Side-by-side benchmarks (tidings, eventsourcing, the raw driver); needs PostgreSQL too.
+bench-es: $(VENV)/.installed-bench
+	$(BIN)/python benchmarks/event_store.py $(BENCH_ARGS)
 
 unit: $(VENV)/.installed-dev
 	$(BIN)/pytest tests/unit -q

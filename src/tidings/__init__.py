@@ -5,12 +5,14 @@ Start with ``tidings.connect("sqlite:///shop.db")``; see the README for the tour
 
 from tidings.application.bus import HandlerFailure, InMemoryBus
 from tidings.application.handling import Handlers
+from tidings.application.migration import MigrationReport, migrate
 from tidings.application.repository import EventSourcedRepository
 from tidings.application.unit_of_work import UnitOfWork
 from tidings.domain.aggregate import Aggregate
 from tidings.domain.event_sourced import EventSourcedAggregate
 from tidings.domain.events import DomainEvent
 from tidings.domain.ids import UUID7Source, utc_now, uuid7
+from tidings.domain.personal import REDACTED
 from tidings.errors import (
     AggregateNotFoundError,
     BadMessageError,
@@ -20,6 +22,7 @@ from tidings.errors import (
     DecodeError,
     DomainError,
     HandlerFailedError,
+    MigrationError,
     SerializationError,
     ServerUnavailableError,
     StorageError,
@@ -39,6 +42,7 @@ __version__ = "0.1.0"
 __all__ = [
     "ANY_VERSION",
     "NO_STREAM",
+    "REDACTED",
     "Aggregate",
     "AggregateNotFoundError",
     "BadMessageError",
@@ -57,6 +61,8 @@ __all__ = [
     "Handlers",
     "InMemoryBus",
     "JsonCodec",
+    "MigrationError",
+    "MigrationReport",
     "SerializationError",
     "ServerUnavailableError",
     "SnapshotRecord",
@@ -70,6 +76,7 @@ __all__ = [
     "UnitOfWorkError",
     "UnknownEventTypeError",
     "connect",
+    "migrate",
     "utc_now",
     "uuid7",
 ]

@@ -16,6 +16,7 @@ from tidings.ports import (
     Database,
     EventStore,
     Inbox,
+    KeyStore,
     LaneLeases,
     Outbox,
     OutboxDeadLetters,
@@ -81,28 +82,40 @@ def outbox_of(database: Database) -> OutboxAdapter:
 
 def open_backend(
     url: str, *, prefix: str, schema: str, synchronous: str
-) -> tuple[Database, EventStore, SnapshotStore]:
-    """The database, event store and snapshot store a URL names."""
+) -> tuple[Database, EventStore, SnapshotStore, KeyStore]:
+    """The database, event store, snapshot store and key store a URL names."""
     scheme = urlsplit(url).scheme.lower()
     if scheme == "memory":
         from tidings.adapters.memory import MemoryDatabase, MemoryEventStore, MemorySnapshotStore
+        from tidings.adapters.memory_keys import MemoryKeyStore
 
         memory = MemoryDatabase()
-        return memory, MemoryEventStore(memory), MemorySnapshotStore(memory)
+        return (
+            memory,
+            MemoryEventStore(memory),
+            MemorySnapshotStore(memory),
+            MemoryKeyStore(memory),
+        )
     if scheme == "sqlite":
-        from tidings.adapters.sqlite import SqliteDatabase, SqliteEventStore, SqliteSnapshotStore
+        from tidings.adapters.sqlite import (
+            SqliteDatabase,
+            SqliteEventStore,
+            SqliteKeyStore,
+            SqliteSnapshotStore,
+        )
 
         sqlite = SqliteDatabase(sqlite_path(url), prefix=prefix, synchronous=synchronous)
-        return sqlite, SqliteEventStore(sqlite), SqliteSnapshotStore(sqlite)
+        return sqlite, SqliteEventStore(sqlite), SqliteSnapshotStore(sqlite), SqliteKeyStore(sqlite)
     if scheme in ("postgresql", "postgres"):
         from tidings.adapters.postgres import (
             PostgresDatabase,
             PostgresEventStore,
+            PostgresKeyStore,
             PostgresSnapshotStore,
         )
 
-        postgres = PostgresDatabase(url, schema=schema, prefix=prefix)
-        return postgres, PostgresEventStore(postgres), PostgresSnapshotStore(postgres)
+        pg = PostgresDatabase(url, schema=schema, prefix=prefix)
+        return pg, PostgresEventStore(pg), PostgresSnapshotStore(pg), PostgresKeyStore(pg)
     raise ConfigurationError(
         f"cannot open {url!r}: use sqlite:///path/to/file.db, postgresql://user@host/dbname "
         "or memory://"

@@ -15,7 +15,8 @@
     ├── TransportError            a broker refused or failed an operation
     │   ├── BrokerUnavailableError the broker cannot be reached; retry later
     │   └── BadMessageError        a received message is not a valid tidings CloudEvent
-    └── UnitOfWorkError           the unit of work was used out of order (e.g. reused after exit)
+    ├── UnitOfWorkError           the unit of work was used out of order (e.g. reused after exit)
+    └── MigrationError            an event migration refused its input or failed its final check
 
 Adapters translate driver exceptions at their boundary (``raise ... from exc``) so callers
 never need to import ``sqlite3`` or ``psycopg`` to handle a failure.
@@ -96,3 +97,8 @@ class BadMessageError(TransportError):
 
 class UnitOfWorkError(TidingsError):
     """A unit of work was used outside its ``with`` block or after it ended."""
+
+
+class MigrationError(TidingsError):
+    """An event migration refused its input (a target that is not empty, a transform that
+    changed what must be kept) or its final check found the target differs."""

@@ -14,7 +14,7 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from tidings.domain.events import DomainEvent
-from tidings.records import EventRecord, SnapshotRecord, StreamInfo
+from tidings.records import EventRecord, SnapshotRecord, StreamInfo, SubjectKey
 
 ANY_VERSION = -1
 """``expected_version`` that skips the concurrency check."""
@@ -99,6 +99,9 @@ class EventStore(Protocol):
         the same prefix ``stream_info(stream_id, as_of)`` describes.
         """
 
+    def count(self) -> int:
+        """How many events the log holds (committed)."""
+
     def read_all(self, after_position: int = 0, limit: int = 1000) -> list[EventRecord]:
         """Up to ``limit`` committed records after ``after_position``, in position order.
 
@@ -123,6 +126,24 @@ class SnapshotStore(Protocol):
     ) -> SnapshotRecord | None:
         """The newest snapshot of a stream written by ``aggregate_type`` in the shape
         ``snapshot_version``, at or below ``max_version`` (None: any); None if there is none."""
+
+
+class KeyStore(Protocol):
+    """The subjects' data keys (crypto-shredding): one key per subject, deleted to forget."""
+
+    def find(self, subject: str, tx: Transaction | None = None) -> SubjectKey | None:
+        """The subject's key (committed, or as ``tx`` sees it), or None."""
+
+    def create(self, tx: Transaction, key: SubjectKey) -> SubjectKey:
+        """Store ``key`` in ``tx`` unless its subject has a key already; return the key the
+        subject has now (a concurrent writer's may have won)."""
+
+    def forget(self, subject: str) -> bool:
+        """Delete the subject's key for good, in a transaction of its own, leaving no copy
+        the backend can avoid; False when it had none."""
+
+    def all_keys(self) -> Iterator[SubjectKey]:
+        """Every key, a page at a time (to copy a store's events with their keys)."""
 
 
 class EventWriter(Protocol):

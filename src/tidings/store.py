@@ -24,6 +24,7 @@ from tidings.ports import (
     EventStore,
     EventWriter,
     Inbox,
+    KeyStore,
     OutgoingMessage,
     SnapshotStore,
     Subscription,
@@ -33,6 +34,7 @@ from tidings.ports import (
 from tidings.records import EventRecord, StreamInfo
 from tidings.serialization.cloudevents import from_message, to_message
 from tidings.serialization.codec import JsonCodec
+from tidings.serialization.personal import PersonalDataCipher
 from tidings.serialization.registry import EventRegistry
 from tidings.workers.consumer import Consumer
 from tidings.workers.relay import Encode, Relay
@@ -90,12 +92,15 @@ class Store:
         inbox: Inbox | None = None,
         snapshots: SnapshotStore | None = None,
         source: str = "tidings",
+        keys: KeyStore | None = None,
     ) -> None:
         self.database = database
         self.events = events
         self.snapshots = snapshots
+        self.keys = keys
         self.registry = registry
-        self.codec = JsonCodec(registry)
+        self.cipher = PersonalDataCipher(keys) if keys is not None else None
+        self.codec = JsonCodec(registry, self.cipher)
         self.bus = bus if bus is not None else InMemoryBus()
         self.writers = list(writers)
         self.outbox = outbox
@@ -114,7 +119,9 @@ class Store:
             # them to the bus here as well would deliver them twice.
             publisher=self.bus if self.outbox is None else None,
             writers=self.writers,
-            metadata=json.dumps(dict(metadata or {}), separators=(",", ":")).encode(),
+            metadata=json.dumps(dict(metadata), separators=(",", ":")).encode()
+            if metadata
+            else b"{}",
         )
 
     def unit_of_work_in(self, tx: Transaction) -> UnitOfWork:
@@ -181,6 +188,18 @@ class Store:
         """Up to ``limit`` decoded events of the global log after ``after_position``."""
         where = self.database.describe()
         return [self.codec.decode(r, where) for r in self.events.read_all(after_position, limit)]
+
+    def forget(self, subject: str) -> bool:
+        """Forget a subject (GDPR's right to erasure) by deleting its key for good.
+
+        From then on every field sealed for ``subject`` reads back as
+        ``tidings.domain.personal.REDACTED``, in events, snapshots and outbox rows alike,
+        and the aggregates still load. Copies already published as plaintext are out of
+        reach (docs/event-sourcing.md). Returns False when the subject had no key.
+        """
+        if self.cipher is None:
+            raise ConfigurationError("this store has no key store, so it holds no personal data")
+        return self.cipher.forget(subject)
 
     def relay(
         self, transport: Transport | None = None, encode: Encode | None = None, **options: Any
@@ -264,7 +283,7 @@ def connect(
     ``source`` names the bounded context on the wire (the CloudEvents ``source``).
     """
     registry = registry if registry is not None else EventRegistry()
-    database, events, snapshots = open_backend(
+    database, events, snapshots, keys = open_backend(
         url, prefix=prefix, schema=schema, synchronous=synchronous
     )
     try:
@@ -283,4 +302,5 @@ def connect(
         inbox=inbox_of(database),
         snapshots=snapshots,
         source=source,
+        keys=keys,
     )

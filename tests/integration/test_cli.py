@@ -68,7 +68,8 @@ def test_the_demo_tells_the_event_sourcing_story_in_order(tmp_path: Path) -> Non
     assert out.find("1. Recording and publishing") < positions[0]
     with sqlite3.connect(db) as conn:
         snapshots = conn.execute(
-            "SELECT stream_id, version FROM tidings_snapshots ORDER BY version"
+            "SELECT stream_id, version FROM tidings_snapshots WHERE stream_id = 'o-2002' "
+            "ORDER BY version"
         ).fetchall()
         old_event = conn.execute(
             "SELECT schema_version, data FROM tidings_events WHERE stream_id = 'o-1999' "
@@ -77,6 +78,62 @@ def test_the_demo_tells_the_event_sourcing_story_in_order(tmp_path: Path) -> Non
     assert snapshots == [("o-2002", 5), ("o-2002", 10), ("o-2002", 13)]
     assert old_event[0] == 1  # upcast on read, never rewritten in place
     assert '"price": "2.40"' in old_event[1]
+
+
+def test_the_demo_forgets_a_customer_whose_address_then_reads_as_redacted(
+    tmp_path: Path,
+) -> None:
+    """The address is sealed, readable, then forgotten: the order still loads, the files
+    hold the address nowhere, and the key table has no key of Grace's."""
+    db = tmp_path / "shop.db"
+    result = run_cli("demo", "--db", str(db))
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    story = [
+        "Grace (customer c-grace) orders o-2003 to 12 Rose Lane, Leeds",
+        "Stored: shipping_address tidings:pd1:",
+        "read back: 12 Rose Lane, Leeds.",
+        "store.forget('c-grace')",
+        "PLACED, 1 x SCARF-2, total €25.00, shipping to [REDACTED]",
+        "hold '12 Rose Lane, Leeds' 0 times; Grace's key: none.",
+    ]
+    positions = [out.find(line) for line in story]
+    assert -1 not in positions, [s for s, p in zip(story, positions, strict=True) if p < 0]
+    assert positions == sorted(positions)
+    with sqlite3.connect(db) as conn:
+        keys = conn.execute("SELECT subject FROM tidings_subject_keys").fetchall()
+    assert keys == []
+    assert b"Rose Lane" not in db.read_bytes()
+
+
+def seal_for(url: str, subject: str) -> None:
+    """Save a customer with personal data in the store at ``url``."""
+    from tidings.testing.customer import Customer, Referred, Registered
+
+    registry = tidings.EventRegistry([Registered, Referred])
+    with tidings.connect(url, registry=registry) as store:
+        customer = Customer(subject)
+        customer.register("ada@example.com")
+        with store.unit_of_work() as uow:
+            uow.track(customer)
+
+
+def test_forget_asks_first_and_then_deletes_the_subjects_key(tmp_path: Path) -> None:
+    """Declining the question keeps the key; --yes deletes it; a second time says so."""
+    url = f"sqlite:///{tmp_path / 'shop.db'}"
+    seal_for(url, "c-ada")
+    declined = run_cli("forget", "c-ada", "--db", url, stdin="n\n")
+    assert declined.returncode == 1
+    assert "Forget 'c-ada' for good?" in declined.stdout
+    with sqlite3.connect(tmp_path / "shop.db") as conn:
+        assert conn.execute("SELECT count(*) FROM tidings_subject_keys").fetchone() == (1,)
+    done = run_cli("forget", "c-ada", "--db", url, "--yes")
+    assert done.returncode == 0, done.stderr
+    assert "forgot 'c-ada'" in done.stdout
+    with sqlite3.connect(tmp_path / "shop.db") as conn:
+        assert conn.execute("SELECT count(*) FROM tidings_subject_keys").fetchone() == (0,)
+    again = run_cli("forget", "c-ada", "--db", url, "--yes")
+    assert "'c-ada' has no key here" in again.stdout
 
 
 def test_the_demo_refuses_to_touch_an_existing_file(tmp_path: Path) -> None:

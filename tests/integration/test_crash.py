@@ -39,7 +39,13 @@ def kill_repeatedly(args: list[str], published: Path) -> None:
 
 
 def check(store: tidings.Store, published: Path, order_ids: set[str]) -> None:
-    """No phantom effect, and every order row has its event and every event its row."""
+    """No phantom effect, and every order row has its event and every event its row.
+
+    The events are read from the table itself: the question is what committed, and the
+    writer is dead. (The gap-aware ``read_all`` may stop early on PostgreSQL at a hole the
+    killed writer left while another client's transaction on the cluster is older than
+    the hole's bound; that is read_all's own guarantee, tested in test_postgres.py.)
+    """
     effects = set(published.read_text().split())
     # A plain SELECT, not the gap-aware log reader: that one rightly stops at the position
     # of a killed writer's transaction until PostgreSQL has noticed the dead connection.

@@ -84,3 +84,25 @@ def test_a_second_unit_of_work_on_the_same_thread_is_refused(tmp_path: Path) -> 
         store.unit_of_work(),
     ):
         pass
+
+
+def test_a_large_unit_of_work_is_written_in_chunks_with_consecutive_positions(
+    tmp_path: Path,
+) -> None:
+    """250 events in one append (three multi-row INSERTs): positions and versions run on
+    without a gap, and a stale writer of the same stream is refused before any chunk."""
+    store = tidings.connect(
+        f"sqlite:///{tmp_path / 'big.db'}", registry=tidings.EventRegistry([Counted])
+    )
+    counter = Counter("c-1")
+    for step in range(250):
+        counter.increment(step)
+    with store.database.transaction() as tx:
+        records = [store.codec.encode(e, tx=tx) for e in counter.pending_events]
+        written = store.events.append(tx, records, 0)
+    assert [r.position for r in written] == list(range(1, 251))
+    assert [r.version for r in store.events.read_stream("c-1")] == list(range(1, 251))
+    with pytest.raises(tidings.ConcurrencyError), store.database.transaction() as tx:
+        store.events.append(tx, records, 0)
+    assert store.events.count() == 250
+    store.close()

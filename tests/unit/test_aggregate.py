@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+import tidings
 import tidings.domain
 from tidings import DomainError
 from tidings.domain import Aggregate, DomainEvent
@@ -79,6 +80,24 @@ def test_record_leaves_the_given_event_unstamped_and_returns_a_new_one() -> None
     assert not original.is_stamped()
     assert original.aggregate_version == 0
     assert notebook.pending_events == (stamped,)
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Slotted(DomainEvent):
+    """An event class with __slots__: no __dict__ to copy."""
+
+    text: str
+
+
+def test_a_slotted_event_class_is_stamped_too() -> None:
+    """Without a __dict__ the copy is built again; the result is the same."""
+    notebook = make_notebook()
+    original = Slotted(text="tight")
+    stamped = notebook.record(original)
+    assert (stamped.text, stamped.event_id, stamped.aggregate_version) == ("tight", "evt-000001", 1)
+    assert not original.is_stamped()
+    codec = tidings.JsonCodec(tidings.EventRegistry([Slotted]))
+    assert codec.decode(codec.encode(stamped)) == stamped
 
 
 def test_version_and_stored_version_count_recorded_and_saved_events() -> None:

@@ -78,3 +78,23 @@ def test_utc_now_is_timezone_aware_utc() -> None:
     assert now.tzinfo is not None
     assert now.utcoffset() == timedelta(0)
     assert abs(datetime.now(UTC) - now) < timedelta(seconds=5)
+
+
+def test_a_forked_child_does_not_reuse_the_random_bits_its_parent_drew() -> None:
+    """Both processes make an id right after the fork: their random tails differ, because
+    the child drops the pool of random bytes it inherited."""
+    import os
+
+    uuid7()  # the parent has a pool now
+    reading, writing = os.pipe()
+    child = os.fork()
+    if child == 0:  # pragma: no cover - the child process reports through the pipe
+        os.write(writing, uuid7().encode())
+        os._exit(0)
+    os.close(writing)
+    parents = uuid7()
+    os.waitpid(child, 0)
+    with os.fdopen(reading) as pipe:
+        childs = pipe.read()
+    assert len(childs) == 36
+    assert childs[-12:] != parents[-12:]

@@ -176,6 +176,11 @@ class MemoryEventStore:
                 return
             version += PAGE
 
+    def count(self) -> int:
+        """How many events the log holds."""
+        with self._db.lock:
+            return len(self._log)
+
     def read_all(self, after_position: int = 0, limit: int = 1000) -> list[EventRecord]:
         """Records after ``after_position``, oldest first."""
         with self._db.lock:

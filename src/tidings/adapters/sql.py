@@ -38,6 +38,7 @@ SCHEMA_PARTS: tuple[SchemaPart, ...] = (
         "outbox", 1, "outbox.sql", ("outbox", "outbox_dead_letters", "relay_lanes", "relay_nodes")
     ),
     SchemaPart("inbox", 1, "inbox.sql", ("inbox", "inbox_dead_letters")),
+    SchemaPart("personal_data", 1, "personal_data.sql", ("subject_keys",)),
 )
 """Every part, in the order they are created; later capabilities append theirs."""
 
@@ -124,6 +125,8 @@ def split_statements(script: str) -> list[str]:
 
 def iso_utc(moment: datetime) -> str:
     """A fixed-width ISO 8601 UTC string, so text order is time order in SQLite."""
+    if moment.tzinfo is UTC:  # the common case: skip the conversion
+        return moment.isoformat(timespec="microseconds")
     if moment.tzinfo is None:
         raise ValueError(f"{moment!r} has no time zone; tidings stores UTC-aware datetimes only")
     return moment.astimezone(UTC).isoformat(timespec="microseconds")

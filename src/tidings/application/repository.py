@@ -65,7 +65,9 @@ class EventSourcedRepository(Generic[A]):
         self._events = events
         self._codec = codec
         self._snapshots = snapshots
-        self._snapshot_codec = SnapshotCodec()
+        self._snapshot_codec = SnapshotCodec(codec.cipher)
+        if isinstance(aggregate_class.snapshot_version, int) and aggregate_class.snapshot_version:
+            self._snapshot_codec.check(aggregate_class)  # its personal data, before any save
         self._clock = clock
         self._ids = ids
 
@@ -142,7 +144,7 @@ class EventSourcedRepository(Generic[A]):
     def _write_snapshot(self, tx: Transaction, aggregate: A) -> None:
         if self._snapshots is None:
             raise ConfigurationError("this repository has no snapshot store")
-        self._snapshots.save(tx, self._snapshot_codec.encode(aggregate, self._clock()))
+        self._snapshots.save(tx, self._snapshot_codec.encode(aggregate, self._clock(), tx))
 
     def _from_snapshot(self, aggregate_id: str, target: int | None) -> A | None:
         """The aggregate restored from its newest usable snapshot, or None."""

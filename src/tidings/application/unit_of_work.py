@@ -154,7 +154,7 @@ def write_pending(
     for aggregate in aggregates:
         events = aggregate.pending_events
         if events:
-            records = [codec.encode(event, metadata) for event in events]
+            records = [codec.encode(event, metadata, tx) for event in events]
             written += event_store.append(tx, records, aggregate.stored_version)
     if written:
         for writer in writers:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from datetime import UTC, datetime
+from pathlib import Path
 
 import tidings
 from tidings.application.repository import EventSourcedRepository
@@ -43,7 +44,8 @@ def describe(order: Order) -> str:
 
 
 def event_sourcing(store: tidings.Store) -> None:
-    """Spec 6.3: state rebuilt from events, a temporal query, snapshots, an upcast event."""
+    """Spec 6.3: state rebuilt from events, a temporal query, snapshots, an upcast event,
+    a forgotten customer."""
     console.rule("2. Event sourcing (spec 6.3)")
     store.registry.register(*ORDER_EVENTS)
     for (event_type, from_version), upcaster in ORDER_UPCASTERS.items():
@@ -52,6 +54,7 @@ def event_sourcing(store: tidings.Store) -> None:
     rebuilt_from_events(store, store.repository(Order, clock=clock), clock)
     snapshots(store, store.repository(Order, snapshot_every=5, clock=clock), clock)
     upcast_old_event(store, store.repository(Order))
+    forgotten_customer(store, store.repository(Order, clock=clock), clock)
 
 
 def rebuilt_from_events(
@@ -157,3 +160,38 @@ def upcast_old_event(store: tidings.Store, orders: EventSourcedRepository[Order]
         f"unit_price_cents={added.unit_price_cents}; the order loads as {describe(order)}.",
         2,
     )
+
+
+ADDRESS = "12 Rose Lane, Leeds"
+
+
+def forgotten_customer(
+    store: tidings.Store, orders: EventSourcedRepository[Order], clock: StoryClock
+) -> None:
+    """Grace's address is sealed with her own key; forgetting her deletes the key."""
+    say()
+    say(f"Grace (customer c-grace) orders o-2003 to {ADDRESS}. The address is her personal")
+    say("data: OrderCreated.personal_data seals it with Grace's own key (AES-GCM).")
+    clock.at("16:00")
+    order = Order.create("o-2003", "c-grace", shipping_address=ADDRESS, clock=clock)
+    order.add_item("SCARF-2", 1, 2_500)
+    order.place()
+    with store.unit_of_work() as uow:
+        orders.save(uow, order, snapshot=True)
+    stored = json.loads(next(store.events.read_stream("o-2003")).data)["shipping_address"]
+    back = orders.get("o-2003").shipping_address
+    say(f"Stored: shipping_address {stored[:32]}...; read back: {back}.", 2)
+    store.forget("c-grace")
+    say("Grace asks to be forgotten: store.forget('c-grace') (or: tidings forget --db URL", 2)
+    say("c-grace) deletes her key, from the file and from its write-ahead log.", 2)
+    loaded = orders.load("o-2003")
+    say(
+        f"o-2003 still loads from its snapshot: {describe(loaded.aggregate)}, shipping to "
+        f"{loaded.aggregate.shipping_address}; its events read the same way.",
+        2,
+    )
+    path: Path = getattr(store.database, "path")  # noqa: B009 - the demo runs on SQLite
+    files = [path, path.with_name(path.name + "-wal")]
+    found = sum(f.read_bytes().count(ADDRESS.encode()) for f in files if f.exists())
+    key = "none" if store.keys is None or store.keys.find("c-grace") is None else "still there"
+    say(f"The database files hold {ADDRESS!r} {found} times; Grace's key: {key}.", 2)

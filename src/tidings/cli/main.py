@@ -10,7 +10,9 @@ import typer
 
 from tidings import __version__
 from tidings.cli import workers
+from tidings.cli.events import app as events_app
 from tidings.cli.inbox import app as inbox_app
+from tidings.cli.options import Db, Prefix, Schema, open_store
 from tidings.cli.outbox import app as outbox_app
 from tidings.errors import TidingsError
 
@@ -26,6 +28,7 @@ app.add_typer(outbox_app, name="outbox")
 app.add_typer(inbox_app, name="inbox")
 app.command()(workers.relay)
 app.command()(workers.consume)
+app.add_typer(events_app, name="events")
 
 
 class Dialect(enum.StrEnum):
@@ -65,6 +68,26 @@ def schema(
         from tidings.adapters.postgres.database import postgres_schema
 
         typer.echo(postgres_schema(pg_schema, prefix))
+
+
+@app.command()
+def forget(
+    subject: Annotated[str, typer.Argument(help="The subject's id (a customer id, say).")],
+    db: Db,
+    yes: Annotated[bool, typer.Option("--yes", help="Do not ask for confirmation.")] = False,
+    prefix: Prefix = "tidings_",
+    schema: Schema = "public",
+) -> None:
+    """Forget a subject: delete its key, so its personal data reads as [REDACTED] for good."""
+    question = f"Forget {subject!r} for good? Their personal data can never be read again"
+    if not yes and not typer.confirm(question):
+        raise typer.Abort
+    with open_store(db, prefix, schema) as store:
+        gone = store.forget(subject)
+    if gone:
+        typer.echo(f"forgot {subject!r}: its key is deleted; its personal data reads as [REDACTED]")
+    else:
+        typer.echo(f"{subject!r} has no key here: nothing of theirs is sealed in this store")
 
 
 @app.command()

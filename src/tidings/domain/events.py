@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from datetime import UTC, datetime
 from typing import ClassVar
@@ -20,10 +21,13 @@ class DomainEvent:
     stable name stored with the event; the class name by default) and ``schema_version``.
     The four envelope fields below are stamped by ``Aggregate.record``, which takes the
     clock and id source it was given, so the domain never reads the clock by itself.
+    ``personal_data`` marks fields that are a subject's personal data (see
+    ``tidings.domain.personal``): they are stored encrypted and can be forgotten.
     """
 
     event_type: ClassVar[str] = ""
     schema_version: ClassVar[int] = 1
+    personal_data: ClassVar[Mapping[str, str]] = {}
 
     event_id: str = ""
     occurred_at: datetime = UNSET_TIME

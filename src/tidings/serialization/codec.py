@@ -11,8 +11,10 @@ from uuid import UUID
 import msgspec
 
 from tidings.domain.events import DomainEvent, stamp
-from tidings.errors import DecodeError, SerializationError
-from tidings.records import EventRecord
+from tidings.errors import ConfigurationError, DecodeError, SerializationError
+from tidings.ports import Transaction
+from tidings.records import EventRecord, new_record
+from tidings.serialization.personal import PersonalDataCipher, PersonalFields, personal_fields
 from tidings.serialization.registry import EventRegistry
 
 
@@ -23,55 +25,78 @@ class JsonCodec:
     field on the way), so a wrong field type is caught at the boundary with the field's
     path in the message, not later as a confusing ``AttributeError`` in a handler.
     No pickle, no eval: only JSON and the classes the registry names.
+
+    Fields a class marks as ``personal_data`` are sealed with their subject's key by
+    ``cipher`` on the way in (inside the writer's transaction ``tx``, where the key is
+    read or created) and opened on the way out: what is stored, and every copy of the
+    record (outbox rows included), holds only the ciphertext.
     """
 
-    def __init__(self, registry: EventRegistry) -> None:
+    def __init__(self, registry: EventRegistry, cipher: PersonalDataCipher | None = None) -> None:
         self.registry = registry
+        self.cipher = cipher
         self._encoder = msgspec.json.Encoder()
         self._decoders: dict[type[DomainEvent], msgspec.json.Decoder[Any]] = {}
-        self._payload_fields: dict[type[DomainEvent], tuple[str, ...]] = {}
+        self._personal: dict[type[DomainEvent], PersonalFields] = {}
+        # class -> (stored name, payload field names, personal fields, whether every field
+        # is in the instance __dict__), learnt once: a class stays registered once it is
+        self._plans: dict[type[DomainEvent], tuple[str, tuple[str, ...], PersonalFields, bool]]
+        self._plans = {}
+        self._readings: dict[tuple[str, int], tuple[Any, ...]] = {}
 
-    def encode(self, event: DomainEvent, metadata: bytes = b"{}") -> EventRecord:
+    def encode(
+        self, event: DomainEvent, metadata: bytes = b"{}", tx: Transaction | None = None
+    ) -> EventRecord:
         """Turn a recorded (stamped) event into the record a store writes."""
         cls = type(event)
-        event_type = self.registry.type_of(cls)
-        if not event.is_stamped():
+        plan = self._plans.get(cls)
+        if plan is None:
+            plan = self._plans[cls] = self._plan(cls)
+        event_type, names, personal, in_dict = plan
+        if not event.event_id:
             raise SerializationError(
                 f"{event_type} has no event id: events are stored only after an aggregate "
                 "recorded them (aggregate.record(event))"
             )
-        names = self._payload_fields.get(cls)
-        if names is None:
-            names = self._payload_fields[cls] = cls.payload_fields()
+        values = event.__dict__ if in_dict else {name: getattr(event, name) for name in names}
+        payload = {}
+        for name in names:
+            value = values[name]
+            payload[name] = value if type(value) in _PLAIN else whole_minute_offsets(value)
+        if personal:
+            self._seal(event, payload, personal, tx)
         try:
-            data = self._encoder.encode(
-                {name: whole_minute_offsets(getattr(event, name)) for name in names}
-            )
+            data = self._encoder.encode(payload)
         except (TypeError, msgspec.EncodeError) as exc:
             raise SerializationError(
                 f"cannot encode {event_type} {event.event_id} as JSON: {exc}. Use field types "
                 "msgspec supports (str, int, Decimal, datetime, UUID, lists, dataclasses, ...)"
             ) from exc
-        return EventRecord(
-            event_id=event.event_id,
-            stream_id=event.aggregate_id,
-            version=event.aggregate_version,
-            event_type=event_type,
-            schema_version=cls.schema_version,
-            occurred_at=event.occurred_at,
-            data=data,
-            metadata=metadata,
+        return new_record(
+            event.event_id,
+            event.aggregate_id,
+            event.aggregate_version,
+            event_type,
+            cls.schema_version,
+            event.occurred_at,
+            data,
+            metadata,
+            0,
         )
+
+    def _plan(self, cls: type[DomainEvent]) -> tuple[str, tuple[str, ...], PersonalFields, bool]:
+        in_dict = not any("__slots__" in vars(c) for c in cls.__mro__)
+        return self.registry.type_of(cls), cls.payload_fields(), self._personal_of(cls), in_dict
 
     def decode(self, record: EventRecord, source: str = "") -> DomainEvent:
         """Turn a stored record back into its event, or raise an error naming the record."""
-        cls = self.registry.resolve(record.event_type, record.schema_version)
+        reading = self._readings.get((record.event_type, record.schema_version))
+        if reading is None:
+            reading = self._reading(record)
+        cls, decoder, personal, in_dict = reading
         data = record.data
         if record.schema_version != cls.schema_version:
             data = self._upcast(record, cls, source)
-        decoder = self._decoders.get(cls)
-        if decoder is None:
-            decoder = self._decoders[cls] = msgspec.json.Decoder(cls)
         try:
             event: DomainEvent = decoder.decode(data)
         except msgspec.ValidationError as exc:
@@ -84,14 +109,77 @@ class JsonCodec:
             raise DecodeError(
                 f"stored payload is not valid JSON: {exc} ({record.describe()}{_from(source)})"
             ) from exc
-        stamp(
-            event,
-            event_id=record.event_id,
-            occurred_at=record.occurred_at,
-            aggregate_id=record.stream_id,
-            aggregate_version=record.version,
-        )
+        if in_dict:  # the event was just built here: nobody else holds it yet
+            event.__dict__.update(
+                event_id=record.event_id,
+                occurred_at=record.occurred_at,
+                aggregate_id=record.stream_id,
+                aggregate_version=record.version,
+            )
+        else:
+            stamp(
+                event,
+                event_id=record.event_id,
+                occurred_at=record.occurred_at,
+                aggregate_id=record.stream_id,
+                aggregate_version=record.version,
+            )
+        if personal:
+            self._open(event, personal)
         return event
+
+    def _reading(self, record: EventRecord) -> tuple[Any, ...]:
+        """How to read records of this type and version: the class, its decoder, its
+        personal fields, whether its fields live in __dict__. Kept per (type, version):
+        a name resolves to the same class for good once it resolves at all."""
+        cls = self.registry.resolve(record.event_type, record.schema_version)
+        decoder = self._decoders.get(cls)
+        if decoder is None:
+            decoder = self._decoders[cls] = msgspec.json.Decoder(cls)
+        in_dict = not any("__slots__" in vars(c) for c in cls.__mro__)
+        reading = (cls, decoder, self._personal_of(cls), in_dict)
+        self._readings[record.event_type, record.schema_version] = reading
+        return reading
+
+    def _personal_of(self, cls: type[DomainEvent]) -> PersonalFields:
+        personal = self._personal.get(cls)
+        if personal is None:
+            personal = self._personal[cls] = personal_fields(cls)
+            if personal and self.cipher is None:
+                raise ConfigurationError(
+                    f"{cls.__qualname__} has personal data, and this codec has no key store "
+                    "to seal it with: build it with JsonCodec(registry, cipher=...), or use "
+                    "the store's codec (tidings.connect(...).codec)"
+                )
+        return personal
+
+    def _seal(
+        self,
+        event: DomainEvent,
+        payload: dict[str, Any],
+        personal: PersonalFields,
+        tx: Transaction | None,
+    ) -> None:
+        """Replace the personal values of ``payload`` by tokens sealed for their subject."""
+        cipher = self.cipher
+        assert cipher is not None  # noqa: S101 - _personal_of refused a codec without one
+        for field, subject_field in personal:
+            value = payload[field]
+            if value is not None:
+                subject = getattr(event, subject_field)
+                bound = f"event {event.event_id} field {field}"
+                payload[field] = cipher.seal(tx, subject, value, bound)
+
+    def _open(self, event: DomainEvent, personal: PersonalFields) -> None:
+        """Put the plaintext (or the redaction marker) back into a decoded event."""
+        cipher = self.cipher
+        assert cipher is not None  # noqa: S101 - _personal_of refused a codec without one
+        for field, subject_field in personal:
+            value = getattr(event, field)
+            if value is not None:
+                subject = getattr(event, subject_field)
+                bound = f"event {event.event_id} field {field}"
+                object.__setattr__(event, field, cipher.open(subject, value, bound))
 
     def _upcast(self, record: EventRecord, cls: type[DomainEvent], source: str) -> bytes:
         """The payload of an older schema version, carried through the registered

@@ -8,6 +8,7 @@ from typing import Any
 
 from tidings.domain.events import ENVELOPE_FIELDS, DomainEvent
 from tidings.errors import ConfigurationError, UnknownEventTypeError
+from tidings.serialization.personal import personal_fields
 
 Upcaster = Callable[[dict[str, Any]], dict[str, Any]]
 """Turns the JSON payload of one schema version into that of the next version."""
@@ -159,3 +160,4 @@ class EventRegistry:
                 raise ConfigurationError(f"{cls.__qualname__} must not redefine {name!r}")
         if not isinstance(cls.schema_version, int) or cls.schema_version < 1:
             raise ConfigurationError(f"{cls.__qualname__}.schema_version must be an int >= 1")
+        personal_fields(cls)  # raises, naming the field, if personal_data cannot work

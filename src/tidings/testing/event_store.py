@@ -53,6 +53,20 @@ class EventStoreContract:
         """A clock at 2025-01-10 09:00 UTC that tests move by hand."""
         return FixedClock(T0)
 
+    def test_count_is_the_number_of_committed_events(self, store: Store) -> None:
+        """Empty at first; a rolled-back append does not count."""
+        assert store.events.count() == 0
+        tally = Tally(new_id("tally"))
+        tally.add(1)
+        tally.add(2)
+        with store.unit_of_work() as uow:
+            uow.track(tally)
+        tally.add(3)
+        with pytest.raises(RuntimeError), store.unit_of_work() as uow:
+            uow.track(tally)
+            raise RuntimeError("rolled back")
+        assert store.events.count() == 2
+
     def test_a_stream_reads_exactly_the_versions_asked_for(self, store: Store) -> None:
         """``from_version`` and ``to_version`` are inclusive; past the end there is nothing."""
         tally = Tally(new_id("tally"))

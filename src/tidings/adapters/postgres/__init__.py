@@ -2,6 +2,13 @@
 
 from tidings.adapters.postgres.database import PostgresDatabase, postgres_schema
 from tidings.adapters.postgres.event_store import PostgresEventStore
+from tidings.adapters.postgres.key_store import PostgresKeyStore
 from tidings.adapters.postgres.snapshot_store import PostgresSnapshotStore
 
-__all__ = ["PostgresDatabase", "PostgresEventStore", "PostgresSnapshotStore", "postgres_schema"]
+__all__ = [
+    "PostgresDatabase",
+    "PostgresEventStore",
+    "PostgresKeyStore",
+    "PostgresSnapshotStore",
+    "postgres_schema",
+]

@@ -37,14 +37,36 @@ class PostgresEventStore(SqlEventStore):
     def __init__(self, database: PostgresDatabase) -> None:
         super().__init__(database.tables["events"], database.describe())
         self._db = database
-        self._insert_sql = (
+        head = (
             f"INSERT INTO {self.table} (event_id, stream_id, version, event_type, "
             "schema_version, occurred_at, data, metadata) "
-            "SELECT e, s, v, t, sv, o, d::jsonb, m::jsonb FROM unnest("
-            "%s::text[], %s::text[], %s::int[], %s::text[], %s::int[], %s::timestamptz[], "
-            "%s::text[], %s::text[]) AS u(e, s, v, t, sv, o, d, m) "
-            "ON CONFLICT (stream_id, version) DO NOTHING RETURNING version, position"
+            "SELECT e, s, v, t, sv, o, d::jsonb, m::jsonb FROM "
         )
+        many = (
+            "unnest(%s::text[], %s::text[], %s::int[], %s::text[], %s::int[], "
+            "%s::timestamptz[], %s::text[], %s::text[]) AS u(e, s, v, t, sv, o, d, m) "
+        )
+        one = (  # one row: plain parameters, cheaper to send than eight arrays
+            "(VALUES (%s::text, %s::text, %s::int, %s::text, %s::int, %s::timestamptz, "
+            "%s::text, %s::text)) AS u(e, s, v, t, sv, o, d, m) "
+        )
+        # With an expected version the INSERT checks it itself (one statement, one round
+        # trip), so nothing is written when the stream is elsewhere. Both conditions are
+        # uncorrelated subqueries: PostgreSQL runs them once, as a filter, before the first
+        # row is formed, so the transaction takes its id (pg_current_xact_id) before the
+        # row's position is drawn from the sequence, the order read_all relies on. A
+        # writer that commits the same versions meanwhile still meets ON CONFLICT, and the
+        # short RETURNING makes it a ConcurrencyError.
+        guard = (
+            f"WHERE (SELECT coalesce(max(version), 0) FROM {self.table} WHERE stream_id = %s) "
+            "= %s AND (SELECT pg_current_xact_id() IS NOT NULL) "
+        )
+        returning = "ON CONFLICT (stream_id, version) DO NOTHING RETURNING version, position"
+        self._inserts = {
+            (rows, guarded): head + rows_sql + (guard if guarded else "") + returning
+            for rows, rows_sql in (("one", one), ("many", many))
+            for guarded in (False, True)
+        }
         self._read_all_sql = (
             f"SELECT {self.select}, (SELECT array_agg(x::text) FROM "
             "pg_snapshot_xip(pg_current_snapshot()) AS x) "
@@ -67,28 +89,34 @@ class PostgresEventStore(SqlEventStore):
         ).fetchone()
         return int(row[1])
 
-    def _insert(self, tx: Transaction, records: Sequence[EventRecord]) -> list[int] | None:
-        columns: list[list[Any]] = [[] for _ in range(8)]
-        for r in records:
-            for column, value in zip(
-                columns,
-                (
-                    r.event_id,
-                    r.stream_id,
-                    r.version,
-                    r.event_type,
-                    r.schema_version,
-                    r.occurred_at,
-                    r.data.decode(),
-                    r.metadata.decode(),
-                ),
-                strict=True,
-            ):
-                column.append(value)
-        rows = tx.execute(self._insert_sql, columns).fetchall()
-        if len(rows) != len(records):
+    def _insert(
+        self, tx: Transaction, records: Sequence[EventRecord], guard: int | None
+    ) -> list[int] | None:
+        rows: Any = [
+            (
+                r.event_id,
+                r.stream_id,
+                r.version,
+                r.event_type,
+                r.schema_version,
+                r.occurred_at,
+                r.data.decode(),
+                r.metadata.decode(),
+            )
+            for r in records
+        ]
+        if len(rows) == 1:
+            params, shape = list(rows[0]), "one"
+        else:
+            params, shape = [list(column) for column in zip(*rows, strict=True)], "many"
+        if guard is not None:
+            params += (records[0].stream_id, guard)
+        # Without a guard, _current_version gave the transaction its id already.
+        sql = self._inserts[shape, guard is not None]
+        returned = tx.execute(sql, params).fetchall()
+        if len(returned) != len(records):
             return None
-        position_of = dict(rows)
+        position_of = dict(returned)
         return [position_of[r.version] for r in records]
 
     def read_all(self, after_position: int = 0, limit: int = 1000) -> list[EventRecord]:

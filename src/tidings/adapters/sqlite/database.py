@@ -7,6 +7,7 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from types import TracebackType
 from typing import Any
 
 from tidings.adapters.sql import (
@@ -75,6 +76,50 @@ class SqliteTransaction:
             self.execute(f"RELEASE {name}")
         finally:
             self._depth -= 1
+
+
+class SqliteTransactionScope:
+    """The ``with`` block of one write transaction (a class rather than a generator: it
+    opens and closes every unit of work, so its own cost counts)."""
+
+    __slots__ = ("_conn", "_tx")
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self._conn = conn
+        self._tx: SqliteTransaction | None = None
+
+    def __enter__(self) -> SqliteTransaction:
+        conn = self._conn
+        if conn.in_transaction:
+            raise UnitOfWorkError(
+                "a transaction is already open on this thread's SQLite connection: finish it "
+                "before opening another unit of work"
+            )
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as exc:
+            raise storage_error(exc, "starting a write transaction") from exc
+        self._tx = SqliteTransaction(conn)
+        return self._tx
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        conn, tx = self._conn, self._tx
+        if exc_type is not None:
+            conn.rollback()
+            return
+        try:
+            conn.execute("COMMIT")
+        except sqlite3.Error as failure:
+            conn.rollback()
+            raise storage_error(failure, "committing") from failure
+        if tx is not None:
+            for callback in tx._after:
+                callback()
 
 
 class SqliteDatabase:
@@ -147,32 +192,9 @@ class SqliteDatabase:
             raise ConfigurationError(f"{self.path} cannot use WAL mode (got {mode!r})")
         return conn
 
-    @contextmanager
-    def transaction(self) -> Iterator[SqliteTransaction]:
+    def transaction(self) -> SqliteTransactionScope:
         """A write transaction: BEGIN IMMEDIATE, COMMIT on success, ROLLBACK on error."""
-        conn = self.connection()
-        if conn.in_transaction:
-            raise UnitOfWorkError(
-                "a transaction is already open on this thread's SQLite connection: finish it "
-                "before opening another unit of work"
-            )
-        try:
-            conn.execute("BEGIN IMMEDIATE")
-        except sqlite3.Error as exc:
-            raise storage_error(exc, "starting a write transaction") from exc
-        tx = SqliteTransaction(conn)
-        try:
-            yield tx
-        except BaseException:
-            conn.rollback()
-            raise
-        try:
-            conn.execute("COMMIT")
-        except sqlite3.Error as exc:
-            conn.rollback()
-            raise storage_error(exc, "committing") from exc
-        for callback in tx._after:
-            callback()
+        return SqliteTransactionScope(self.connection())
 
     def query(self, sql: str, params: Params = ()) -> list[Any]:
         """Run a read on this thread's connection (one statement: one consistent snapshot)."""

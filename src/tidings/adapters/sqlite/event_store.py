@@ -11,7 +11,10 @@ from tidings.adapters.sql import iso_utc
 from tidings.adapters.sql_event_store import SqlEventStore
 from tidings.adapters.sqlite.database import SqliteDatabase, storage_error
 from tidings.ports import Params, Transaction
-from tidings.records import EventRecord
+from tidings.records import EventRecord, new_record
+
+ROWS = 100  # rows per INSERT statement: 800 parameters, far below SQLite's limit
+COLUMNS = 8
 
 
 class SqliteEventStore(SqlEventStore):
@@ -21,9 +24,14 @@ class SqliteEventStore(SqlEventStore):
     def __init__(self, database: SqliteDatabase) -> None:
         super().__init__(database.tables["events"], database.describe())
         self._db = database
-        self._insert_sql = (
+        self._insert_head = (
             f"INSERT INTO {self.table} (event_id, stream_id, version, event_type, "
-            "schema_version, occurred_at, data, metadata) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+            "schema_version, occurred_at, data, metadata)"
+        )
+        self._inserts: dict[int, str] = {}
+        self._guarded_sql = (
+            f"{self._insert_head} SELECT ?, ?, ?, ?, ?, ?, ?, ? WHERE "
+            f"(SELECT coalesce(max(version), 0) FROM {self.table} WHERE stream_id = ?) = ?"
         )
 
     def _query(self, sql: str, params: Params) -> list[Any]:
@@ -36,9 +44,19 @@ class SqliteEventStore(SqlEventStore):
         ).fetchone()
         return int(row[0])
 
-    def _insert(self, tx: Transaction, records: Sequence[EventRecord]) -> list[int] | None:
-        rows = [
-            (
+    def _insert(
+        self, tx: Transaction, records: Sequence[EventRecord], guard: int | None
+    ) -> list[int] | None:
+        if len(records) == 1:
+            return self._insert_one(tx, records[0], guard)
+        # The version check is a SELECT of its own: this connection holds the database's
+        # write lock, so nothing can change between it and the INSERTs.
+        if guard is not None and self._current_version(tx, records[0].stream_id) != guard:
+            return None
+        connection = tx.connection
+        params: list[Any] = []
+        for r in records:
+            params += (
                 r.event_id,
                 r.stream_id,
                 r.version,
@@ -48,14 +66,61 @@ class SqliteEventStore(SqlEventStore):
                 r.data.decode(),
                 r.metadata.decode(),
             )
-            for r in records
-        ]
+        last = 0
         try:
-            tx.connection.executemany(self._insert_sql, rows)
+            # Multi-row INSERTs of up to ROWS rows: one statement step per chunk rather
+            # than per event; the statements are prepared once per size (sqlite3's cache).
+            for start in range(0, len(records), ROWS):
+                size = min(ROWS, len(records) - start)
+                whole = size == len(records)  # no copy of the parameters when one fits
+                chunk = params if whole else params[start * COLUMNS : (start + size) * COLUMNS]
+                last = connection.execute(self._insert_sql(size), chunk).lastrowid or 0
         except sqlite3.Error as exc:
             raise storage_error(exc, f"appending to {self.table}") from exc
-        last = int(tx.connection.execute("SELECT last_insert_rowid()").fetchone()[0])
+        # One writer holds the lock, so the batch's positions are consecutive.
         return list(range(last - len(records) + 1, last + 1))
+
+    def _insert_one(self, tx: Transaction, r: EventRecord, guard: int | None) -> list[int] | None:
+        """The common unit of work, one event: with its version check, one statement (on
+        a busy machine one statement beats a SELECT and an INSERT: measured, fewer trips
+        through the driver), and its position from lastrowid."""
+        row = (
+            r.event_id,
+            r.stream_id,
+            r.version,
+            r.event_type,
+            r.schema_version,
+            iso_utc(r.occurred_at),
+            r.data.decode(),
+            r.metadata.decode(),
+        )
+        try:
+            if guard is None:
+                cursor = tx.connection.execute(self._insert_sql(1), row)
+            else:
+                cursor = tx.connection.execute(self._guarded_sql, (*row, r.stream_id, guard))
+        except sqlite3.Error as exc:
+            raise storage_error(exc, f"appending to {self.table}") from exc
+        return None if cursor.rowcount == 0 else [cursor.lastrowid or 0]
+
+    def _insert_sql(self, rows: int) -> str:
+        sql = self._inserts.get(rows)
+        if sql is None:
+            values = ", ".join(["(?, ?, ?, ?, ?, ?, ?, ?)"] * rows)
+            sql = self._inserts[rows] = f"{self._insert_head} VALUES {values}"
+        return sql
+
+    def _records(self, rows: list[Any]) -> list[EventRecord]:
+        """One comprehension for the page: this runs for every event read. A corrupt
+        time falls back to the row-by-row path, which names the row."""
+        parse, new = datetime.fromisoformat, new_record
+        try:
+            return [
+                new(r[1], r[2], r[3], r[4], r[5], parse(r[6]), r[7].encode(), r[8].encode(), r[0])
+                for r in rows
+            ]
+        except (TypeError, ValueError, AttributeError):
+            return super()._records(rows)
 
     def _time(self, value: Any) -> datetime:
         return datetime.fromisoformat(value)

@@ -23,11 +23,14 @@ from tidings.examples.shop.orders import (
 
 @dataclass(frozen=True, kw_only=True)
 class OrderCreated(DomainEvent):
-    """A customer opened a draft order."""
+    """A customer opened a draft order. The shipping address is the customer's personal
+    data: stored encrypted with their key, it reads as "[REDACTED]" once they are forgotten."""
 
     event_type = "orders.created"
+    personal_data = {"shipping_address": "customer_id"}
 
     customer_id: str
+    shipping_address: str | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -83,32 +86,42 @@ ORDER_UPCASTERS = {("orders.item_added", 1): item_added_v1_to_v2}
 
 @dataclass(frozen=True, kw_only=True)
 class OrderState:
-    """What an Order snapshot holds (snapshot_version 1)."""
+    """What an Order snapshot holds (snapshot_version 2: the shipping address came in)."""
+
+    personal_data = {"shipping_address": "customer_id"}
 
     customer_id: str
     status: OrderStatus
     lines: tuple[OrderLine, ...]
+    shipping_address: str | None = None
 
 
 class Order(EventSourcedAggregate):
     """A customer's order whose state is only ever the replay of its events."""
 
-    snapshot_version = 1
+    snapshot_version = 2
     snapshot_type = OrderState
 
     def __init__(self, order_id: str, *, clock: Clock = utc_now, ids: IdSource = uuid7) -> None:
         super().__init__(order_id, clock=clock, ids=ids)
         self.customer_id = ""
+        self.shipping_address: str | None = None
         self.status = OrderStatus.DRAFT
         self.lines: dict[str, OrderLine] = {}
 
     @classmethod
     def create(
-        cls, order_id: str, customer_id: str, *, clock: Clock = utc_now, ids: IdSource = uuid7
+        cls,
+        order_id: str,
+        customer_id: str,
+        *,
+        shipping_address: str | None = None,
+        clock: Clock = utc_now,
+        ids: IdSource = uuid7,
     ) -> Order:
         """Open a draft order for a customer (records OrderCreated)."""
         order = cls(order_id, clock=clock, ids=ids)
-        order.record(OrderCreated(customer_id=customer_id))
+        order.record(OrderCreated(customer_id=customer_id, shipping_address=shipping_address))
         return order
 
     @property
@@ -151,6 +164,7 @@ class Order(EventSourcedAggregate):
 
     def _created(self, event: OrderCreated) -> None:
         self.customer_id = event.customer_id
+        self.shipping_address = event.shipping_address
 
     def _item_added(self, event: ItemAdded) -> None:
         before = self.lines.get(event.sku)
@@ -179,10 +193,14 @@ class Order(EventSourcedAggregate):
     def to_snapshot(self) -> OrderState:
         """The state as an OrderState."""
         return OrderState(
-            customer_id=self.customer_id, status=self.status, lines=tuple(self.lines.values())
+            customer_id=self.customer_id,
+            status=self.status,
+            lines=tuple(self.lines.values()),
+            shipping_address=self.shipping_address,
         )
 
     def restore_snapshot(self, state: OrderState) -> None:
         """Set the state from an OrderState."""
         self.customer_id, self.status = state.customer_id, state.status
+        self.shipping_address = state.shipping_address
         self.lines = {line.sku: line for line in state.lines}
