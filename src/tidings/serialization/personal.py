@@ -82,16 +82,18 @@ def _holds_text(hint: Any, *, optional: bool = False) -> bool:
     return False
 
 
-def _aead(key: bytes) -> Any:
-    """An AES-GCM cipher for ``key``; the ``cryptography`` package is an optional extra."""
+def _crypto() -> tuple[Any, type[Exception]]:
+    """AES-GCM and its integrity-failure exception: the ``cryptography`` package is an
+    optional extra, imported only once personal data is met."""
     try:
+        from cryptography.exceptions import InvalidTag
         from cryptography.hazmat.primitives.ciphers.aead import AESGCM
     except ImportError as missing:
         raise ConfigurationError(
             "personal data fields are encrypted with AES-GCM, which needs the crypto extra: "
             "pip install 'tidings[crypto]'"
         ) from missing
-    return AESGCM(key)
+    return AESGCM, InvalidTag
 
 
 class PersonalDataCipher:
@@ -131,9 +133,10 @@ class PersonalDataCipher:
                 f"personal data of {bound} names no subject (got {subject!r}): its subject "
                 "field must hold the subject's id"
             )
+        aesgcm, _ = _crypto()
         key = self._key_for_writing(tx, subject)
         nonce = self._random(NONCE_BYTES)
-        sealed = _aead(key.key).encrypt(nonce, plaintext.encode(), bound.encode())
+        sealed = aesgcm(key.key).encrypt(nonce, plaintext.encode(), bound.encode())
         return f"{PREFIX}{key.key_id}:{base64.urlsafe_b64encode(nonce + sealed).decode()}"
 
     def open(self, subject: str, value: str, bound: str) -> str:
@@ -141,13 +144,14 @@ class PersonalDataCipher:
         when it is no token (stored before the field was marked personal)."""
         if not value.startswith(PREFIX):
             return value
+        aesgcm, invalid_tag = _crypto()
         key_id, _, body = value[len(PREFIX) :].partition(":")
         key = self._key_for_reading(subject, key_id)
         if key is None:
             return REDACTED
         try:
             raw = base64.urlsafe_b64decode(body)
-            plain: bytes = _aead(key.key).decrypt(
+            plain: bytes = aesgcm(key.key).decrypt(
                 raw[:NONCE_BYTES], raw[NONCE_BYTES:], bound.encode()
             )
             return plain.decode()
@@ -156,9 +160,7 @@ class PersonalDataCipher:
                 f"personal data of {bound} does not decrypt with the key of subject "
                 f"{subject!r}: the row was altered, or the value was copied from another row"
             ) from exc
-        except Exception as exc:  # cryptography's InvalidTag has no useful base class
-            if type(exc).__name__ != "InvalidTag":
-                raise
+        except invalid_tag as exc:
             raise DecodeError(
                 f"personal data of {bound} fails its integrity check with the key of subject "
                 f"{subject!r}: the row was altered, or the value was copied from another row"
