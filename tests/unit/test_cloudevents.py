@@ -179,6 +179,23 @@ BAD_MESSAGES: list[tuple[str, bytes, str]] = [
     ("no data", encode(document(data=...)), "data is missing"),
     ("data a list", encode(document(data=[1])), "not a JSON object"),
     ("base64 data", encode(document(data=..., data_base64="e30=")), "data_base64"),
+    ("time past 9999 in UTC", encode(document(time="9999-12-31T23:30:00-01:00")), "out of range"),
+    ("time before 1 in UTC", encode(document(time="0001-01-01T00:30:00+01:00")), "out of range"),
+    ("version past 32 bits", encode(document(aggregateversion=2**31)), "<= 2147483647"),
+    ("schema past 32 bits", encode(document(schemaversion=2**40)), "`$.schemaversion`"),
+    ("NUL in the id", encode(document(id="a\u0000b")), "id 'a\\x00b' holds a control"),
+    ("newline in the subject", encode(document(subject="o-1\n")), "subject 'o-1\\n' holds"),
+    ("C1 control in the source", encode(document(source="s\u0085")), "source 's\\x85' holds"),
+    (
+        "invalid UTF-8 in the data",
+        encode(document(data={"note": "@@"})).replace(b"@@", b"\xff"),
+        "not UTF-8 text",
+    ),
+    (
+        "invalid UTF-8 in an extension's name",
+        encode(document(note="x")).replace(b"note", b"not\xfe"),
+        "not UTF-8 text",
+    ),
 ]
 
 
@@ -194,6 +211,20 @@ def test_a_bad_message_is_refused_with_a_reason_naming_what_is_wrong(
     with pytest.raises(BadMessageError) as caught:
         from_message(body)
     assert reason in caught.value.reason
+
+
+@pytest.mark.parametrize(
+    ("changes", "name"),
+    [({"event_id": "e\x00"}, "id"), ({"stream_id": "order\n42"}, "subject")],
+)
+def test_a_record_with_a_control_character_in_an_attribute_cannot_be_sent(
+    changes: dict[str, str], name: str
+) -> None:
+    """What every reader refuses is not written: the relay dead-letters it instead."""
+    with pytest.raises(SerializationError, match=f"{name} .* holds a control character"):
+        to_message(record(**changes), "orders")
+    with pytest.raises(SerializationError, match="source .* holds a control character"):
+        to_message(record(), "orders\r")
 
 
 def test_an_oversize_message_is_refused_before_it_is_parsed() -> None:
@@ -277,10 +308,13 @@ def test_damaged_bytes_of_a_valid_message_are_a_record_or_a_bad_message(
     _outcome(bytes(body))
 
 
+ATTRIBUTE_TEXT = st.text(  # CloudEvents attribute strings hold no control characters
+    st.characters(exclude_categories=("Cc", "Cs")), min_size=1, max_size=40
+)
 RECORDS = st.builds(
     EventRecord,
-    event_id=st.text(min_size=1, max_size=40),
-    stream_id=st.text(min_size=1, max_size=40),
+    event_id=ATTRIBUTE_TEXT,
+    stream_id=ATTRIBUTE_TEXT,
     version=st.integers(min_value=1, max_value=2**31 - 1),
     event_type=st.from_regex(r"[A-Za-z0-9_:-]{1,12}(\.[A-Za-z0-9_:-]{1,12}){0,3}", fullmatch=True),
     schema_version=st.integers(min_value=1, max_value=1000),

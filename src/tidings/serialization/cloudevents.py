@@ -40,9 +40,13 @@ _ROUTING_KEY = re.compile(r"[A-Za-z0-9_\-:]+(?:\.[A-Za-z0-9_\-:]+)*")
 _MAX_ROUTING_KEY_BYTES = 200  # AMQP allows 255; leave room for a NATS subject prefix
 _JSON_MEDIA = re.compile(r"(?:application|text)/(?:[\w.+-]+\+)?json\s*(?:;.*)?", re.IGNORECASE)
 _TRACE_KEYS = ("traceparent", "tracestate")
+# CloudEvents attribute strings must not hold control characters (spec, "Type System").
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+_TEXT_ATTRIBUTES = ("id", "source", "type", "subject", "traceparent", "tracestate")
 
 NonEmpty = Annotated[str, msgspec.Meta(min_length=1)]
-Version = Annotated[int, msgspec.Meta(ge=1)]
+# A CloudEvents Integer is 32-bit signed; the stores' version columns are too.
+Version = Annotated[int, msgspec.Meta(ge=1, le=2**31 - 1)]
 
 
 class _Envelope(msgspec.Struct):
@@ -88,6 +92,9 @@ def to_message(record: EventRecord, source: str) -> OutgoingMessage:
     """The CloudEvent of ``record``, published by the bounded context ``source``."""
     if not source:
         raise SerializationError("a CloudEvent needs a source: name the bounded context")
+    for name, value in (("id", record.event_id), ("subject", record.stream_id), ("source", source)):
+        if _CONTROL.search(value):  # every reader would refuse the message
+            raise SerializationError(_control_character(name, value))
     document: dict[str, Any] = {
         "specversion": SPEC_VERSION,
         "id": record.event_id,
@@ -116,6 +123,7 @@ def from_message(body: bytes, *, max_bytes: int = DEFAULT_MAX_BYTES) -> EventRec
         raise BadMessageError(
             f"message of {len(body)} bytes is larger than the limit of {max_bytes} bytes"
         )
+    _check_utf8(body)
     try:
         envelope = _decoder.decode(body)
     except msgspec.ValidationError as exc:
@@ -129,10 +137,31 @@ def from_message(body: bytes, *, max_bytes: int = DEFAULT_MAX_BYTES) -> EventRec
         version=envelope.aggregateversion,
         event_type=envelope.type,
         schema_version=envelope.schemaversion,
-        occurred_at=envelope.time.astimezone(UTC),
+        occurred_at=_in_utc(envelope.time),
         data=bytes(envelope.data),
         metadata=_encoder.encode(_metadata_of(envelope)),
     )
+
+
+def _in_utc(moment: datetime) -> datetime:
+    """``moment`` in UTC; a time at the edge of the calendar may not move there."""
+    try:
+        return moment.astimezone(UTC)
+    except OverflowError as exc:  # 9999-12-31T23:00:00-02:00 is in the year 10000 in UTC
+        raise BadMessageError(
+            f"time {moment.isoformat()} is out of range once moved to UTC (years 1 to 9999)"
+        ) from exc
+
+
+def _check_utf8(body: bytes) -> None:
+    """JSON is UTF-8 text (RFC 8259). The decoder checks the strings it reads, but not
+    those it skips (the raw ``data``, unknown attributes): a bad byte there would get
+    through and fail later, where the inbox stores the payload."""
+    if not body.isascii():
+        try:
+            body.decode()
+        except UnicodeDecodeError as exc:
+            raise BadMessageError(f"not valid JSON: the message is not UTF-8 text ({exc})") from exc
 
 
 def _check(envelope: _Envelope) -> None:
@@ -149,6 +178,10 @@ def _check(envelope: _Envelope) -> None:
         )
     if envelope.data_base64 is not None:
         raise BadMessageError("data_base64 is not supported: send the payload as JSON in 'data'")
+    for name in _TEXT_ATTRIBUTES:
+        value = getattr(envelope, name)
+        if value is not None and _CONTROL.search(value):
+            raise BadMessageError(_control_character(name, value))
     if envelope.time.tzinfo is None:
         raise BadMessageError(
             "time has no UTC offset: use RFC 3339 with 'Z' or '+hh:mm' (e.g. 2024-05-01T12:00:00Z)"
@@ -157,6 +190,14 @@ def _check(envelope: _Envelope) -> None:
         raise BadMessageError(
             "data is missing or not a JSON object: the payload of an event is an object"
         )
+
+
+def _control_character(name: str, value: str) -> str:
+    """The complaint about a control character in attribute ``name``."""
+    return (
+        f"{name} {value!r} holds a control character, which CloudEvents attributes must not "
+        "(U+0000 to U+001F, U+007F to U+009F)"
+    )
 
 
 def _metadata_of(envelope: _Envelope) -> dict[str, str]:
