@@ -25,6 +25,7 @@ EXPECTED_PUBLIC_NAMES = {
     "EventRegistry",
     "EventSourcedAggregate",
     "EventSourcedRepository",
+    "HandlerFailedError",
     "HandlerFailure",
     "InMemoryBus",
     "JsonCodec",
