@@ -5,7 +5,7 @@ from __future__ import annotations
 import sqlite3
 import threading
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +57,10 @@ class SqliteTransaction:
     def on_commit(self, callback: Callable[[], None]) -> None:
         """Run ``callback`` after the commit."""
         self._after.append(callback)
+
+    def pipeline(self) -> AbstractContextManager[None]:
+        """Statements wait for their results here anyway: nothing to change."""
+        return nullcontext()
 
     @contextmanager
     def savepoint(self) -> Iterator[None]:
