@@ -86,9 +86,10 @@ class SqliteDatabase:
 
     Each thread gets its own connection. Writers take the write lock at ``BEGIN
     IMMEDIATE`` (waiting up to ``busy_timeout_ms``), so a transaction never fails late on
-    a lock upgrade. ``synchronous`` is FULL by default: a committed transaction survives a
-    power cut; NORMAL is faster and may lose the last commits on power loss, so it is an
-    explicit opt-in.
+    a lock upgrade; writers of one process queue for it on a lock of their own first.
+    ``synchronous`` is FULL by default: a committed transaction survives a power cut;
+    NORMAL is faster and may lose the last commits on power loss, so it is an explicit
+    opt-in.
     """
 
     dialect = "sqlite"
@@ -119,6 +120,7 @@ class SqliteDatabase:
         self._local = threading.local()
         self._all: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
+        self._writing = threading.Lock()
 
     def connection(self) -> sqlite3.Connection:
         """This thread's connection, opened and configured on first use."""
@@ -160,21 +162,32 @@ class SqliteDatabase:
                 "a transaction is already open on this thread's SQLite connection: finish it "
                 "before opening another unit of work"
             )
+        # Writers of this process take turns on a lock first: a waiting thread then starts
+        # the moment the write lock is free, where SQLite's busy handler would sleep up to
+        # 100 ms between tries (a relay thread beside a busy writer waited that long).
+        if not self._writing.acquire(timeout=self.busy_timeout_ms / 1000):
+            raise StorageError(
+                f"SQLite {self.path}: another thread of this process kept the write lock "
+                f"longer than the busy timeout ({self.busy_timeout_ms} ms); raise busy_timeout"
+            )
         try:
-            conn.execute("BEGIN IMMEDIATE")
-        except sqlite3.Error as exc:
-            raise storage_error(exc, "starting a write transaction") from exc
-        tx = SqliteTransaction(conn)
-        try:
-            yield tx
-        except BaseException:
-            conn.rollback()
-            raise
-        try:
-            conn.execute("COMMIT")
-        except sqlite3.Error as exc:
-            conn.rollback()
-            raise storage_error(exc, "committing") from exc
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+            except sqlite3.Error as exc:
+                raise storage_error(exc, "starting a write transaction") from exc
+            tx = SqliteTransaction(conn)
+            try:
+                yield tx
+            except BaseException:
+                conn.rollback()
+                raise
+            try:
+                conn.execute("COMMIT")
+            except sqlite3.Error as exc:
+                conn.rollback()
+                raise storage_error(exc, "committing") from exc
+        finally:
+            self._writing.release()
         for callback in tx._after:
             callback()
 
