@@ -106,9 +106,10 @@ class Relay:
     def run_once(self) -> int:
         """Lease, claim, publish, settle; return how many rows were claimed.
 
-        The batch goes out in groups (a wave, or a slice of a large one); while the broker
-        confirms one group, the rows of the groups before it are settled, so the database's
-        round trips hide behind the broker's instead of adding to them.
+        The batch goes out in groups (a wave, or a slice of a large one). Once a group's
+        worth of rows is confirmed, the next group is published from the sender thread
+        while this one settles them, so the database's round trips hide behind the
+        broker's instead of adding to them.
         """
         now = self.clock()
         if now >= self._renew_at:
@@ -123,8 +124,12 @@ class Relay:
         job: Future[_Sent] | None = None
         try:
             for group in groups(entries, self.publish_chunk):
-                job = self._sender().submit(self._send, group, frozenset(outcome.blocked))
-                if outcome.unsettled >= self.publish_chunk and not self._settle(leases, outcome):
+                blocked = frozenset(outcome.blocked)
+                if outcome.unsettled < self.publish_chunk:  # not worth a hand-over yet
+                    self._record(outcome, self._send(group, blocked), now)
+                    continue
+                job = self._sender().submit(self._send, group, blocked)
+                if not self._settle(leases, outcome):
                     return len(entries)  # the lanes' new owner publishes the rest
                 sent, job = job.result(), None
                 self._record(outcome, sent, now)
