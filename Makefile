@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: demo test lint typecheck unit bench-es clean
+.PHONY: demo test lint typecheck unit clean bench-es bench-relay bench-consumer bench-brokers
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -41,6 +41,17 @@ bench-es: $(VENV)/.installed-bench
 
 unit: $(VENV)/.installed-dev
 	$(BIN)/pytest tests/unit -q
+
+# Benchmarks (not tests): each needs the local PostgreSQL, RabbitMQ and NATS servers and
+# prints Markdown tables; see README.md, "Performance".
+bench-relay: $(VENV)/.installed-dev
+	$(BIN)/python benchmarks/relay.py $(ARGS)
+
+bench-consumer: $(VENV)/.installed-dev
+	$(BIN)/python benchmarks/consumer.py $(ARGS)
+
+bench-brokers: $(VENV)/.installed-dev
+	$(BIN)/python benchmarks/raw_brokers.py $(ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .coverage

@@ -62,6 +62,7 @@ def inbox_of(database: Database) -> Inbox:
         transaction=sql.transaction,
         query=sql.query,
         older_than="processed_at < now() - make_interval(secs => %s)",
+        dialect="postgresql",
     )
 
 

@@ -42,6 +42,11 @@ class Transaction(Protocol):
         """A nested transaction: when its block raises, only its own writes (and commit
         callbacks) are undone, and the outer transaction goes on."""
 
+    def pipeline(self) -> AbstractContextManager[None]:
+        """A block whose statements may be sent without waiting for each result (where
+        the backend can: PostgreSQL's pipeline mode). Results are waited for when read;
+        a failing statement's error may surface later in the block, or when it ends."""
+
 
 class Database(Protocol):
     """A database that opens transactions and owns the tables tidings needs."""
@@ -330,6 +335,10 @@ class Inbox(Protocol):
 
     def begin(self, tx: Transaction, record: EventRecord, handler: str) -> bool:
         """Mark (event, handler) processed in ``tx``; False when it was processed before."""
+
+    def begin_many(self, tx: Transaction, keys: Sequence[tuple[EventRecord, str]]) -> list[bool]:
+        """``begin`` for many (event, handler) pairs at once, in one statement where the
+        backend can; per pair, False when it was processed before (or earlier in ``keys``)."""
 
     def fail(self, tx: Transaction, record: EventRecord, handler: str, error: str) -> int:
         """Record a failed attempt (after the handler's writes were undone); return the

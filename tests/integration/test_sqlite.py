@@ -75,6 +75,34 @@ def test_a_writer_blocked_past_the_busy_timeout_gets_a_clear_error(tmp_path: Pat
     database.close()
 
 
+def test_a_thread_of_the_same_process_holding_a_write_past_the_timeout_is_reported(
+    tmp_path: Path,
+) -> None:
+    """Writers of one process queue on a lock before SQLite's: held past the busy timeout,
+    the waiting writer gets the same clear StorageError."""
+    database = SqliteDatabase(tmp_path / "queue.db", busy_timeout_ms=200)
+    database.create_schema()
+    inside, done = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with database.transaction():
+            inside.set()
+            done.wait(10)
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    try:
+        assert inside.wait(10)
+        with pytest.raises(tidings.StorageError, match="busy_timeout"), database.transaction():
+            pass
+    finally:
+        done.set()
+        holder.join(10)
+    with database.transaction() as tx:  # the turn is free again
+        SqliteEventStore(database).append(tx, [], 0)
+    database.close()
+
+
 def test_a_second_unit_of_work_on_the_same_thread_is_refused(tmp_path: Path) -> None:
     """Nesting would deadlock on SQLite's single writer: it is a UnitOfWorkError instead."""
     with (

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import replace
 from datetime import datetime
 
@@ -41,6 +41,10 @@ class MemoryTransaction:
     def on_commit(self, callback: Callable[[], None]) -> None:
         """Run ``callback`` after commit."""
         self._after.append(callback)
+
+    def pipeline(self) -> AbstractContextManager[None]:
+        """Statements wait for their results here anyway: nothing to change."""
+        return nullcontext()
 
     @contextmanager
     def savepoint(self) -> Iterator[None]:

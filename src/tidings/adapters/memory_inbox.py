@@ -54,6 +54,10 @@ class MemoryInbox:
         self._set(tx, key, _Entry("processed", attempts, self._clock()))
         return True
 
+    def begin_many(self, tx: Transaction, keys: Sequence[tuple[EventRecord, str]]) -> list[bool]:
+        """``begin`` for each pair, in order."""
+        return [self.begin(tx, record, handler) for record, handler in keys]
+
     def fail(self, tx: Transaction, record: EventRecord, handler: str, error: str) -> int:
         """Count a failed attempt."""
         key = (record.event_id, handler)

@@ -49,18 +49,37 @@ def _where(url: str) -> str:
     return f"{parts.hostname or 'localhost'}:{parts.port or 4222}"
 
 
+class _Acks:
+    """The answers awaited for one chunk of publishes, in the order they were sent."""
+
+    def __init__(self, count: int) -> None:
+        self.replies: list[nats.aio.msg.Msg | None] = [None] * count
+        self.missing = count
+        self.complete = asyncio.Event()
+        self.tokens: list[str] = []
+
+    def arrived(self, index: int, reply: nats.aio.msg.Msg) -> None:
+        """Keep the answer to message ``index``."""
+        if self.replies[index] is None:
+            self.replies[index] = reply
+            self.missing -= 1
+            if self.missing == 0:
+                self.complete.set()
+
+
 class _AckInbox:
-    """Where JetStream's answers to our publishes arrive, each resolving its own future.
+    """Where JetStream's answers to our publishes arrive, each kept for its chunk.
 
     nats-py's ``publish_async`` leaves the future of a publish pending forever when
     JetStream answers with an error (its reply handler raises instead of setting the
     exception: nats-py 2.16), so a refused message would look like a lost ack. This
-    inbox keeps the answer itself and lets ``_refusal`` read it.
+    inbox keeps the answer itself and lets ``_refusal`` read it; a chunk waits on one
+    event, not on a future per message.
     """
 
     def __init__(self, prefix: str) -> None:
         self.prefix = prefix
-        self.waiting: dict[str, asyncio.Future[nats.aio.msg.Msg]] = {}
+        self.waiting: dict[str, tuple[_Acks, int]] = {}
         self._tokens = itertools.count()
 
     @classmethod
@@ -70,21 +89,22 @@ class _AckInbox:
         await client.subscribe(inbox.prefix + "*", cb=inbox._on_reply)
         return inbox
 
-    def expect(self) -> tuple[str, asyncio.Future[nats.aio.msg.Msg]]:
-        """A reply subject and the future its answer will resolve."""
+    def expect(self, acks: _Acks, index: int) -> str:
+        """The reply subject for message ``index`` of ``acks``."""
         token = str(next(self._tokens))
-        future: asyncio.Future[nats.aio.msg.Msg] = asyncio.get_running_loop().create_future()
-        self.waiting[token] = future
-        return self.prefix + token, future
+        self.waiting[token] = (acks, index)
+        acks.tokens.append(token)
+        return self.prefix + token
 
-    def prune(self) -> None:
-        """Forget the futures given up on (cancelled after a timeout)."""
-        self.waiting = {token: f for token, f in self.waiting.items() if not f.done()}
+    def forget(self, acks: _Acks) -> None:
+        """Stop waiting for what is still missing of ``acks`` (given up after a timeout)."""
+        for token in acks.tokens:
+            self.waiting.pop(token, None)
 
     async def _on_reply(self, reply: nats.aio.msg.Msg) -> None:
-        future = self.waiting.pop(reply.subject[len(self.prefix) :], None)
-        if future is not None and not future.done():
-            future.set_result(reply)
+        waiting = self.waiting.pop(reply.subject[len(self.prefix) :], None)
+        if waiting is not None:
+            waiting[0].arrived(waiting[1], reply)
 
 
 @dataclass(frozen=True, slots=True)
@@ -232,6 +252,8 @@ def _refusal(reply: nats.aio.msg.Msg, subject: str) -> str | None:
             f"no JetStream stream stores subject {subject!r}: create a stream for it, or "
             "let NatsPublisher create its stream (ensure_stream=True)"
         )
+    if b'"error"' not in reply.data:  # the usual ack, {"stream":..., "seq":...}: no parse
+        return None
     try:
         answer = json.loads(reply.data)
     except ValueError:
@@ -305,46 +327,41 @@ class NatsPublisher:
         self, connection: _Connection, messages: Sequence[OutgoingMessage]
     ) -> list[str | None]:
         reasons: list[str | None] = [None] * len(messages)
-        acks: dict[int, asyncio.Future[nats.aio.msg.Msg]] = {}
+        acks = _Acks(len(messages))
         for i, message in enumerate(messages):
             headers = {**message.headers, "Nats-Msg-Id": message.message_id}
             headers["Content-Type"] = CONTENT_TYPE
             reasons[i] = _oversize(message.body, headers, connection.client.max_payload)
             if reasons[i] is None:
-                reply, acks[i] = connection.acks.expect()
+                reply = connection.acks.expect(acks, i)
                 subject = f"{self.subject_prefix}.{message.routing_key}"
                 await connection.client.publish(subject, message.body, reply, headers)
-        await self._settle(acks, connection.lost)
-        connection.acks.prune()
-        for i, ack in acks.items():
-            reasons[i] = self._reason(ack, messages[i])
+            else:
+                acks.missing -= 1  # refused here: no answer to wait for
+        if acks.missing:
+            await self._settle(acks, connection.lost)
+        connection.acks.forget(acks)
+        for i, answer in enumerate(acks.replies):
+            if reasons[i] is None:
+                reasons[i] = self._reason(answer, messages[i])
         return reasons
 
-    def _reason(
-        self, ack: asyncio.Future[nats.aio.msg.Msg], message: OutgoingMessage
-    ) -> str | None:
-        if ack.cancelled():
+    def _reason(self, reply: nats.aio.msg.Msg | None, message: OutgoingMessage) -> str | None:
+        if reply is None:
             return f"JetStream sent no acknowledgement within {self.ack_timeout} s"
-        return _refusal(ack.result(), f"{self.subject_prefix}.{message.routing_key}")
+        return _refusal(reply, f"{self.subject_prefix}.{message.routing_key}")
 
-    async def _settle(
-        self, acks: dict[int, asyncio.Future[nats.aio.msg.Msg]], lost: asyncio.Event
-    ) -> None:
+    async def _settle(self, acks: _Acks, lost: asyncio.Event) -> None:
         """Wait for every ack, or until the connection is lost or the time is up."""
-        if not acks:
-            return
-        everything: asyncio.Future[Any] = asyncio.gather(*acks.values(), return_exceptions=True)
-        lost_waiter: asyncio.Future[Any] = asyncio.ensure_future(lost.wait())
+        everything = asyncio.ensure_future(acks.complete.wait())
+        lost_waiter = asyncio.ensure_future(lost.wait())
         await asyncio.wait(
             {everything, lost_waiter}, timeout=self.ack_timeout, return_when="FIRST_COMPLETED"
         )
+        everything.cancel()
         lost_waiter.cancel()
-        if not everything.done():
-            everything.cancel()  # gives up on the acks still missing
-            with suppress(asyncio.CancelledError):
-                await everything
-            if lost.is_set():
-                raise ConnectionError("the connection closed before JetStream acknowledged")
+        if acks.missing and lost.is_set():
+            raise ConnectionError("the connection closed before JetStream acknowledged")
 
 
 def _oversize(body: bytes, headers: dict[str, str], max_payload: int) -> str | None:
@@ -480,9 +497,8 @@ class NatsSubscription:
                     await token.message.ack()
                 else:
                     await token.message.nak(delay=delay)
-        # The acks go out in the client's next write; flushing makes them sent on return.
-        if current is not None:
-            await current.client.flush()
+        # The client writes them out on its next turn, without waiting for a round trip:
+        # an ack lost with a crash only means a redelivery, which the inbox skips.
 
     async def _give_back(self) -> None:
         held, self._held = list(self._held.values()), {}

@@ -6,10 +6,14 @@ from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from typing import Any
 
+import msgspec
+
 from tidings.ports import InboxDeadLetter, Transaction
 from tidings.records import EventRecord
 
 DEAD = "id, event_id, handler_name, event_type, body, reason, attempts, dead_at"
+_encoder = msgspec.json.Encoder()
+SQLITE_ROWS = 200  # rows per multi-row VALUES: 1,200 parameters, far below SQLite's limit
 
 
 class SqlInbox:
@@ -26,6 +30,7 @@ class SqlInbox:
         transaction: Callable[[], AbstractContextManager[Transaction]],
         query: Callable[[str, Sequence[Any]], list[Any]],
         older_than: str,
+        dialect: str = "sqlite",
     ) -> None:
         t, m = tables, mark
         self._transaction, self._query, self._mark = transaction, query, mark
@@ -35,11 +40,23 @@ class SqlInbox:
             f"INSERT INTO {self._inbox} AS i (event_id, handler_name, event_type, aggregate_id, "
             "aggregate_version, status, payload, attempts, processed_at, error_message) "
         )
-        self._begin = (
-            f"{columns}VALUES ({m}, {m}, {m}, {m}, {m}, 'processed', {m}, 1, {now}, NULL) "
+        processed = (
             "ON CONFLICT (event_id, handler_name) DO UPDATE SET status = 'processed', "
             "attempts = i.attempts + 1, processed_at = excluded.processed_at, "
             "error_message = NULL WHERE i.status <> 'processed'"
+        )
+        self._values = f"({m}, {m}, {m}, {m}, {m}, 'processed', {m}, 1, {now}, NULL)"
+        self._begin = f"{columns}VALUES {self._values} {processed}"
+        self._columns, self._processed = columns, processed
+        self._one_document = dialect == "postgresql"
+        # PostgreSQL: every row in one JSON parameter (the server splits it in C; psycopg
+        # would dump six arrays element by element in Python, four times slower), in key
+        # order, so two consumers upserting overlapping batches lock the rows in the same
+        # order and never deadlock.
+        self._begin_document = (
+            f"{columns}SELECT x->>0, x->>1, x->>2, x->>3, (x->>4)::int, 'processed', "
+            f"(x->5)::jsonb, 1, {now}, NULL FROM json_array_elements(%s::json) AS x "
+            f"ORDER BY x->>0, x->>1 {processed} RETURNING event_id, handler_name"
         )
         self._fail = (
             f"{columns}VALUES ({m}, {m}, {m}, {m}, {m}, 'failed', {m}, 1, NULL, {m}) "
@@ -52,6 +69,36 @@ class SqlInbox:
         """Mark (event, handler) processed; False if it already was."""
         cursor = tx.execute(self._begin, self._key(record, handler))
         return bool(cursor.rowcount)
+
+    def begin_many(self, tx: Transaction, keys: Sequence[tuple[EventRecord, str]]) -> list[bool]:
+        """Mark every (event, handler) processed in one statement (a few on SQLite); per
+        pair, False if it already was, or if the same pair came earlier in ``keys``."""
+        first: dict[tuple[str, str], int] = {}
+        for i, (record, handler) in enumerate(keys):
+            first.setdefault((record.event_id, handler), i)
+        rows = [self._key(*keys[i]) for i in first.values()]
+        fresh = self._upsert(tx, rows) if rows else set()
+        return [
+            first[(record.event_id, handler)] == i and (record.event_id, handler) in fresh
+            for i, (record, handler) in enumerate(keys)
+        ]
+
+    def _upsert(self, tx: Transaction, rows: list[tuple[Any, ...]]) -> set[tuple[str, str]]:
+        """The keys of ``rows`` that were not processed before (now they are)."""
+        if self._one_document:
+            document = _encoder.encode([(*row[:5], msgspec.Raw(row[5])) for row in rows])
+            rows_back = tx.execute(self._begin_document, (document.decode(),)).fetchall()
+            return {(e, h) for e, h in rows_back}
+        fresh: set[tuple[str, str]] = set()
+        for start in range(0, len(rows), SQLITE_ROWS):
+            chunk = rows[start : start + SQLITE_ROWS]
+            values = ", ".join([self._values] * len(chunk))
+            sql = (
+                f"{self._columns}VALUES {values} {self._processed} RETURNING event_id, handler_name"
+            )
+            cursor = tx.execute(sql, [value for row in chunk for value in row])
+            fresh.update((e, h) for e, h in cursor.fetchall())
+        return fresh
 
     def fail(self, tx: Transaction, record: EventRecord, handler: str, error: str) -> int:
         """Count a failed attempt and keep the error."""

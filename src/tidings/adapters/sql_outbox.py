@@ -159,13 +159,16 @@ class SqlOutbox:
         if not leases:
             return []
         m, t = self.mark, self.t
-        lane_sql, lane_params = self.in_list(sorted(leases))
+        lane_sql, lane_params = self.int_set(sorted(leases))
+        # A row waiting for a retry has failed before (retry_count > 0): saying so lets the
+        # parked check probe the small partial index of such rows, never the whole backlog.
         rows = self._query(
             f"SELECT {self.select_row}, retry_count FROM {t['outbox']} o "
             f"WHERE o.published = FALSE AND o.next_attempt_at <= {m} "
             f"AND (o.shard {self.modulo} {m}) {lane_sql} "
             f"AND NOT EXISTS (SELECT 1 FROM {t['outbox']} p WHERE p.aggregate_id = o.aggregate_id "
-            f"AND p.published = FALSE AND p.position < o.position AND p.next_attempt_at > {m}) "
+            f"AND p.published = FALSE AND p.retry_count > 0 AND p.position < o.position "
+            f"AND p.next_attempt_at > {m}) "
             f"AND NOT EXISTS (SELECT 1 FROM {t['outbox_dead_letters']} d "
             f"WHERE d.aggregate_id = o.aggregate_id) "
             f"ORDER BY o.position LIMIT {m}",
@@ -177,7 +180,7 @@ class SqlOutbox:
         """Apply a batch's outcome in one transaction, only if every lease still holds."""
         m, t = self.mark, self.t
         with self._transaction() as tx:
-            lane_sql, lane_params = self.in_list(sorted(leases))
+            lane_sql, lane_params = self.int_set(sorted(leases))
             current = tx.execute(
                 f"SELECT lane, token FROM {t['relay_lanes']} WHERE owner = {m} "
                 f"AND lane {lane_sql}{self.lock_lanes}",
@@ -186,26 +189,30 @@ class SqlOutbox:
             if {int(lane): int(token) for lane, token in current} != dict(leases):
                 return False
             if outcome.published:
-                position_sql, positions = self.in_list(outcome.published)
+                position_sql, positions = self.int_set(outcome.published)
                 tx.execute(
                     f"UPDATE {t['outbox']} SET published = TRUE, published_at = {self.now_text} "
                     f"WHERE position {position_sql}",
                     positions,
                 )
-            for position, next_attempt_at, error in outcome.retry:
-                tx.execute(
-                    f"UPDATE {t['outbox']} SET retry_count = retry_count + 1, "
-                    f"next_attempt_at = {m}, last_error = {m} WHERE position = {m}",
-                    (next_attempt_at, error[:2000], position),
-                )
-            for position, error in outcome.dead:
-                tx.execute(
-                    f"INSERT INTO {t['outbox_dead_letters']} ({ROW}, created_at, retry_count, "
-                    f"last_error) SELECT {ROW}, created_at, retry_count + 1, {m} "
-                    f"FROM {t['outbox']} WHERE position = {m}",
-                    (error[:2000], position),
-                )
-                tx.execute(f"DELETE FROM {t['outbox']} WHERE position = {m}", (position,))
+            self._execute_many(
+                tx,
+                f"UPDATE {t['outbox']} SET retry_count = retry_count + 1, "
+                f"next_attempt_at = {m}, last_error = {m} WHERE position = {m}",
+                [(at, error[:2000], position) for position, at, error in outcome.retry],
+            )
+            self._execute_many(
+                tx,
+                f"INSERT INTO {t['outbox_dead_letters']} ({ROW}, created_at, retry_count, "
+                f"last_error) SELECT {ROW}, created_at, retry_count + 1, {m} "
+                f"FROM {t['outbox']} WHERE position = {m}",
+                [(error[:2000], position) for position, error in outcome.dead],
+            )
+            self._execute_many(
+                tx,
+                f"DELETE FROM {t['outbox']} WHERE position = {m}",
+                [(position,) for position, _ in outcome.dead],
+            )
         return True
 
     # -- operating ------------------------------------------------------------------------
@@ -271,6 +278,16 @@ class SqlOutbox:
     def in_list(self, values: Sequence[Any]) -> tuple[str, tuple[Any, ...]]:
         """``IN (...)`` with one placeholder per value."""
         return f"IN ({', '.join([self.mark] * len(values))})", tuple(values)
+
+    def int_set(self, values: Sequence[int]) -> tuple[str, tuple[Any, ...]]:
+        """A condition that the column is one of ``values`` (``IN (...)`` unless the
+        dialect has something cheaper for long lists)."""
+        return self.in_list(values)
+
+    def _execute_many(self, tx: Transaction, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        """Run ``sql`` once per row (the dialect may send them all in one go)."""
+        for row in rows:
+            tx.execute(sql, row)
 
     # -- what each dialect supplies -------------------------------------------------------
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from typing import Any
 
 from sqlalchemy import event
@@ -56,6 +56,10 @@ class SqlAlchemyTransaction:
     def on_commit(self, callback: Callable[[], None]) -> None:
         """Run ``callback`` after SQLAlchemy's transaction commits."""
         self.after_commit.append(callback)
+
+    def pipeline(self) -> AbstractContextManager[None]:
+        """Statements wait for their results here anyway: nothing to change."""
+        return nullcontext()
 
     @contextmanager
     def savepoint(self) -> Iterator[None]:

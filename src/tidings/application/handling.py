@@ -11,18 +11,27 @@ from __future__ import annotations
 
 import logging
 import random
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from tidings.application.backoff import Backoff
 from tidings.application.unit_of_work import UnitOfWork
 from tidings.domain.events import DomainEvent
-from tidings.errors import BadMessageError, ConfigurationError, SerializationError
+from tidings.errors import (
+    BadMessageError,
+    ConfigurationError,
+    SerializationError,
+    ServerUnavailableError,
+    StorageError,
+)
 from tidings.ports import Inbox, Transaction
 from tidings.records import EventRecord
 
 log = logging.getLogger("tidings.inbox")
+
+DRIVERS = ("psycopg", "sqlite3")
+"""Modules whose exceptions are database errors even when they escape a handler unwrapped."""
 
 HandlerFn = Callable[[Any, UnitOfWork], None]
 
@@ -112,15 +121,32 @@ class Session(Protocol):
         """The event of a record."""
 
 
+class _BatchFailedError(Exception):
+    """A handler raised in the batch pass: the pass is rolled back and the batch handled
+    one by one, where this failure counts as that handler's attempt (it does not run twice
+    for one delivery)."""
+
+    def __init__(self, index: int, handler: str, error: Exception) -> None:
+        super().__init__(f"{handler} failed on delivery {index}")
+        self.index, self.handler, self.error = index, handler, error
+
+
 @dataclass
 class InboxProcessor:
     """Runs the handlers of a batch of deliveries in one transaction.
 
-    Per delivery: bad input is buried with its reason; each handler runs in a savepoint
-    with its inbox row, so a duplicate is skipped and a failure undoes only that handler's
-    writes. A failed attempt is counted; after ``max_attempts`` the message is buried for
-    that handler. The verdicts say which messages to acknowledge and which to redeliver
-    later (with backoff); apply them only after ``process`` returned (the commit).
+    Per delivery: bad input is buried with its reason; each handler runs with its inbox
+    row, so a duplicate is skipped. The usual batch, where every handler succeeds, takes
+    one pass: the inbox rows of the whole batch in one statement, then the handlers, then
+    the commit. When a handler raises, that pass is rolled back whole and the batch is
+    handled again one by one: a savepoint per message and handler, so a failure undoes only
+    that handler's writes. A failed attempt is counted; after ``max_attempts`` the message
+    is buried for that handler. The verdicts say which messages to acknowledge and which to
+    redeliver later (with backoff); apply them only after ``process`` returned (the commit).
+
+    Either way the inbox rows and the handlers' writes commit together or not at all; a
+    handler's effects outside the database (an e-mail, say) may happen twice when another
+    handler of its batch fails, as they may anyway when a consumer crashes before its commit.
     """
 
     session: Session
@@ -138,28 +164,97 @@ class InboxProcessor:
         aggregate in the batch are not handled but sent round with it, so they keep their
         order behind it.
         """
+        try:
+            verdicts = self._in_one_pass(deliveries)
+        except _BatchFailedError as failed:
+            return self._one_by_one(deliveries, failed)
+        except ServerUnavailableError:
+            raise  # going one by one would only wait for the server a second time
+        except StorageError:  # a statement failed, but whose? Each handler runs again.
+            return self._one_by_one(deliveries, None)
+        for verdict in verdicts:  # logged only now: a redone pass would log them twice
+            for reason in verdict.buried:
+                log.error("message buried: %s", reason)
+        return verdicts
+
+    def _in_one_pass(self, deliveries: Sequence[Delivery]) -> list[Verdict]:
+        """Every handler of every delivery, no savepoints, statements pipelined where the
+        backend can; any exception undoes the whole pass."""
+        with self.database.transaction() as tx, tx.pipeline():
+            readings = [self._read(delivery) for delivery in deliveries]
+            keys = [
+                (delivery.record, handler.name)
+                for delivery, event in readings
+                if event is not None and delivery.record is not None
+                for handler in self.handlers.for_class(type(event))
+                if not handler.idempotent
+            ]
+            fresh = iter(self.inbox.begin_many(tx, keys))
+            verdicts = []
+            for index, (delivery, event) in enumerate(readings):
+                if event is None:
+                    reason = delivery.problem or ""
+                    self.inbox.bury(tx, delivery.body, reason, record=delivery.record)
+                    verdicts.append(Verdict(True, buried=(reason,)))
+                else:
+                    verdicts.append(self._apply(tx, index, event, fresh))
+            return verdicts
+
+    def _apply(
+        self, tx: Transaction, index: int, event: DomainEvent, fresh: Iterator[bool]
+    ) -> Verdict:
+        """Run the event's handlers whose inbox row is fresh (and the idempotent ones)."""
+        applied, duplicates = [], []
+        for handler in self.handlers.for_class(type(event)):
+            if not handler.idempotent and not next(fresh):
+                duplicates.append(handler.name)
+                continue
+            try:
+                with self.session.unit_of_work_in(tx) as uow:
+                    handler.fn(event, uow)
+            except Exception as exc:
+                if _from_the_database(exc):
+                    raise  # maybe another handler's statement, surfacing here: run all again
+                raise _BatchFailedError(index, handler.name, exc) from exc
+            applied.append(handler.name)
+        return Verdict(True, 0.0, tuple(applied), tuple(duplicates))
+
+    def _read(self, delivery: Delivery) -> tuple[Delivery, DomainEvent | None]:
+        """The delivery's event, or None with the problem noted on the delivery."""
+        record = delivery.record
+        if record is None or delivery.problem:
+            return _problem(delivery, delivery.problem or "the message could not be read"), None
+        try:
+            return delivery, self.session.decode(record)
+        except SerializationError as exc:
+            return _problem(delivery, str(exc)), None
+
+    def _one_by_one(
+        self, deliveries: Sequence[Delivery], failed: _BatchFailedError | None
+    ) -> list[Verdict]:
+        """A savepoint per message and handler, so a failure undoes only its own writes."""
         verdicts: list[Verdict] = []
         held: dict[str, float] = {}
         with self.database.transaction() as tx:
-            for delivery in deliveries:
+            for index, delivery in enumerate(deliveries):
                 stream = delivery.record.stream_id if delivery.record else None
                 if stream is not None and stream in held:
                     verdicts.append(Verdict(False, held[stream]))
                     continue
-                verdict = self._one(tx, delivery)
+                known = failed if failed is not None and failed.index == index else None
+                verdict = self._one(tx, delivery, known)
                 if not verdict.ack and stream is not None:
                     held[stream] = verdict.retry_in
                 verdicts.append(verdict)
         return verdicts
 
-    def _one(self, tx: Transaction, delivery: Delivery) -> Verdict:
+    def _one(
+        self, tx: Transaction, delivery: Delivery, failed: _BatchFailedError | None
+    ) -> Verdict:
+        delivery, event = self._read(delivery)
         record = delivery.record
-        if record is None or delivery.problem:
-            return self._bury(tx, delivery, delivery.problem or "the message could not be read")
-        try:
-            event = self.session.decode(record)
-        except SerializationError as exc:
-            return self._bury(tx, delivery, str(exc))
+        if event is None or record is None:
+            return self._bury(tx, delivery, delivery.problem or "")
         applied, duplicates, buried, delays = [], [], [], []
         for handler in self.handlers.for_class(type(event)):
             try:
@@ -167,6 +262,8 @@ class InboxProcessor:
                     if not handler.idempotent and not self.inbox.begin(tx, record, handler.name):
                         duplicates.append(handler.name)
                         continue
+                    if failed is not None and handler.name == failed.handler:
+                        raise failed.error  # its failure in the batch pass, not a second run
                     with self.session.unit_of_work_in(tx) as uow:
                         handler.fn(event, uow)
                 applied.append(handler.name)
@@ -211,7 +308,7 @@ class InboxProcessor:
                     delivery = Delivery(letter.body, read(letter.body))
                 except BadMessageError as exc:
                     delivery = Delivery(letter.body, None, exc.reason)
-                verdict = self._one(tx, delivery)
+                verdict = self._one(tx, delivery, None)
                 if not verdict.ack:
                     reason = f"retried and failed again ({letter.reason})"
                     self.inbox.bury(
@@ -234,3 +331,19 @@ class InboxProcessor:
         self.inbox.bury(tx, delivery.body, reason, record=delivery.record)
         log.error("message buried: %s", reason)
         return Verdict(True, buried=(reason,))
+
+
+def _from_the_database(exc: BaseException) -> bool:
+    """True for a database error, ours or a driver's (also as the cause of another): with
+    pipelined statements it may belong to an earlier statement than the one that met it."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, StorageError) or type(seen).__module__.split(".")[0] in DRIVERS:
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
+def _problem(delivery: Delivery, reason: str) -> Delivery:
+    """The delivery with the reason it cannot be handled."""
+    return Delivery(delivery.body, delivery.record, reason)

@@ -223,8 +223,11 @@ def _trace_context(metadata: bytes) -> dict[str, str]:
 
 def _rfc3339(moment: datetime) -> str:
     """RFC 3339 in UTC with a 'Z', which every CloudEvents SDK parses."""
-    if moment.tzinfo is None:
+    offset = moment.utcoffset()
+    if offset is None:
         raise SerializationError(
             f"occurred_at {moment.isoformat()} has no time zone: events are stamped in UTC"
         )
-    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
+    if offset:  # stored times come back in UTC already: convert only the others
+        moment = moment.astimezone(UTC)
+    return moment.replace(tzinfo=None).isoformat() + "Z"

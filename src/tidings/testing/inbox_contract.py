@@ -222,6 +222,46 @@ class InboxContract:
         assert [v.ack for v in verdicts] == [True, False, True]
         assert stock_of(store, product) == 96
 
+    def test_begin_many_marks_each_pair_once(self, store: Store) -> None:
+        """One call for many pairs: fresh ones are marked, a pair repeated in the call or
+        processed before reports False, and a rollback undoes the marks."""
+        first, second = placed(store).record, placed(store).record
+        assert first is not None
+        assert second is not None
+        inbox = store.inbox
+        assert inbox is not None
+        with store.database.transaction() as tx:
+            assert inbox.begin(tx, first, "a")
+        keys = [(first, "a"), (first, "b"), (second, "a"), (first, "b")]
+        with pytest.raises(RuntimeError), store.database.transaction() as tx:
+            assert inbox.begin_many(tx, keys) == [False, True, True, False]
+            raise RuntimeError("roll back")
+        with store.database.transaction() as tx:
+            assert inbox.begin_many(tx, keys) == [False, True, True, False]
+            assert inbox.begin_many(tx, []) == []
+
+    def test_a_handler_that_fails_in_a_batch_runs_once_for_that_delivery(
+        self, store: Store
+    ) -> None:
+        """The batch pass is undone and the batch handled one by one, where the failure
+        counts without running the handler a second time; the others apply once."""
+        product = new_id("sku")
+        calls: list[int] = []
+
+        def picky(event: Counted, uow: UnitOfWork) -> None:
+            calls.append(event.step)
+            decrease_stock(product)(event, uow)
+            if event.step == 5:
+                raise RuntimeError("odd quantity")
+
+        handlers = Handlers()
+        handlers.add(Counted, "inventory.picky", picky)
+        processor = self.processor(store, handlers)
+        verdicts = processor.process([placed(store, 1), placed(store, 5), placed(store, 3)])
+        assert [v.ack for v in verdicts] == [True, False, True]
+        assert calls.count(5) == 1
+        assert stock_of(store, product) == 96
+
     def test_a_retried_event_holds_back_the_later_events_of_its_aggregate(
         self, store: Store
     ) -> None:

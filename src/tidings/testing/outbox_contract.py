@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import pytest
@@ -128,6 +128,49 @@ class OutboxContract:
         assert by_stream(transport.confirmed)[stuck.id] == [
             e.event_id for e in store.read_stream(stuck.id)
         ]
+
+    def test_a_large_batch_settles_group_by_group_and_keeps_every_order(self, store: Store) -> None:
+        """Six aggregates, four events each, in groups of two: one refusal holds back only
+        its own aggregate's later events, across groups, and the rest is settled in parts."""
+        counters = counters_with_events(store, 6, 4)
+        stuck = counters[2]
+        second = [e.event_id for e in store.read_stream(stuck.id)][1]
+        transport = RecordingTransport(lambda m: "refused" if m.message_id == second else None)
+        relay = relay_of(store, transport, batch_size=100, publish_chunk=2)
+        assert relay.run_once() == 24
+        streams = by_stream(transport.confirmed)
+        for counter in counters:
+            recorded = [e.event_id for e in store.read_stream(counter.id)]
+            assert streams[counter.id] == (recorded[:1] if counter is stuck else recorded)
+        assert transport.attempts.count(second) == 1
+        assert relay.stats.published == 21
+        assert relay.stats.batches > 1  # settled while later groups were out
+        assert store.outbox.stats(time.time()).backlog == 3  # type: ignore[union-attr]
+
+    def test_a_broker_outage_mid_batch_keeps_what_it_confirmed(self, store: Store) -> None:
+        """The broker goes away after the first group: that group is settled, nothing is
+        lost, and the next pass publishes the rest in order."""
+        counters = counters_with_events(store, 4, 2)
+
+        class GoesAway(RecordingTransport):
+            calls_left = 1  # then it is down, until told otherwise
+
+            def publish(self, messages: Sequence[OutgoingMessage]) -> list[str | None]:
+                self.down = self.down or self.calls_left == 0
+                self.calls_left -= 1
+                return super().publish(messages)
+
+        transport = GoesAway()
+        relay = relay_of(store, transport, publish_chunk=2)
+        with pytest.raises(BrokerUnavailableError):
+            relay.run_once()
+        assert relay.stats.published == 2
+        assert store.outbox.stats(time.time()).backlog == 6  # type: ignore[union-attr]
+        transport.down, transport.calls_left = False, -1
+        drain(relay)
+        streams = by_stream(transport.confirmed)
+        for counter in counters:
+            assert streams[counter.id] == [e.event_id for e in store.read_stream(counter.id)]
 
     def test_an_event_that_keeps_failing_is_dead_lettered_and_parks_its_aggregate(
         self, store: Store

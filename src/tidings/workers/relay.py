@@ -17,6 +17,8 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import suppress
 from dataclasses import dataclass, field
 
 from tidings.application.backoff import Backoff
@@ -69,7 +71,8 @@ class Relay(Background):
         *,
         relay_id: str | None = None,
         lanes: int = 8,
-        batch_size: int = 500,
+        batch_size: int = 2000,
+        publish_chunk: int = 500,
         lease_ttl: float = 15.0,
         max_attempts: int = 10,
         backoff: Backoff | None = None,
@@ -79,11 +82,12 @@ class Relay(Background):
         clock: Callable[[], float] = time.time,
         rng: random.Random | None = None,
     ) -> None:
-        if lanes < 1 or batch_size < 1 or max_attempts < 1:
-            raise ValueError("lanes, batch_size and max_attempts must be at least 1")
+        if min(lanes, batch_size, publish_chunk, max_attempts) < 1:
+            raise ValueError("lanes, batch_size, publish_chunk and max_attempts must be at least 1")
         self.outbox, self.leases, self.transport, self.encode = outbox, leases, transport, encode
         self.relay_id = relay_id or new_relay_id()
         self.lanes, self.batch_size, self.lease_ttl = lanes, batch_size, lease_ttl
+        self.publish_chunk = publish_chunk
         self.max_attempts = max_attempts
         self.backoff = backoff or Backoff()
         self.outage_backoff = outage_backoff or Backoff(base=0.2, cap=30.0)
@@ -96,11 +100,18 @@ class Relay(Background):
         self._cleanup_at = 0.0
         self._stop = threading.Event()
         self._thread = None
+        self._executor: ThreadPoolExecutor | None = None
 
     # -- one pass -------------------------------------------------------------------------
 
     def run_once(self) -> int:
-        """Lease, claim, publish, settle; return how many rows were claimed."""
+        """Lease, claim, publish, settle; return how many rows were claimed.
+
+        The batch goes out in groups (a wave, or a slice of a large one). Once a group's
+        worth of rows is confirmed, the next group is published from the sender thread
+        while this one settles them, so the database's round trips hide behind the
+        broker's instead of adding to them.
+        """
         now = self.clock()
         if now >= self._renew_at:
             self._held = self.leases.lease(self.relay_id, self.lanes, self.lease_ttl, now)
@@ -110,50 +121,72 @@ class Relay(Background):
         if not entries:
             return 0
         leases = {lane: self._held[lane] for lane in {e.lane for e in entries}}
-        outcome, broker_down = self._publish(entries, now)
-        if self.outbox.settle(self.relay_id, leases, outcome):
-            self._count(outcome)
-        else:
-            # Another relay took a lane: what we published stays unmarked and will be
-            # published again by the new owner (at least once, never lost).
-            self.stats.lost_leases += 1
-            self._renew_at = 0.0
-            log.warning(
-                "relay %s lost a lane lease; the batch is left to its new owner", self.relay_id
-            )
-        if broker_down is not None:
-            raise broker_down
+        outcome = _Outcome()
+        job: Future[_Sent] | None = None
+        try:
+            for group in groups(entries, self.publish_chunk):
+                blocked = frozenset(outcome.blocked)
+                if outcome.unsettled < self.publish_chunk:  # not worth a hand-over yet
+                    self._record(outcome, self._send(group, blocked), now)
+                    continue
+                job = self._sender().submit(self._send, group, blocked)
+                if not self._settle(leases, outcome):
+                    return len(entries)  # the lanes' new owner publishes the rest
+                sent, job = job.result(), None
+                self._record(outcome, sent, now)
+        except BrokerUnavailableError:
+            self._settle(leases, outcome)  # what the broker confirmed before it went away
+            raise
+        finally:
+            if job is not None:  # settling failed while a group was out: let it finish first
+                with suppress(Exception):
+                    job.result()
+        self._settle(leases, outcome)
         return len(entries)
 
-    def _publish(
-        self, entries: Sequence[OutboxEntry], now: float
-    ) -> tuple[Settlement, BrokerUnavailableError | None]:
-        published: list[int] = []
-        retry: list[tuple[int, float, str]] = []
-        dead: list[tuple[int, str]] = []
-        blocked: set[str] = set()
-        for wave in waves(entries):
-            ready, messages = [], []
-            for entry in (e for e in wave if e.record.stream_id not in blocked):
-                try:
-                    messages.append(self.encode(entry.record))
-                    ready.append(entry)
-                except TidingsError as exc:
-                    self._fail(entry, f"cannot be encoded: {exc}", now, retry, dead)
-                    blocked.add(entry.record.stream_id)
-            if not messages:
+    def _send(self, group: Sequence[OutboxEntry], blocked: frozenset[str]) -> _Sent:
+        """Encode and publish one group (on the sender thread), skipping held-back aggregates."""
+        ready, messages, unencodable = [], [], []
+        for entry in group:
+            if entry.record.stream_id in blocked:
                 continue
             try:
-                results = self.transport.publish(messages)
-            except BrokerUnavailableError as exc:
-                return Settlement(published, retry, dead), exc
-            for entry, error in zip(ready, results, strict=True):
-                if error is None:
-                    published.append(entry.record.position)
-                else:
-                    self._fail(entry, error, now, retry, dead)
-                    blocked.add(entry.record.stream_id)
-        return Settlement(published, retry, dead), None
+                messages.append(self.encode(entry.record))
+                ready.append(entry)
+            except TidingsError as exc:
+                unencodable.append((entry, f"cannot be encoded: {exc}"))
+        results = self.transport.publish(messages) if messages else []
+        return _Sent(ready, results, unencodable)
+
+    def _record(self, outcome: _Outcome, sent: _Sent, now: float) -> None:
+        """Add a group's confirmations and refusals to the outcome of the batch."""
+        for entry, error in (*sent.unencodable, *zip(sent.ready, sent.results, strict=True)):
+            if error is None:
+                outcome.published.append(entry.record.position)
+            else:
+                self._fail(entry, error, now, outcome.retry, outcome.dead)
+                outcome.blocked.add(entry.record.stream_id)
+
+    def _settle(self, leases: dict[int, int], outcome: _Outcome) -> bool:
+        """Settle what the batch has done so far; False if a lease was lost meanwhile."""
+        settlement = outcome.take()
+        if not (settlement.published or settlement.retry or settlement.dead):
+            return True
+        if self.outbox.settle(self.relay_id, leases, settlement):
+            self._count(settlement)
+            return True
+        # Another relay took a lane: what we published stays unmarked and will be
+        # published again by the new owner (at least once, never lost).
+        self.stats.lost_leases += 1
+        self._renew_at = 0.0
+        log.warning("relay %s lost a lane lease; the batch is left to its new owner", self.relay_id)
+        return False
+
+    def _sender(self) -> ThreadPoolExecutor:
+        """The thread that publishes while this one settles (started on first use)."""
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(1, thread_name_prefix=f"relay-send-{self.relay_id}")
+        return self._executor
 
     def _fail(
         self,
@@ -185,7 +218,7 @@ class Relay(Background):
             )
 
     def _count(self, outcome: Settlement) -> None:
-        self.stats.batches += 1
+        self.stats.batches += 1  # settled transactions: a batch may settle in several
         self.stats.published += len(outcome.published)
         self.stats.retried += len(outcome.retry)
         self.stats.dead_lettered += len(outcome.dead)
@@ -239,6 +272,44 @@ class Relay(Background):
         except StorageError as exc:
             log.warning("relay %s could not release its lanes: %s", self.relay_id, exc)
         self._held = {}
+        if self._executor is not None:
+            self._executor.shutdown()
+            self._executor = None
+
+
+@dataclass
+class _Outcome:
+    """What became of a batch so far: rows not settled yet, aggregates held back."""
+
+    published: list[int] = field(default_factory=list)
+    retry: list[tuple[int, float, str]] = field(default_factory=list)
+    dead: list[tuple[int, str]] = field(default_factory=list)
+    blocked: set[str] = field(default_factory=set)
+
+    @property
+    def unsettled(self) -> int:
+        """Rows waiting to be settled."""
+        return len(self.published) + len(self.retry) + len(self.dead)
+
+    def take(self) -> Settlement:
+        """The rows to settle now; the outcome keeps only the held-back aggregates."""
+        settlement = Settlement(self.published, self.retry, self.dead)
+        self.published, self.retry, self.dead = [], [], []
+        return settlement
+
+
+@dataclass(frozen=True)
+class _Sent:
+    """A group on its way back from the broker: per ready entry None or the refusal."""
+
+    ready: list[OutboxEntry]
+    results: list[str | None]
+    unencodable: list[tuple[OutboxEntry, str]]
+
+
+def groups(entries: Sequence[OutboxEntry], size: int) -> list[list[OutboxEntry]]:
+    """The waves of ``entries``, each cut into slices of at most ``size``."""
+    return [wave[i : i + size] for wave in waves(entries) for i in range(0, len(wave), size)]
 
 
 def waves(entries: Sequence[OutboxEntry]) -> list[list[OutboxEntry]]:

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from typing import Any
 
+from tidings.adapters.postgres.pipeline import pipelined
 from tidings.adapters.sql import (
     ddl_names,
     ensure_parts,
@@ -67,6 +68,10 @@ class PostgresTransaction:
     def on_commit(self, callback: Callable[[], None]) -> None:
         """Run ``callback`` after the commit."""
         self._after.append(callback)
+
+    def pipeline(self) -> AbstractContextManager[None]:
+        """psycopg's pipeline mode for the block (see ``tidings.adapters.postgres.pipeline``)."""
+        return pipelined(self._conn)
 
     @contextmanager
     def savepoint(self) -> Iterator[None]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sqlite3
 import threading
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -59,6 +59,10 @@ class SqliteTransaction:
         """Run ``callback`` after the commit."""
         self._after.append(callback)
 
+    def pipeline(self) -> AbstractContextManager[None]:
+        """Statements wait for their results here anyway: nothing to change."""
+        return nullcontext()
+
     @contextmanager
     def savepoint(self) -> Iterator[None]:
         """SAVEPOINT; ROLLBACK TO it (and drop its commit callbacks) when the block raises."""
@@ -82,10 +86,12 @@ class SqliteTransactionScope:
     """The ``with`` block of one write transaction (a class rather than a generator: it
     opens and closes every unit of work, so its own cost counts)."""
 
-    __slots__ = ("_conn", "_tx")
+    __slots__ = ("_conn", "_db", "_tx", "_writing")
 
-    def __init__(self, conn: sqlite3.Connection) -> None:
-        self._conn = conn
+    def __init__(
+        self, conn: sqlite3.Connection, writing: threading.Lock, db: SqliteDatabase
+    ) -> None:
+        self._conn, self._writing, self._db = conn, writing, db
         self._tx: SqliteTransaction | None = None
 
     def __enter__(self) -> SqliteTransaction:
@@ -95,9 +101,19 @@ class SqliteTransactionScope:
                 "a transaction is already open on this thread's SQLite connection: finish it "
                 "before opening another unit of work"
             )
+        # Writers of this process take turns on a lock first: a waiting thread then starts
+        # the moment the write lock is free, where SQLite's busy handler would sleep up to
+        # 100 ms between tries (a relay thread beside a busy writer waited that long).
+        if not self._writing.acquire(timeout=self._db.busy_timeout_ms / 1000):
+            raise StorageError(
+                f"SQLite {self._db.path}: another thread of this process kept the write lock "
+                f"longer than the busy timeout ({self._db.busy_timeout_ms} ms); raise "
+                "busy_timeout"
+            )
         try:
             conn.execute("BEGIN IMMEDIATE")
         except sqlite3.Error as exc:
+            self._writing.release()
             raise storage_error(exc, "starting a write transaction") from exc
         self._tx = SqliteTransaction(conn)
         return self._tx
@@ -109,14 +125,17 @@ class SqliteTransactionScope:
         tb: TracebackType | None,
     ) -> None:
         conn, tx = self._conn, self._tx
-        if exc_type is not None:
-            conn.rollback()
-            return
         try:
-            conn.execute("COMMIT")
-        except sqlite3.Error as failure:
-            conn.rollback()
-            raise storage_error(failure, "committing") from failure
+            if exc_type is not None:
+                conn.rollback()
+                return
+            try:
+                conn.execute("COMMIT")
+            except sqlite3.Error as failure:
+                conn.rollback()
+                raise storage_error(failure, "committing") from failure
+        finally:
+            self._writing.release()
         if tx is not None:
             for callback in tx._after:
                 callback()
@@ -127,9 +146,10 @@ class SqliteDatabase:
 
     Each thread gets its own connection. Writers take the write lock at ``BEGIN
     IMMEDIATE`` (waiting up to ``busy_timeout_ms``), so a transaction never fails late on
-    a lock upgrade. ``synchronous`` is FULL by default: a committed transaction survives a
-    power cut; NORMAL is faster and may lose the last commits on power loss, so it is an
-    explicit opt-in.
+    a lock upgrade; writers of one process queue for it on a lock of their own first.
+    ``synchronous`` is FULL by default: a committed transaction survives a power cut;
+    NORMAL is faster and may lose the last commits on power loss, so it is an explicit
+    opt-in.
     """
 
     dialect = "sqlite"
@@ -160,6 +180,7 @@ class SqliteDatabase:
         self._local = threading.local()
         self._all: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
+        self._writing = threading.Lock()
 
     def connection(self) -> sqlite3.Connection:
         """This thread's connection, opened and configured on first use."""
@@ -194,7 +215,7 @@ class SqliteDatabase:
 
     def transaction(self) -> SqliteTransactionScope:
         """A write transaction: BEGIN IMMEDIATE, COMMIT on success, ROLLBACK on error."""
-        return SqliteTransactionScope(self.connection())
+        return SqliteTransactionScope(self.connection(), self._writing, self)
 
     def query(self, sql: str, params: Params = ()) -> list[Any]:
         """Run a read on this thread's connection (one statement: one consistent snapshot)."""

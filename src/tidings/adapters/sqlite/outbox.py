@@ -51,6 +51,12 @@ class SqliteOutbox(SqlOutbox):
             raise storage_error(exc, f"writing to {self.t['outbox']}") from exc
         tx.on_commit(self._signal.set)
 
+    def _execute_many(self, tx: Transaction, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        try:
+            tx.connection.executemany(sql, rows)
+        except sqlite3.Error as exc:
+            raise storage_error(exc, f"settling a batch of {self.t['outbox']}") from exc
+
     def _record(self, row: Sequence[Any]) -> EventRecord:
         return EventRecord(
             position=row[0],

@@ -19,8 +19,10 @@ CREATE TABLE IF NOT EXISTS {outbox} (
 );
 CREATE INDEX IF NOT EXISTS {outbox_bare}_unpublished ON {outbox_bare} (position)
     WHERE published = FALSE;
-CREATE INDEX IF NOT EXISTS {outbox_bare}_parked ON {outbox_bare} (aggregate_id, position)
-    WHERE published = FALSE;
+-- Rows waiting for a retry, which park their aggregate: only those that failed before,
+-- so the rows of the usual flow never enter (nor cost) this index.
+CREATE INDEX IF NOT EXISTS {outbox_bare}_retrying ON {outbox_bare} (aggregate_id, position)
+    WHERE published = FALSE AND retry_count > 0;
 CREATE INDEX IF NOT EXISTS {outbox_bare}_published ON {outbox_bare} (published_at)
     WHERE published = TRUE;
 

@@ -1,0 +1,329 @@
+"""Outbox relay throughput and latency beside the raw limits, measured in one run.
+
+    make bench-relay                      # or: .venv/bin/python benchmarks/relay.py
+    .venv/bin/python benchmarks/relay.py --events 100000 --runs 3 --latency-seconds 5
+
+1. Throughput: a backlog of ``--events`` outbox rows (default 100,000) drained by one
+   ``Relay`` (default options: 8 lanes, its default batch) driven pass after pass with
+   ``run_once``, from PostgreSQL and from SQLite to NATS JetStream and to RabbitMQ (with
+   publisher confirms, into a bound quorum queue). Two backlog shapes: spread over many
+   aggregates (5 events each, interleaved), and many events of a few aggregates (10): the
+   relay keeps one message per aggregate in flight, so the second shape goes out at one
+   broker round trip per wave (docs/outbox.md). The backlog is written with the outbox
+   adapter's own ``write`` (the unit of work's path) in transactions of 5,000 rows.
+2. Latency from commit to broker acknowledgement at a steady 1,000 events/s
+   (``relay_latency.py`` explains the method).
+3. The raw limits in the same run: claiming 100 rows at a time with ``FOR UPDATE SKIP
+   LOCKED`` (one and two workers), NATS JetStream publish with async acks (nats-py),
+   RabbitMQ publish with confirms (aio-pika, 1,000 in flight), LISTEN/NOTIFY wake-up.
+
+Every configuration runs ``--runs`` times; tables show the median, with every run's
+figure and the machine's load. Not a test: nothing is asserted about time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import psycopg
+import raw_brokers
+import raw_limits
+import relay_latency
+import servers
+from report import Series, load, per_second, percentile, rate, table, verdict
+
+import tidings
+from tidings.adapters.nats import NatsPublisher
+from tidings.adapters.rabbitmq import RabbitPublisher
+from tidings.ports import Transport
+from tidings.records import EventRecord
+
+TARGETS = {"postgresql -> nats": 25_000.0, "postgresql -> rabbitmq": 7_000.0}
+P50_TARGET, P99_TARGET = 0.002, 0.010
+FILL_CHUNK = 5_000
+
+
+@dataclass(frozen=True)
+class Setup:
+    """Where one run writes: the database URLs and the broker places."""
+
+    pg_url: str
+    pg_schema: str
+    sqlite_url: str
+    nats: servers.NatsPlace
+    rabbit: servers.RabbitPlace
+
+    def url(self, db: str) -> str:
+        """The URL of ``postgresql`` or ``sqlite``."""
+        return self.pg_url if db == "postgresql" else self.sqlite_url
+
+
+def backlog(events: int, aggregates: int) -> list[EventRecord]:
+    """``events`` OrderPlaced records over ``aggregates`` aggregates, interleaved."""
+    now = datetime.now(UTC)
+    data = json.dumps(
+        {
+            "customer_id": "alice@example.com",
+            "total_cents": 3900,
+            "lines": [{"sku": "sku-7", "quantity": 1, "unit_price_cents": 3900}],
+        }
+    ).encode()
+    return [
+        EventRecord(
+            event_id=str(uuid.uuid4()),
+            stream_id=f"order-{i % aggregates}",
+            version=i // aggregates + 1,
+            event_type="OrderPlaced",
+            schema_version=1,
+            occurred_at=now,
+            data=data,
+        )
+        for i in range(events)
+    ]
+
+
+def fill(store: tidings.Store, records: list[EventRecord]) -> None:
+    """Write the backlog into an emptied outbox, then let the planner see its size."""
+    outbox, db = store.outbox, store.database
+    assert outbox is not None
+    table_name = db.tables["outbox"]  # type: ignore[attr-defined]
+    with db.transaction() as tx:
+        tx.execute(f"DELETE FROM {table_name}")
+    for start in range(0, len(records), FILL_CHUNK):
+        with db.transaction() as tx:
+            outbox.write(tx, records[start : start + FILL_CHUNK])
+    if db.dialect == "postgresql":
+        with psycopg.connect(store.database.url, autocommit=True) as conn:  # type: ignore[attr-defined]
+            conn.execute(f"ANALYZE {table_name}")
+
+
+def drain(store: tidings.Store, transport: Transport, events: int) -> float:
+    """Events/s of one relay publishing the whole backlog."""
+    relay = store.relay(transport)
+    start = time.perf_counter()
+    while relay.stats.published < events:
+        if relay.run_once() == 0:
+            break
+    elapsed = time.perf_counter() - start
+    relay.release()
+    assert relay.stats.published == events, f"published {relay.stats.published} of {events}"
+    return events / elapsed
+
+
+@contextmanager
+def transport_to(broker: str, setup: Setup) -> Iterator[Transport]:
+    """The tidings publisher to the run's stream or exchange."""
+    transport: Transport
+    if broker == "nats":
+        transport = NatsPublisher(
+            servers.NATS, stream=setup.nats.stream, subject_prefix=setup.nats.prefix
+        )
+    else:
+        transport = RabbitPublisher(servers.AMQP, exchange=setup.rabbit.exchange)
+    try:
+        yield transport
+    finally:
+        transport.close()
+        if broker == "rabbitmq":
+            servers.purge_queue(setup.rabbit.queues[0])
+
+
+def measure_throughput(
+    setup: Setup, events: int, runs: int, few: int
+) -> list[tuple[str, str, Series]]:
+    """Median events/s per (database, broker, shape)."""
+    shapes = {"spread": (events, max(events // 5, 1)), f"{few} aggregates": (events, few)}
+    found = []
+    for db in ("postgresql", "sqlite"):
+        store = relay_latency.open_store(setup.url(db), setup.pg_schema)
+        try:
+            for shape, (count, aggregates) in shapes.items():
+                for broker in ("nats", "rabbitmq"):
+                    series = Series(f"{db} -> {broker}")
+                    with transport_to(broker, setup) as transport:
+                        for _ in range(runs):
+                            fill(store, backlog(count, aggregates))
+                            series.add(drain(store, transport, count))
+                    print(f"  {series.name}, {shape}: {series.spread()} events/s ({load()})")
+                    found.append((series.name, shape, series))
+        finally:
+            store.close()
+    return found
+
+
+def measure_latency(
+    setup: Setup, seconds: float, runs: int
+) -> list[tuple[str, str, Series, Series]]:
+    """p50 and p99 seconds per (database, broker, writer)."""
+    configs = [
+        ("postgresql", "nats", "process"),
+        ("postgresql", "rabbitmq", "process"),
+        ("postgresql", "nats", "thread"),
+        ("sqlite", "nats", "thread"),
+        ("sqlite", "rabbitmq", "thread"),
+    ]
+    found = []
+    for db, broker, writer in configs:
+        p50, p99 = Series(f"{db} -> {broker}"), Series("")
+        for _ in range(runs):
+            with transport_to(broker, setup) as transport:
+                latencies = relay_latency.measure(
+                    setup.url(db),
+                    setup.pg_schema,
+                    transport,
+                    per_second=1_000,
+                    seconds=seconds,
+                    writer=writer,
+                )
+            p50.add(percentile(latencies, 50))
+            p99.add(percentile(latencies, 99))
+        print(
+            f"  {p50.name}, writer {writer}: p50 {p50.median * 1e3:.2f} ms, "
+            f"p99 {p99.median * 1e3:.2f} ms ({load()})"
+        )
+        found.append((p50.name, writer, p50, p99))
+    return found
+
+
+def measure_raw(setup: Setup, events: int, runs: int) -> dict[str, Series]:
+    """The raw limits, each the median of ``runs``."""
+    raw = {
+        name: Series(name)
+        for name in ("claim x1", "claim x2", "nats publish", "rabbitmq publish", "notify")
+    }
+    store = relay_latency.open_store(setup.pg_url, setup.pg_schema)
+    outbox_table = store.database.tables["outbox"]  # type: ignore[attr-defined]
+    try:
+        for _ in range(runs):
+            for workers in (1, 2):
+                fill(store, backlog(events, max(events // 5, 1)))
+                claimed = raw_limits.claim_rate(setup.pg_url, outbox_table, events, workers)
+                raw[f"claim x{workers}"].add(claimed)
+            raw["notify"].add(1e6 * raw_limits.notify_wakeup(setup.pg_url, servers.unique("bench")))
+            to_nats = raw_brokers.messages(min(events, 50_000))
+            publish = functools.partial(raw_brokers.raw_nats_publish, setup.nats.prefix, to_nats)
+            raw["nats publish"].add(rate(len(to_nats), functools.partial(publish, False)))
+            to_rabbit = raw_brokers.messages(min(events, 20_000))
+            publish = functools.partial(
+                raw_brokers.raw_aio_pika_publish, setup.rabbit.exchange, to_rabbit
+            )
+            raw["rabbitmq publish"].add(rate(len(to_rabbit), publish))
+            servers.purge_queue(setup.rabbit.queues[0])
+    finally:
+        with store.database.transaction() as tx:
+            tx.execute(f"DELETE FROM {outbox_table}")
+        store.close()
+    for series in raw.values():
+        print(f"  raw {series.name}: {series.spread()} ({load()})")
+    return raw
+
+
+def print_tables(
+    raw: dict[str, Series],
+    throughput: list[tuple[str, str, Series]],
+    latency: list[tuple[str, str, Series, Series]],
+) -> None:
+    """The three tables of the README, with ratios and the targets."""
+    claim = raw["claim x1"].median
+    publish = {"nats": raw["nats publish"].median, "rabbitmq": raw["rabbitmq publish"].median}
+    rows = []
+    for name, shape, series in throughput:
+        db, broker = name.split(" -> ")
+        limit = min(claim, publish[broker]) if db == "postgresql" else publish[broker]
+        target = TARGETS.get(name) if shape == "spread" else None
+        rows.append(
+            [
+                name,
+                shape,
+                per_second(series.median),
+                f"{series.median / limit:.2f}",
+                f"{series.median / publish[broker]:.2f}",
+                f">= {target:,.0f}: {verdict(series.median >= target)}" if target else "",
+            ]
+        )
+    print("\nRelay throughput, events/s (median of runs)\n")
+    header = ["path", "backlog", "events/s", "÷ tighter raw limit", "÷ raw publish", "target"]
+    print(table(header, rows))
+    rows = [
+        [
+            name,
+            writer,
+            f"{p50.median * 1e3:.2f}",
+            f"{p99.median * 1e3:.2f}",
+            verdict(p50.median <= P50_TARGET and p99.median <= P99_TARGET),
+        ]
+        for name, writer, p50, p99 in latency
+    ]
+    print("\nCommit -> broker ack at 1,000 events/s, ms (median of runs)\n")
+    print(table(["path", "writer", "p50", "p99", "p50 <= 2, p99 <= 10"], rows))
+    rows = [
+        [
+            "claim 100 rows, FOR UPDATE SKIP LOCKED, 1 worker",
+            per_second(raw["claim x1"].median),
+            "70,000",
+        ],
+        [
+            "claim 100 rows, FOR UPDATE SKIP LOCKED, 2 workers",
+            per_second(raw["claim x2"].median),
+            "89,000",
+        ],
+        [
+            "NATS JetStream publish, async acks (nats-py)",
+            per_second(raw["nats publish"].median),
+            "65,000",
+        ],
+        [
+            "RabbitMQ publish, confirms, 1,000 in flight (aio-pika)",
+            per_second(raw["rabbitmq publish"].median),
+            "10,000",
+        ],
+        ["LISTEN/NOTIFY wake-up, median", f"{raw['notify'].median:.0f} µs", "71 µs"],
+    ]
+    print("\nRaw limits (rows or messages/s; median of runs)\n")
+    print(table(["raw limit", "this run", "issue 4"], rows))
+
+
+def main() -> None:
+    """Measure everything and print the tables."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--events", type=int, default=100_000, help="backlog size")
+    parser.add_argument("--few", type=int, default=10, help="aggregates of the second shape")
+    parser.add_argument("--runs", type=int, default=3, help="runs per configuration")
+    parser.add_argument("--latency-seconds", type=float, default=5.0)
+    parser.add_argument("--skip", nargs="*", default=[], choices=["raw", "throughput", "latency"])
+    args = parser.parse_args()
+    print(f"tidings relay benchmark, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {load()}")
+    with ExitStack() as stack:
+        setup = Setup(
+            servers.PG_URL,
+            stack.enter_context(servers.pg_schema()),
+            stack.enter_context(servers.sqlite_file()),
+            stack.enter_context(servers.nats_stream()),
+            stack.enter_context(servers.rabbit_exchange()),
+        )
+        raw = measure_raw(setup, args.events, args.runs) if "raw" not in args.skip else {}
+        throughput = (
+            measure_throughput(setup, args.events, args.runs, args.few)
+            if "throughput" not in args.skip
+            else []
+        )
+        latency = (
+            measure_latency(setup, args.latency_seconds, args.runs)
+            if "latency" not in args.skip
+            else []
+        )
+    if raw:
+        print_tables(raw, throughput, latency)
+    print(f"\nfinished {datetime.now(UTC):%H:%M} UTC, {load()}")
+
+
+if __name__ == "__main__":
+    main()
