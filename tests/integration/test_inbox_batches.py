@@ -55,13 +55,18 @@ def ledger(store: tidings.Store) -> dict[str, int]:
         return dict(uow.execute("SELECT entry, amount FROM ledger").fetchall())
 
 
-def test_a_statement_failing_in_a_batch_undoes_only_its_message(store: tidings.Store) -> None:
-    """A handler's insert fails for one message (without the handler reading its result):
-    the batch is handled again one by one, the others apply once, the failure counts once."""
+@pytest.mark.parametrize("through", ["unit of work", "driver connection"])
+def test_a_statement_failing_in_a_batch_undoes_only_its_message(
+    store: tidings.Store, through: str
+) -> None:
+    """A handler's insert fails for one message (without the handler reading its result;
+    the driver's own error or ours): the batch is handled again one by one, the others
+    apply once, the failure counts once."""
 
     def book(event: Counted, uow: UnitOfWork) -> None:
         p = mark(uow)
-        uow.execute(f"INSERT INTO ledger VALUES ({p}, {p})", (event.note, event.step))
+        run = uow.execute if through == "unit of work" else uow.connection.execute
+        run(f"INSERT INTO ledger VALUES ({p}, {p})", (event.note, event.step))
 
     batch = [delivered(store, 1, "a"), delivered(store, 2, "taken"), delivered(store, 3, "c")]
     verdicts = processor(store, book).process(batch)

@@ -124,11 +124,12 @@ class Session(Protocol):
 class _BatchFailedError(Exception):
     """A handler raised in the batch pass: the pass is rolled back and the batch handled
     one by one, where this failure counts as that handler's attempt (it does not run twice
-    for one delivery)."""
+    for one delivery), unless it was a database error that may not be its own."""
 
     def __init__(self, index: int, handler: str, error: Exception) -> None:
         super().__init__(f"{handler} failed on delivery {index}")
         self.index, self.handler, self.error = index, handler, error
+        self.its_own = not _from_the_database(error)
 
 
 @dataclass
@@ -167,7 +168,7 @@ class InboxProcessor:
         try:
             verdicts = self._in_one_pass(deliveries)
         except _BatchFailedError as failed:
-            return self._one_by_one(deliveries, failed)
+            return self._one_by_one(deliveries, failed if failed.its_own else None)
         except ServerUnavailableError:
             raise  # going one by one would only wait for the server a second time
         except StorageError:  # a statement failed, but whose? Each handler runs again.
@@ -213,8 +214,6 @@ class InboxProcessor:
                 with self.session.unit_of_work_in(tx) as uow:
                     handler.fn(event, uow)
             except Exception as exc:
-                if _from_the_database(exc):
-                    raise  # maybe another handler's statement, surfacing here: run all again
                 raise _BatchFailedError(index, handler.name, exc) from exc
             applied.append(handler.name)
         return Verdict(True, 0.0, tuple(applied), tuple(duplicates))

@@ -31,7 +31,7 @@ def relay(
     to: Annotated[str, typer.Option(help="Broker URL: nats://host:4222 or amqp://...")],
     source: Annotated[str, typer.Option(help="Bounded context named on the wire.")] = "tidings",
     lanes: Annotated[int, typer.Option(help="Lanes; every relay must use the same.")] = 8,
-    batch: Annotated[int, typer.Option(help="Outbox rows claimed per pass.")] = 500,
+    batch: Annotated[int, typer.Option(help="Outbox rows claimed per pass.")] = 2000,
     max_attempts: Annotated[int, typer.Option(help="Attempts before a dead letter.")] = 10,
     option: Options = None,
     every: Every = 10.0,
