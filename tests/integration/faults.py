@@ -130,10 +130,20 @@ class RabbitWire:
 
 @contextmanager
 def pika_channel(url: str) -> Iterator[Any]:
-    """A pika channel on a connection of its own, closed at the end of the block."""
+    """A pika channel on a connection of its own, closed at the end of the block; while
+    RabbitMQ is down (another run's outage test may stop it) it tries again."""
     import pika
+    import pika.exceptions
 
-    connection = pika.BlockingConnection(pika.URLParameters(url))
+    deadline = time.monotonic() + PATIENCE
+    while True:
+        try:
+            connection = pika.BlockingConnection(pika.URLParameters(url))
+            break
+        except pika.exceptions.AMQPConnectionError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)
     try:
         yield connection.channel()
     finally:

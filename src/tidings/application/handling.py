@@ -267,29 +267,11 @@ class InboxProcessor:
                         handler.fn(event, uow)
                 applied.append(handler.name)
             except Exception as exc:  # the handler's writes are undone; count the attempt
-                error = f"{type(exc).__name__}: {exc}"
-                attempts = self.inbox.fail(tx, record, handler.name, error)
-                if attempts >= self.max_attempts:
-                    reason = f"handler {handler.name} failed {attempts} times; last: {error}"
-                    self.inbox.bury(
-                        tx,
-                        delivery.body,
-                        reason,
-                        handler=handler.name,
-                        record=record,
-                        attempts=attempts,
-                    )
-                    buried.append(reason)
-                    log.error("event %s buried for %s: %s", record.event_id, handler.name, error)
+                delay, reason = self._failed(tx, delivery, record, handler.name, exc)
+                if reason is None:
+                    delays.append(delay)
                 else:
-                    delays.append(self.backoff.delay(attempts, self.rng))
-                    log.warning(
-                        "event %s failed in %s (attempt %d): %s",
-                        record.event_id,
-                        handler.name,
-                        attempts,
-                        error,
-                    )
+                    buried.append(reason)
         if delays:
             return Verdict(False, min(delays), tuple(applied), tuple(duplicates), tuple(buried))
         return Verdict(True, 0.0, tuple(applied), tuple(duplicates), tuple(buried))
@@ -320,6 +302,37 @@ class InboxProcessor:
                     )
                 verdicts.append(verdict)
             return verdicts
+
+    def _failed(
+        self, tx: Transaction, delivery: Delivery, record: EventRecord, name: str, exc: Exception
+    ) -> tuple[float, str | None]:
+        """Count a handler's failed attempt: (delay before the next one, None), or (0, the
+        reason it was buried) after the last attempt."""
+        error = f"{type(exc).__name__}: {exc}"
+        try:
+            with tx.savepoint():
+                attempts = self.inbox.fail(tx, record, name, error)
+        except ServerUnavailableError:
+            raise  # the database is down: the whole batch comes again later
+        except StorageError as refused:
+            # The database refuses to keep this message at all (PostgreSQL's JSONB takes
+            # no U+0000, nor numbers beyond its range), so no attempt can be counted: bury
+            # it now rather than fail the batch around it again and again.
+            reason = f"the inbox cannot keep this message for {name}: {refused}"
+            self.inbox.bury(tx, delivery.body, reason, handler=name, record=record)
+            log.error("event %s buried for %s: %s", record.event_id, name, refused)
+            return 0.0, reason
+        if attempts >= self.max_attempts:
+            reason = f"handler {name} failed {attempts} times; last: {error}"
+            self.inbox.bury(
+                tx, delivery.body, reason, handler=name, record=record, attempts=attempts
+            )
+            log.error("event %s buried for %s: %s", record.event_id, name, error)
+            return 0.0, reason
+        log.warning(
+            "event %s failed in %s (attempt %d): %s", record.event_id, name, attempts, error
+        )
+        return self.backoff.delay(attempts, self.rng), None
 
     def bury(self, delivery: Delivery, reason: str) -> None:
         """Keep a delivery as a dead letter in a transaction of its own."""

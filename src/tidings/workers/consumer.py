@@ -130,6 +130,11 @@ class Consumer(Background):
             return Delivery(message.body, self.read(message.body))
         except BadMessageError as exc:
             return Delivery(message.body, None, exc.reason)
+        except Exception as exc:  # a reader's own failure on odd input is bad input too
+            # (as the CloudEvents reader's OverflowError on a time at the calendar's edge
+            # was): it must not stop the consumer, so the message becomes a dead letter.
+            log.exception("the reader failed on a message")
+            return Delivery(message.body, None, f"the reader failed: {type(exc).__name__}: {exc}")
 
     def _settle(self, messages: Sequence[IncomingMessage], verdicts: Sequence[Verdict]) -> None:
         done: list[IncomingMessage] = []
