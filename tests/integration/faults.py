@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import random
 import subprocess
 import sys
@@ -274,6 +275,16 @@ def assert_each_committed_event_arrived(
     assert assert_in_order_per_aggregate(arrivals) == highest
 
 
+def to_be_killed() -> dict[str, str]:
+    """The environment for a process the test will SIGKILL: without coverage measurement,
+    which would only slow it down, as a killed process never writes its coverage data."""
+    return {
+        name: value
+        for name, value in os.environ.items()
+        if name not in ("COVERAGE_PROCESS_CONFIG", "COVERAGE_PROCESS_START")
+    }
+
+
 def start_relay(
     store_url: str,
     schema: str,
@@ -281,9 +292,11 @@ def start_relay(
     log: Path,
     *,
     record: Path | None = None,
+    killed: bool = False,
     **relay_options: Any,
 ) -> subprocess.Popen[bytes]:
-    """A relay process from the PostgreSQL outbox to ``wire``; its output goes to ``log``."""
+    """A relay process from the PostgreSQL outbox to ``wire``; its output goes to ``log``
+    (``killed``: the test will SIGKILL it)."""
     config = {
         "db": store_url,
         "schema": schema,
@@ -294,7 +307,10 @@ def start_relay(
     }
     with log.open("ab") as output:
         return subprocess.Popen(
-            [sys.executable, str(RELAY), json.dumps(config)], stdout=output, stderr=output
+            [sys.executable, str(RELAY), json.dumps(config)],
+            stdout=output,
+            stderr=output,
+            env=to_be_killed() if killed else None,
         )
 
 

@@ -48,7 +48,8 @@ def main() -> None:
     signal.signal(signal.SIGTERM, lambda _signum, _frame: stop.set())
     store = tidings.connect(config["db"], schema=config["schema"], outbox=True, source="faults")
     transport = open_publisher(config["broker"], **config["broker_options"])
-    sink = open(config["record"], "a", encoding="utf-8") if config.get("record") else None  # noqa: SIM115
+    record = config.get("record")
+    sink = open(record, "a", encoding="utf-8") if record else None  # noqa: SIM115 - closed below
     if sink is not None:
         transport = Recording(transport, sink)
     try:

@@ -33,7 +33,7 @@ from tidings.serialization.codec import JsonCodec
 from tidings.workers.consumer import Consumer
 
 from .brokers import run_nats, unique
-from .faults import PATIENCE, pika_channel, wait_until
+from .faults import PATIENCE, pika_channel, to_be_killed, wait_until
 
 KILLS = 20
 ORDERS = 10_000
@@ -204,8 +204,11 @@ def inbox_rows(store: tidings.Store) -> int:
         return int(uow.execute(f"SELECT count(*) FROM {table}").fetchone()[0])
 
 
-def start_consumer(db: str, schema: str, feed: Feed, log: Path) -> subprocess.Popen[bytes]:
-    """``tidings consume`` of the shop's Inventory handlers, output to ``log``."""
+def start_consumer(
+    db: str, schema: str, feed: Feed, log: Path, *, killed: bool = False
+) -> subprocess.Popen[bytes]:
+    """``tidings consume`` of the shop's Inventory handlers, output to ``log``
+    (``killed``: the test will SIGKILL it)."""
     with log.open("ab") as output:
         return subprocess.Popen(
             [
@@ -216,6 +219,7 @@ def start_consumer(db: str, schema: str, feed: Feed, log: Path) -> subprocess.Po
             ],
             stdout=output,
             stderr=output,
+            env=to_be_killed() if killed else None,
         )
 
 
@@ -234,7 +238,7 @@ def test_a_consumer_killed_twenty_times_while_orders_flow_applies_each_order_onc
             publishing = threading.Thread(target=feed.publish, args=(batch,))
             publishing.start()
             before = inbox_rows(inventory)
-            consumer = start_consumer(db, schema, feed, log)
+            consumer = start_consumer(db, schema, feed, log, killed=True)
             wait_until(
                 lambda: inbox_rows(inventory) > before,  # noqa: B023 - called in the loop
                 "the consumer applied a batch",

@@ -108,7 +108,7 @@ def test_a_relay_killed_twenty_times_while_events_flow_publishes_each_in_order(
         writing = threading.Thread(target=writer.write, args=(EVENTS // KILLS, 10, 0.01))
         writing.start()
         before = outbox_counts(outbox)[0]
-        relay = start_relay(pg_url, schema, wire, log, **options)
+        relay = start_relay(pg_url, schema, wire, log, killed=True, **options)
         wait_until(
             lambda: outbox_counts(outbox)[0] > before,  # noqa: B023 - called in the loop
             "the relay published a batch",

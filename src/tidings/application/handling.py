@@ -307,7 +307,7 @@ class InboxProcessor:
         self, tx: Transaction, delivery: Delivery, record: EventRecord, name: str, exc: Exception
     ) -> tuple[float, str | None]:
         """Count a handler's failed attempt: (delay before the next one, None), or (0, the
-        reason it was buried) after the last attempt."""
+        reason it was buried) after the last attempt or when the inbox cannot keep it."""
         error = f"{type(exc).__name__}: {exc}"
         try:
             with tx.savepoint():
