@@ -179,7 +179,7 @@ class SqlOutbox:
     def settle(self, relay_id: str, leases: Mapping[int, int], outcome: Settlement) -> bool:
         """Apply a batch's outcome in one transaction, only if every lease still holds."""
         m, t = self.mark, self.t
-        with self._transaction() as tx:
+        with self._bookkeeping() as tx:
             lane_sql, lane_params = self.int_set(sorted(leases))
             current = tx.execute(
                 f"SELECT lane, token FROM {t['relay_lanes']} WHERE owner = {m} "
@@ -260,7 +260,7 @@ class SqlOutbox:
     def delete_published(self, older_than_seconds: float, batch: int) -> int:
         """Delete up to ``batch`` published rows older than ``older_than_seconds``."""
         t, m = self.t, self.mark
-        with self._transaction() as tx:
+        with self._bookkeeping() as tx:
             gone = tx.execute(
                 f"DELETE FROM {t['outbox']} WHERE position IN (SELECT position FROM "
                 f"{t['outbox']} WHERE published = TRUE AND "
@@ -299,6 +299,12 @@ class SqlOutbox:
 
     def _transaction(self) -> AbstractContextManager[Transaction]:
         raise NotImplementedError
+
+    def _bookkeeping(self) -> AbstractContextManager[Transaction]:
+        """A transaction of the relay's own records (published marks, retries, dead
+        letters, clean-up) that a crash may lose without losing an event: the event is then
+        published again, which at-least-once allows. A dialect may make it cheaper."""
+        return self._transaction()
 
     def _query(self, sql: str, params: Sequence[Any]) -> list[Any]:
         raise NotImplementedError

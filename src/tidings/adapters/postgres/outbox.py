@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Sequence
-from contextlib import AbstractContextManager
+from collections.abc import Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager
 from typing import Any
 
 import psycopg
@@ -49,6 +49,17 @@ class PostgresOutbox(SqlOutbox):
 
     def _transaction(self) -> AbstractContextManager[Transaction]:
         return self._db.transaction()
+
+    @contextmanager
+    def _bookkeeping(self) -> Iterator[Transaction]:
+        """Commit without waiting for the WAL flush (``synchronous_commit = off`` for this
+        transaction alone). A server crash can lose the last few hundred milliseconds of
+        such commits: rows that were published go back to unpublished and are published
+        again (the JetStream message id and the inbox drop the copy). Never used for the
+        unit of work's own writes, which must be durable before they count."""
+        with self._db.transaction() as tx:
+            tx.execute("SET LOCAL synchronous_commit TO OFF")
+            yield tx
 
     def _query(self, sql: str, params: Sequence[Any]) -> list[Any]:
         return self._db.query(sql, params)
