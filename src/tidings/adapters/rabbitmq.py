@@ -275,7 +275,7 @@ class RabbitSubscription:
         *,
         exchange: str = DEFAULT_EXCHANGE,
         binding_keys: Sequence[str] = ("#",),
-        prefetch: int = 256,
+        prefetch: int = 1000,
         queue_type: str = "quorum",
         single_active_consumer: bool = False,
         connect_timeout: float = 5.0,

@@ -82,7 +82,7 @@ def consume(
         str | None,
         typer.Option(help="Your EventRegistry as module:attr (default: the handlers' events)."),
     ] = None,
-    batch: Annotated[int, typer.Option(help="Messages per database transaction.")] = 100,
+    batch: Annotated[int, typer.Option(help="Messages per database transaction.")] = 500,
     max_attempts: Annotated[int, typer.Option(help="Attempts before a dead letter.")] = 5,
     dedup_window_hours: Annotated[
         float, typer.Option(help="How long processed rows are kept.")

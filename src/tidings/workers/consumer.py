@@ -54,7 +54,7 @@ class Consumer(Background):
         read: Read,
         *,
         inbox: Inbox | None = None,
-        batch_size: int = 100,
+        batch_size: int = 500,
         fetch_timeout: float = 1.0,
         dedup_window_seconds: float = 7 * 86_400.0,
         outage_backoff: Backoff | None = None,
