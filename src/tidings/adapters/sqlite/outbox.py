@@ -6,8 +6,8 @@ from __future__ import annotations
 import sqlite3
 import threading
 import time
-from collections.abc import Sequence
-from contextlib import AbstractContextManager
+from collections.abc import Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager
 from datetime import datetime
 from typing import Any
 
@@ -36,6 +36,23 @@ class SqliteOutbox(SqlOutbox):
 
     def _transaction(self) -> AbstractContextManager[Transaction]:
         return self._db.transaction()
+
+    @contextmanager
+    def _bookkeeping(self) -> Iterator[Transaction]:
+        """Commit without the fsync (``synchronous = NORMAL`` on this thread's connection
+        for this transaction alone; in WAL mode the next FULL commit of any writer flushes
+        it too). A power cut can lose the last such commits: published rows go back to
+        unpublished and are published again, which the message id and the inbox absorb."""
+        conn = self._db.connection()
+        lighter = self._db.synchronous in ("FULL", "EXTRA")
+        if lighter:
+            conn.execute("PRAGMA synchronous = NORMAL")
+        try:
+            with self._db.transaction() as tx:
+                yield tx
+        finally:
+            if lighter:
+                conn.execute(f"PRAGMA synchronous = {self._db.synchronous}")
 
     def _query(self, sql: str, params: Sequence[Any]) -> list[Any]:
         return self._db.query(sql, params)
