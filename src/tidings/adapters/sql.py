@@ -124,12 +124,31 @@ def split_statements(script: str) -> list[str]:
 
 
 def iso_utc(moment: datetime) -> str:
-    """A fixed-width ISO 8601 UTC string, so text order is time order in SQLite."""
-    if moment.tzinfo is UTC:  # the common case: skip the conversion
-        return moment.isoformat(timespec="microseconds")
-    if moment.tzinfo is None:
-        raise ValueError(f"{moment!r} has no time zone; tidings stores UTC-aware datetimes only")
-    return moment.astimezone(UTC).isoformat(timespec="microseconds")
+    """A fixed-width ISO 8601 UTC string, so text order is time order in SQLite.
+
+    Exactly what ``isoformat(timespec="microseconds")`` gives for the UTC instant (the
+    rows stored before compare with the rows stored now), written by ``%`` formatting:
+    it runs once per event written, and ``isoformat`` of an aware datetime costs about
+    three times as much (it asks the time zone for its offset and formats it).
+    """
+    if moment.tzinfo is not UTC:  # the common case, UTC, skips the conversion
+        if moment.tzinfo is None:
+            raise ValueError(
+                f"{moment!r} has no time zone; tidings stores UTC-aware datetimes only"
+            )
+        moment = moment.astimezone(UTC)
+    return _ISO_UTC % (
+        moment.year,
+        moment.month,
+        moment.day,
+        moment.hour,
+        moment.minute,
+        moment.second,
+        moment.microsecond,
+    )
+
+
+_ISO_UTC = "%04d-%02d-%02dT%02d:%02d:%02d.%06d+00:00"
 
 
 def schema_too_new(part: SchemaPart, found: int, where: str) -> ConfigurationError:
