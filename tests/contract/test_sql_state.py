@@ -8,6 +8,8 @@ import tidings
 from tidings.domain.events import DomainEvent
 from tidings.examples.shop.orders import SHOP_EVENTS, Order, OrderPlaced
 from tidings.examples.shop.repository import OrderRepository
+from tidings.records import FreshRecords
+from tidings.testing.contract import Counted, Counter
 
 from ..conftest import MakeStore
 
@@ -104,3 +106,21 @@ def test_an_update_from_a_stale_version_is_refused_whole(shop: tidings.Store) ->
     assert [e.reason for e in shop.read_stream("o-3", from_version=2)] == [  # type: ignore[attr-defined]
         "customer called"
     ]
+
+
+@pytest.mark.parametrize("count", [1, 3])
+def test_fresh_records_get_their_positions_in_place_without_copies(
+    make_sql_store: MakeStore, count: int
+) -> None:
+    """The unit of work's FreshRecords come back as the same objects, now positioned as
+    the log stores them: the SQL stores spare a copy of each record they write."""
+    store = make_sql_store(tidings.EventRegistry([Counted]))
+    counter = Counter(f"counter-fresh-{count}")
+    for step in range(count):
+        counter.increment(step)
+    records = FreshRecords(store.codec.encode(e) for e in counter.pending_events)
+    with store.database.transaction() as tx:
+        stored = store.events.append(tx, records, 0)
+    assert all(mine is theirs for mine, theirs in zip(records, stored, strict=True))
+    assert [r.position for r in stored] == [r.position for r in store.events.read_all(0)]
+    assert all(r.position > 0 for r in stored)

@@ -9,7 +9,14 @@ from typing import Any
 
 from tidings.errors import ConcurrencyError, DecodeError
 from tidings.ports import ANY_VERSION, Params, Transaction
-from tidings.records import EventRecord, StreamInfo, new_record, require_aware
+from tidings.records import (
+    EventRecord,
+    FreshRecords,
+    StreamInfo,
+    new_record,
+    place,
+    require_aware,
+)
 
 PAGE = 1000
 LAST_VERSION = 2**31 - 1  # the largest INTEGER version: "to the end of the stream"
@@ -62,15 +69,19 @@ class SqlEventStore:
             guard = None
         else:
             guard = expected_version  # checked by the INSERT itself: one statement, not two
-        if records[0].version != expected_version + 1:
-            records = [
+        if records[0].version != expected_version + 1:  # copies of our own: fresh
+            records = FreshRecords(
                 replace(r, version=expected_version + i) for i, r in enumerate(records, start=1)
-            ]
+            )
         positions = self._insert(tx, records, guard)
         if positions is None:  # the stream was not at the expected version
             raise ConcurrencyError(
                 stream_id, expected_version, self._current_version(tx, stream_id)
             )
+        if isinstance(records, FreshRecords):  # nobody else holds them: no copies
+            for r, p in zip(records, positions, strict=True):
+                place(r, p)
+            return records
         return [at_position(r, p) for r, p in zip(records, positions, strict=True)]
 
     def stream_version(self, stream_id: str, tx: Transaction | None = None) -> int:
