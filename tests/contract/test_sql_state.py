@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 import tidings
@@ -124,3 +126,25 @@ def test_fresh_records_get_their_positions_in_place_without_copies(
     assert all(mine is theirs for mine, theirs in zip(records, stored, strict=True))
     assert [r.position for r in stored] == [r.position for r in store.events.read_all(0)]
     assert all(r.position > 0 for r in stored)
+
+
+def test_an_event_id_stored_before_is_a_storage_error_not_a_concurrency_error(
+    make_sql_store: MakeStore,
+) -> None:
+    """One event whose id the log already holds, at the right version of its stream: the
+    unique event id refuses it, and the error says so (nobody else wrote the stream)."""
+    store = make_sql_store(tidings.EventRegistry([Counted]))
+    first, second = Counter("counter-a"), Counter("counter-b")
+    first.increment(1)
+    second.increment(1)
+    [record] = [store.codec.encode(e) for e in first.pending_events]
+    [other] = [store.codec.encode(e) for e in second.pending_events]
+    with store.database.transaction() as tx:
+        store.events.append(tx, [record], 0)
+    clash = replace(other, event_id=record.event_id)
+    with (
+        pytest.raises(tidings.StorageError, match="UNIQUE|duplicate key"),
+        store.database.transaction() as tx,
+    ):
+        store.events.append(tx, [clash], 0)
+    assert store.events.stream_version("counter-b") == 0

@@ -73,7 +73,7 @@ class Aggregate:
 
     def _stamp(self, event: E) -> E:
         """A copy of ``event`` with the envelope of this aggregate's next version."""
-        if event.is_stamped():
+        if event.event_id:  # is_stamped(), without a call: this runs for every event
             raise ValueError(
                 f"{type(event).__name__} {event.event_id} was already recorded; "
                 "record a new event instead of recording one twice"

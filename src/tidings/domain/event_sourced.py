@@ -96,7 +96,8 @@ class EventSourcedAggregate(Aggregate):
         """
         stamped = self._stamp(event)
         self._apply(stamped)
-        self._keep(stamped)
+        self._pending.append(stamped)  # _keep, inline: this runs for every event recorded
+        self._version += 1
         return stamped
 
     def replay(self, events: Iterable[DomainEvent]) -> None:

@@ -231,6 +231,21 @@ class EventStoreContract:
             assert f"version 2, but this write expected version {expected}" in str(error)
         assert store.events.read_all(0, 1000) == log_before
 
+    def test_one_record_at_a_wrong_expected_version_is_refused_and_writes_nothing(
+        self, store: Store
+    ) -> None:
+        """The single-event append (the common unit of work) checks as the batch does:
+        expected 0, 1 or 3 on a stream at 2 is a ConcurrencyError naming version 2."""
+        stream = new_id()
+        self.append(store, stream, 2, NO_STREAM)
+        log_before = store.events.read_all(0, 1000)
+        for expected in (0, 1, 3):
+            with pytest.raises(ConcurrencyError) as caught:
+                self.append(store, stream, 1, expected)
+            assert (caught.value.expected_version, caught.value.actual_version) == (expected, 2)
+        assert store.events.read_all(0, 1000) == log_before
+        assert self.append(store, stream, 1, 2) == [3]
+
     def test_append_returns_positioned_records_and_leaves_the_callers_as_they_were(
         self, store: Store
     ) -> None:
