@@ -147,9 +147,9 @@ def iso_utc(moment: datetime) -> str:
     """A fixed-width ISO 8601 UTC string, so text order is time order in SQLite.
 
     Exactly what ``isoformat(timespec="microseconds")`` gives for the UTC instant (the
-    rows stored before compare with the rows stored now), written by ``%`` formatting:
-    it runs once per event written, and ``isoformat`` of an aware datetime costs about
-    three times as much (it asks the time zone for its offset and formats it).
+    rows stored before compare with the rows stored now). It runs once per event written:
+    the text up to the second is kept for the seconds seen last (the events of a unit of
+    work share a few), so most events format only their microseconds.
     """
     if moment.tzinfo is not UTC:  # the common case, UTC, skips the conversion
         if moment.tzinfo is None:
@@ -157,18 +157,17 @@ def iso_utc(moment: datetime) -> str:
                 f"{moment!r} has no time zone; tidings stores UTC-aware datetimes only"
             )
         moment = moment.astimezone(UTC)
-    return _ISO_UTC % (
-        moment.year,
-        moment.month,
-        moment.day,
-        moment.hour,
-        moment.minute,
-        moment.second,
-        moment.microsecond,
-    )
+    second = (moment.year, moment.month, moment.day, moment.hour, moment.minute, moment.second)
+    head = _SECONDS.get(second)
+    if head is None:
+        if len(_SECONDS) >= 1024:  # a bound, not a policy: start again
+            _SECONDS.clear()
+        head = _SECONDS[second] = "{:04d}-{:02d}-{:02d}T{:02d}:{:02d}:{:02d}.".format(*second)
+    return f"{head}{moment.microsecond:06d}+00:00"
 
 
-_ISO_UTC = "%04d-%02d-%02dT%02d:%02d:%02d.%06d+00:00"
+_SECONDS: dict[tuple[int, ...], str] = {}
+"""(year, month, day, hour, minute, second) -> its ISO text up to the decimal point."""
 
 
 def schema_too_new(part: SchemaPart, found: int, where: str) -> ConfigurationError:

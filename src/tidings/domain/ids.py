@@ -64,7 +64,8 @@ class UUID7Source:
         # 48 bits of milliseconds, version 7, the 12-bit counter, then the variant
         # (binary 10) and 62 random bits.
         variant, tail = _VARIANT[pool[at]], pool[at + 1 : at + 16]
-        return f"{head}{counter:03x}-{variant}{tail[:3]}-{tail[3:]}"
+        # the counter in hex from two small tables: cheaper than a format spec
+        return f"{head}{_HEX[counter >> 4]}{_HEX[counter & 15][1]}-{variant}{tail[:3]}-{tail[3:]}"
 
     def _forget_pool(self) -> None:
         self._pool, self._at = "", 0
@@ -78,6 +79,7 @@ def _head(ms: int) -> str:
 
 POOL_BYTES = 4096
 _VARIANT = {digit: "89ab"[int(digit, 16) & 3] for digit in "0123456789abcdef"}
+_HEX = tuple(f"{n:02x}" for n in range(256))
 _SOURCES: weakref.WeakSet[UUID7Source] = weakref.WeakSet()
 
 
