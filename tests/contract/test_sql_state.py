@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 
 import pytest
@@ -148,3 +149,22 @@ def test_an_event_id_stored_before_is_a_storage_error_not_a_concurrency_error(
     ):
         store.events.append(tx, [clash], 0)
     assert store.events.stream_version("counter-b") == 0
+
+
+def test_records_of_one_batch_keep_each_its_own_metadata(make_sql_store: MakeStore) -> None:
+    """Metadata shared by neighbours and metadata of its own, in one multi-row append:
+    every record reads back with exactly the metadata it was written with."""
+    store = make_sql_store(tidings.EventRegistry([Counted]))
+    counter = Counter("counter-meta")
+    for step in range(5):
+        counter.increment(step)
+    shared = b'{"by":"a"}'
+    metadata = [shared, shared, b'{"by":"b"}', b"{}", shared]
+    records = [
+        store.codec.encode(e, meta)
+        for e, meta in zip(counter.pending_events, metadata, strict=True)
+    ]
+    with store.database.transaction() as tx:
+        store.events.append(tx, records, 0)
+    stored = [json.loads(r.metadata) for r in store.events.read_stream("counter-meta")]
+    assert stored == [json.loads(m) for m in metadata]  # PostgreSQL's JSONB respaces it

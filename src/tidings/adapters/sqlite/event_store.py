@@ -59,6 +59,7 @@ class SqliteEventStore(SqlEventStore):
             return None
         execute = tx.connection.execute
         recorded_at = recorded_now()
+        metadata, metadata_text = b"{}", "{}"  # the events of a unit of work share theirs
         last = 0
         try:
             # Multi-row INSERTs of up to ROWS rows: one statement step per chunk rather
@@ -67,6 +68,8 @@ class SqliteEventStore(SqlEventStore):
                 chunk = records[start : start + ROWS]
                 params: list[Any] = [recorded_at]  # ?1, shared by every row of the chunk
                 for r in chunk:
+                    if r.metadata is not metadata:
+                        metadata, metadata_text = r.metadata, r.metadata.decode()
                     params += (
                         r.event_id,
                         r.stream_id,
@@ -75,7 +78,7 @@ class SqliteEventStore(SqlEventStore):
                         r.schema_version,
                         iso_utc(r.occurred_at),
                         r.data.decode(),
-                        r.metadata.decode(),
+                        metadata_text,
                     )
                 last = execute(self._insert_sql(len(chunk)), params).lastrowid or 0
         except sqlite3.Error as exc:
