@@ -111,7 +111,14 @@ class UnitOfWork:
             context.__exit__(exc_type, exc, tb)
             return
         try:
-            self._write_events(tx)
+            write_pending(
+                tx,
+                self._tracked.values(),
+                self._event_store,
+                self._codec,
+                self._writers,
+                metadata=self._metadata,
+            )
         except BaseException as failure:
             context.__exit__(type(failure), failure, failure.__traceback__)
             raise
@@ -120,16 +127,6 @@ class UnitOfWork:
             return
         context.__exit__(None, None, None)  # commits; a failed commit raises here
         self._publish()
-
-    def _write_events(self, tx: Transaction) -> None:
-        write_pending(
-            tx,
-            self._tracked.values(),
-            self._event_store,
-            self._codec,
-            self._writers,
-            metadata=self._metadata,
-        )
 
     def _publish(self) -> None:
         events = [event for agg in self._tracked.values() for event in agg.pull_events()]
