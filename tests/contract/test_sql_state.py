@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import json
+from dataclasses import replace
+
 import pytest
 
 import tidings
 from tidings.domain.events import DomainEvent
 from tidings.examples.shop.orders import SHOP_EVENTS, Order, OrderPlaced
 from tidings.examples.shop.repository import OrderRepository
+from tidings.records import FreshRecords
+from tidings.testing.contract import Counted, Counter
 
 from ..conftest import MakeStore
 
@@ -104,3 +109,62 @@ def test_an_update_from_a_stale_version_is_refused_whole(shop: tidings.Store) ->
     assert [e.reason for e in shop.read_stream("o-3", from_version=2)] == [  # type: ignore[attr-defined]
         "customer called"
     ]
+
+
+@pytest.mark.parametrize("count", [1, 3])
+def test_fresh_records_get_their_positions_in_place_without_copies(
+    make_sql_store: MakeStore, count: int
+) -> None:
+    """The unit of work's FreshRecords come back as the same objects, now positioned as
+    the log stores them: the SQL stores spare a copy of each record they write."""
+    store = make_sql_store(tidings.EventRegistry([Counted]))
+    counter = Counter(f"counter-fresh-{count}")
+    for step in range(count):
+        counter.increment(step)
+    records = FreshRecords(store.codec.encode(e) for e in counter.pending_events)
+    with store.database.transaction() as tx:
+        stored = store.events.append(tx, records, 0)
+    assert all(mine is theirs for mine, theirs in zip(records, stored, strict=True))
+    assert [r.position for r in stored] == [r.position for r in store.events.read_all(0)]
+    assert all(r.position > 0 for r in stored)
+
+
+def test_an_event_id_stored_before_is_a_storage_error_not_a_concurrency_error(
+    make_sql_store: MakeStore,
+) -> None:
+    """One event whose id the log already holds, at the right version of its stream: the
+    unique event id refuses it, and the error says so (nobody else wrote the stream)."""
+    store = make_sql_store(tidings.EventRegistry([Counted]))
+    first, second = Counter("counter-a"), Counter("counter-b")
+    first.increment(1)
+    second.increment(1)
+    [record] = [store.codec.encode(e) for e in first.pending_events]
+    [other] = [store.codec.encode(e) for e in second.pending_events]
+    with store.database.transaction() as tx:
+        store.events.append(tx, [record], 0)
+    clash = replace(other, event_id=record.event_id)
+    with (
+        pytest.raises(tidings.StorageError, match="UNIQUE|duplicate key"),
+        store.database.transaction() as tx,
+    ):
+        store.events.append(tx, [clash], 0)
+    assert store.events.stream_version("counter-b") == 0
+
+
+def test_records_of_one_batch_keep_each_its_own_metadata(make_sql_store: MakeStore) -> None:
+    """Metadata shared by neighbours and metadata of its own, in one multi-row append:
+    every record reads back with exactly the metadata it was written with."""
+    store = make_sql_store(tidings.EventRegistry([Counted]))
+    counter = Counter("counter-meta")
+    for step in range(5):
+        counter.increment(step)
+    shared = b'{"by":"a"}'
+    metadata = [shared, shared, b'{"by":"b"}', b"{}", shared]
+    records = [
+        store.codec.encode(e, meta)
+        for e, meta in zip(counter.pending_events, metadata, strict=True)
+    ]
+    with store.database.transaction() as tx:
+        store.events.append(tx, records, 0)
+    stored = [json.loads(r.metadata) for r in store.events.read_stream("counter-meta")]
+    assert stored == [json.loads(m) for m in metadata]  # PostgreSQL's JSONB respaces it

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import re
 import sqlite3
 import threading
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -112,6 +114,27 @@ def test_a_second_unit_of_work_on_the_same_thread_is_refused(tmp_path: Path) -> 
         store.unit_of_work(),
     ):
         pass
+
+
+@pytest.mark.parametrize("count", [1, 150])
+def test_every_event_gets_recorded_at_in_the_columns_own_format(tmp_path: Path, count: int) -> None:
+    """recorded_at (when the row was written, by the store's clock) is UTC with
+    milliseconds and a Z, as the column's default writes it, whether the store fills it in
+    (a batch) or leaves it to the default (one event)."""
+    store = open_store(tmp_path / "recorded.db")
+    counter = Counter("c-1")
+    for step in range(count):
+        counter.increment(step)
+    before = datetime.now(UTC) - timedelta(seconds=1)
+    with store.unit_of_work() as uow:
+        uow.track(counter)
+    after = datetime.now(UTC) + timedelta(seconds=1)
+    rows = store.database.query(f"SELECT recorded_at FROM {store.database.tables['events']}")  # type: ignore[attr-defined]
+    assert len(rows) == count
+    for (text,) in rows:
+        assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", text)
+        assert before <= datetime.fromisoformat(text) <= after
+    store.close()
 
 
 def test_a_large_unit_of_work_is_written_in_chunks_with_consecutive_positions(

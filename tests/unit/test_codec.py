@@ -491,3 +491,55 @@ def test_a_datetime_with_a_sub_minute_offset_keeps_its_instant(moment: datetime)
     decoded = codec.decode(codec.encode(event))
     assert isinstance(decoded, Shipped)
     assert decoded.at == moment
+
+
+@dataclass(frozen=True, kw_only=True)
+class Rescheduled(DomainEvent):
+    """Plain fields beside optional and loosely typed ones that can hold a datetime."""
+
+    note: str | None = None
+    count: int = 0
+    at: datetime | None = None
+    extra: Any = None
+
+
+@pytest.mark.parametrize("field", ["at", "extra"])
+def test_a_sub_minute_offset_keeps_its_instant_in_an_optional_or_any_field(field: str) -> None:
+    """A field typed ``datetime | None`` or ``Any`` may hold a datetime, so its value is
+    still looked at: an offset with seconds decodes to the same instant."""
+    moment = datetime(2000, 1, 1, tzinfo=timezone(timedelta(seconds=37)))
+    codec = make_codec(Rescheduled)
+    event = Rescheduled(
+        event_id="evt-1", occurred_at=WHEN, aggregate_id="r-1", aggregate_version=1, note="n"
+    )
+    event = Rescheduled(**{**event.__dict__, field: moment})
+    stored = json.loads(codec.encode(event).data)
+    assert datetime.fromisoformat(stored[field]) == moment
+
+
+def test_an_event_of_plain_fields_is_stored_with_exactly_its_values() -> None:
+    """Text, numbers, money, UUIDs and optionals of them go into the payload as they are."""
+
+    @dataclass(frozen=True, kw_only=True)
+    class Priced(DomainEvent):
+        sku: str
+        quantity: int
+        price: Decimal
+        discount: float | None = None
+
+    codec = make_codec(Priced)
+    event = Priced(
+        event_id="evt-2",
+        aggregate_id="p-1",
+        aggregate_version=1,
+        sku="A",
+        quantity=2,
+        price=Decimal("9.95"),
+        discount=None,
+    )
+    assert json.loads(codec.encode(event).data) == {
+        "sku": "A",
+        "quantity": 2,
+        "price": "9.95",
+        "discount": None,
+    }

@@ -64,6 +64,19 @@ def test_an_id_carries_the_millisecond_it_was_made_in() -> None:
     assert before_ms <= made.int >> 80 <= after_ms
 
 
+def test_ids_made_while_the_clock_stands_still_keep_increasing_past_the_counter() -> None:
+    """With the clock stuck on one millisecond, 10,000 ids (more than the 12-bit counter
+    holds) still strictly increase: the millisecond is borrowed forward, a few at most."""
+    stuck_ms = 1_700_000_000_000
+    source = UUID7Source(time_ns=lambda: stuck_ms * 1_000_000)
+    ids = [source() for _ in range(10_000)]
+    assert all(earlier < later for earlier, later in itertools.pairwise(ids))
+    first_ms, last_ms = uuid.UUID(ids[0]).int >> 80, uuid.UUID(ids[-1]).int >> 80
+    assert first_ms == stuck_ms
+    assert stuck_ms + 2 <= last_ms <= stuck_ms + 3
+    assert all(uuid.UUID(text).version == 7 for text in ids[::97])
+
+
 def test_the_shared_default_source_makes_version_7_ids() -> None:
     """``uuid7`` is a UUID7Source whose ids are version 7 UUIDs that keep increasing."""
     assert isinstance(uuid7, UUID7Source)

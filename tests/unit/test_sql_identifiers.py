@@ -142,6 +142,25 @@ def test_iso_utc_is_fixed_width_utc(moment: datetime) -> None:
 
 
 @settings(max_examples=200)
+@given(moment=aware_datetimes)
+def test_iso_utc_writes_what_isoformat_wrote_for_the_utc_instant(moment: datetime) -> None:
+    """The text is isoformat's with microseconds, so rows stored by earlier versions (which
+    used isoformat) and rows stored now keep comparing in time order."""
+    expected = moment.astimezone(UTC).isoformat(timespec="microseconds")
+    assert iso_utc(moment) == expected
+
+
+def test_iso_utc_stays_exact_over_thousands_of_different_seconds() -> None:
+    """Three thousand seconds, twice each (the text up to the second is kept for a while,
+    and let go past a bound): every text is isoformat's."""
+    start = datetime(2025, 1, 15, 10, 0, tzinfo=UTC)
+    for n in range(3_000):
+        for micro in (0, 999_999):
+            moment = start + timedelta(seconds=n * 61, microseconds=micro)
+            assert iso_utc(moment) == moment.isoformat(timespec="microseconds")
+
+
+@settings(max_examples=200)
 @given(first=aware_datetimes, second=aware_datetimes)
 def test_iso_utc_text_order_is_time_order(first: datetime, second: datetime) -> None:
     """Comparing the strings gives the same answer as comparing the instants."""

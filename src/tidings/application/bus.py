@@ -69,8 +69,13 @@ class InMemoryBus:
     def publish(self, events: Sequence[DomainEvent]) -> list[HandlerFailure]:
         """Run the handlers of each event, event by event; return the failures."""
         failures: list[HandlerFailure] = []
+        kind: type[DomainEvent] | None = None
+        handlers: list[tuple[str, Handler[DomainEvent]]] = []
         for event in events:
-            for name, handler in self.handlers_for(type(event)):
+            if type(event) is not kind:  # a unit of work's events often share a class
+                kind = type(event)
+                handlers = self.handlers_for(kind)
+            for name, handler in handlers:
                 try:
                     handler(event)
                 except Exception as exc:  # one failing handler must not stop the others

@@ -11,7 +11,7 @@ from tidings.domain.aggregate import Aggregate
 from tidings.domain.events import DomainEvent
 from tidings.errors import UnitOfWorkError
 from tidings.ports import Database, EventStore, EventWriter, Params, Publisher, Transaction
-from tidings.records import EventRecord
+from tidings.records import EventRecord, FreshRecords
 from tidings.serialization.codec import JsonCodec
 
 
@@ -111,7 +111,14 @@ class UnitOfWork:
             context.__exit__(exc_type, exc, tb)
             return
         try:
-            self._write_events(tx)
+            write_pending(
+                tx,
+                self._tracked.values(),
+                self._event_store,
+                self._codec,
+                self._writers,
+                metadata=self._metadata,
+            )
         except BaseException as failure:
             context.__exit__(type(failure), failure, failure.__traceback__)
             raise
@@ -120,16 +127,6 @@ class UnitOfWork:
             return
         context.__exit__(None, None, None)  # commits; a failed commit raises here
         self._publish()
-
-    def _write_events(self, tx: Transaction) -> None:
-        write_pending(
-            tx,
-            self._tracked.values(),
-            self._event_store,
-            self._codec,
-            self._writers,
-            metadata=self._metadata,
-        )
 
     def _publish(self) -> None:
         events = [event for agg in self._tracked.values() for event in agg.pull_events()]
@@ -154,7 +151,7 @@ def write_pending(
     for aggregate in aggregates:
         events = aggregate.pending_events
         if events:
-            records = [codec.encode(event, metadata, tx) for event in events]
+            records = FreshRecords([codec.encode(event, metadata, tx) for event in events])
             written += event_store.append(tx, records, aggregate.stored_version)
     if written:
         for writer in writers:

@@ -73,7 +73,7 @@ class Aggregate:
 
     def _stamp(self, event: E) -> E:
         """A copy of ``event`` with the envelope of this aggregate's next version."""
-        if event.is_stamped():
+        if event.event_id:  # is_stamped(), without a call: this runs for every event
             raise ValueError(
                 f"{type(event).__name__} {event.event_id} was already recorded; "
                 "record a new event instead of recording one twice"
@@ -93,15 +93,15 @@ class Aggregate:
             )
         # A copy of the payload as it stands (it passed __init__ already), with the new
         # envelope: several times cheaper than dataclasses.replace on this hot path, and
-        # the caller's event is left unstamped, as replace would leave it.
+        # the caller's event is left unstamped, as replace would leave it. The copy's
+        # __dict__ is made whole and then given to it (a third cheaper than update()).
+        fields = event.__dict__.copy()
+        fields["event_id"] = event_id
+        fields["occurred_at"] = occurred_at
+        fields["aggregate_id"] = self._id
+        fields["aggregate_version"] = version
         copy: E = object.__new__(cls)
-        copy.__dict__.update(
-            event.__dict__,
-            event_id=event_id,
-            occurred_at=occurred_at,
-            aggregate_id=self._id,
-            aggregate_version=version,
-        )
+        object.__setattr__(copy, "__dict__", fields)
         return copy
 
     def _keep(self, stamped: DomainEvent) -> None:

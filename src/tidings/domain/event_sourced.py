@@ -95,8 +95,13 @@ class EventSourcedAggregate(Aggregate):
         If applying fails, the event is neither pending nor counted in ``version``.
         """
         stamped = self._stamp(event)
-        self._apply(stamped)
-        self._keep(stamped)
+        applier = self.appliers.get(type(stamped))  # _apply's lookup, inline: every event
+        if applier is None:
+            self._apply(stamped)  # says which applier is missing
+        else:
+            applier(self, stamped)
+        self._pending.append(stamped)  # _keep, inline: this runs for every event recorded
+        self._version += 1
         return stamped
 
     def replay(self, events: Iterable[DomainEvent]) -> None:

@@ -26,45 +26,60 @@ class UUID7Source:
     even at millions of ids a second. The random bits come from ``os.urandom`` a few
     kilobytes at a time (one system call per ~400 ids, not one per id); a forked child
     drops what its parent had drawn, so two processes never share random bits.
+    ``time_ns`` is the clock (nanoseconds since the epoch), replaceable for tests.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, time_ns: Callable[[], int] = time.time_ns) -> None:
+        self._time_ns = time_ns
         self._lock = threading.Lock()
         self._last_ms = 0
-        self._ms_hex = ""
+        self._head = ""  # the text up to the counter: milliseconds, dashes, version 7
         self._counter = 0
         self._pool = ""  # random hex digits, used up 19 per id
         self._at = 0
         _SOURCES.add(self)
 
     def __call__(self) -> str:
+        # Runs once per event recorded: the text before the counter changes once a
+        # millisecond at most, so it is kept, and each id is a single f-string.
         with self._lock:
-            at = self._at
-            if at + 19 > len(self._pool):
-                self._pool, at = os.urandom(POOL_BYTES).hex(), 0
+            at, pool = self._at, self._pool
+            if at + 19 > len(pool):
+                pool, at = os.urandom(POOL_BYTES).hex(), 0
+                self._pool = pool
             self._at = at + 19
-            now_ms = time.time_ns() // 1_000_000
+            now_ms = self._time_ns() // 1_000_000
             if now_ms > self._last_ms:
                 self._last_ms = now_ms
-                self._ms_hex = f"{now_ms & 0xFFFF_FFFF_FFFF:012x}"
-                self._counter = int(self._pool[at + 16 : at + 19], 16) & 0x7FF
+                self._head = _head(now_ms)
+                counter = int(pool[at + 16 : at + 19], 16) & 0x7FF
             else:
-                self._counter += 1
-                if self._counter > 0xFFF:
+                counter = self._counter + 1
+                if counter > 0xFFF:
                     self._last_ms += 1
-                    self._ms_hex = f"{self._last_ms & 0xFFFF_FFFF_FFFF:012x}"
-                    self._counter = 0
-            ms, counter, tail = self._ms_hex, self._counter, self._pool[at : at + 16]
-        # Written as text straight away: 48 bits of milliseconds, version 7, the 12-bit
-        # counter, then the variant (binary 10) and 62 random bits.
-        return f"{ms[:8]}-{ms[8:]}-7{counter:03x}-{_VARIANT[tail[0]]}{tail[1:4]}-{tail[4:]}"
+                    self._head = _head(self._last_ms)
+                    counter = 0
+            self._counter = counter
+            head = self._head
+        # 48 bits of milliseconds, version 7, the 12-bit counter, then the variant
+        # (binary 10) and 62 random bits.
+        variant, tail = _VARIANT[pool[at]], pool[at + 1 : at + 16]
+        # the counter in hex from two small tables: cheaper than a format spec
+        return f"{head}{_HEX[counter >> 4]}{_HEX[counter & 15][1]}-{variant}{tail[:3]}-{tail[3:]}"
 
     def _forget_pool(self) -> None:
         self._pool, self._at = "", 0
 
 
+def _head(ms: int) -> str:
+    """The first 15 characters of the ids of millisecond ``ms``: up to the version digit."""
+    digits = f"{ms & 0xFFFF_FFFF_FFFF:012x}"
+    return f"{digits[:8]}-{digits[8:]}-7"
+
+
 POOL_BYTES = 4096
 _VARIANT = {digit: "89ab"[int(digit, 16) & 3] for digit in "0123456789abcdef"}
+_HEX = tuple(f"{n:02x}" for n in range(256))
 _SOURCES: weakref.WeakSet[UUID7Source] = weakref.WeakSet()
 
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import types
+import typing
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -38,10 +40,8 @@ class JsonCodec:
         self._encoder = msgspec.json.Encoder()
         self._decoders: dict[type[DomainEvent], msgspec.json.Decoder[Any]] = {}
         self._personal: dict[type[DomainEvent], PersonalFields] = {}
-        # class -> (stored name, payload field names, personal fields, whether every field
-        # is in the instance __dict__), learnt once: a class stays registered once it is
-        self._plans: dict[type[DomainEvent], tuple[str, tuple[str, ...], PersonalFields, bool]]
-        self._plans = {}
+        # class -> how to encode it, learnt once: a class stays registered once it is
+        self._plans: dict[type[DomainEvent], _Plan] = {}
         self._readings: dict[tuple[str, int], tuple[Any, ...]] = {}
 
     def encode(
@@ -52,17 +52,17 @@ class JsonCodec:
         plan = self._plans.get(cls)
         if plan is None:
             plan = self._plans[cls] = self._plan(cls)
-        event_type, names, personal, in_dict = plan
+        event_type, names, personal, in_dict, plain = plan
         if not event.event_id:
             raise SerializationError(
                 f"{event_type} has no event id: events are stored only after an aggregate "
                 "recorded them (aggregate.record(event))"
             )
         values = event.__dict__ if in_dict else {name: getattr(event, name) for name in names}
-        payload = {}
-        for name in names:
-            value = values[name]
-            payload[name] = value if type(value) in _PLAIN else whole_minute_offsets(value)
+        if plain:  # no field can hold a datetime: nothing to look at value by value
+            payload = {name: values[name] for name in names}
+        else:
+            payload = {name: whole_minute_offsets(values[name]) for name in names}
         if personal:
             self._seal(event, payload, personal, tx)
         try:
@@ -84,9 +84,13 @@ class JsonCodec:
             0,
         )
 
-    def _plan(self, cls: type[DomainEvent]) -> tuple[str, tuple[str, ...], PersonalFields, bool]:
+    def _plan(self, cls: type[DomainEvent]) -> _Plan:
+        """The stored name, the payload field names, the personal fields, whether every
+        field is in the instance ``__dict__``, and whether no field can hold a datetime."""
         in_dict = not any("__slots__" in vars(c) for c in cls.__mro__)
-        return self.registry.type_of(cls), cls.payload_fields(), self._personal_of(cls), in_dict
+        names = cls.payload_fields()
+        plain = all(_holds_no_datetime(hint) for hint in _field_types(cls, names))
+        return self.registry.type_of(cls), names, self._personal_of(cls), in_dict, plain
 
     def decode(self, record: EventRecord, source: str = "") -> DomainEvent:
         """Turn a stored record back into its event, or raise an error naming the record."""
@@ -224,6 +228,28 @@ class JsonCodec:
 
 
 _PLAIN = frozenset({str, int, float, bool, type(None), Decimal, UUID})
+
+_Plan = tuple[str, tuple[str, ...], PersonalFields, bool, bool]
+
+
+def _field_types(cls: type[DomainEvent], names: tuple[str, ...]) -> list[Any]:
+    """The declared types of ``names``; ``Any`` for each when they cannot be resolved (a
+    name only the defining module knew, say), which counts as "might be a datetime"."""
+    try:
+        hints = typing.get_type_hints(cls)
+    except Exception:  # any failure to resolve them means: look at the values
+        return [Any] * len(names)
+    return [hints.get(name, Any) for name in names]
+
+
+def _holds_no_datetime(hint: Any) -> bool:
+    """True when a value of type ``hint`` is one of the plain kinds (or a union of them,
+    ``str | None`` say), which never hold a datetime; False for anything else."""
+    if hint in _PLAIN:
+        return True
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        return all(_holds_no_datetime(arg) for arg in typing.get_args(hint))
+    return False
 
 
 def whole_minute_offsets(value: Any) -> Any:  # noqa: PLR0911 - one return per kind

@@ -7,6 +7,7 @@ kinds of expected version.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
@@ -229,6 +230,37 @@ class EventStoreContract:
             )
             assert f"version 2, but this write expected version {expected}" in str(error)
         assert store.events.read_all(0, 1000) == log_before
+
+    def test_one_record_at_a_wrong_expected_version_is_refused_and_writes_nothing(
+        self, store: Store
+    ) -> None:
+        """The single-event append (the common unit of work) checks as the batch does:
+        expected 0, 1 or 3 on a stream at 2 is a ConcurrencyError naming version 2."""
+        stream = new_id()
+        self.append(store, stream, 2, NO_STREAM)
+        log_before = store.events.read_all(0, 1000)
+        for expected in (0, 1, 3):
+            with pytest.raises(ConcurrencyError) as caught:
+                self.append(store, stream, 1, expected)
+            assert (caught.value.expected_version, caught.value.actual_version) == (expected, 2)
+        assert store.events.read_all(0, 1000) == log_before
+        assert self.append(store, stream, 1, 2) == [3]
+
+    def test_append_returns_positioned_records_and_leaves_the_callers_as_they_were(
+        self, store: Store
+    ) -> None:
+        """The records come back with their places in the log; the caller's own records
+        (frozen values it may still hold) keep position 0."""
+        counter = Counter(new_id(), version=0)
+        counter.increment(1)
+        counter.increment(2)
+        records = [store.codec.encode(e) for e in counter.pending_events]
+        with store.database.transaction() as tx:
+            stored = store.events.append(tx, records, NO_STREAM)
+        assert [r.position for r in records] == [0, 0]
+        assert [r.position for r in stored] == [r.position for r in store.events.read_all(0)]
+        assert [r.position for r in stored] == sorted({r.position for r in stored if r.position})
+        assert [replace(r, position=0) for r in stored] == records
 
     @staticmethod
     def append(store: Store, stream: str, count: int, expected: int) -> list[int]:

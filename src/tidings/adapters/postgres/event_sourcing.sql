@@ -1,4 +1,4 @@
--- tidings event-sourcing tables for PostgreSQL: snapshots, and the index of temporal reads.
+-- tidings event-sourcing tables for PostgreSQL: snapshots.
 
 -- Snapshots of aggregate state, written in the transaction that saves the events they
 -- cover. A loader takes the newest one at or below the version it wants whose
@@ -12,7 +12,3 @@ CREATE TABLE IF NOT EXISTS {snapshots} (
     taken_at          TIMESTAMPTZ NOT NULL,
     PRIMARY KEY (stream_id, version)
 );
-
--- "The stream as of a time" looks for the first event of the stream that occurred after
--- that time; this index answers it without visiting the table.
-CREATE INDEX IF NOT EXISTS {prefix}events_by_time ON {events} (stream_id, occurred_at, version);

@@ -104,7 +104,8 @@ class SqliteTransactionScope:
         # Writers of this process take turns on a lock first: a waiting thread then starts
         # the moment the write lock is free, where SQLite's busy handler would sleep up to
         # 100 ms between tries (a relay thread beside a busy writer waited that long).
-        if not self._writing.acquire(timeout=self._db.busy_timeout_ms / 1000):
+        writing = self._writing  # first without a timeout: the usual, free lock costs less
+        if not (writing.acquire(False) or writing.acquire(timeout=self._db.busy_timeout_ms / 1000)):
             raise StorageError(
                 f"SQLite {self._db.path}: another thread of this process kept the write lock "
                 f"longer than the busy timeout ({self._db.busy_timeout_ms} ms); raise "

@@ -1,0 +1,108 @@
+"""Schema upgrades: a database made by an older tidings is carried forward on connect."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import psycopg
+import pytest
+
+import tidings
+from tidings.adapters.sql import SCHEMA_PARTS
+from tidings.testing.contract import Counted, Counter
+from tidings.testing.fakes import FixedClock
+
+T0 = datetime(2025, 1, 10, 9, 0, tzinfo=UTC)
+V1_INDEX = "CREATE INDEX {name} ON {events} (stream_id, occurred_at, version)"
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def url_and_options(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> Iterator[tuple[str, dict[str, str]]]:
+    """Where a store lives, on SQLite and PostgreSQL (a schema of its own, dropped after)."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'old.db'}", {}
+        return
+    pg_url: str = request.getfixturevalue("pg_url")
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    yield pg_url, {"schema": schema}
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+
+
+def index_name(store: tidings.Store) -> str:
+    """The qualified name of the index version 1 of the event_sourcing part had."""
+    events = store.database.tables["events"]  # type: ignore[attr-defined]
+    return events.removesuffix("events") + "events_by_time"
+
+
+def has_index(store: tidings.Store) -> bool:
+    """Whether the events_by_time index exists."""
+    name = index_name(store)
+    if store.database.dialect == "sqlite":
+        rows = store.database.query(  # type: ignore[attr-defined]
+            "SELECT 1 FROM sqlite_master WHERE type = 'index' AND name = ?", (name,)
+        )
+        return bool(rows)
+    return store.database.query("SELECT to_regclass(%s)", (name,))[0][0] is not None  # type: ignore[attr-defined]
+
+
+def part_versions(store: tidings.Store) -> dict[str, int]:
+    """component -> version, as the schema_version table holds them."""
+    table = store.database.tables["schema_version"]  # type: ignore[attr-defined]
+    rows = store.database.query(f"SELECT component, version FROM {table}")  # type: ignore[attr-defined]
+    return {component: int(version) for component, version in rows}
+
+
+def make_version_1(store: tidings.Store) -> None:
+    """Turn a new store's tables into what tidings made at event_sourcing version 1: the
+    same tables, plus the index events_by_time, and the version row saying 1."""
+    database = store.database
+    events = database.tables["events"]  # type: ignore[attr-defined]
+    bare = events.rsplit(".", 1)[-1]
+    versions = database.tables["schema_version"]  # type: ignore[attr-defined]
+    with database.transaction() as tx:
+        tx.execute(
+            V1_INDEX.format(name=bare.removesuffix("events") + "events_by_time", events=events)
+        )
+        mark = "?" if database.dialect == "sqlite" else "%s"
+        tx.execute(
+            f"UPDATE {versions} SET version = 1 WHERE component = {mark}", ("event_sourcing",)
+        )
+
+
+def test_a_version_1_database_loses_the_time_index_and_keeps_its_events(
+    url_and_options: tuple[str, dict[str, str]],
+) -> None:
+    """Opening a database of event_sourcing version 1 drops events_by_time, records
+    version 2, and every stored event, stream version and temporal read is as before."""
+    url, options = url_and_options
+    registry = tidings.EventRegistry([Counted])
+    clock = FixedClock(T0)
+    with tidings.connect(url, registry=registry, **options) as old:
+        make_version_1(old)
+        assert has_index(old)
+        counter = Counter("c-1", clock=clock)
+        for step in range(5):
+            counter.increment(step)
+            with old.unit_of_work() as uow:
+                uow.track(counter)
+            clock.advance(minutes=5)
+        before = [(r.event_id, r.version, r.position) for r in old.events.read_stream("c-1")]
+    with tidings.connect(url, registry=registry, **options) as upgraded:
+        assert not has_index(upgraded)
+        assert part_versions(upgraded) == {p.name: p.version for p in SCHEMA_PARTS}
+        after = [(r.event_id, r.version, r.position) for r in upgraded.events.read_stream("c-1")]
+        assert after == before
+        as_of = upgraded.events.stream_info("c-1", T0 + timedelta(minutes=12))
+        assert as_of.version == 3
+        counter.increment(5)
+        with upgraded.unit_of_work() as uow:
+            uow.track(counter)
+        assert upgraded.events.stream_version("c-1") == 6
+    with tidings.connect(url, registry=registry, **options) as again:  # nothing left to do
+        assert part_versions(again)["event_sourcing"] == 2
