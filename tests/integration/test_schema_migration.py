@@ -106,3 +106,51 @@ def test_a_version_1_database_loses_the_time_index_and_keeps_its_events(
         assert upgraded.events.stream_version("c-1") == 6
     with tidings.connect(url, registry=registry, **options) as again:  # nothing left to do
         assert part_versions(again)["event_sourcing"] == 2
+
+
+def pg_index_exists(store: tidings.Store, bare_name: str) -> bool:
+    """Whether an index of this name exists in the store's PostgreSQL schema."""
+    outbox = store.database.tables["outbox"]  # type: ignore[attr-defined]
+    qualified = f"{outbox.rsplit('.', 1)[0]}.{bare_name}"
+    return store.database.query("SELECT to_regclass(%s)", (qualified,))[0][0] is not None  # type: ignore[attr-defined]
+
+
+@pytest.mark.postgres
+def test_a_version_1_outbox_gets_the_full_backlog_index_and_its_rows_still_flow(
+    pg_url: str,
+) -> None:
+    """Opening a PostgreSQL database of outbox version 1 (a partial index of unpublished
+    rows) replaces that index with the (published, position) one, records version 2, and
+    an event written before the upgrade is relayed after it."""
+    from tidings.testing import RecordingTransport
+
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    registry = tidings.EventRegistry([Counted])
+    try:
+        with tidings.connect(pg_url, registry=registry, schema=schema, outbox=True) as old:
+            outbox = old.database.tables["outbox"]  # type: ignore[attr-defined]
+            versions = old.database.tables["schema_version"]  # type: ignore[attr-defined]
+            prefix = outbox.rsplit(".", 1)[-1].removesuffix("outbox")
+            with old.database.transaction() as tx:
+                tx.execute(f"DROP INDEX {schema}.{prefix}outbox_backlog")
+                tx.execute(
+                    f"CREATE INDEX {prefix}outbox_unpublished ON {outbox} (position) "
+                    "WHERE published = FALSE"
+                )
+                tx.execute(f"UPDATE {versions} SET version = 1 WHERE component = 'outbox'")
+            counter = Counter("c-1")
+            counter.increment(1)
+            with old.unit_of_work() as uow:
+                uow.track(counter)
+        with tidings.connect(pg_url, registry=registry, schema=schema, outbox=True) as new:
+            assert not pg_index_exists(new, f"{prefix}outbox_unpublished")
+            assert pg_index_exists(new, f"{prefix}outbox_backlog")
+            assert part_versions(new)["outbox"] == 2
+            transport = RecordingTransport()
+            relay = new.relay(transport)
+            assert relay.run_once() == 1
+            relay.release()
+            assert len(transport.ids()) == 1
+    finally:
+        with psycopg.connect(pg_url, autocommit=True) as conn:
+            conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")

@@ -42,8 +42,13 @@ SCHEMA_PARTS: tuple[SchemaPart, ...] = (
     SchemaPart(
         "event_sourcing", 2, "event_sourcing.sql", ("snapshots",), ("event_sourcing_v2.sql",)
     ),
+    # Version 2: PostgreSQL's backlog index is a full (published, position) index.
     SchemaPart(
-        "outbox", 1, "outbox.sql", ("outbox", "outbox_dead_letters", "relay_lanes", "relay_nodes")
+        "outbox",
+        2,
+        "outbox.sql",
+        ("outbox", "outbox_dead_letters", "relay_lanes", "relay_nodes"),
+        ("outbox_v2.sql",),
     ),
     SchemaPart("inbox", 1, "inbox.sql", ("inbox", "inbox_dead_letters")),
     SchemaPart("personal_data", 1, "personal_data.sql", ("subject_keys",)),

@@ -17,8 +17,12 @@ CREATE TABLE IF NOT EXISTS {outbox} (
     next_attempt_at   DOUBLE PRECISION NOT NULL DEFAULT 0,
     last_error        TEXT
 );
-CREATE INDEX IF NOT EXISTS {outbox_bare}_unpublished ON {outbox} (position)
-    WHERE published = FALSE;
+-- The head of the backlog. A full index with published as its first column, not a partial
+-- one: with a day of published rows kept, PostgreSQL's planner priced a partial index
+-- (full of entries of rows published since the last VACUUM) above a scan of the whole
+-- table and claimed at 20-35 ms; "published = FALSE" as an index condition is priced by
+-- the column's statistics and stays an index scan (measured: 1.8 ms at 200,000 rows).
+CREATE INDEX IF NOT EXISTS {outbox_bare}_backlog ON {outbox} (published, position);
 -- Rows waiting for a retry, which park their aggregate: only those that failed before,
 -- so the rows of the usual flow never enter (nor cost) this index.
 CREATE INDEX IF NOT EXISTS {outbox_bare}_retrying ON {outbox} (aggregate_id, position)

@@ -1,0 +1,2 @@
+-- tidings outbox part, version 1 to 2 (SQLite): nothing changes here. Version 2 changed
+-- PostgreSQL's index of the backlog; SQLite's planner takes its partial index as it is.
