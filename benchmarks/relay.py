@@ -162,7 +162,14 @@ def measure_throughput(
 def measure_latency(
     setup: Setup, seconds: float, runs: int
 ) -> list[tuple[str, str, Series, Series]]:
-    """p50 and p99 seconds per (database, broker, writer)."""
+    """p50 and p99 seconds per (database, broker, writer).
+
+    Steady state, apart from what the throughput runs left: each run writes to a fresh
+    PostgreSQL schema or SQLite file, after a CHECKPOINT (the drains above leave hundreds of
+    thousands of rows' worth of dirty pages, whose flushing stalled commits for hundreds of
+    milliseconds in the first measurements), and the first second of events is relayed but
+    not counted (connections and caches warming up).
+    """
     configs = [
         ("postgresql", "nats", "process"),
         ("postgresql", "rabbitmq", "process"),
@@ -174,14 +181,20 @@ def measure_latency(
     for db, broker, writer in configs:
         p50, p99 = Series(f"{db} -> {broker}"), Series("")
         for _ in range(runs):
-            with transport_to(broker, setup) as transport:
+            with ExitStack() as places:
+                schema = places.enter_context(servers.pg_schema())
+                sqlite_url = places.enter_context(servers.sqlite_file())
+                with psycopg.connect(setup.pg_url, autocommit=True) as conn:
+                    conn.execute("CHECKPOINT")
+                transport = places.enter_context(transport_to(broker, setup))
                 latencies = relay_latency.measure(
-                    setup.url(db),
-                    setup.pg_schema,
+                    setup.pg_url if db == "postgresql" else sqlite_url,
+                    schema,
                     transport,
                     per_second=1_000,
                     seconds=seconds,
                     writer=writer,
+                    warmup=1.0,
                 )
             p50.add(percentile(latencies, 50))
             p99.add(percentile(latencies, 99))

@@ -94,9 +94,11 @@ def measure(
     per_second: float,
     seconds: float,
     writer: str,
+    warmup: float = 0.0,
 ) -> list[float]:
-    """Latencies (seconds) of every event a steady writer committed for ``seconds``."""
-    count = int(per_second * seconds)
+    """Latencies (seconds) of every event a steady writer committed for ``seconds`` after
+    ``warmup`` seconds whose events are relayed but not counted."""
+    count = int(per_second * (seconds + warmup))
     store = open_store(url, schema)
     clock = AckClock(transport)
     relay = store.relay(clock)
@@ -114,7 +116,8 @@ def measure(
         store.close()
     missing = [event_id for event_id, _ in committed if event_id not in clock.acked]
     assert not missing, f"{len(missing)} events never acknowledged"
-    return [clock.acked[event_id] - at for event_id, at in committed]
+    counted = committed[int(per_second * warmup) :]
+    return [clock.acked[event_id] - at for event_id, at in counted]
 
 
 def _write_in_process(url: str, schema: str, per_second: float, count: int) -> list[Any]:
