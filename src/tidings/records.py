@@ -5,6 +5,7 @@ from __future__ import annotations
 import zlib
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 
 def shard_of(aggregate_id: str) -> int:
@@ -48,16 +49,6 @@ class _Unfrozen:
 
     __slots__ = EventRecord.__slots__
 
-    event_id: str
-    stream_id: str
-    version: int
-    event_type: str
-    schema_version: int
-    occurred_at: datetime
-    data: bytes
-    metadata: bytes
-    position: int
-
 
 def new_record(  # noqa: PLR0917 - the fields of EventRecord, in their order
     event_id: str,
@@ -74,7 +65,7 @@ def new_record(  # noqa: PLR0917 - the fields of EventRecord, in their order
     one): plain attribute stores on an unfrozen twin, which then becomes the record,
     instead of the frozen dataclass's ``__init__`` (``object.__setattr__`` per field),
     which costs about four times as much. Same fields, same frozen record."""
-    record = _Unfrozen()
+    record: Any = _Unfrozen()  # its fields are EventRecord's, by the shared __slots__
     record.event_id = event_id
     record.stream_id = stream_id
     record.version = version
@@ -84,8 +75,8 @@ def new_record(  # noqa: PLR0917 - the fields of EventRecord, in their order
     record.data = data
     record.metadata = metadata
     record.position = position
-    record.__class__ = EventRecord  # type: ignore[assignment]
-    return record  # type: ignore[return-value]
+    record.__class__ = EventRecord
+    return record  # type: ignore[no-any-return]
 
 
 class FreshRecords(list[EventRecord]):
