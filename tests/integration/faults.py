@@ -13,6 +13,7 @@ import asyncio
 import json
 import os
 import random
+import signal
 import subprocess
 import sys
 import time
@@ -333,6 +334,24 @@ def wait_until(
         if time.monotonic() > deadline:
             pytest.fail(f"timed out waiting until {what}")
         time.sleep(0.02)
+
+
+def kill_mid_work(
+    worker: subprocess.Popen[bytes],
+    progress: Callable[[], int],
+    before: int,
+    what: str,
+    *,
+    rng: random.Random,
+    most: float,
+    log: Path,
+) -> None:
+    """Once ``progress()`` has moved past ``before`` (the worker is doing ``what``), wait a
+    random moment of up to ``most`` seconds, SIGKILL the worker and reap it."""
+    wait_until(lambda: progress() > before, what, alive=[worker], log=log)
+    time.sleep(rng.uniform(0.0, most))
+    os.kill(worker.pid, signal.SIGKILL)
+    worker.wait()
 
 
 def stop(process: subprocess.Popen[bytes]) -> int:

@@ -4,10 +4,8 @@ flow, and fed a flood of malformed messages published with the brokers' raw clie
 from __future__ import annotations
 
 import json
-import os
 import random
 import re
-import signal
 import subprocess
 import sys
 import threading
@@ -33,7 +31,7 @@ from tidings.serialization.codec import JsonCodec
 from tidings.workers.consumer import Consumer
 
 from .brokers import run_nats, unique
-from .faults import PATIENCE, pika_channel, to_be_killed, wait_until
+from .faults import PATIENCE, kill_mid_work, pika_channel, to_be_killed, wait_until
 
 KILLS = 20
 ORDERS = 10_000
@@ -239,15 +237,15 @@ def test_a_consumer_killed_twenty_times_while_orders_flow_applies_each_order_onc
             publishing.start()
             before = inbox_rows(inventory)
             consumer = start_consumer(db, schema, feed, log, killed=True)
-            wait_until(
-                lambda: inbox_rows(inventory) > before,  # noqa: B023 - called in the loop
+            kill_mid_work(
+                consumer,
+                lambda: inbox_rows(inventory),
+                before,
                 "the consumer applied a batch",
-                alive=[consumer],
+                rng=rng,
+                most=0.3,
                 log=log,
             )
-            threading.Event().wait(rng.uniform(0.0, 0.3))
-            os.kill(consumer.pid, signal.SIGKILL)
-            consumer.wait()
             publishing.join()
         final = tmp_path / "final-consumer.log"
         last = start_consumer(db, schema, feed, final)

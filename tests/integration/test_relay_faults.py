@@ -45,6 +45,7 @@ from .faults import (
     assert_each_committed_event_arrived,
     committed,
     jetstream_serves,
+    kill_mid_work,
     open_wire,
     outbox_counts,
     rabbitmq_serves,
@@ -109,15 +110,15 @@ def test_a_relay_killed_twenty_times_while_events_flow_publishes_each_in_order(
         writing.start()
         before = outbox_counts(outbox)[0]
         relay = start_relay(pg_url, schema, wire, log, killed=True, **options)
-        wait_until(
-            lambda: outbox_counts(outbox)[0] > before,  # noqa: B023 - called in the loop
+        kill_mid_work(
+            relay,
+            lambda: outbox_counts(outbox)[0],
+            before,
             "the relay published a batch",
-            alive=[relay],
+            rng=rng,
+            most=0.5,
             log=log,
         )
-        threading.Event().wait(rng.uniform(0.0, 0.5))
-        os.kill(relay.pid, signal.SIGKILL)
-        relay.wait()
         writing.join()
     assert writer.written == EVENTS
     final = tmp_path / "final-relay.log"
