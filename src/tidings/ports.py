@@ -7,7 +7,7 @@ the ones it supports.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -275,9 +275,15 @@ class Outbox(Protocol):
         """Add outbox rows for ``records`` inside the unit of work's transaction."""
 
     def claim(
-        self, leases: Mapping[int, int], lanes: int, limit: int, now: float
+        self,
+        leases: Mapping[int, int],
+        lanes: int,
+        limit: int,
+        now: float,
+        skip: Collection[int] = (),
     ) -> list[OutboxEntry]:
-        """Due rows of the leased lanes in position order, skipping parked aggregates."""
+        """Due rows of the leased lanes in position order, skipping parked aggregates and
+        the rows at the positions in ``skip`` (published, their settle still on its way)."""
 
     def settle(self, relay_id: str, leases: Mapping[int, int], outcome: Settlement) -> bool:
         """Apply ``outcome`` if every lease still holds; False (and nothing done) if not."""

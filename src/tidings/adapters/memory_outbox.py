@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, replace
 
 from tidings.adapters.lanes import lanes_mismatch
@@ -99,9 +99,15 @@ class MemoryOutbox:
             self._nodes.pop(relay_id, None)
 
     def claim(
-        self, leases: Mapping[int, int], lanes: int, limit: int, now: float
+        self,
+        leases: Mapping[int, int],
+        lanes: int,
+        limit: int,
+        now: float,
+        skip: Collection[int] = (),
     ) -> list[OutboxEntry]:
-        """Due rows of leased lanes, oldest first, skipping parked aggregates."""
+        """Due rows of leased lanes, oldest first, skipping parked aggregates and ``skip``."""
+        skip = frozenset(skip)
         with self._db.lock:
             dead = {row.record.stream_id for row, _, _ in self._dead.values()}
             waiting: set[str] = set()
@@ -113,7 +119,7 @@ class MemoryOutbox:
                     continue
                 if row.next_attempt_at > now:
                     waiting.add(stream)
-                elif stream not in waiting and stream not in dead:
+                elif stream not in waiting and stream not in dead and position not in skip:
                     claimed.append(OutboxEntry(row.record, row.shard % lanes, row.retry_count))
                     if len(claimed) == limit:
                         break

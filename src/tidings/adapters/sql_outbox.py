@@ -9,7 +9,7 @@ lock on the lane rows, that every lease still carries the token the relay holds.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from contextlib import AbstractContextManager
 from typing import Any
 
@@ -153,26 +153,36 @@ class SqlOutbox:
     # -- claiming and settling -----------------------------------------------------------
 
     def claim(
-        self, leases: Mapping[int, int], lanes: int, limit: int, now: float
+        self,
+        leases: Mapping[int, int],
+        lanes: int,
+        limit: int,
+        now: float,
+        skip: Collection[int] = (),
     ) -> list[OutboxEntry]:
-        """Due, unparked rows of the leased lanes, oldest first."""
+        """Due, unparked rows of the leased lanes, oldest first, but for ``skip``."""
         if not leases:
             return []
         m, t = self.mark, self.t
         lane_sql, lane_params = self.int_set(sorted(leases))
+        skip_sql = ""
+        skip_params: tuple[Any, ...] = ()
+        if skip:
+            condition, skip_params = self.int_set(sorted(skip))
+            skip_sql = f"AND NOT (o.position {condition}) "
         # A row waiting for a retry has failed before (retry_count > 0): saying so lets the
         # parked check probe the small partial index of such rows, never the whole backlog.
         rows = self._query(
             f"SELECT {self.select_row}, retry_count FROM {t['outbox']} o "
             f"WHERE o.published = FALSE AND o.next_attempt_at <= {m} "
-            f"AND (o.shard {self.modulo} {m}) {lane_sql} "
+            f"AND (o.shard {self.modulo} {m}) {lane_sql} {skip_sql}"
             f"AND NOT EXISTS (SELECT 1 FROM {t['outbox']} p WHERE p.aggregate_id = o.aggregate_id "
             f"AND p.published = FALSE AND p.retry_count > 0 AND p.position < o.position "
             f"AND p.next_attempt_at > {m}) "
             f"AND NOT EXISTS (SELECT 1 FROM {t['outbox_dead_letters']} d "
             f"WHERE d.aggregate_id = o.aggregate_id) "
             f"ORDER BY o.position LIMIT {m}",
-            (now, lanes, *lane_params, now, limit),
+            (now, lanes, *lane_params, *skip_params, now, limit),
         )
         return [OutboxEntry(self._record(row), int(row[9]) % lanes, int(row[10])) for row in rows]
 

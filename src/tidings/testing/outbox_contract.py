@@ -59,6 +59,30 @@ def drain(relay: Relay, passes: int = 50) -> None:
     raise AssertionError(f"the relay still had work after {passes} passes")
 
 
+class GatedOutbox:
+    """An outbox whose settles wait for ``gate``, noting each claim's limit, skip and the
+    positions claimed: it holds a settle "on its way" for as long as a test needs."""
+
+    def __init__(self, inner: Any, gate: threading.Event) -> None:
+        self.inner, self.gate = inner, gate
+        self.claims: list[tuple[int, frozenset[int], list[int]]] = []
+
+    def claim(self, leases: Any, lanes: int, limit: int, now: float, skip: Any = ()) -> Any:
+        """The inner claim, noted."""
+        entries = self.inner.claim(leases, lanes, limit, now, skip)
+        self.claims.append((limit, frozenset(skip), [e.record.position for e in entries]))
+        return entries
+
+    def settle(self, relay_id: str, leases: Any, outcome: Settlement) -> bool:
+        """The inner settle, once the gate is open."""
+        if not self.gate.wait(30):
+            raise AssertionError("the gate never opened")
+        return bool(self.inner.settle(relay_id, leases, outcome))
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+
 def by_stream(messages: list[OutgoingMessage]) -> dict[str, list[str]]:
     """Message ids per aggregate, in the order they were confirmed."""
     streams: dict[str, list[str]] = {}
@@ -250,6 +274,74 @@ class OutboxContract:
         ]
         assert box.settle("relay-b", fresh, done) is True
         assert box.claim(fresh, 1, 10, later) == []
+
+    def test_a_claim_leaves_out_the_rows_it_is_told_to_skip(self, store: Store) -> None:
+        """``skip`` names rows published but not yet settled: the claim passes over them."""
+        counters_with_events(store, 3, 1)
+        box = store.outbox
+        assert box is not None
+        leases = box.lease("relay-a", 1, TTL, NOW)
+        first, second, third = (e.record.position for e in box.claim(leases, 1, 10, NOW))
+        found = box.claim(leases, 1, 10, NOW, skip={first, third})
+        assert [e.record.position for e in found] == [second]
+        assert box.claim(leases, 1, 10, NOW, skip=[first, second, third]) == []
+
+    def test_the_next_pass_goes_on_while_the_last_one_settles(self, store: Store) -> None:
+        """While one event's settle is held up, the next pass claims past it (skipping its
+        row, and claiming no more than keeps the unsettled rows within the batch size)
+        and publishes only the new event: each event goes out once."""
+        box, gate = store.outbox, threading.Event()
+        gated = GatedOutbox(box, gate)
+        transport = RecordingTransport()
+        relay = Relay(gated, box, transport, plain_message, batch_size=5)  # type: ignore[arg-type]
+        (first,) = counters_with_events(store, 1, 1)
+        assert relay._step() == 1  # published; its settle waits at the gate
+        (second,) = counters_with_events(store, 1, 1)
+        transport.refuse = lambda message: gate.set()  # opens it while the second goes out
+        assert relay._step() == 1
+        (_, _, [held]), (limit, skipped, [claimed]) = gated.claims
+        assert (limit, skipped) == (4, frozenset({held}))
+        assert claimed != held
+        assert relay.run_once() == 0
+        assert transport.ids() == [
+            *(e.event_id for e in store.read_stream(first.id)),
+            *(e.event_id for e in store.read_stream(second.id)),
+        ]
+        assert relay.stats.published == 2
+        assert box.stats(time.time()).backlog == 0  # type: ignore[union-attr]
+
+    def test_later_events_wait_while_a_refused_event_is_being_parked(self, store: Store) -> None:
+        """The first event is refused and its retry is still being settled: the next pass
+        finds the aggregate's second event and leaves it, as it would once parked."""
+        box, gate = store.outbox, threading.Event()
+        transport = RecordingTransport(lambda message: "refused")
+        relay = Relay(GatedOutbox(box, gate), box, transport, plain_message)  # type: ignore[arg-type]
+        (counter,) = counters_with_events(store, 1, 1)
+        assert relay._step() == 1  # refused; the retry's settle waits at the gate
+        counter.increment()
+        commit(store, counter)
+        transport.refuse = lambda message: None
+        assert relay._step() == 0
+        gate.set()
+        assert relay.run_once() == 0  # now parked in the database until its retry is due
+        assert transport.attempts == [next(iter(store.read_stream(counter.id))).event_id]
+        assert (relay.stats.retried, relay.stats.published) == (1, 0)
+
+    def test_stopping_waits_for_the_last_settle_before_giving_up_the_lanes(
+        self, store: Store
+    ) -> None:
+        """``release`` lets a settle on its way finish under the relay's leases: the rows it
+        published are marked, not left for the next relay to publish again."""
+        box, gate = store.outbox, threading.Event()
+        relay = Relay(GatedOutbox(box, gate), box, RecordingTransport(), plain_message)  # type: ignore[arg-type]
+        counters_with_events(store, 2, 1)
+        assert relay._step() == 2
+        opener = threading.Timer(0.2, gate.set)
+        opener.start()
+        relay.release()
+        opener.join()
+        assert relay.stats.published == 2
+        assert box.stats(time.time()).backlog == 0  # type: ignore[union-attr]
 
     def test_published_rows_are_deleted_after_the_retention(self, store: Store) -> None:
         """Only published rows older than the retention go; unpublished ones stay."""

@@ -3,8 +3,9 @@
 Each pass (``run_once``) renews the relay's lane leases, claims a batch of due rows of its
 lanes, publishes it in waves (one message per aggregate in flight, so a refused event
 holds back the later events of its aggregate and nothing else), and settles the outcome
-in one fenced transaction. ``run`` loops over passes, waits for new rows between them,
-backs off while the broker is down and deletes old published rows.
+in fenced transactions on a thread of its own, while the next group or batch goes out.
+``run`` loops over passes, waits for new rows between them, backs off while the broker is
+down and deletes old published rows.
 """
 
 from __future__ import annotations
@@ -101,51 +102,68 @@ class Relay(Background):
         self._stop = threading.Event()
         self._thread = None
         self._executor: ThreadPoolExecutor | None = None
+        self._settling: _Settling | None = None
 
     # -- one pass -------------------------------------------------------------------------
 
     def run_once(self) -> int:
         """Lease, claim, publish, settle; return how many rows were claimed.
 
-        The batch goes out in groups (a wave, or a slice of a large one). Once a group's
-        worth of rows is confirmed, the next group is published from the sender thread
-        while this one settles them, so the database's round trips hide behind the
-        broker's instead of adding to them.
+        Everything the pass published is settled (or found fenced off) when it returns.
         """
+        try:
+            claimed = self._step()
+        except BaseException:
+            with suppress(StorageError):  # the pass's own error is the one to report
+                self._collect(wait=True)
+            raise
+        self._collect(wait=True)
+        return claimed
+
+    def _step(self) -> int:
+        """One pass, whose last settle may still be running when it returns.
+
+        Settles run on a thread of their own, one at a time and in order: the next group
+        is published while the previous one settles, and ``run`` claims the next batch
+        while the last one settles, so the database's round trips for the bookkeeping
+        never hold up an event on its way to the broker. Rows whose settle is still on its
+        way are left out of the claim, and so are the later rows of an aggregate whose
+        failed event is being scheduled for a retry or dead-lettered; the claim takes only
+        as many rows as keep the relay's unsettled rows within ``batch_size``, so a killed
+        relay sends at most one batch again.
+        """
+        self._collect(wait=False)  # a lease it found lost is renewed below
         now = self.clock()
         if now >= self._renew_at:
             self._held = self.leases.lease(self.relay_id, self.lanes, self.lease_ttl, now)
             self._renew_at = now + self.lease_ttl / 3
             self.stats.lanes_held = len(self._held)
-        entries = self.outbox.claim(self._held, self.lanes, self.batch_size, now)
+        pending = self._settling
+        if pending is not None and len(pending.positions) >= self.batch_size:
+            self._collect(wait=True)
+            pending = None
+        skip = pending.positions if pending is not None else frozenset[int]()
+        entries = self.outbox.claim(self._held, self.lanes, self.batch_size - len(skip), now, skip)
+        if pending is not None and pending.blocked:
+            entries = [e for e in entries if e.record.stream_id not in pending.blocked]
         if not entries:
             return 0
         leases = {lane: self._held[lane] for lane in {e.lane for e in entries}}
         outcome = _Outcome()
-        job: Future[_Sent] | None = None
         try:
             for group in groups(entries, self.publish_chunk):
-                blocked = frozenset(outcome.blocked)
-                if outcome.unsettled < self.publish_chunk:  # not worth a hand-over yet
-                    self._record(outcome, self._send(group, blocked), now)
-                    continue
-                job = self._sender().submit(self._send, group, blocked)
-                if not self._settle(leases, outcome):
+                self._record(outcome, self._send(group, frozenset(outcome.blocked)), now)
+                if outcome.unsettled >= self.publish_chunk and not self._hand_over(leases, outcome):
                     return len(entries)  # the lanes' new owner publishes the rest
-                sent, job = job.result(), None
-                self._record(outcome, sent, now)
         except BrokerUnavailableError:
-            self._settle(leases, outcome)  # what the broker confirmed before it went away
+            with suppress(StorageError):  # the outage is the error to report
+                self._hand_over(leases, outcome)  # what the broker confirmed before it left
             raise
-        finally:
-            if job is not None:  # settling failed while a group was out: let it finish first
-                with suppress(Exception):
-                    job.result()
-        self._settle(leases, outcome)
+        self._hand_over(leases, outcome)
         return len(entries)
 
     def _send(self, group: Sequence[OutboxEntry], blocked: frozenset[str]) -> _Sent:
-        """Encode and publish one group (on the sender thread), skipping held-back aggregates."""
+        """Encode and publish one group, skipping held-back aggregates."""
         ready, messages, unencodable = [], [], []
         for entry in group:
             if entry.record.stream_id in blocked:
@@ -167,13 +185,34 @@ class Relay(Background):
                 self._fail(entry, error, now, outcome.retry, outcome.dead)
                 outcome.blocked.add(entry.record.stream_id)
 
-    def _settle(self, leases: dict[int, int], outcome: _Outcome) -> bool:
-        """Settle what the batch has done so far; False if a lease was lost meanwhile."""
+    def _hand_over(self, leases: dict[int, int], outcome: _Outcome) -> bool:
+        """Start settling what the batch has done so far, once the settle before it is
+        done; False, and nothing started, if that one found a lease lost."""
         settlement = outcome.take()
         if not (settlement.published or settlement.retry or settlement.dead):
             return True
-        if self.outbox.settle(self.relay_id, leases, settlement):
-            self._count(settlement)
+        if not self._collect(wait=True):
+            return False  # the rows stay unmarked: the lanes' new owner publishes them again
+        positions = frozenset(
+            [
+                *settlement.published,
+                *(position for position, _, _ in settlement.retry),
+                *(position for position, _ in settlement.dead),
+            ]
+        )
+        future = self._settler().submit(self.outbox.settle, self.relay_id, leases, settlement)
+        self._settling = _Settling(future, settlement, positions, frozenset(outcome.blocked))
+        return True
+
+    def _collect(self, *, wait: bool) -> bool:
+        """Take in the settle on its way if it is done (with ``wait``: once it is done);
+        False if it found a lease lost. A settle's error is raised here."""
+        pending = self._settling
+        if pending is None or not (wait or pending.future.done()):
+            return True
+        self._settling = None
+        if pending.future.result():
+            self._count(pending.settlement)
             return True
         # Another relay took a lane: what we published stays unmarked and will be
         # published again by the new owner (at least once, never lost).
@@ -182,10 +221,12 @@ class Relay(Background):
         log.warning("relay %s lost a lane lease; the batch is left to its new owner", self.relay_id)
         return False
 
-    def _sender(self) -> ThreadPoolExecutor:
-        """The thread that publishes while this one settles (started on first use)."""
+    def _settler(self) -> ThreadPoolExecutor:
+        """The thread that settles while this one publishes (started on first use)."""
         if self._executor is None:
-            self._executor = ThreadPoolExecutor(1, thread_name_prefix=f"relay-send-{self.relay_id}")
+            self._executor = ThreadPoolExecutor(
+                1, thread_name_prefix=f"relay-settle-{self.relay_id}"
+            )
         return self._executor
 
     def _fail(
@@ -245,7 +286,7 @@ class Relay(Background):
             self.release()
 
     def _pass(self) -> None:
-        claimed = self.run_once()
+        claimed = self._step()
         self._clean_up()
         if claimed == 0:
             self.outbox.wait_for_work(self._idle_timeout())
@@ -266,7 +307,14 @@ class Relay(Background):
 
     def release(self) -> None:
         """Give up this relay's lanes so another relay takes them at once (``run`` does
-        this when it stops; call it yourself after driving ``run_once`` by hand)."""
+        this when it stops; call it yourself after driving ``run_once`` by hand).
+
+        A settle still on its way is waited for first, so the lanes' next owner finds the
+        rows this relay published marked as such."""
+        try:
+            self._collect(wait=True)
+        except StorageError as exc:
+            log.warning("relay %s could not settle its last rows: %s", self.relay_id, exc)
         try:
             self.leases.release(self.relay_id)
         except StorageError as exc:
@@ -296,6 +344,16 @@ class _Outcome:
         settlement = Settlement(self.published, self.retry, self.dead)
         self.published, self.retry, self.dead = [], [], []
         return settlement
+
+
+@dataclass(frozen=True)
+class _Settling:
+    """A settle on the settler thread, and the rows and aggregates it is settling."""
+
+    future: Future[bool]
+    settlement: Settlement
+    positions: frozenset[int]
+    blocked: frozenset[str]
 
 
 @dataclass(frozen=True)
