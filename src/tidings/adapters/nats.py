@@ -55,7 +55,7 @@ class _Acks:
     def __init__(self, count: int) -> None:
         self.replies: list[nats.aio.msg.Msg | None] = [None] * count
         self.missing = count
-        self.complete = asyncio.Event()
+        self.complete: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.tokens: list[str] = []
 
     def arrived(self, index: int, reply: nats.aio.msg.Msg) -> None:
@@ -64,7 +64,13 @@ class _Acks:
             self.replies[index] = reply
             self.missing -= 1
             if self.missing == 0:
-                self.complete.set()
+                self.stop_waiting()
+
+    def stop_waiting(self) -> None:
+        """Wake the chunk's publisher: every answer is in, the connection is gone, or the
+        time is up (``missing`` says which)."""
+        if not self.complete.done():
+            self.complete.set_result(None)
 
 
 class _AckInbox:
@@ -95,6 +101,11 @@ class _AckInbox:
         self.waiting[token] = (acks, index)
         acks.tokens.append(token)
         return self.prefix + token
+
+    def give_up(self) -> None:
+        """Wake every chunk still waiting for answers (the connection was lost)."""
+        for acks, _ in list(self.waiting.values()):
+            acks.stop_waiting()
 
     def forget(self, acks: _Acks) -> None:
         """Stop waiting for what is still missing of ``acks`` (given up after a timeout)."""
@@ -180,9 +191,12 @@ class _Link:
         import nats
 
         lost = asyncio.Event()
+        inboxes: list[_AckInbox] = []
 
         async def on_closed() -> None:
             lost.set()
+            for inbox in inboxes:
+                inbox.give_up()
 
         async def on_error(exc: Exception) -> None:
             """Errors surface where they matter: in the call that meets them."""
@@ -203,6 +217,7 @@ class _Link:
         except BaseException:
             await client.close()
             raise
+        inboxes.append(acks)
         self.generation += 1
         return _Connection(client, client.jetstream(), lost, self.generation, acks)
 
@@ -352,14 +367,18 @@ class NatsPublisher:
         return _refusal(reply, f"{self.subject_prefix}.{message.routing_key}")
 
     async def _settle(self, acks: _Acks, lost: asyncio.Event) -> None:
-        """Wait for every ack, or until the connection is lost or the time is up."""
-        everything = asyncio.ensure_future(acks.complete.wait())
-        lost_waiter = asyncio.ensure_future(lost.wait())
-        await asyncio.wait(
-            {everything, lost_waiter}, timeout=self.ack_timeout, return_when="FIRST_COMPLETED"
-        )
-        everything.cancel()
-        lost_waiter.cancel()
+        """Wait for every ack, or until the connection is lost or the time is up.
+
+        One future that the answers, the loss of the connection and a timer all resolve:
+        this runs for every publish, where two tasks and ``asyncio.wait`` cost more than
+        the rest of the call.
+        """
+        if not lost.is_set():
+            timer = asyncio.get_running_loop().call_later(self.ack_timeout, acks.stop_waiting)
+            try:
+                await acks.complete
+            finally:
+                timer.cancel()
         if acks.missing and lost.is_set():
             raise ConnectionError("the connection closed before JetStream acknowledged")
 
