@@ -18,7 +18,6 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import suppress
 from dataclasses import dataclass, field
 
@@ -34,6 +33,7 @@ from tidings.ports import (
 )
 from tidings.records import EventRecord
 from tidings.workers.passes import Background, delete_in_batches, run_passes
+from tidings.workers.settler import Handed, Settler
 
 log = logging.getLogger("tidings.relay")
 
@@ -101,8 +101,7 @@ class Relay(Background):
         self._cleanup_at = 0.0
         self._stop = threading.Event()
         self._thread = None
-        self._executor: ThreadPoolExecutor | None = None
-        self._settling: _Settling | None = None
+        self._settler = Settler(outbox, self.relay_id)
 
     # -- one pass -------------------------------------------------------------------------
 
@@ -112,55 +111,57 @@ class Relay(Background):
         Everything the pass published is settled (or found fenced off) when it returns.
         """
         try:
-            claimed = self._step()
+            claimed, _ = self._step()
         except BaseException:
             with suppress(StorageError):  # the pass's own error is the one to report
-                self._collect(wait=True)
+                self._take_settled(wait=True)
             raise
-        self._collect(wait=True)
+        self._take_settled(wait=True)
         return claimed
 
-    def _step(self) -> int:
-        """One pass, whose last settle may still be running when it returns.
+    def _step(self) -> tuple[int, bool]:
+        """One pass, whose settling may still be going on when it returns: how many rows
+        it claimed, and whether the claim was full (more rows may be due already).
 
-        Settles run on a thread of their own, one at a time and in order: the next group
-        is published while the previous one settles, and ``run`` claims the next batch
-        while the last one settles, so the database's round trips for the bookkeeping
-        never hold up an event on its way to the broker. Rows whose settle is still on its
-        way are left out of the claim, and so are the later rows of an aggregate whose
-        failed event is being scheduled for a retry or dead-lettered; the claim takes only
-        as many rows as keep the relay's unsettled rows within ``batch_size``, so a killed
-        relay sends at most one batch again.
+        Settling runs on a thread of its own (``Settler``): the next group is published
+        while the previous one settles, and ``run`` claims the next batch while the last
+        one settles, so the database's round trips for the bookkeeping never hold up an
+        event on its way to the broker. Rows whose settle is still on its way are left out
+        of the claim, and so are the later rows of an aggregate whose refused event is
+        being scheduled for a retry or dead-lettered; the claim takes only as many rows as
+        keep the relay's unsettled rows within ``batch_size``, so a killed relay sends at
+        most one batch again.
         """
-        self._collect(wait=False)  # a lease it found lost is renewed below
+        self._take_settled(wait=False)  # a lease found lost is renewed below
         now = self.clock()
         if now >= self._renew_at:
             self._held = self.leases.lease(self.relay_id, self.lanes, self.lease_ttl, now)
             self._renew_at = now + self.lease_ttl / 3
             self.stats.lanes_held = len(self._held)
-        pending = self._settling
-        if pending is not None and len(pending.positions) >= self.batch_size:
-            self._collect(wait=True)
-            pending = None
-        skip = pending.positions if pending is not None else frozenset[int]()
-        entries = self.outbox.claim(self._held, self.lanes, self.batch_size - len(skip), now, skip)
-        if pending is not None and pending.blocked:
-            entries = [e for e in entries if e.record.stream_id not in pending.blocked]
+        skip, parking = self._settler.unsettled()
+        if len(skip) >= self.batch_size:
+            self._take_settled(wait=True)
+            skip, parking = frozenset(), frozenset()
+        limit = self.batch_size - len(skip)
+        entries = self.outbox.claim(self._held, self.lanes, limit, now, skip)
+        full = len(entries) == limit
+        if parking:
+            entries = [e for e in entries if e.record.stream_id not in parking]
         if not entries:
-            return 0
+            return 0, full
         leases = {lane: self._held[lane] for lane in {e.lane for e in entries}}
         outcome = _Outcome()
         try:
             for group in groups(entries, self.publish_chunk):
                 self._record(outcome, self._send(group, frozenset(outcome.blocked)), now)
                 if outcome.unsettled >= self.publish_chunk and not self._hand_over(leases, outcome):
-                    return len(entries)  # the lanes' new owner publishes the rest
+                    return len(entries), full  # the lanes' new owner publishes the rest
         except BrokerUnavailableError:
             with suppress(StorageError):  # the outage is the error to report
                 self._hand_over(leases, outcome)  # what the broker confirmed before it left
             raise
         self._hand_over(leases, outcome)
-        return len(entries)
+        return len(entries), full
 
     def _send(self, group: Sequence[OutboxEntry], blocked: frozenset[str]) -> _Sent:
         """Encode and publish one group, skipping held-back aggregates."""
@@ -186,48 +187,32 @@ class Relay(Background):
                 outcome.blocked.add(entry.record.stream_id)
 
     def _hand_over(self, leases: dict[int, int], outcome: _Outcome) -> bool:
-        """Start settling what the batch has done so far, once the settle before it is
-        done; False, and nothing started, if that one found a lease lost."""
+        """Queue what the batch has done so far for the settler; False, and nothing
+        queued, if an earlier settle found a lease lost."""
         settlement = outcome.take()
         if not (settlement.published or settlement.retry or settlement.dead):
             return True
-        if not self._collect(wait=True):
+        if not self._take_settled(wait=False):
             return False  # the rows stay unmarked: the lanes' new owner publishes them again
-        positions = frozenset(
-            [
-                *settlement.published,
-                *(position for position, _, _ in settlement.retry),
-                *(position for position, _ in settlement.dead),
-            ]
-        )
-        future = self._settler().submit(self.outbox.settle, self.relay_id, leases, settlement)
-        self._settling = _Settling(future, settlement, positions, frozenset(outcome.blocked))
+        self._settler.hand_over(Handed(leases, settlement, frozenset(outcome.blocked)))
         return True
 
-    def _collect(self, *, wait: bool) -> bool:
-        """Take in the settle on its way if it is done (with ``wait``: once it is done);
-        False if it found a lease lost. A settle's error is raised here."""
-        pending = self._settling
-        if pending is None or not (wait or pending.future.done()):
-            return True
-        self._settling = None
-        if pending.future.result():
-            self._count(pending.settlement)
-            return True
-        # Another relay took a lane: what we published stays unmarked and will be
-        # published again by the new owner (at least once, never lost).
-        self.stats.lost_leases += 1
-        self._renew_at = 0.0
-        log.warning("relay %s lost a lane lease; the batch is left to its new owner", self.relay_id)
-        return False
-
-    def _settler(self) -> ThreadPoolExecutor:
-        """The thread that settles while this one publishes (started on first use)."""
-        if self._executor is None:
-            self._executor = ThreadPoolExecutor(
-                1, thread_name_prefix=f"relay-settle-{self.relay_id}"
-            )
-        return self._executor
+    def _take_settled(self, *, wait: bool) -> bool:
+        """Count what the settler has settled (with ``wait``: once it settled everything);
+        False if a settle found a lease lost. A settle's error is raised here."""
+        held = True
+        for settled in self._settler.results(wait=wait):
+            if settled.held:
+                self._count(settled.settlement)
+            else:
+                held = False
+        if not held:
+            # Another relay took a lane: what we published stays unmarked and will be
+            # published again by the new owner (at least once, never lost).
+            self.stats.lost_leases += 1
+            self._renew_at = 0.0
+            log.warning("relay %s lost a lane lease; its rows go to the new owner", self.relay_id)
+        return held
 
     def _fail(
         self,
@@ -286,9 +271,13 @@ class Relay(Background):
             self.release()
 
     def _pass(self) -> None:
-        claimed = self._step()
+        _, full = self._step()
         self._clean_up()
-        if claimed == 0:
+        if not full:
+            # Every due row was claimed: whatever commits from now on, or committed while
+            # this pass published, wakes the wait at once (NOTIFY, the in-process signal,
+            # the database version). Claiming again first found nothing, most of the time
+            # at a steady flow, and cost a query per event.
             self.outbox.wait_for_work(self._idle_timeout())
 
     def _paused(self, exc: Exception) -> None:
@@ -312,7 +301,7 @@ class Relay(Background):
         A settle still on its way is waited for first, so the lanes' next owner finds the
         rows this relay published marked as such."""
         try:
-            self._collect(wait=True)
+            self._take_settled(wait=True)
         except StorageError as exc:
             log.warning("relay %s could not settle its last rows: %s", self.relay_id, exc)
         try:
@@ -320,9 +309,6 @@ class Relay(Background):
         except StorageError as exc:
             log.warning("relay %s could not release its lanes: %s", self.relay_id, exc)
         self._held = {}
-        if self._executor is not None:
-            self._executor.shutdown()
-            self._executor = None
 
 
 @dataclass
@@ -344,16 +330,6 @@ class _Outcome:
         settlement = Settlement(self.published, self.retry, self.dead)
         self.published, self.retry, self.dead = [], [], []
         return settlement
-
-
-@dataclass(frozen=True)
-class _Settling:
-    """A settle on the settler thread, and the rows and aggregates it is settling."""
-
-    future: Future[bool]
-    settlement: Settlement
-    positions: frozenset[int]
-    blocked: frozenset[str]
 
 
 @dataclass(frozen=True)

@@ -30,6 +30,7 @@ class SqliteOutbox(SqlOutbox):
         super().__init__(database.tables)
         self._db = database
         self._signal = threading.Event()
+        self._seen = threading.local()  # the data_version when this thread's last wait ended
         self._insert_sql = (
             f"INSERT INTO {self.t['outbox']} ({WRITTEN}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
         )
@@ -94,9 +95,16 @@ class SqliteOutbox(SqlOutbox):
         return f"{column} < strftime('%Y-%m-%dT%H:%M:%fZ', 'now', '-' || ? || ' seconds')"
 
     def wait_for_work(self, timeout: float) -> None:
-        """Wake on a commit in this process at once, in another within a few milliseconds."""
+        """Wake on a commit in this process at once, in another within a few milliseconds.
+
+        A commit since this thread's last wait returned counts too: the database version
+        is remembered from then (per thread, as each has its own connection), so a row
+        another process wrote while the relay was publishing wakes it at once.
+        """
         deadline = time.monotonic() + timeout
-        seen = self._data_version()
+        seen = getattr(self._seen, "version", None)
+        if seen is None:
+            seen = self._data_version()
         while True:
             left = deadline - time.monotonic()
             if left <= 0 or self._signal.wait(min(POLL, left)):
@@ -104,6 +112,7 @@ class SqliteOutbox(SqlOutbox):
             if self._data_version() != seen:
                 break
         self._signal.clear()
+        self._seen.version = self._data_version()
 
     def _data_version(self) -> int:
         return int(self._db.query("PRAGMA data_version")[0][0])

@@ -1,0 +1,138 @@
+"""The relay's bookkeeping, written on a thread of its own while the relay publishes.
+
+A relay settles what the broker answered (published marks, retry times, dead letters)
+in fenced transactions. Doing that between two publishes put the database's round trips
+in front of every new event; here they run beside the publishing instead. What is handed
+over while a settle runs waits, and goes with the rest that waited in the next
+transaction: the relay never waits for the database between two groups, and a busy relay
+settles in fewer, larger transactions.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from tidings.ports import Outbox, Settlement
+
+
+@dataclass(frozen=True)
+class Handed:
+    """One hand-over: an outcome, the leases it was won under, the aggregates it holds back."""
+
+    leases: Mapping[int, int]
+    settlement: Settlement
+    blocked: frozenset[str]
+
+    @property
+    def positions(self) -> list[int]:
+        """Every row the outcome settles."""
+        s = self.settlement
+        return [*s.published, *(p for p, _, _ in s.retry), *(p for p, _ in s.dead)]
+
+
+@dataclass(frozen=True)
+class Settled:
+    """A settle's result: what it applied, and False if a lease was found lost (nothing
+    of it was applied then)."""
+
+    settlement: Settlement
+    held: bool
+
+
+class Settler:
+    """Settles a relay's outcomes in the order they were handed over, on its own thread.
+
+    ``unsettled()`` says which rows and aggregates the relay's next claim must leave out;
+    ``results()`` hands back what was settled (and raises a settle's error), optionally
+    after waiting until nothing is left.
+    """
+
+    def __init__(self, outbox: Outbox, relay_id: str) -> None:
+        self._outbox, self._relay_id = outbox, relay_id
+        self._changed = threading.Condition()
+        self._waiting: list[Handed] = []
+        self._running: list[Handed] = []
+        self._settled: list[Settled] = []
+        self._error: Exception | None = None
+        self._thread: threading.Thread | None = None
+
+    def hand_over(self, handed: Handed) -> None:
+        """Queue an outcome; the settler thread starts on it as soon as it is free."""
+        with self._changed:
+            self._waiting.append(handed)
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._work, name=f"relay-settle-{self._relay_id}", daemon=True
+                )
+                self._thread.start()
+
+    def unsettled(self) -> tuple[frozenset[int], frozenset[str]]:
+        """The rows handed over and not settled yet, and the aggregates they hold back."""
+        with self._changed:
+            pending = [*self._running, *self._waiting]
+        positions = frozenset(p for handed in pending for p in handed.positions)
+        return positions, frozenset(s for handed in pending for s in handed.blocked)
+
+    def results(self, *, wait: bool) -> list[Settled]:
+        """What was settled since the last call (with ``wait``: once all is settled).
+
+        A settle that failed is raised here, once; the outcomes handed over after it are
+        dropped with it, so their rows are published again (never lost).
+        """
+        with self._changed:
+            if wait:
+                self._changed.wait_for(lambda: self._thread is None)
+            settled, self._settled = self._settled, []
+            error, self._error = self._error, None
+        if error is not None:
+            raise error
+        return settled
+
+    def _work(self) -> None:
+        while True:
+            with self._changed:
+                if not self._waiting or self._error is not None:
+                    self._waiting = []
+                    self._thread = None
+                    self._changed.notify_all()
+                    return
+                self._running, self._waiting = _compatible(self._waiting)
+            leases, settlement = _merged(self._running)
+            try:
+                held = self._outbox.settle(self._relay_id, leases, settlement)
+            except Exception as exc:  # raised on the relay's thread by results()
+                with self._changed:
+                    self._error, self._running = exc, []
+                    self._changed.notify_all()
+                continue
+            with self._changed:
+                self._settled.append(Settled(settlement, held))
+                self._running = []
+                self._changed.notify_all()
+
+
+def _compatible(waiting: list[Handed]) -> tuple[list[Handed], list[Handed]]:
+    """The longest head of ``waiting`` whose leases agree on every lane's token (one
+    transaction can check them all), and the rest."""
+    tokens: dict[int, int] = {}
+    for i, handed in enumerate(waiting):
+        if any(tokens.get(lane, token) != token for lane, token in handed.leases.items()):
+            return waiting[:i], waiting[i:]
+        tokens.update(handed.leases)
+    return waiting, []
+
+
+def _merged(handed: list[Handed]) -> tuple[dict[int, int], Settlement]:
+    """One settlement (and its leases) for several hand-overs."""
+    if len(handed) == 1:
+        return dict(handed[0].leases), handed[0].settlement
+    leases: dict[int, int] = {}
+    for h in handed:
+        leases.update(h.leases)
+    return leases, Settlement(
+        [p for h in handed for p in h.settlement.published],
+        [r for h in handed for r in h.settlement.retry],
+        [d for h in handed for d in h.settlement.dead],
+    )
