@@ -63,8 +63,9 @@ class GatedOutbox:
     """An outbox whose settles wait for ``gate``, noting each claim's limit, skip and the
     positions claimed: it holds a settle "on its way" for as long as a test needs."""
 
-    def __init__(self, inner: Any, gate: threading.Event) -> None:
+    def __init__(self, inner: Any, gate: threading.Event, open_at_claim: int = 0) -> None:
         self.inner, self.gate = inner, gate
+        self.open_at_claim = open_at_claim  # open the gate after this claim (1 = the first)
         self.claims: list[tuple[int, frozenset[int], list[int]]] = []
         self.settled: list[list[int]] = []  # the published rows of each settle
         self.at_gate = threading.Event()  # a settle has reached the gate
@@ -73,6 +74,8 @@ class GatedOutbox:
         """The inner claim, noted."""
         entries = self.inner.claim(leases, lanes, limit, now, skip)
         self.claims.append((limit, frozenset(skip), [e.record.position for e in entries]))
+        if len(self.claims) == self.open_at_claim:
+            self.gate.set()
         return entries
 
     def settle(self, relay_id: str, leases: Any, outcome: Settlement) -> bool:
@@ -348,6 +351,37 @@ class OutboxContract:
         assert relay.run_once() == 0  # now parked in the database until its retry is due
         assert transport.attempts == [next(iter(store.read_stream(counter.id))).event_id]
         assert (relay.stats.retried, relay.stats.published) == (1, 0)
+
+    def test_drain_publishes_everything_due_and_returns_with_it_settled(self, store: Store) -> None:
+        """``drain``: twenty events in batches of seven, published once each and in order,
+        all marked published when it returns."""
+        counters = counters_with_events(store, 5, 4)
+        transport = RecordingTransport()
+        relay = relay_of(store, transport, batch_size=7, publish_chunk=3)
+        assert relay.drain() == 20
+        streams = by_stream(transport.confirmed)
+        for counter in counters:
+            assert streams[counter.id] == [e.event_id for e in store.read_stream(counter.id)]
+        assert relay.stats.published == 20
+        assert store.outbox.stats(time.time()).backlog == 0  # type: ignore[union-attr]
+
+    def test_drain_goes_on_past_a_full_claim_of_aggregates_being_parked(self, store: Store) -> None:
+        """The only rows a full claim finds belong to an aggregate whose refused event is
+        still being parked: drain waits for that, then claims again and publishes the
+        other aggregate's event instead of stopping."""
+        (stuck,) = counters_with_events(store, 1, 3)  # its three events come first
+        (free,) = counters_with_events(store, 1, 1)
+        first = next(iter(store.read_stream(stuck.id))).event_id
+        box, gate = store.outbox, threading.Event()
+        gated = GatedOutbox(box, gate, open_at_claim=2)  # held until the second claim
+        transport = RecordingTransport(lambda m: "refused" if m.message_id == first else None)
+        relay = Relay(gated, box, transport, plain_message, batch_size=3)  # type: ignore[arg-type]
+        relay.backoff = Backoff(base=60.0, jitter=0.0)
+        relay.drain()
+        (_, _, firsts), (limit, _, seconds) = gated.claims[:2]
+        assert (len(firsts), limit, len(seconds)) == (3, 2, 2)  # full, and all held back
+        assert transport.ids() == [e.event_id for e in store.read_stream(free.id)]
+        assert transport.attempts.count(first) == 1
 
     def test_stopping_waits_for_the_last_settle_before_giving_up_the_lanes(
         self, store: Store

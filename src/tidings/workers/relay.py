@@ -119,6 +119,29 @@ class Relay(Background):
         self._take_settled(wait=True)
         return claimed
 
+    def drain(self) -> int:
+        """Publish every row that is due, pass after pass as ``run`` makes them (each one
+        claiming while the last one settles), until nothing is left; return how many rows
+        were claimed. Everything is settled when it returns. For scripts, one-off catch-ups
+        and benchmarks: it neither waits for new rows nor renews leases past the end."""
+        claimed = 0
+        try:
+            while True:
+                found, full = self._step()
+                claimed += found
+                if found == 0:
+                    if not full:
+                        break
+                    # A full claim that was all held back (its aggregates being parked):
+                    # once they are parked in the database the claim passes them over.
+                    self._take_settled(wait=True)
+        except BaseException:
+            with suppress(StorageError):  # the pass's own error is the one to report
+                self._take_settled(wait=True)
+            raise
+        self._take_settled(wait=True)
+        return claimed
+
     def _step(self) -> tuple[int, bool]:
         """One pass, whose settling may still be going on when it returns: how many rows
         it claimed, and whether the claim was full (more rows may be due already).
@@ -139,7 +162,10 @@ class Relay(Background):
             self._renew_at = now + self.lease_ttl / 3
             self.stats.lanes_held = len(self._held)
         skip, parking = self._settler.unsettled()
-        if len(skip) >= self.batch_size:
+        if len(skip) >= self.publish_chunk:
+            # A backlog: the groups of the last batch already settled while later ones were
+            # out, and a claim that must step over a group's worth of rows costs more
+            # (the database checks each row against the list) than the wait for the rest.
             self._take_settled(wait=True)
             skip, parking = frozenset(), frozenset()
         limit = self.batch_size - len(skip)
