@@ -125,6 +125,42 @@ def raw_nats_publish(
     asyncio.run(main())
 
 
+def nats_round_trips(prefix: str, batch: list[OutgoingMessage]) -> list[float]:
+    """nats-py: seconds from each publish to its JetStream ack, one message at a time."""
+    taken: list[float] = []
+
+    async def main() -> None:
+        client = await nats.connect(NATS)
+        js = client.jetstream()
+        for m in batch:
+            start = time.perf_counter()
+            await js.publish(
+                f"{prefix}.{m.routing_key}", m.body, headers={"Nats-Msg-Id": m.message_id}
+            )
+            taken.append(time.perf_counter() - start)
+        await client.close()
+
+    asyncio.run(main())
+    return taken
+
+
+def pika_round_trips(exchange: str, batch: list[OutgoingMessage]) -> list[float]:
+    """pika: seconds from each persistent publish to its confirm, one message at a time."""
+    connection = pika.BlockingConnection(pika.URLParameters(AMQP))
+    channel = connection.channel()
+    channel.confirm_delivery()
+    taken = []
+    for m in batch:
+        properties = pika.BasicProperties(
+            content_type=CONTENT_TYPE, delivery_mode=2, message_id=m.message_id
+        )
+        start = time.perf_counter()
+        channel.basic_publish(exchange, m.routing_key, m.body, properties, mandatory=True)
+        taken.append(time.perf_counter() - start)
+    connection.close()
+    return taken
+
+
 def raw_nats_consume(stream: str, prefix: str, count: int) -> None:
     """nats-py: durable pull consumer, fetch 500, ack each."""
 

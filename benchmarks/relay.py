@@ -15,7 +15,9 @@
    (``relay_latency.py`` explains the method).
 3. The raw limits in the same run: claiming 100 rows at a time with ``FOR UPDATE SKIP
    LOCKED`` (one and two workers), NATS JetStream publish with async acks (nats-py),
-   RabbitMQ publish with confirms (aio-pika, 1,000 in flight), LISTEN/NOTIFY wake-up.
+   RabbitMQ publish with confirms (aio-pika, 1,000 in flight), LISTEN/NOTIFY wake-up, and
+   the round trip of one message at a time from publish to the broker's ack (nats-py,
+   pika): the floor under the relay's commit -> ack latency.
 
 Every configuration runs ``--runs`` times; tables show the median, with every run's
 figure and the machine's load. Not a test: nothing is asserted about time.
@@ -49,6 +51,7 @@ from tidings.records import EventRecord
 TARGETS = {"postgresql -> nats": 25_000.0, "postgresql -> rabbitmq": 7_000.0}
 P50_TARGET, P99_TARGET = 0.002, 0.010
 FILL_CHUNK = 5_000
+ROUND_TRIPS = 1_000  # single publishes timed for the raw publish -> ack latency
 
 
 @dataclass(frozen=True)
@@ -209,7 +212,10 @@ def measure_raw(setup: Setup, events: int, runs: int) -> dict[str, Series]:
     """The raw limits, each the median of ``runs``."""
     raw = {
         name: Series(name)
-        for name in ("claim x1", "claim x2", "nats publish", "rabbitmq publish", "notify")
+        for name in (
+            *("claim x1", "claim x2", "nats publish", "rabbitmq publish", "notify"),
+            *(f"{broker} ack p{p}" for broker in ("nats", "rabbitmq") for p in (50, 99)),
+        )
     }
     store = relay_latency.open_store(setup.pg_url, setup.pg_schema)
     outbox_table = store.database.tables["outbox"]  # type: ignore[attr-defined]
@@ -228,13 +234,25 @@ def measure_raw(setup: Setup, events: int, runs: int) -> dict[str, Series]:
                 raw_brokers.raw_aio_pika_publish, setup.rabbit.exchange, to_rabbit
             )
             raw["rabbitmq publish"].add(rate(len(to_rabbit), publish))
+            one_by_one = {
+                "nats": raw_brokers.nats_round_trips(setup.nats.prefix, to_nats[:ROUND_TRIPS]),
+                "rabbitmq": raw_brokers.pika_round_trips(
+                    setup.rabbit.exchange, to_rabbit[:ROUND_TRIPS]
+                ),
+            }
+            for broker, taken in one_by_one.items():
+                for p in (50, 99):
+                    raw[f"{broker} ack p{p}"].add(percentile(taken, p))
             servers.purge_queue(setup.rabbit.queues[0])
     finally:
         with store.database.transaction() as tx:
             tx.execute(f"DELETE FROM {outbox_table}")
         store.close()
     for series in raw.values():
-        print(f"  raw {series.name}: {series.spread()} ({load()})")
+        if " ack p" in series.name:
+            print(f"  raw {series.name}: {series.median * 1e3:.2f} ms ({load()})")
+        else:
+            print(f"  raw {series.name}: {series.spread()} ({load()})")
     return raw
 
 
@@ -264,18 +282,25 @@ def print_tables(
     print("\nRelay throughput, events/s (median of runs)\n")
     header = ["path", "backlog", "events/s", "÷ tighter raw limit", "÷ raw publish", "target"]
     print(table(header, rows))
+
+    def ack(name: str, p: int) -> str:
+        broker = name.split(" -> ")[1]
+        return f"{raw[f'{broker} ack p{p}'].median * 1e3:.2f}"
+
     rows = [
         [
             name,
             writer,
             f"{p50.median * 1e3:.2f}",
             f"{p99.median * 1e3:.2f}",
+            f"{ack(name, 50)} / {ack(name, 99)}",
             verdict(p50.median <= P50_TARGET and p99.median <= P99_TARGET),
         ]
         for name, writer, p50, p99 in latency
     ]
     print("\nCommit -> broker ack at 1,000 events/s, ms (median of runs)\n")
-    print(table(["path", "writer", "p50", "p99", "p50 <= 2, p99 <= 10"], rows))
+    header = ["path", "writer", "p50", "p99", "raw ack p50 / p99", "p50 <= 2, p99 <= 10"]
+    print(table(header, rows))
     rows = [
         [
             "claim 100 rows, FOR UPDATE SKIP LOCKED, 1 worker",
@@ -298,6 +323,18 @@ def print_tables(
             "10,000",
         ],
         ["LISTEN/NOTIFY wake-up, median", f"{raw['notify'].median:.0f} µs", "71 µs"],
+        *(
+            [
+                f"{label}, one message at a time, publish -> ack p50 / p99",
+                f"{raw[f'{broker} ack p50'].median * 1e3:.2f} / "
+                f"{raw[f'{broker} ack p99'].median * 1e3:.2f} ms",
+                "",
+            ]
+            for broker, label in (
+                ("nats", "NATS JetStream (nats-py)"),
+                ("rabbitmq", "RabbitMQ (pika)"),
+            )
+        ),
     ]
     print("\nRaw limits (rows or messages/s; median of runs)\n")
     print(table(["raw limit", "this run", "issue 4"], rows))

@@ -166,7 +166,8 @@ class Relay(Background):
             # A backlog: the groups of the last batch already settled while later ones were
             # out, and a claim that must step over a group's worth of rows costs more
             # (the database checks each row against the list) than the wait for the rest.
-            self._take_settled(wait=True)
+            if not self._take_settled(wait=True):
+                return 0, True  # a lane was lost: the next pass renews the leases first
             skip, parking = frozenset(), frozenset()
         limit = self.batch_size - len(skip)
         entries = self.outbox.claim(self._held, self.lanes, limit, now, skip)
