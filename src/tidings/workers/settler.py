@@ -16,6 +16,8 @@ from dataclasses import dataclass
 
 from tidings.ports import Outbox, Settlement
 
+IDLE_SECONDS = 2.0
+
 
 @dataclass(frozen=True)
 class Handed:
@@ -62,6 +64,7 @@ class Settler:
         """Queue an outcome; the settler thread starts on it as soon as it is free."""
         with self._changed:
             self._waiting.append(handed)
+            self._changed.notify_all()
             if self._thread is None:
                 self._thread = threading.Thread(
                     target=self._work, name=f"relay-settle-{self._relay_id}", daemon=True
@@ -78,12 +81,12 @@ class Settler:
     def results(self, *, wait: bool) -> list[Settled]:
         """What was settled since the last call (with ``wait``: once all is settled).
 
-        A settle that failed is raised here, once; the outcomes handed over after it are
-        dropped with it, so their rows are published again (never lost).
+        A settle that failed is raised here, once; the outcomes waiting behind it when it
+        failed are dropped with it, so their rows are published again (never lost).
         """
         with self._changed:
             if wait:
-                self._changed.wait_for(lambda: self._thread is None)
+                self._changed.wait_for(lambda: not (self._waiting or self._running))
             settled, self._settled = self._settled, []
             error, self._error = self._error, None
         if error is not None:
@@ -91,12 +94,12 @@ class Settler:
         return settled
 
     def _work(self) -> None:
+        # The thread stays for a moment after its last settle: at a steady flow the next
+        # hand-over comes within milliseconds, and starting a thread for each costs more.
         while True:
             with self._changed:
-                if not self._waiting or self._error is not None:
-                    self._waiting = []
+                if not self._changed.wait_for(lambda: self._waiting, timeout=IDLE_SECONDS):
                     self._thread = None
-                    self._changed.notify_all()
                     return
                 self._running, self._waiting = _compatible(self._waiting)
             leases, settlement = _merged(self._running)
@@ -104,7 +107,8 @@ class Settler:
                 held = self._outbox.settle(self._relay_id, leases, settlement)
             except Exception as exc:  # raised on the relay's thread by results()
                 with self._changed:
-                    self._error, self._running = exc, []
+                    self._error = self._error or exc
+                    self._running, self._waiting = [], []
                     self._changed.notify_all()
                 continue
             with self._changed:
