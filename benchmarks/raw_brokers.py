@@ -125,14 +125,20 @@ def raw_nats_publish(
     asyncio.run(main())
 
 
-def nats_round_trips(prefix: str, batch: list[OutgoingMessage]) -> list[float]:
-    """nats-py: seconds from each publish to its JetStream ack, one message at a time."""
+def nats_round_trips(
+    prefix: str, batch: list[OutgoingMessage], per_second: float = 0.0
+) -> list[float]:
+    """nats-py: seconds from each publish to its JetStream ack, one message at a time (at
+    most ``per_second`` of them a second, if given)."""
     taken: list[float] = []
 
     async def main() -> None:
         client = await nats.connect(NATS)
         js = client.jetstream()
-        for m in batch:
+        begin = time.perf_counter()
+        for i, m in enumerate(batch):
+            if per_second:
+                await asyncio.sleep(max(0.0, begin + i / per_second - time.perf_counter()))
             start = time.perf_counter()
             await js.publish(
                 f"{prefix}.{m.routing_key}", m.body, headers={"Nats-Msg-Id": m.message_id}
@@ -144,13 +150,19 @@ def nats_round_trips(prefix: str, batch: list[OutgoingMessage]) -> list[float]:
     return taken
 
 
-def pika_round_trips(exchange: str, batch: list[OutgoingMessage]) -> list[float]:
-    """pika: seconds from each persistent publish to its confirm, one message at a time."""
+def pika_round_trips(
+    exchange: str, batch: list[OutgoingMessage], per_second: float = 0.0
+) -> list[float]:
+    """pika: seconds from each persistent publish to its confirm, one message at a time (at
+    most ``per_second`` of them a second, if given)."""
     connection = pika.BlockingConnection(pika.URLParameters(AMQP))
     channel = connection.channel()
     channel.confirm_delivery()
     taken = []
-    for m in batch:
+    begin = time.perf_counter()
+    for i, m in enumerate(batch):
+        if per_second:
+            time.sleep(max(0.0, begin + i / per_second - time.perf_counter()))
         properties = pika.BasicProperties(
             content_type=CONTENT_TYPE, delivery_mode=2, message_id=m.message_id
         )

@@ -107,7 +107,7 @@ def measure(
         if writer == "thread":  # the application's own store, as with relay.start()
             committed = write_steadily(store, per_second, count)
         else:
-            committed = _write_in_process(url, schema, per_second, count)
+            committed = write_in_process(url, schema, per_second, count)
         deadline = time.monotonic() + 30
         while len(clock.acked) < count and time.monotonic() < deadline:
             time.sleep(0.01)
@@ -120,7 +120,7 @@ def measure(
     return [clock.acked[event_id] - at for event_id, at in counted]
 
 
-def _write_in_process(url: str, schema: str, per_second: float, count: int) -> list[Any]:
+def write_in_process(url: str, schema: str, per_second: float, count: int) -> list[Any]:
     context = multiprocessing.get_context("spawn")
     out = context.Queue()
     child = context.Process(target=_writer_process, args=(url, schema, per_second, count, out))
