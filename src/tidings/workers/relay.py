@@ -123,7 +123,8 @@ class Relay(Background):
         """Publish every row that is due, pass after pass as ``run`` makes them (each one
         claiming while the last one settles), until nothing is left; return how many rows
         were claimed. Everything is settled when it returns. For scripts, one-off catch-ups
-        and benchmarks: it neither waits for new rows nor renews leases past the end."""
+        and benchmarks: it does not wait for new rows, and keeps its lanes until
+        ``release`` (as after ``run_once``)."""
         claimed = 0
         try:
             while True:
