@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import zlib
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -96,6 +97,14 @@ def place(record: EventRecord, position: int) -> None:
     keeps them so while sparing a second construction of every record on the write path.
     """
     _set_position(record, position)
+
+
+def place_all(records: FreshRecords, positions: Iterable[int]) -> None:
+    """``place`` each record of ``records`` at its position from ``positions``, in order:
+    the slot's setter called straight from the loop, not through ``place`` (a Python
+    call less for every event written)."""
+    for record, position in zip(records, positions, strict=True):
+        _set_position(record, position)
 
 
 @dataclass(frozen=True, slots=True)

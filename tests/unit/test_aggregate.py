@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import ast
+import pickle
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, replace
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -13,6 +15,7 @@ import tidings
 import tidings.domain
 from tidings import DomainError
 from tidings.domain import Aggregate, DomainEvent
+from tidings.domain.events import ENVELOPE_FIELDS, UNSET_TIME
 from tidings.examples.shop.orders import (
     EmptyOrderError,
     Order,
@@ -22,6 +25,8 @@ from tidings.examples.shop.orders import (
     OrderStatus,
 )
 from tidings.testing import FixedClock, SequentialIds
+
+MOMENT = datetime(2025, 1, 15, 10, 0, tzinfo=UTC)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -98,6 +103,51 @@ def test_a_slotted_event_class_is_stamped_too() -> None:
     assert not original.is_stamped()
     codec = tidings.JsonCodec(tidings.EventRegistry([Slotted]))
     assert codec.decode(codec.encode(stamped)) == stamped
+
+
+def test_an_event_is_built_from_its_payload_alone_and_has_no_envelope_until_recorded() -> None:
+    """The envelope is not an __init__ parameter: a new event reads the class defaults
+    and holds nothing of its own for them."""
+    event = Noted(text="draft")
+    assert (event.event_id, event.aggregate_id, event.aggregate_version) == ("", "", 0)
+    assert event.occurred_at == UNSET_TIME
+    assert set(vars(event)) == {"text"}
+    with pytest.raises(TypeError, match="event_id"):
+        Noted(text="draft", event_id="e-1")  # type: ignore[call-arg]
+
+
+def test_stamped_gives_a_copy_with_the_envelope_and_leaves_the_event_as_it_was() -> None:
+    """What a test or an import uses to build an event as stored; slots or not."""
+    for event in (Noted(text="n"), Slotted(text="n")):
+        copy = event.stamped(
+            event_id="e-1", occurred_at=MOMENT, aggregate_id="nb-1", aggregate_version=3
+        )
+        assert type(copy) is type(event)
+        assert (copy.event_id, copy.occurred_at) == ("e-1", MOMENT)
+        assert (copy.aggregate_id, copy.aggregate_version, copy.text) == ("nb-1", 3, "n")
+        assert not event.is_stamped()
+
+
+def test_a_recorded_event_keeps_its_envelope_in_fields_equality_repr_and_pickles() -> None:
+    """The envelope stays four dataclass fields: listed, compared, shown and pickled."""
+    stamped = make_notebook().note("kept")
+    assert {f.name for f in fields(stamped)} >= ENVELOPE_FIELDS
+    assert "event_id='evt-000001'" in repr(stamped)
+    assert pickle.loads(pickle.dumps(stamped)) == stamped  # noqa: S301 - our own bytes
+    assert stamped != make_notebook(version=1).note("kept")  # same payload, another version
+    assert hash(stamped) == hash(pickle.loads(pickle.dumps(stamped)))  # noqa: S301
+
+
+def test_replace_changes_the_payload_only_and_its_copy_is_unstamped() -> None:
+    """dataclasses.replace refuses an envelope field; its copy of a recorded event is a
+    new fact, with no envelope, that can be recorded in its turn."""
+    notebook = make_notebook()
+    stamped = notebook.note("first")
+    with pytest.raises(ValueError, match="event_id"):
+        replace(stamped, event_id="e-2")
+    changed = replace(stamped, text="second")
+    assert not changed.is_stamped()
+    assert notebook.record(changed).aggregate_version == 2
 
 
 def test_version_and_stored_version_count_recorded_and_saved_events() -> None:

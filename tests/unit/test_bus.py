@@ -5,10 +5,13 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 import pytest
 
 from tidings import DomainEvent, HandlerFailure, InMemoryBus
+
+E = TypeVar("E", bound=DomainEvent)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -28,9 +31,14 @@ class Pong(DomainEvent):
     """A sibling of Ping: both derive directly from DomainEvent."""
 
 
+def recorded(event: E, event_id: str) -> E:
+    """``event`` with an id, as if an aggregate had recorded it."""
+    return event.stamped(event_id=event_id, aggregate_id="a-1", aggregate_version=1)
+
+
 def ping(event_id: str) -> Ping:
     """A Ping with an id, as if an aggregate had recorded it."""
-    return Ping(event_id=event_id, aggregate_id="a-1", aggregate_version=1)
+    return recorded(Ping(), event_id)
 
 
 def recorder(seen: list[tuple[str, str]], label: str) -> Callable[[DomainEvent], None]:
@@ -80,7 +88,11 @@ def test_a_handler_subscribed_to_domain_event_gets_every_event() -> None:
     bus = InMemoryBus()
     seen: list[tuple[str, str]] = []
     bus.subscribe(DomainEvent, recorder(seen, "all"))
-    events = [ping("e1"), Pong(event_id="e2"), LoudPing(event_id="e3")]
+    events = [
+        ping("e1"),
+        recorded(Pong(), "e2"),
+        recorded(LoudPing(), "e3"),
+    ]
     bus.publish(events)
     assert seen == [("all", "e1"), ("all", "e2"), ("all", "e3")]
 
@@ -92,7 +104,13 @@ def test_a_handler_for_a_subclass_gets_neither_the_base_nor_a_sibling() -> None:
     base: list[tuple[str, str]] = []
     bus.subscribe(LoudPing, recorder(loud, "loud"))
     bus.subscribe(Ping, recorder(base, "ping"))
-    bus.publish([ping("e1"), Pong(event_id="e2"), LoudPing(event_id="e3")])
+    bus.publish(
+        [
+            ping("e1"),
+            recorded(Pong(), "e2"),
+            recorded(LoudPing(), "e3"),
+        ]
+    )
     assert loud == [("loud", "e3")]
     assert base == [("ping", "e1"), ("ping", "e3")]
 
@@ -151,5 +169,5 @@ def test_a_handler_without_a_name_is_reported_by_its_qualified_name() -> None:
 def test_publish_with_no_handlers_returns_no_failures() -> None:
     """An event nobody subscribed to is simply dropped: publish returns []."""
     bus = InMemoryBus()
-    assert bus.publish([ping("e1"), Pong(event_id="e2")]) == []
+    assert bus.publish([ping("e1"), recorded(Pong(), "e2")]) == []
     assert bus.publish([]) == []

@@ -73,15 +73,8 @@ def test_a_v1_record_is_read_by_v3_code_through_two_chained_upcasters() -> None:
     """price "19.50" -> 1950 cents -> EUR: the event arrives as today's class, envelope kept."""
     event = make_codec().decode(stored(V1, 1))
     assert event == ItemAdded(
-        sku="BOOK-42",
-        quantity=2,
-        unit_price_cents=1950,
-        currency="EUR",
-        event_id="e-1",
-        occurred_at=WHEN,
-        aggregate_id="order-1",
-        aggregate_version=4,
-    )
+        sku="BOOK-42", quantity=2, unit_price_cents=1950, currency="EUR"
+    ).stamped(event_id="e-1", occurred_at=WHEN, aggregate_id="order-1", aggregate_version=4)
 
 
 def test_a_v2_record_takes_only_the_upcasters_it_needs() -> None:

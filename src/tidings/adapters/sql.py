@@ -168,11 +168,15 @@ def iso_utc(moment: datetime) -> str:
         if len(_SECONDS) >= 1024:  # a bound, not a policy: start again
             _SECONDS.clear()
         head = _SECONDS[second] = "{:04d}-{:02d}-{:02d}T{:02d}:{:02d}:{:02d}.".format(*second)
-    return "%s%06d+00:00" % (head, moment.microsecond)  # noqa: UP031 - cheaper than a format spec here
+    us = moment.microsecond  # its six digits as two halves from a table: cheaper than %06d
+    return f"{head}{_DIGITS3[us // 1000]}{_DIGITS3[us % 1000]}+00:00"
 
 
 _SECONDS: dict[tuple[int, ...], str] = {}
 """(year, month, day, hour, minute, second) -> its ISO text up to the decimal point."""
+
+_DIGITS3 = tuple(f"{n:03d}" for n in range(1000))
+"""n -> n in three digits, "000" to "999": the halves of the microseconds."""
 
 
 def schema_too_new(part: SchemaPart, found: int, where: str) -> ConfigurationError:

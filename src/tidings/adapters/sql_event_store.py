@@ -14,7 +14,7 @@ from tidings.records import (
     FreshRecords,
     StreamInfo,
     new_record,
-    place,
+    place_all,
     require_aware,
 )
 
@@ -79,8 +79,7 @@ class SqlEventStore:
                 stream_id, expected_version, self._current_version(tx, stream_id)
             )
         if isinstance(records, FreshRecords):  # nobody else holds them: no copies
-            for r, p in zip(records, positions, strict=True):
-                place(r, p)
+            place_all(records, positions)
             return records
         return [at_position(r, p) for r, p in zip(records, positions, strict=True)]
 

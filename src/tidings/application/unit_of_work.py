@@ -11,7 +11,7 @@ from tidings.domain.aggregate import Aggregate
 from tidings.domain.events import DomainEvent
 from tidings.errors import UnitOfWorkError
 from tidings.ports import Database, EventStore, EventWriter, Params, Publisher, Transaction
-from tidings.records import EventRecord, FreshRecords
+from tidings.records import EventRecord
 from tidings.serialization.codec import JsonCodec
 
 
@@ -151,7 +151,7 @@ def write_pending(
     for aggregate in aggregates:
         events = aggregate.pending_events
         if events:
-            records = FreshRecords([codec.encode(event, metadata, tx) for event in events])
+            records = codec.encode_all(events, metadata, tx)
             written += event_store.append(tx, records, aggregate.stored_version)
     if written:
         for writer in writers:

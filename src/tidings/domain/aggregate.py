@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
 from typing import TypeVar
 
 from tidings.domain.events import DomainEvent
@@ -84,8 +83,7 @@ class Aggregate:
         if in_dict is None:
             in_dict = _IN_DICT[cls] = not any("__slots__" in vars(c) for c in cls.__mro__)
         if not in_dict:  # some fields live in slots: build the event again
-            return replace(
-                event,
+            return event.stamped(
                 event_id=event_id,
                 occurred_at=occurred_at,
                 aggregate_id=self._id,

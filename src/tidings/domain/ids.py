@@ -41,8 +41,12 @@ class UUID7Source:
 
     def __call__(self) -> str:
         # Runs once per event recorded: the text before the counter changes once a
-        # millisecond at most, so it is kept, and each id is a single f-string.
-        with self._lock:
+        # millisecond at most, so it is kept, and each id is a single f-string. The lock
+        # is taken by acquire/release, not ``with``: half the cost of the context manager
+        # protocol, which is a fifth of the whole call.
+        lock = self._lock
+        lock.acquire()
+        try:
             at, pool = self._at, self._pool
             if at + 19 > len(pool):
                 pool, at = os.urandom(POOL_BYTES).hex(), 0
@@ -61,11 +65,14 @@ class UUID7Source:
                     counter = 0
             self._counter = counter
             head = self._head
-        # 48 bits of milliseconds, version 7, the 12-bit counter, then the variant
-        # (binary 10) and 62 random bits.
-        variant, tail = _VARIANT[pool[at]], pool[at + 1 : at + 16]
-        # the counter in hex from two small tables: cheaper than a format spec
-        return f"{head}{_HEX[counter >> 4]}{_HEX[counter & 15][1]}-{variant}{tail[:3]}-{tail[3:]}"
+        finally:
+            lock.release()
+        # 48 bits of milliseconds, version 7, the 12-bit counter (in hex from a table:
+        # cheaper than a format spec), then the variant (binary 10) and 62 random bits.
+        return (
+            f"{head}{_HEX3[counter]}-{_VARIANT[pool[at]]}{pool[at + 1 : at + 4]}-"
+            f"{pool[at + 4 : at + 16]}"
+        )
 
     def _forget_pool(self) -> None:
         self._pool, self._at = "", 0
@@ -79,7 +86,7 @@ def _head(ms: int) -> str:
 
 POOL_BYTES = 4096
 _VARIANT = {digit: "89ab"[int(digit, 16) & 3] for digit in "0123456789abcdef"}
-_HEX = tuple(f"{n:02x}" for n in range(256))
+_HEX3 = tuple(f"{n:03x}" for n in range(4096))
 _SOURCES: weakref.WeakSet[UUID7Source] = weakref.WeakSet()
 
 
