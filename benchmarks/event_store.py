@@ -94,24 +94,35 @@ def thousand_per_transaction(contenders: list[Any], transactions: int, rounds: i
     return [per_round * rounds * 1000 / t for t in interleaved(contenders, steps)]
 
 
-def median_seconds(action: Callable[[], Any], repeat: int) -> float:
-    """The median of ``repeat`` timings of ``action``."""
-    return statistics.median(timed(action) for _ in range(repeat))
-
-
 def long_stream(libraries: list[Any], raw: RawSqlite, length: int) -> list[tuple[float, float]]:
     """c: one ``length``-event stream loaded without and with a snapshot (seconds)."""
-    results = []
-    for library in libraries:
-        stream = library.many_per_transaction(f"c-{uuid.uuid4().hex[:8]}", length)
-        library.load(stream)  # warm: the pages in the cache, the decoders built
-        without = median_seconds(lambda lib=library, s=stream: lib.load(s), 7)
-        library.snapshot(stream)
-        with_snapshot = median_seconds(lambda lib=library, s=stream: lib.load_from_snapshot(s), 200)
-        results.append((without, with_snapshot))
+    streams = [
+        library.many_per_transaction(f"c-{uuid.uuid4().hex[:8]}", length) for library in libraries
+    ]
     raw.many_per_transaction("c-raw", length)
-    raw.load("c-raw")
-    results.append((median_seconds(lambda: raw.load("c-raw"), 7), float("nan")))
+    loads: list[Callable[[], Any]] = [
+        *(lambda lib=lib, s=s: lib.load(s) for lib, s in zip(libraries, streams, strict=True)),
+        lambda: raw.load("c-raw"),
+    ]
+    for load in loads:
+        load()  # warm: the pages in the cache, the decoders built
+    # Seven loads each, the contenders taking turns, so that a slow stretch of the machine
+    # falls on all of them rather than on whichever ran then; the median of each.
+    without: list[list[float]] = [[] for _ in loads]
+    for _ in range(7):
+        for i, load in enumerate(loads):
+            without[i].append(timed(load))
+    for library, stream in zip(libraries, streams, strict=True):
+        library.snapshot(stream)
+    with_snapshot: list[list[float]] = [[] for _ in libraries]
+    for _ in range(200):
+        for i, (library, stream) in enumerate(zip(libraries, streams, strict=True)):
+            with_snapshot[i].append(timed(lambda lib=library, s=stream: lib.load_from_snapshot(s)))
+    results = [
+        (statistics.median(w), statistics.median(s))
+        for w, s in zip(without, with_snapshot, strict=False)
+    ]
+    results.append((statistics.median(without[-1]), float("nan")))
     return results
 
 
@@ -128,31 +139,43 @@ def whole_log(contenders: list[Any]) -> list[float]:
     return rates
 
 
-def concurrent_writers(contenders: list[Any], writers: int, each: int) -> list[float]:
-    """e: ``writers`` threads, each ``each`` one-event transactions on its own streams."""
-    rates = []
-    for contender in contenders:
-        ready = threading.Barrier(writers + 1)
+def concurrent_writers(
+    contenders: list[Any], writers: int, each: int, rounds: int = 3
+) -> list[float]:
+    """e: ``writers`` threads, each ``each`` one-event transactions on its own streams.
 
-        def write(w: int, c: Any = contender, ready: threading.Barrier = ready) -> None:
-            conn = c.connect() if hasattr(c, "connect") else None
-            streams = [f"e-{w}-{n}-{uuid.uuid4().hex[:6]}" for n in range(each)]
-            ready.wait()
-            if conn is None:
-                c.one_per_transaction(streams)
-            else:
-                c.one_per_transaction(streams, conn)
-                conn.close()
+    A round takes about a second per contender, so one stall of the machine could decide
+    it: the contenders take turns for ``rounds`` rounds and each keeps its median.
+    """
+    rates: list[list[float]] = [[] for _ in contenders]
+    for _ in range(rounds):
+        for i, contender in enumerate(contenders):
+            rates[i].append(_writers_once(contender, writers, each))
+    return [statistics.median(found) for found in rates]
 
-        threads = [threading.Thread(target=write, args=(w,)) for w in range(writers)]
-        for thread in threads:
-            thread.start()
+
+def _writers_once(contender: Any, writers: int, each: int) -> float:
+    """Events/s of one round of ``writers`` concurrent writers."""
+    ready = threading.Barrier(writers + 1)
+
+    def write(w: int) -> None:
+        conn = contender.connect() if hasattr(contender, "connect") else None
+        streams = [f"e-{w}-{n}-{uuid.uuid4().hex[:6]}" for n in range(each)]
         ready.wait()
-        start = time.perf_counter()
-        for thread in threads:
-            thread.join()
-        rates.append(writers * each / (time.perf_counter() - start))
-    return rates
+        if conn is None:
+            contender.one_per_transaction(streams)
+        else:
+            contender.one_per_transaction(streams, conn)
+            conn.close()
+
+    threads = [threading.Thread(target=write, args=(w,)) for w in range(writers)]
+    for thread in threads:
+        thread.start()
+    ready.wait()
+    start = time.perf_counter()
+    for thread in threads:
+        thread.join()
+    return writers * each / (time.perf_counter() - start)
 
 
 def sqlite_figures(folder: Path, scale: float) -> list[Figure]:
