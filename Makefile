@@ -10,8 +10,9 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
+# The demo seals a customer's personal data with AES-GCM: it needs the crypto extra.
 $(VENV)/.installed-run: pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install --quiet -e .
+	$(BIN)/python -m pip install --quiet -e '.[crypto]'
 	touch $@
 
 $(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
