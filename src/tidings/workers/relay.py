@@ -17,8 +17,8 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Callable, Sequence
-from contextlib import suppress
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 
 from tidings.application.backoff import Backoff
@@ -110,13 +110,8 @@ class Relay(Background):
 
         Everything the pass published is settled (or found fenced off) when it returns.
         """
-        try:
+        with self._settled_on_return():
             claimed, _ = self._step()
-        except BaseException:
-            with suppress(StorageError):  # the pass's own error is the one to report
-                self._take_settled(wait=True)
-            raise
-        self._take_settled(wait=True)
         return claimed
 
     def drain(self) -> int:
@@ -126,7 +121,7 @@ class Relay(Background):
         and benchmarks: it does not wait for new rows, and keeps its lanes until
         ``release`` (as after ``run_once``)."""
         claimed = 0
-        try:
+        with self._settled_on_return():
             while True:
                 found, full = self._step()
                 claimed += found
@@ -136,12 +131,19 @@ class Relay(Background):
                     # A full claim that was all held back (its aggregates being parked):
                     # once they are parked in the database the claim passes them over.
                     self._take_settled(wait=True)
+        return claimed
+
+    @contextmanager
+    def _settled_on_return(self) -> Iterator[None]:
+        """Wait for every settle on its way when the block ends; if the block failed, its
+        error is the one raised (a settle's own error then only means a resend)."""
+        try:
+            yield
         except BaseException:
-            with suppress(StorageError):  # the pass's own error is the one to report
+            with suppress(StorageError):
                 self._take_settled(wait=True)
             raise
         self._take_settled(wait=True)
-        return claimed
 
     def _step(self) -> tuple[int, bool]:
         """One pass, whose settling may still be going on when it returns: how many rows
