@@ -70,16 +70,7 @@ class SqliteEventStore(SqlEventStore):
                 for r in chunk:
                     if r.metadata is not metadata:
                         metadata, metadata_text = r.metadata, r.metadata.decode()
-                    params += (
-                        r.event_id,
-                        r.stream_id,
-                        r.version,
-                        r.event_type,
-                        r.schema_version,
-                        iso_utc(r.occurred_at),
-                        r.data.decode(),
-                        metadata_text,
-                    )
+                    params += _row(r, metadata_text)
                 last = execute(self._insert_sql(len(chunk)), params).lastrowid or 0
         except sqlite3.Error as exc:
             raise storage_error(exc, f"appending to {self.table}") from exc
@@ -97,17 +88,7 @@ class SqliteEventStore(SqlEventStore):
         try:
             cursor = tx.connection.execute(
                 self._guarded_sql,
-                (
-                    r.event_id,
-                    r.stream_id,
-                    r.version,
-                    r.event_type,
-                    r.schema_version,
-                    iso_utc(r.occurred_at),
-                    r.data.decode(),
-                    r.metadata.decode(),
-                    expected,
-                ),
+                (*_row(r, r.metadata.decode()), expected),
             )
         except sqlite3.IntegrityError as exc:
             # The version was refused (the stream was not at the expected version) or
@@ -155,3 +136,18 @@ class SqliteEventStore(SqlEventStore):
 def recorded_now() -> str:
     """Now, as the recorded_at column's default writes it: UTC, milliseconds, ``Z``."""
     return f"{iso_utc(datetime.now(UTC))[:23]}Z"
+
+
+def _row(r: EventRecord, metadata_text: str) -> tuple[Any, ...]:
+    """A record's values in the order of the INSERT's columns (``_insert_head``), for the
+    one-event and the multi-row statement alike."""
+    return (
+        r.event_id,
+        r.stream_id,
+        r.version,
+        r.event_type,
+        r.schema_version,
+        iso_utc(r.occurred_at),
+        r.data.decode(),
+        metadata_text,
+    )
