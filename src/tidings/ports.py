@@ -47,6 +47,13 @@ class Transaction(Protocol):
         the backend can: PostgreSQL's pipeline mode). Results are waited for when read;
         a failing statement's error may surface later in the block, or when it ends."""
 
+    def last_statement(self) -> bool:
+        """The caller's next statement is the transaction's only one, and its owner commits
+        right after it: True if the backend will run that statement as a transaction of
+        its own (PostgreSQL: one round trip instead of BEGIN, statement, COMMIT), so the
+        statement must be all-or-nothing by itself. False when statements ran already,
+        or where nothing is gained (SQLite, memory); then nothing changes."""
+
 
 class Database(Protocol):
     """A database that opens transactions and owns the tables tidings needs."""
@@ -70,12 +77,19 @@ class EventStore(Protocol):
     """The append-only log of events: streams with versions, and one global order."""
 
     def append(
-        self, tx: Transaction, records: Sequence[EventRecord], expected_version: int
+        self,
+        tx: Transaction,
+        records: Sequence[EventRecord],
+        expected_version: int,
+        *,
+        last: bool = False,
     ) -> list[EventRecord]:
         """Append records of one stream at ``expected_version`` + 1, ..., inside ``tx``.
 
         Raises ``ConcurrencyError`` (writing nothing) when the stream is not at
-        ``expected_version``. Returns the records with their global positions.
+        ``expected_version``. Returns the records with their global positions. ``last``
+        says that the caller runs nothing else in ``tx`` and commits it next (see
+        ``Transaction.last_statement``).
         """
 
     def stream_version(self, stream_id: str, tx: Transaction | None = None) -> int:

@@ -191,3 +191,72 @@ def test_the_url_in_messages_never_shows_the_password(pg_url: str, schema: str) 
         text = store.database.describe()
     assert "s3cret" not in text
     assert text.startswith("PostgreSQL postgres@127.0.0.1:5432/tidings_test_")
+
+
+@pytest.fixture
+def database(pg_url: str, schema: str) -> object:
+    """A PostgresDatabase with one pooled connection (every block gets the same one back)
+    and a table ``notes`` in the test's schema, whose ids are checked at commit."""
+    db = PostgresDatabase(pg_url, schema=schema, pool_max=1)
+    with db.transaction() as tx:
+        tx.execute(f"CREATE SCHEMA IF NOT EXISTS {schema}")
+        tx.execute(f"CREATE TABLE {schema}.notes (id int UNIQUE DEFERRABLE INITIALLY DEFERRED)")
+    yield db
+    db.close()
+
+
+def notes(db: PostgresDatabase, schema: str) -> list[int]:
+    """The ids in the notes table, committed."""
+    return [row[0] for row in db.query(f"SELECT id FROM {schema}.notes ORDER BY id")]
+
+
+def test_a_savepoint_opening_a_transaction_does_not_commit_it_early(
+    database: PostgresDatabase, schema: str
+) -> None:
+    """A savepoint that is the first thing a transaction does stays inside it: when a later
+    statement fails, the savepoint's write is rolled back with the rest."""
+    with pytest.raises(RuntimeError), database.transaction() as tx:
+        with tx.savepoint():
+            tx.execute(f"INSERT INTO {schema}.notes VALUES (1)")
+        tx.execute(f"INSERT INTO {schema}.notes VALUES (2)")
+        raise RuntimeError("after the savepoint")
+    assert notes(database, schema) == []
+    with database.transaction() as tx:
+        with tx.savepoint():
+            tx.execute(f"INSERT INTO {schema}.notes VALUES (3)")
+        with pytest.raises(tidings.StorageError), tx.savepoint():
+            tx.execute(f"INSERT INTO {schema}.notes VALUES (4)")  # undone by its savepoint
+            tx.execute("SELECT 1 / 0")
+    assert notes(database, schema) == [3]
+
+
+def test_a_connection_goes_back_to_the_pool_in_autocommit_after_every_outcome(
+    database: PostgresDatabase, schema: str
+) -> None:
+    """After a commit, a rollback, a statement error and a failed commit (a deferred
+    constraint), the pool's connection is idle and in autocommit again: a read through it
+    leaves no transaction open, and the failed commit wrote nothing."""
+
+    def check() -> None:
+        with database.connection() as conn:
+            assert conn.autocommit
+            conn.execute("SELECT 1")
+            assert conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+
+    with database.transaction() as tx:
+        tx.execute(f"INSERT INTO {schema}.notes VALUES (1)")
+    check()
+    with pytest.raises(RuntimeError), database.transaction() as tx:
+        tx.execute(f"INSERT INTO {schema}.notes VALUES (2)")
+        raise RuntimeError("roll back")
+    check()
+    with pytest.raises(tidings.StorageError), database.transaction() as tx:
+        tx.execute("SELECT * FROM no_such_table")
+    check()
+    with (
+        pytest.raises(tidings.StorageError, match="refused the write"),
+        database.transaction() as tx,
+    ):
+        tx.execute(f"INSERT INTO {schema}.notes VALUES (4), (4)")  # checked at COMMIT
+    check()
+    assert notes(database, schema) == [1]

@@ -46,6 +46,10 @@ class MemoryTransaction:
         """Statements wait for their results here anyway: nothing to change."""
         return nullcontext()
 
+    def last_statement(self) -> bool:
+        """The memory backend has no round trips to save."""
+        return False
+
     @contextmanager
     def savepoint(self) -> Iterator[None]:
         """Undo only what the block wrote when it raises."""
@@ -113,7 +117,12 @@ class MemoryEventStore:
         self._streams: dict[str, list[EventRecord]] = {}
 
     def append(
-        self, tx: Transaction, records: Sequence[EventRecord], expected_version: int
+        self,
+        tx: Transaction,
+        records: Sequence[EventRecord],
+        expected_version: int,
+        *,
+        last: bool = False,
     ) -> list[EventRecord]:
         """Append one stream's records, or raise ``ConcurrencyError`` and keep nothing."""
         if not isinstance(tx, MemoryTransaction):

@@ -58,22 +58,29 @@ class SqlEventStore:
         self.where = where  # names the table in error messages
 
     def append(
-        self, tx: Transaction, records: Sequence[EventRecord], expected_version: int
+        self,
+        tx: Transaction,
+        records: Sequence[EventRecord],
+        expected_version: int,
+        *,
+        last: bool = False,
     ) -> list[EventRecord]:
         """Append one stream's records after checking the stream is at ``expected_version``."""
         if not records:
             return []
         stream_id = records[0].stream_id
+        alone = False
         if expected_version == ANY_VERSION:
             expected_version = self._current_version(tx, stream_id)
             guard = None
         else:
             guard = expected_version  # checked by the INSERT itself: one statement, not two
+            alone = last and tx.last_statement()
         if records[0].version != expected_version + 1:  # copies of our own: fresh
             records = FreshRecords(
                 replace(r, version=expected_version + i) for i, r in enumerate(records, start=1)
             )
-        positions = self._insert(tx, records, guard)
+        positions = self._insert(tx, records, guard, alone)
         if positions is None:  # the stream was not at the expected version
             raise ConcurrencyError(
                 stream_id, expected_version, self._current_version(tx, stream_id)
@@ -199,9 +206,11 @@ class SqlEventStore:
         raise NotImplementedError
 
     def _insert(
-        self, tx: Transaction, records: Sequence[EventRecord], guard: int | None
+        self, tx: Transaction, records: Sequence[EventRecord], guard: int | None, alone: bool
     ) -> list[int] | None:
         """Insert and return the positions; or None, having written nothing that will stay
         (the caller raises, which rolls the transaction back), when the stream's versions
-        were taken or, with a ``guard``, the stream was not at that version."""
+        were taken or, with a ``guard``, the stream was not at that version. ``alone``: the
+        INSERT is a transaction of its own (``Transaction.last_statement``), so it must
+        write all of its rows or none."""
         raise NotImplementedError

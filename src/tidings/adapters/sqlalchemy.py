@@ -61,6 +61,10 @@ class SqlAlchemyTransaction:
         """Statements wait for their results here anyway: nothing to change."""
         return nullcontext()
 
+    def last_statement(self) -> bool:
+        """The transaction is SQLAlchemy's: its owner decides when it commits."""
+        return False
+
     @contextmanager
     def savepoint(self) -> Iterator[None]:
         """SAVEPOINT inside SQLAlchemy's transaction."""

@@ -118,6 +118,7 @@ class UnitOfWork:
                 self._codec,
                 self._writers,
                 metadata=self._metadata,
+                owned=self._joined is None,
             )
         except BaseException as failure:
             context.__exit__(type(failure), failure, failure.__traceback__)
@@ -143,16 +144,22 @@ def write_pending(
     writers: Sequence[EventWriter],
     *,
     metadata: bytes = b"{}",
+    owned: bool = False,
 ) -> list[EventRecord]:
     """Write the pending events of ``aggregates`` in ``tx``: the event log (with the
     concurrency check) first, then every extra writer (the outbox). Nothing is taken off
-    the aggregates: that happens only after the transaction commits."""
+    the aggregates: that happens only after the transaction commits.
+
+    ``owned``: the caller commits ``tx`` right after this. The last append is then the
+    transaction's last statement, which lets PostgreSQL run a unit of work that only
+    appends to one stream as a single statement (``Transaction.last_statement``).
+    """
     written: list[EventRecord] = []
-    for aggregate in aggregates:
-        events = aggregate.pending_events
-        if events:
-            records = codec.encode_all(events, metadata, tx)
-            written += event_store.append(tx, records, aggregate.stored_version)
+    pending = [aggregate for aggregate in aggregates if aggregate.pending_events]
+    for n, aggregate in enumerate(pending, start=1):
+        records = codec.encode_all(aggregate.pending_events, metadata, tx)
+        last = owned and n == len(pending) and not writers
+        written += event_store.append(tx, records, aggregate.stored_version, last=last)
     if written:
         for writer in writers:
             writer.write(tx, written)

@@ -6,8 +6,11 @@ import threading
 from collections.abc import Sequence
 from typing import Any
 
+import psycopg
+
 from tidings.adapters.postgres.database import PostgresDatabase
 from tidings.adapters.sql_event_store import COLUMNS, SqlEventStore
+from tidings.errors import StorageError
 from tidings.ports import Params, Transaction
 from tidings.records import EventRecord
 
@@ -61,11 +64,20 @@ class PostgresEventStore(SqlEventStore):
             f"WHERE (SELECT coalesce(max(version), 0) FROM {self.table} WHERE stream_id = %s) "
             "= %s AND (SELECT pg_current_xact_id() IS NOT NULL) "
         )
-        returning = "ON CONFLICT (stream_id, version) DO NOTHING RETURNING version, position"
+        # Alone (a transaction of its own, see Transaction.last_statement) the INSERT has
+        # no ON CONFLICT: a version taken meanwhile fails the whole statement, where DO
+        # NOTHING would commit the other rows of a multi-row append.
+        returning = "RETURNING version, position"
+        on_conflict = "ON CONFLICT (stream_id, version) DO NOTHING "
         self._inserts = {
-            (rows, guarded): head + rows_sql + (guard if guarded else "") + returning
+            (rows, guarded, alone): head
+            + rows_sql
+            + (guard if guarded else "")
+            + ("" if alone else on_conflict)
+            + returning
             for rows, rows_sql in (("one", one), ("many", many))
             for guarded in (False, True)
+            for alone in (False, True)
         }
         self._read_all_sql = (
             f"SELECT {self.select}, (SELECT array_agg(x::text) FROM "
@@ -90,7 +102,7 @@ class PostgresEventStore(SqlEventStore):
         return int(row[1])
 
     def _insert(
-        self, tx: Transaction, records: Sequence[EventRecord], guard: int | None
+        self, tx: Transaction, records: Sequence[EventRecord], guard: int | None, alone: bool
     ) -> list[int] | None:
         rows: Any = [
             (
@@ -112,8 +124,19 @@ class PostgresEventStore(SqlEventStore):
         if guard is not None:
             params += (records[0].stream_id, guard)
         # Without a guard, _current_version gave the transaction its id already.
-        sql = self._inserts[shape, guard is not None]
-        returned = tx.execute(sql, params).fetchall()
+        sql = self._inserts[shape, guard is not None, alone]
+        try:
+            returned = tx.execute(sql, params).fetchall()
+        except StorageError as exc:
+            # Alone, the statement wrote nothing. A writer that took these versions after
+            # the guard looked is a ConcurrencyError; a duplicate event id is not.
+            if (
+                alone
+                and isinstance(exc.__cause__, psycopg.errors.UniqueViolation)
+                and self._current_version(tx, records[0].stream_id) >= records[0].version
+            ):
+                return None
+            raise
         if len(returned) != len(records):
             return None
         position_of = dict(returned)

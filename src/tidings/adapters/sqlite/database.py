@@ -63,6 +63,10 @@ class SqliteTransaction:
         """Statements wait for their results here anyway: nothing to change."""
         return nullcontext()
 
+    def last_statement(self) -> bool:
+        """SQLite runs in this process: a transaction of one statement saves nothing."""
+        return False
+
     @contextmanager
     def savepoint(self) -> Iterator[None]:
         """SAVEPOINT; ROLLBACK TO it (and drop its commit callbacks) when the block raises."""

@@ -49,7 +49,7 @@ class SqliteEventStore(SqlEventStore):
         return int(row[0])
 
     def _insert(
-        self, tx: Transaction, records: Sequence[EventRecord], guard: int | None
+        self, tx: Transaction, records: Sequence[EventRecord], guard: int | None, alone: bool
     ) -> list[int] | None:
         if len(records) == 1:
             return self._insert_one(tx, records[0], guard)
