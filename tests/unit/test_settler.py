@@ -90,3 +90,21 @@ def test_a_settle_that_finds_a_lease_lost_says_so() -> None:
     settler.hand_over(handed(2, 9, 1))
     [done] = settler.results(wait=True)
     assert done.held is False
+
+
+def test_settles_are_paced_and_a_waiting_relay_skips_the_pause() -> None:
+    """With a long interval, the first hand-over settles at once and the next ones wait
+    for the interval and go together in one transaction; a relay waiting in
+    ``results(wait=True)`` gets them settled at once instead of after the interval."""
+    books = Books()
+    settler = Settler(books, "relay-a", interval=60.0)  # type: ignore[arg-type]
+    settler.hand_over(handed(0, 1, 1))
+    assert books.started.wait(10)
+    settler.hand_over(handed(0, 1, 2))
+    threading.Event().wait(0.05)  # an unpaced settler would take this one alone by now
+    settler.hand_over(handed(0, 1, 3))
+    waiter = threading.Thread(target=settler.results, kwargs={"wait": True})
+    waiter.start()
+    waiter.join(10)  # far less than the 60 s interval
+    assert not waiter.is_alive(), "the waiting relay was made to wait out the interval"
+    assert [published for _, published in books.calls] == [[1], [2, 3]]

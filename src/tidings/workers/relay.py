@@ -33,7 +33,7 @@ from tidings.ports import (
 )
 from tidings.records import EventRecord
 from tidings.workers.passes import Background, delete_in_batches, run_passes
-from tidings.workers.settler import Handed, Settler
+from tidings.workers.settler import INTERVAL_SECONDS, Handed, Settler
 
 log = logging.getLogger("tidings.relay")
 
@@ -79,6 +79,7 @@ class Relay(Background):
         backoff: Backoff | None = None,
         outage_backoff: Backoff | None = None,
         retention_seconds: float = 86_400.0,
+        settle_interval: float = INTERVAL_SECONDS,
         idle_wait: float = 0.5,
         clock: Callable[[], float] = time.time,
         rng: random.Random | None = None,
@@ -101,7 +102,7 @@ class Relay(Background):
         self._cleanup_at = 0.0
         self._stop = threading.Event()
         self._thread = None
-        self._settler = Settler(outbox, self.relay_id)
+        self._settler = Settler(outbox, self.relay_id, settle_interval)
 
     # -- one pass -------------------------------------------------------------------------
 
