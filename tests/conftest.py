@@ -84,6 +84,17 @@ def pg_url(pg_database: str) -> str:
     return pg_database
 
 
+@pytest.fixture
+def schema(pg_url: str) -> Iterator[str]:
+    """A unique PostgreSQL schema name, dropped after the test."""
+    import psycopg
+
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    yield name
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        conn.execute(f"DROP SCHEMA IF EXISTS {name} CASCADE")
+
+
 BACKENDS = ["memory", "sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
 SQL_BACKENDS = ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
 

@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-import psycopg
 import pytest
 
 import tidings
@@ -142,15 +141,6 @@ def feed(request: pytest.FixtureRequest) -> Iterator[Feed]:
     made = Feed(request.param, request.getfixturevalue(f"{request.param}_url"))
     yield made
     made.cleanup()
-
-
-@pytest.fixture
-def schema(pg_url: str) -> Iterator[str]:
-    """A unique PostgreSQL schema name, dropped after the test."""
-    name = f"t_{uuid.uuid4().hex[:12]}"
-    yield name
-    with psycopg.connect(pg_url, autocommit=True) as conn:
-        conn.execute(f"DROP SCHEMA IF EXISTS {name} CASCADE")
 
 
 def in_schema(pg_url: str, schema: str) -> str:

@@ -6,7 +6,6 @@ import itertools
 import random
 import threading
 import time
-import uuid
 from collections.abc import Sequence
 
 import psycopg
@@ -20,15 +19,6 @@ from tidings.records import EventRecord
 from tidings.testing.contract import Counted, Counter
 
 pytestmark = pytest.mark.postgres
-
-
-@pytest.fixture
-def schema(pg_url: str) -> object:
-    """A unique PostgreSQL schema name, dropped after the test."""
-    name = f"t_{uuid.uuid4().hex[:12]}"
-    yield name
-    with psycopg.connect(pg_url, autocommit=True) as conn:
-        conn.execute(f"DROP SCHEMA IF EXISTS {name} CASCADE")
 
 
 class SlowCommit:

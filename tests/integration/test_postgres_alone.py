@@ -27,15 +27,6 @@ pytestmark = pytest.mark.postgres
 
 
 @pytest.fixture
-def schema(pg_url: str) -> Iterator[str]:
-    """A unique PostgreSQL schema name, dropped after the test."""
-    name = f"t_{uuid.uuid4().hex[:12]}"
-    yield name
-    with psycopg.connect(pg_url, autocommit=True) as conn:
-        conn.execute(f"DROP SCHEMA IF EXISTS {name} CASCADE")
-
-
-@pytest.fixture
 def store(pg_url: str, schema: str) -> Iterator[tidings.Store]:
     """A store on the test's schema."""
     opened = tidings.connect(pg_url, schema=schema, registry=tidings.EventRegistry([Counted]))
@@ -123,19 +114,20 @@ class HeldOpen:
         assert self.release.wait(30), "the test never released the transaction"
 
 
-def wait_for_lock_waiter(pg_url: str, deadline: float = 30.0) -> None:
-    """Return once some session of the database waits for a row or index lock."""
-    end = time.monotonic() + deadline
+def wait_for_session(pg_url: str, condition: str, what: str) -> None:
+    """Return once some session of the database matches ``condition`` (on
+    ``pg_stat_activity``); fail naming ``what`` after 30 s."""
+    end = time.monotonic() + 30
     with psycopg.connect(pg_url, autocommit=True) as conn:
         while time.monotonic() < end:
             found = conn.execute(
-                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
-                "AND wait_event_type = 'Lock'"
+                "SELECT count(*) FROM pg_stat_activity "
+                f"WHERE datname = current_database() AND {condition}"
             ).fetchone()
             if found and found[0]:
                 return
             time.sleep(0.01)
-    raise AssertionError("no session ever waited for the held-open transaction's rows")
+    raise AssertionError(f"no session ever {what}")
 
 
 def test_an_append_alone_that_loses_a_race_writes_none_of_its_events(
@@ -172,7 +164,7 @@ def test_an_append_alone_that_loses_a_race_writes_none_of_its_events(
     assert held.inside.wait(30)
     b = threading.Thread(target=write_second)
     b.start()
-    wait_for_lock_waiter(pg_url)
+    wait_for_session(pg_url, "wait_event_type = 'Lock'", "waited for the held rows")
     held.release.set()
     a.join(), b.join()
     other.close()
@@ -198,21 +190,6 @@ def test_a_duplicate_event_id_alone_is_a_storage_error_not_a_conflict(
         store.events.append(tx, taken, 0, last=True)
     assert not isinstance(caught.value, tidings.ConcurrencyError)
     assert versions(pg_url, schema, copy.id) == []
-
-
-def wait_for_sleeper(pg_url: str, deadline: float = 30.0) -> None:
-    """Return once some session of the database sleeps in ``pg_sleep``."""
-    end = time.monotonic() + deadline
-    with psycopg.connect(pg_url, autocommit=True) as conn:
-        while time.monotonic() < end:
-            found = conn.execute(
-                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
-                "AND wait_event = 'PgSleep'"
-            ).fetchone()
-            if found and found[0]:
-                return
-            time.sleep(0.01)
-    raise AssertionError("the slow INSERT never reached its trigger")
 
 
 def test_a_reader_waits_for_a_slow_append_alone_instead_of_passing_its_hole(
@@ -243,7 +220,7 @@ def test_a_reader_waits_for_a_slow_append_alone_instead_of_passing_its_hole(
 
     writer = threading.Thread(target=write_slow)
     writer.start()
-    wait_for_sleeper(pg_url)
+    wait_for_session(pg_url, "wait_event = 'PgSleep'", "reached the slow trigger")
     with store.unit_of_work() as uow:
         uow.track(quick)
     assert store.events.read_all(1, 10) == []  # first sight of the hole

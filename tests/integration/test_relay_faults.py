@@ -12,14 +12,12 @@ import subprocess
 import sys
 import threading
 import time
-import uuid
 from collections import Counter as Tally
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar, NamedTuple
 
-import psycopg
 import pytest
 
 import tidings
@@ -59,15 +57,6 @@ RABBITMQ, NATS = pytest.mark.rabbitmq, pytest.mark.nats
 KILLS = 20
 EVENTS = 10_000
 BATCH = 100
-
-
-@pytest.fixture
-def schema(pg_url: str) -> Iterator[str]:
-    """A unique PostgreSQL schema name, dropped after the test."""
-    name = f"t_{uuid.uuid4().hex[:12]}"
-    yield name
-    with psycopg.connect(pg_url, autocommit=True) as conn:
-        conn.execute(f"DROP SCHEMA IF EXISTS {name} CASCADE")
 
 
 @pytest.fixture
