@@ -250,3 +250,23 @@ def test_a_connection_goes_back_to_the_pool_in_autocommit_after_every_outcome(
         tx.execute(f"INSERT INTO {schema}.notes VALUES (4), (4)")  # checked at COMMIT
     check()
     assert notes(database, schema) == [1]
+
+
+def test_a_connection_killed_mid_transaction_is_replaced_and_the_next_write_works(
+    database: PostgresDatabase, schema: str, pg_url: str
+) -> None:
+    """The server ends the session during a write transaction: the write fails as a
+    StorageError and leaves nothing, the broken connection is not handed out again, and
+    the next transaction (on a fresh connection, in autocommit between writes) commits."""
+    with pytest.raises(tidings.StorageError), database.transaction() as tx:
+        tx.execute(f"INSERT INTO {schema}.notes VALUES (1)")
+        pid = tx.execute("SELECT pg_backend_pid()").fetchone()[0]
+        with psycopg.connect(pg_url, autocommit=True) as killer:
+            killer.execute("SELECT pg_terminate_backend(%s)", (pid,))
+        tx.execute(f"INSERT INTO {schema}.notes VALUES (2)")
+    with database.transaction() as tx:
+        assert tx.execute("SELECT pg_backend_pid()").fetchone()[0] != pid
+        tx.execute(f"INSERT INTO {schema}.notes VALUES (3)")
+    with database.connection() as conn:
+        assert conn.autocommit
+    assert notes(database, schema) == [3]
