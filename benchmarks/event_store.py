@@ -20,7 +20,7 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -56,16 +56,24 @@ def timed(action: Callable[[], Any]) -> float:
     return time.perf_counter() - start
 
 
+def turns(measures: Sequence[Callable[[int], float]], rounds: int) -> list[list[float]]:
+    """Call every measure once per round (with the round's number), in an order that
+    rotates from round to round, so that a slow stretch of the machine falls on all of
+    them and nobody always goes first; each measure's results, in round order."""
+    found: list[list[float]] = [[] for _ in measures]
+    order = list(range(len(measures)))
+    for r in range(rounds):
+        for i in order[r % len(order) :] + order[: r % len(order)]:
+            found[i].append(measures[i](r))
+    return found
+
+
 def interleaved(contenders: list[Any], rounds: list[Callable[[Any, int], Any]]) -> list[float]:
-    """Run every round on each contender in turn, in an order that rotates from round to
-    round; the total seconds per contender."""
-    totals = [0.0] * len(contenders)
-    for r, step in enumerate(rounds):
-        order = list(range(len(contenders)))
-        order = order[r % len(order) :] + order[: r % len(order)]  # nobody always goes first
-        for i in order:
-            totals[i] += timed(lambda c=contenders[i], s=step, i=i: s(c, i))
-    return totals
+    """Run every round on each contender, taking turns; the total seconds per contender."""
+    measures = [
+        (lambda r, c=c, i=i: timed(lambda: rounds[r](c, i))) for i, c in enumerate(contenders)
+    ]
+    return [sum(seconds) for seconds in turns(measures, len(rounds))]
 
 
 def one_event_each(contenders: list[Any], total: int, rounds: int) -> list[float]:
@@ -106,18 +114,15 @@ def long_stream(libraries: list[Any], raw: RawSqlite, length: int) -> list[tuple
     ]
     for load in loads:
         load()  # warm: the pages in the cache, the decoders built
-    # Seven loads each, the contenders taking turns, so that a slow stretch of the machine
-    # falls on all of them rather than on whichever ran then; the median of each.
-    without: list[list[float]] = [[] for _ in loads]
-    for _ in range(7):
-        for i, load in enumerate(loads):
-            without[i].append(timed(load))
+    # Seven loads each (and 200 from a snapshot), taking turns; the median of each.
+    without = turns([(lambda r, load=load: timed(load)) for load in loads], 7)
     for library, stream in zip(libraries, streams, strict=True):
         library.snapshot(stream)
-    with_snapshot: list[list[float]] = [[] for _ in libraries]
-    for _ in range(200):
-        for i, (library, stream) in enumerate(zip(libraries, streams, strict=True)):
-            with_snapshot[i].append(timed(lambda lib=library, s=stream: lib.load_from_snapshot(s)))
+    from_snapshot = [
+        (lambda r, lib=lib, s=s: timed(lambda: lib.load_from_snapshot(s)))
+        for lib, s in zip(libraries, streams, strict=True)
+    ]
+    with_snapshot = turns(from_snapshot, 200)
     results = [
         (statistics.median(w), statistics.median(s))
         for w, s in zip(without, with_snapshot, strict=False)
@@ -147,11 +152,8 @@ def concurrent_writers(
     A round takes about a second per contender, so one stall of the machine could decide
     it: the contenders take turns for ``rounds`` rounds and each keeps its median.
     """
-    rates: list[list[float]] = [[] for _ in contenders]
-    for _ in range(rounds):
-        for i, contender in enumerate(contenders):
-            rates[i].append(_writers_once(contender, writers, each))
-    return [statistics.median(found) for found in rates]
+    measures = [(lambda r, c=c: _writers_once(c, writers, each)) for c in contenders]
+    return [statistics.median(found) for found in turns(measures, rounds)]
 
 
 def _writers_once(contender: Any, writers: int, each: int) -> float:
