@@ -1,8 +1,11 @@
-"""RabbitMQ specifics: what a pika consumer sees, nacks, classic queues, topology errors."""
+"""RabbitMQ specifics: what a pika consumer sees, nacks and returns, classic queues, topology
+errors, and the publisher's connection after an idle close or a timeout."""
 
 from __future__ import annotations
 
 import json
+import shutil
+import subprocess
 from collections.abc import Iterator
 
 import pika
@@ -12,7 +15,9 @@ from cloudevents.core.formats.json import JSONFormat
 from cloudevents.v1.http import from_json
 
 from tests.integration.brokers import RabbitHarness, drain, event, unique
+from tests.integration.faults import wait_until
 from tidings import BrokerUnavailableError, TransportError
+from tidings.adapters import pika_confirms
 from tidings.adapters.rabbitmq import RabbitPublisher, RabbitSubscription, delivery_count
 from tidings.adapters.rabbitmq import _delay_ms as delay_ms
 
@@ -199,3 +204,80 @@ def test_with_a_single_active_consumer_a_standby_gets_messages_only_after_the_fi
         assert [m.message_id for m in taken_over] == [m.message_id for m in batch[1:]]
     finally:
         harness.cleanup()
+
+
+def test_in_a_batch_each_unroutable_message_is_refused_and_the_others_confirmed(
+    harness: RabbitHarness,
+) -> None:
+    """Returns carry no delivery tag: each is matched to its own message of the batch."""
+    batch = [
+        event("order-1", 1),
+        event("pay-1", 1, event_type="payment.captured"),
+        event("order-2", 1),
+        event("pay-2", 1, event_type="payment.captured"),
+        event("order-3", 1),
+    ]
+    answers = harness.publisher().publish(batch)
+    assert [answer is None for answer in answers] == [True, False, True, False, True]
+    assert all("unroutable" in (answers[i] or "") for i in (1, 3))
+    assert "'payment.captured'" in (answers[1] or "")
+
+
+def test_a_connection_the_broker_closed_while_idle_is_reopened_before_the_next_publish(
+    harness: RabbitHarness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No heartbeats run between publishes, so a connection the broker closed meanwhile is
+    found by polling it first: the publish succeeds instead of failing as an outage."""
+    monkeypatch.setattr(pika_confirms, "IDLE_CHECK_SECONDS", 0.0)
+    publisher = harness.publisher()
+    assert publisher.publish([event("order-1", 1)]) == [None]
+    name = f"tidings publisher to {harness.exchange}"
+    close_rabbitmq_connections(name)
+    # The broker has sent its close once the connection is no longer "running" (it then
+    # waits for the client's answer, which only the next poll of the loop gives).
+    wait_until(
+        lambda: "running" not in rabbitmq_connections(name).values(),
+        "RabbitMQ closed the connection",
+    )
+    assert publisher.publish([event("order-1", 2)]) == [None]
+
+
+def test_a_publish_whose_confirms_time_out_is_an_outage_and_the_next_one_works(
+    harness: RabbitHarness,
+) -> None:
+    """Unconfirmed messages are unknown: BrokerUnavailableError, so they go again later;
+    the next publish opens a fresh connection, where late answers cannot land."""
+    publisher = harness.publisher()
+    publisher.confirm_timeout = 1e-6
+    with pytest.raises(BrokerUnavailableError, match="no answer from RabbitMQ"):
+        publisher.publish([event("order-1", 1)] * 50)
+    publisher.confirm_timeout = 30.0
+    assert publisher.publish([event("order-2", 1), event("order-2", 2)]) == [None, None]
+
+
+def rabbitmq_connections(name: str) -> dict[str, str]:
+    """Process id (as rabbitmqctl prints it) -> state of the connections named like ``name``."""
+    tool = shutil.which("rabbitmqctl") or "/usr/sbin/rabbitmqctl"
+    listing = subprocess.run(
+        [tool, "list_connections", "-q", "--no-table-headers", "pid", "state", "client_properties"],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    ).stdout
+    rows = [line.split("\t") for line in listing.splitlines() if name in line]
+    return {row[0]: row[1] for row in rows}
+
+
+def close_rabbitmq_connections(name: str) -> None:
+    """Have RabbitMQ close every connection named like ``name``."""
+    tool = shutil.which("rabbitmqctl") or "/usr/sbin/rabbitmqctl"
+    for pid, state in rabbitmq_connections(name).items():
+        if state != "running":
+            continue
+        subprocess.run(
+            [tool, "close_connection", pid, "closed by a test"],
+            check=True,
+            capture_output=True,
+            timeout=60,
+        )
