@@ -8,8 +8,9 @@ on fresh, uniquely named streams, exchanges and queues that are deleted afterwar
 - NATS JetStream publish: nats-py ``publish_async`` with async acks, and awaiting each
   ack; ours: ``NatsPublisher.publish`` in batches of 1,000 (as the relay sends them) and
   of 1.
-- RabbitMQ publish with confirms: aio-pika with 1,000 in flight, and pika one at a time;
-  ours: ``RabbitPublisher.publish`` in batches of 1,000 and of 1.
+- RabbitMQ publish with confirms: aio-pika and pika (``SelectConnection``) with 1,000 in
+  flight, and pika one at a time; ours: ``RabbitPublisher.publish`` (pika, in the caller's
+  thread) in batches of 1,000 and of 1.
 - Pull-consume with acks: nats-py ``fetch`` of 500 and an ack each; pika ``basic_consume``
   with a prefetch and an ack each; ours: ``fetch(500)`` then ``ack(batch)``.
 
@@ -24,6 +25,7 @@ import time
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
+from typing import Any
 
 import aio_pika
 import nats
@@ -273,6 +275,46 @@ def raw_aio_pika_publish(exchange: str, batch: list[OutgoingMessage]) -> None:
     asyncio.run(main())
 
 
+def raw_pika_pipelined(exchange: str, batch: list[OutgoingMessage], window: int = 1000) -> None:
+    """pika's SelectConnection with confirms, ``window`` messages in flight: as many are
+    sent as the window allows, and every confirm (``multiple`` or not) lets more go."""
+    sent = confirmed = 0
+
+    def send_more(channel: Any) -> None:
+        nonlocal sent
+        while sent < len(batch) and sent - confirmed < window:
+            m = batch[sent]
+            properties = pika.BasicProperties(
+                content_type=CONTENT_TYPE, delivery_mode=2, message_id=m.message_id
+            )
+            channel.basic_publish(exchange, m.routing_key, m.body, properties, mandatory=True)
+            sent += 1
+
+    def on_confirm(frame: Any) -> None:
+        nonlocal confirmed
+        confirmed = frame.method.delivery_tag  # tags count from 1; multiple covers all below
+        if confirmed == len(batch):
+            connection.close()
+        else:
+            send_more(channel_of[0])
+
+    channel_of: list[Any] = []
+
+    def on_channel(channel: Any) -> None:
+        channel_of.append(channel)
+        channel.confirm_delivery(on_confirm, callback=lambda _frame: send_more(channel))
+
+    connection = pika.SelectConnection(
+        pika.URLParameters(AMQP),
+        on_open_callback=lambda c: c.channel(on_open_callback=on_channel),
+        on_close_callback=lambda c, _reason: c.ioloop.stop(),
+    )
+    connection.ioloop.start()
+    connection.ioloop.close()
+    if confirmed != len(batch):
+        raise RuntimeError(f"pika confirmed {confirmed} of {len(batch)} messages")
+
+
 def raw_pika_publish(exchange: str, batch: list[OutgoingMessage]) -> None:
     """pika with confirms, one message at a time."""
     connection = pika.BlockingConnection(pika.URLParameters(AMQP))
@@ -320,6 +362,8 @@ def bench_rabbitmq(scale: float) -> list[tuple[str, float, float]]:
     try:
         batch = messages(n)
         raw = rate(n, lambda: raw_aio_pika_publish(exchange, batch))
+        batch = messages(n)
+        raw_pika = rate(n, lambda: raw_pika_pipelined(exchange, batch))
         raw_consume = rate(n, lambda: raw_pika_consume(queue, n))
         publisher = RabbitPublisher(AMQP, exchange=exchange)
         batch = messages(n)
@@ -330,9 +374,10 @@ def bench_rabbitmq(scale: float) -> list[tuple[str, float, float]]:
         raw_each = rate(n_each, lambda: raw_pika_publish(exchange, batch))
         batch = messages(n_each)
         ours_each = rate(n_each, lambda: [publisher.publish([m]) for m in batch])
-        consume(subscription, 2 * n_each)
+        consume(subscription, n + 2 * n_each)
         rows += [
             ("RabbitMQ publish, confirms, 1,000 in flight (raw: aio-pika)", raw, ours),
+            ("RabbitMQ publish, confirms, 1,000 in flight (raw: pika)", raw_pika, ours),
             ("RabbitMQ publish, confirms, one at a time (raw: pika)", raw_each, ours_each),
             ("RabbitMQ consume + manual ack (raw: pika, prefetch 500)", raw_consume, ours_consume),
         ]
