@@ -55,9 +55,9 @@ class ConfirmChannel:
     """One connection and one channel with confirms on, opened on demand.
 
     ``publish`` sends a wave and waits for every confirm; the broker lists the connection
-    under ``name``. ``on_open(channel, done)`` runs
-    on each fresh channel (to declare the exchange) and calls ``done()`` when it is ready.
-    Not thread safe: the caller serialises its calls.
+    under ``name``. ``on_open(channel, done)`` runs on each fresh channel (to declare the
+    exchange) and calls ``done()`` when it is ready. Not thread safe: the caller
+    serialises its calls.
     """
 
     def __init__(
@@ -149,8 +149,11 @@ class ConfirmChannel:
     def _poll(self) -> None:
         """One turn of the loop without waiting: take in what arrived while it was idle."""
         loop = self.connection.ioloop
-        loop.call_later(0, loop.stop)
+        timer = loop.call_later(0, loop.stop)
         loop.start()
+        # The timer fires in the loop's first turn; should it not have, left behind it
+        # would stop the next run of the loop before that run's answers are in.
+        loop.remove_timeout(timer)
 
     # -- publishing ---------------------------------------------------------------------
 
