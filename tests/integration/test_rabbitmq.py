@@ -281,3 +281,15 @@ def close_rabbitmq_connections(name: str) -> None:
             capture_output=True,
             timeout=60,
         )
+
+
+def test_a_closed_publisher_refuses_to_publish_and_says_to_make_a_new_one(
+    harness: RabbitHarness,
+) -> None:
+    """After close() nothing reconnects behind the caller's back."""
+    publisher = harness.publisher()
+    assert publisher.publish([event("order-1", 1)]) == [None]
+    publisher.close()
+    with pytest.raises(TransportError, match="closed: create a new one"):
+        publisher.publish([event("order-1", 2)])
+    publisher.close()  # closing twice is harmless
