@@ -293,3 +293,23 @@ def test_a_closed_publisher_refuses_to_publish_and_says_to_make_a_new_one(
     with pytest.raises(TransportError, match="closed: create a new one"):
         publisher.publish([event("order-1", 2)])
     publisher.close()  # closing twice is harmless
+
+
+def test_a_message_above_max_message_bytes_is_refused_alone_and_never_sent(
+    harness: RabbitHarness,
+) -> None:
+    """RabbitMQ would close the channel over a message above its max_message_size and
+    fail the batch; refused up front, it is that message's answer and the rest goes."""
+    publisher = RabbitPublisher(harness.url, exchange=harness.exchange, max_message_bytes=4096)
+    batch = [event("order-1", 1), event("order-2", 1, size=8192), event("order-3", 1)]
+    try:
+        answers = publisher.publish(batch)
+    finally:
+        publisher.close()
+    assert answers[0] is None
+    assert answers[2] is None
+    assert "larger than max_message_bytes (4096)" in (answers[1] or "")
+    arrived = drain(harness.subscription(), 3, ack=True, timeout=2.0)
+    assert sorted(m.message_id for m in arrived) == sorted(
+        [batch[0].message_id, batch[2].message_id]
+    )

@@ -16,7 +16,7 @@ from collections import Counter as Tally
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar, NamedTuple
+from typing import Any, ClassVar, NamedTuple
 
 import pytest
 
@@ -304,7 +304,7 @@ class Ledger(Aggregate):
         if kind == "unroutable":
             self.record(Refunded())
         elif kind == "oversize":
-            self.record(Noted(text="x" * 100_000))  # the stream takes 64 KiB at most
+            self.record(Noted(text="x" * 100_000))  # the broker takes 64 KiB at most
         else:
             self.record(Garbled())
 
@@ -316,6 +316,7 @@ class Poison(NamedTuple):
     broker: str
     error: str
     release: str
+    publisher: tuple[tuple[str, Any], ...] = ()  # options of the relay's publisher
 
 
 POISONS = [
@@ -323,6 +324,15 @@ POISONS = [
         Poison("unroutable", "rabbitmq", "unroutable", "retry"), marks=RABBITMQ, id="unroutable"
     ),
     pytest.param(Poison("oversize", "nats", "maximum", "purge"), marks=NATS, id="oversize"),
+    pytest.param(
+        # RabbitMQ would close the channel over it (max_message_size), failing every
+        # message of the batch: the publisher refuses it alone, before it is sent.
+        Poison(
+            "oversize", "rabbitmq", "max_message_bytes", "purge", (("max_message_bytes", 65536),)
+        ),
+        marks=RABBITMQ,
+        id="oversize-rabbitmq",
+    ),
     pytest.param(
         Poison("unencodable", "rabbitmq", "cannot be encoded", "purge"),
         marks=RABBITMQ,
@@ -399,7 +409,7 @@ def test_a_poison_event_is_dead_lettered_while_the_rest_flows_until_an_operator_
     store = tidings.connect(pg_url, schema=schema, outbox=True, registry=registry)
     box = outbox_of(store)
     wire = poison_wire(poison, request)
-    transport = open_publisher(wire.url, **wire.publisher_options())
+    transport = open_publisher(wire.url, **wire.publisher_options(), **dict(poison.publisher))
     now = [time.time()]  # the relay's clock, moved on by hand to make retries due
     relay = store.relay(
         transport, max_attempts=3, backoff=Backoff(base=10.0, jitter=0.0), clock=lambda: now[0]

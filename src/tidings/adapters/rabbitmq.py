@@ -39,6 +39,7 @@ DEFAULT_EXCHANGE = "tidings"
 DELIVERED_HEADER = "tidings-delivered"
 """Deliveries a message had before ``retry_later`` sent it round a delay queue."""
 START_HINT = "start it (rabbitmq-server -detached, or systemctl start rabbitmq-server)"
+MAX_MESSAGE_BYTES = 16 * 1024 * 1024  # RabbitMQ 4's default max_message_size
 DELAY_QUEUE_GRACE_MS = 60_000  # a delay queue outlives its last message by this much
 
 
@@ -154,9 +155,13 @@ class RabbitPublisher:
 
     A batch goes out with up to ``max_in_flight`` messages awaiting their confirms at
     once. With ``mandatory`` (the default) a message no queue is bound for is returned
-    and reported as refused, instead of RabbitMQ dropping it silently. The publisher runs
-    pika in the calling thread (``pika_confirms``): no loop thread to hand each batch to
-    and back, which the relay's latency and throughput both feel.
+    and reported as refused, instead of RabbitMQ dropping it silently. A body larger than
+    ``max_message_bytes`` is refused before it is sent: RabbitMQ would close the channel
+    over it, failing the whole batch, so that one event would stop the relay instead of
+    being retried and dead-lettered alone. Set it to the broker's ``max_message_size``.
+
+    The publisher runs pika in the calling thread (``pika_confirms``): no loop thread to
+    hand each batch to and back, which the relay's latency and throughput both feel.
     """
 
     def __init__(
@@ -166,6 +171,7 @@ class RabbitPublisher:
         exchange: str = DEFAULT_EXCHANGE,
         mandatory: bool = True,
         max_in_flight: int = 1000,
+        max_message_bytes: int = MAX_MESSAGE_BYTES,
         connect_timeout: float = 5.0,
         confirm_timeout: float = 30.0,
     ) -> None:
@@ -175,6 +181,7 @@ class RabbitPublisher:
         self.exchange = exchange
         self.mandatory = mandatory
         self.max_in_flight = max_in_flight
+        self.max_message_bytes = max_message_bytes
         self.confirm_timeout = confirm_timeout
         self._channel = ConfirmChannel(
             url,
@@ -216,11 +223,14 @@ class RabbitPublisher:
 
         from tidings.adapters.pika_confirms import LinkClosed
 
-        results: list[str | None] = []
+        results = [self._oversize(message) for message in messages]
+        sendable = [i for i, reason in enumerate(results) if reason is None]
         try:
-            self._channel.ensure_open()
-            for start in range(0, len(messages), self.max_in_flight):
-                chunk = messages[start : start + self.max_in_flight]
+            if sendable:
+                self._channel.ensure_open()
+            for start in range(0, len(sendable), self.max_in_flight):
+                indices = sendable[start : start + self.max_in_flight]
+                chunk = [messages[i] for i in indices]
                 wave = [(m.message_id, m.routing_key, m.body, _properties(m)) for m in chunk]
                 answers = self._channel.publish(
                     wave,
@@ -228,10 +238,9 @@ class RabbitPublisher:
                     mandatory=self.mandatory,
                     timeout=self.confirm_timeout,
                 )
-                results += [
-                    None if answer is None else _refusal(answer, message, self.exchange)
-                    for message, answer in zip(chunk, answers, strict=True)
-                ]
+                for index, message, answer in zip(indices, chunk, answers, strict=True):
+                    if answer is not None:
+                        results[index] = _refusal(answer, message, self.exchange)
         except LinkClosed as exc:
             if isinstance(exc.reason, pika.exceptions.ChannelClosedByBroker):
                 raise TransportError(
@@ -243,6 +252,15 @@ class RabbitPublisher:
         except (pika.exceptions.AMQPError, OSError, TimeoutError) as exc:
             raise _unavailable(self.url, exc) from exc
         return results
+
+    def _oversize(self, message: OutgoingMessage) -> str | None:
+        if len(message.body) <= self.max_message_bytes:
+            return None
+        return (
+            f"message of {len(message.body)} bytes is larger than max_message_bytes "
+            f"({self.max_message_bytes}), the RabbitMQ max_message_size this publisher was "
+            "given; raise both together to let it through"
+        )
 
 
 @dataclass(frozen=True, slots=True)
