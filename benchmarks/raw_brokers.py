@@ -347,7 +347,10 @@ def consume(subscription: RabbitSubscription | NatsSubscription, count: int) -> 
     """Ours: fetch up to 500, ack the batch."""
     seen = 0
     while seen < count:
-        batch = subscription.fetch(500, 5)
+        # Never more than asked: the queue may hold messages for a later measurement.
+        batch = subscription.fetch(min(500, count - seen), 5)
+        if not batch:
+            raise RuntimeError(f"the queue ran dry after {seen} of {count} messages")
         subscription.ack(batch)
         seen += len(batch)
 
