@@ -62,10 +62,13 @@ def unavailable(call: Callable[[], object]) -> BrokerUnavailableError:
     pytest.fail("the call kept working while the broker was down")
 
 
-def rabbitmqctl(command: str) -> None:
-    """Run ``rabbitmqctl <command>``."""
+def rabbitmqctl(*arguments: str) -> str:
+    """Run ``rabbitmqctl <arguments>``; what it printed."""
     tool = shutil.which("rabbitmqctl") or "/usr/sbin/rabbitmqctl"
-    subprocess.run([tool, command], check=True, capture_output=True, timeout=120)
+    done = subprocess.run(
+        [tool, *arguments], check=True, capture_output=True, text=True, timeout=120
+    )
+    return done.stdout
 
 
 def nats_server_pid() -> int:

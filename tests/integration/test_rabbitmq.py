@@ -4,8 +4,6 @@ errors, and the publisher's connection after an idle close or a timeout."""
 from __future__ import annotations
 
 import json
-import shutil
-import subprocess
 from collections.abc import Iterator
 
 import pika
@@ -16,6 +14,7 @@ from cloudevents.v1.http import from_json
 
 from tests.integration.brokers import RabbitHarness, drain, event, unique
 from tests.integration.faults import wait_until
+from tests.integration.test_outages import rabbitmqctl
 from tidings import BrokerUnavailableError, TransportError
 from tidings.adapters import pika_confirms
 from tidings.adapters.rabbitmq import RabbitPublisher, RabbitSubscription, delivery_count
@@ -257,30 +256,18 @@ def test_a_publish_whose_confirms_time_out_is_an_outage_and_the_next_one_works(
 
 def rabbitmq_connections(name: str) -> dict[str, str]:
     """Process id (as rabbitmqctl prints it) -> state of the connections named like ``name``."""
-    tool = shutil.which("rabbitmqctl") or "/usr/sbin/rabbitmqctl"
-    listing = subprocess.run(
-        [tool, "list_connections", "-q", "--no-table-headers", "pid", "state", "client_properties"],
-        check=True,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    ).stdout
+    listing = rabbitmqctl(
+        "list_connections", "-q", "--no-table-headers", "pid", "state", "client_properties"
+    )
     rows = [line.split("\t") for line in listing.splitlines() if name in line]
     return {row[0]: row[1] for row in rows}
 
 
 def close_rabbitmq_connections(name: str) -> None:
     """Have RabbitMQ close every connection named like ``name``."""
-    tool = shutil.which("rabbitmqctl") or "/usr/sbin/rabbitmqctl"
     for pid, state in rabbitmq_connections(name).items():
-        if state != "running":
-            continue
-        subprocess.run(
-            [tool, "close_connection", pid, "closed by a test"],
-            check=True,
-            capture_output=True,
-            timeout=60,
-        )
+        if state == "running":
+            rabbitmqctl("close_connection", pid, "closed by a test")
 
 
 def test_a_closed_publisher_refuses_to_publish_and_says_to_make_a_new_one(
