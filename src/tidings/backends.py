@@ -16,6 +16,7 @@ from tidings.ports import (
     Database,
     EventStore,
     Inbox,
+    InFlight,
     KeyStore,
     LaneLeases,
     Outbox,
@@ -63,6 +64,20 @@ def inbox_of(database: Database) -> Inbox:
         query=sql.query,
         older_than="processed_at < now() - make_interval(secs => %s)",
         dialect="postgresql",
+    )
+
+
+def in_flight_of(database: Database) -> InFlight:
+    """Where a database's consumers keep what they fetched and have not finished."""
+    if isinstance(database, MemoryDatabase):
+        from tidings.adapters.memory_inbox import MemoryInFlight
+
+        return MemoryInFlight()
+    from tidings.adapters.sql_inbox import SqlInFlight
+
+    sql: Any = database
+    return SqlInFlight(
+        sql.tables, mark="?" if database.dialect == "sqlite" else "%s", transaction=sql.transaction
     )
 
 

@@ -10,7 +10,8 @@
     │   └── DecodeError            the stored bytes are not valid JSON or do not fit the class
     ├── StorageError              the database failed (connection, disk, constraint); driver
     │   │                         errors are chained as ``__cause__``
-    │   └── ServerUnavailableError the database server cannot be reached
+    │   ├── ServerUnavailableError the database server cannot be reached
+    │   └── DataRefusedError       the database refused a value or a size in the data itself
     ├── HandlerFailedError        an inbox handler failed; the event is delivered again later
     ├── TransportError            a broker refused or failed an operation
     │   ├── BrokerUnavailableError the broker cannot be reached; retry later
@@ -73,6 +74,13 @@ class StorageError(TidingsError):
 
 class ServerUnavailableError(StorageError):
     """The database server could not be reached."""
+
+
+class DataRefusedError(StorageError):
+    """The database refused a value or a size in the data written (PostgreSQL's SQLSTATE
+    classes 22 and 54, SQLite's "too big" and "datatype mismatch"): the data is at fault,
+    not the server, so writing it again fails again. A consumer dead-letters the message
+    that carried it and goes on; it is never an outage."""
 
 
 class HandlerFailedError(TidingsError):

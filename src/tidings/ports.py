@@ -386,3 +386,38 @@ class Inbox(Protocol):
 
     def delete_processed(self, older_than_seconds: float, batch: int) -> int:
         """Delete up to ``batch`` processed rows older than the dedup window."""
+
+
+@dataclass(frozen=True, slots=True)
+class InFlightMessage:
+    """A message a consumer fetched and has not finished with (handled, found a duplicate
+    or buried): its event, and the aggregate version that fixes its place."""
+
+    event_id: str
+    stream_id: str
+    version: int
+
+
+class InFlight(Protocol):
+    """What each consumer has fetched and not finished, kept where its handlers' writes
+    are, so that per-aggregate order survives a crash.
+
+    A consumer killed mid-batch leaves messages the broker delivers again only later
+    (after NATS's ``ack_wait``), while its successor already fetches the aggregate's later
+    events. The successor finds the earlier ones here and holds the later ones back
+    until they are finished.
+    """
+
+    def note(
+        self, consumer: str, messages: Sequence[InFlightMessage], now: float, stale_after: float
+    ) -> list[InFlightMessage]:
+        """Record ``messages`` as fetched by ``consumer`` (in a transaction of its own, or
+        seen again now) and return every message of their aggregates still in flight for
+        ``consumer`` and seen within ``stale_after`` seconds, ``messages`` included."""
+
+    def finish(self, tx: Transaction, consumer: str, event_ids: Sequence[str]) -> None:
+        """Forget the messages in ``tx``, the transaction that handled them."""
+
+    def delete_stale(self, consumer: str, older_than: float) -> int:
+        """Forget messages of ``consumer`` not seen since ``older_than`` (a time): the broker
+        will not deliver them again (a consumer's ``max_deliver``, a deleted queue)."""

@@ -14,7 +14,7 @@ from tidings.application.event_log import iter_log
 from tidings.application.handling import Delivery, Handlers, InboxProcessor
 from tidings.application.repository import EventSourcedRepository
 from tidings.application.unit_of_work import UnitOfWork
-from tidings.backends import OutboxAdapter, inbox_of, open_backend, outbox_of
+from tidings.backends import OutboxAdapter, in_flight_of, inbox_of, open_backend, outbox_of
 from tidings.domain.event_sourced import EventSourcedAggregate
 from tidings.domain.events import DomainEvent
 from tidings.domain.ids import Clock, IdSource, utc_now, uuid7
@@ -24,6 +24,7 @@ from tidings.ports import (
     EventStore,
     EventWriter,
     Inbox,
+    InFlight,
     KeyStore,
     OutgoingMessage,
     SnapshotStore,
@@ -36,7 +37,7 @@ from tidings.serialization.cloudevents import from_message, to_message
 from tidings.serialization.codec import JsonCodec
 from tidings.serialization.personal import PersonalDataCipher
 from tidings.serialization.registry import EventRegistry
-from tidings.workers.consumer import Consumer
+from tidings.workers.consumer import Consumer, subscription_name
 from tidings.workers.relay import Encode, Relay
 
 A = TypeVar("A", bound=EventSourcedAggregate)
@@ -90,6 +91,7 @@ class Store:
         writers: Sequence[EventWriter] = (),
         outbox: OutboxAdapter | None = None,
         inbox: Inbox | None = None,
+        in_flight: InFlight | None = None,
         snapshots: SnapshotStore | None = None,
         source: str = "tidings",
         keys: KeyStore | None = None,
@@ -105,6 +107,7 @@ class Store:
         self.writers = list(writers)
         self.outbox = outbox
         self.inbox = inbox
+        self.in_flight = in_flight
         self.source = source
         if outbox is not None:
             self.writers.append(outbox)
@@ -228,10 +231,20 @@ class Store:
 
     def consumer(self, subscription: Subscription, handlers: Handlers, **options: Any) -> Consumer:
         """A consumer from a broker ``subscription`` through the inbox to ``handlers``
-        (level 5). Options go to ``Consumer`` and to the processor (``max_attempts``)."""
+        (level 5). Options go to ``Consumer`` and to the processor (``max_attempts``).
+        The consumer's ``name`` (what it fetched is recorded under it) is the
+        subscription's durable consumer or queue unless given."""
         processor_options = {k: options.pop(k) for k in ("max_attempts", "backoff") if k in options}
         processor = self.processor(handlers, **processor_options)
-        return Consumer(processor, subscription, from_message, inbox=self.inbox, **options)
+        options.setdefault("name", subscription_name(subscription))
+        return Consumer(
+            processor,
+            subscription,
+            from_message,
+            inbox=self.inbox,
+            in_flight=self.in_flight,
+            **options,
+        )
 
     def iter_all(self, after_position: int = 0, page: int = 1000) -> Iterator[DomainEvent]:
         """Every decoded event after ``after_position``, a page at a time (flat memory)."""
@@ -300,6 +313,7 @@ def connect(
         bus=bus,
         outbox=box,
         inbox=inbox_of(database),
+        in_flight=in_flight_of(database),
         snapshots=snapshots,
         source=source,
         keys=keys,

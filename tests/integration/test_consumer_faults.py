@@ -11,7 +11,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -193,16 +193,22 @@ def inbox_rows(store: tidings.Store) -> int:
 
 
 def start_consumer(
-    db: str, schema: str, feed: Feed, log: Path, *, killed: bool = False
+    db: str,
+    schema: str,
+    feed: Feed,
+    log: Path,
+    *,
+    killed: bool = False,
+    extra: Sequence[str] = ("--handlers", "tidings.examples.shop.inventory:handlers"),
 ) -> subprocess.Popen[bytes]:
-    """``tidings consume`` of the shop's Inventory handlers, output to ``log``
-    (``killed``: the test will SIGKILL it)."""
+    """``tidings consume`` of the shop's Inventory handlers (or the handlers and options
+    in ``extra``), output to ``log`` (``killed``: the test will SIGKILL it)."""
     with log.open("ab") as output:
         return subprocess.Popen(
             [
                 *(sys.executable, "-m", "tidings", "consume", "--db", db, "--schema", schema),
                 *("--from", feed.url, "--name", feed.name, "--every", "5"),
-                *("--handlers", "tidings.examples.shop.inventory:handlers"),
+                *extra,
                 *feed.cli_options(),
             ],
             stdout=output,

@@ -35,6 +35,7 @@ EXPECTED_PUBLIC_NAMES = {
     "MigrationReport",
     "SerializationError",
     "ServerUnavailableError",
+    "DataRefusedError",
     "SnapshotRecord",
     "StorageError",
     "Store",

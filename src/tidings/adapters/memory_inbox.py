@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from tidings.adapters.memory import MemoryDatabase, MemoryTransaction
 from tidings.errors import UnitOfWorkError
-from tidings.ports import InboxDeadLetter, Transaction
+from tidings.ports import InboxDeadLetter, InFlightMessage, Transaction
 from tidings.records import EventRecord
 
 
@@ -131,3 +132,48 @@ class MemoryInbox:
             for key in old:
                 del self._rows[key]
             return len(old)
+
+
+class MemoryInFlight:
+    """The ``InFlight`` port in this process's memory: the reference, and the record of a
+    consumer on a backend without tables. Finished messages are forgotten when the handling
+    transaction commits, whatever its backend."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._rows: dict[tuple[str, str], tuple[InFlightMessage, float]] = {}
+
+    def note(
+        self, consumer: str, messages: Sequence[InFlightMessage], now: float, stale_after: float
+    ) -> list[InFlightMessage]:
+        """Keep the messages (seen now) and return their aggregates' messages in flight."""
+        with self._lock:
+            for message in messages:
+                self._rows[(consumer, message.event_id)] = (message, now)
+            streams = {m.stream_id for m in messages}
+            return [
+                message
+                for (owner, _), (message, seen) in self._rows.items()
+                if owner == consumer and message.stream_id in streams and seen >= now - stale_after
+            ]
+
+    def finish(self, tx: Transaction, consumer: str, event_ids: Sequence[str]) -> None:
+        """Forget the messages once ``tx`` commits."""
+        done = [(consumer, event_id) for event_id in event_ids]
+
+        def forget() -> None:
+            with self._lock:
+                for key in done:
+                    self._rows.pop(key, None)
+
+        tx.on_commit(forget)
+
+    def delete_stale(self, consumer: str, older_than: float) -> int:
+        """Forget the consumer's messages last seen before ``older_than``."""
+        with self._lock:
+            stale = [
+                k for k, (_, seen) in self._rows.items() if k[0] == consumer and seen < older_than
+            ]
+            for key in stale:
+                del self._rows[key]
+            return len(stale)

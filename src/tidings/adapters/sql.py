@@ -50,7 +50,14 @@ SCHEMA_PARTS: tuple[SchemaPart, ...] = (
         ("outbox", "outbox_dead_letters", "relay_lanes", "relay_nodes"),
         ("outbox_v2.sql",),
     ),
-    SchemaPart("inbox", 1, "inbox.sql", ("inbox", "inbox_dead_letters")),
+    # Version 2: inbox_in_flight, what each consumer fetched and has not finished.
+    SchemaPart(
+        "inbox",
+        2,
+        "inbox.sql",
+        ("inbox", "inbox_dead_letters", "inbox_in_flight"),
+        ("inbox_v2.sql",),
+    ),
     SchemaPart("personal_data", 1, "personal_data.sql", ("subject_keys",)),
 )
 """Every part, in the order they are created; later capabilities append theirs."""

@@ -8,7 +8,7 @@ from typing import Any
 
 import msgspec
 
-from tidings.ports import InboxDeadLetter, Transaction
+from tidings.ports import InboxDeadLetter, InFlightMessage, Transaction
 from tidings.records import EventRecord
 
 DEAD = "id, event_id, handler_name, event_type, body, reason, attempts, dead_at"
@@ -176,3 +176,68 @@ class SqlInbox:
         return InboxDeadLetter(
             int(row[0]), row[1], row[2], row[3], bytes(row[4]), row[5], int(row[6]), str(row[7])
         )
+
+
+class SqlInFlight:
+    """The ``InFlight`` port on the ``inbox_in_flight`` table (SQLite and PostgreSQL)."""
+
+    def __init__(
+        self,
+        tables: dict[str, str],
+        *,
+        mark: str,
+        transaction: Callable[[], AbstractContextManager[Transaction]],
+    ) -> None:
+        self._table, self._mark, self._transaction = tables["inbox_in_flight"], mark, transaction
+
+    def note(
+        self, consumer: str, messages: Sequence[InFlightMessage], now: float, stale_after: float
+    ) -> list[InFlightMessage]:
+        """Upsert the fetched messages, then read back their aggregates' messages in flight."""
+        m, found = self._mark, list[InFlightMessage]()
+        with self._transaction() as tx:
+            for chunk in _chunks(messages, SQLITE_ROWS):
+                tx.execute(
+                    f"INSERT INTO {self._table} (consumer, event_id, aggregate_id, "
+                    f"aggregate_version, seen_at) VALUES "
+                    + ", ".join([f"({m}, {m}, {m}, {m}, {m})"] * len(chunk))
+                    + " ON CONFLICT (consumer, event_id) DO UPDATE SET seen_at = excluded.seen_at",
+                    [v for x in chunk for v in (consumer, x.event_id, x.stream_id, x.version, now)],
+                )
+            streams = sorted({x.stream_id for x in messages})
+            for chunk in _chunks(streams, SQLITE_ROWS):
+                rows = tx.execute(
+                    f"SELECT event_id, aggregate_id, aggregate_version FROM {self._table} "
+                    f"WHERE consumer = {m} AND seen_at >= {m} AND aggregate_id IN ("
+                    + ", ".join([m] * len(chunk))
+                    + ")",
+                    (consumer, now - stale_after, *chunk),
+                ).fetchall()
+                found.extend(InFlightMessage(e, a, int(v)) for e, a, v in rows)
+        return found
+
+    def finish(self, tx: Transaction, consumer: str, event_ids: Sequence[str]) -> None:
+        """Delete the rows of the handled messages, in the handling transaction."""
+        m = self._mark
+        for chunk in _chunks(sorted(set(event_ids)), SQLITE_ROWS):
+            tx.execute(
+                f"DELETE FROM {self._table} WHERE consumer = {m} AND event_id IN ("
+                + ", ".join([m] * len(chunk))
+                + ")",
+                (consumer, *chunk),
+            )
+
+    def delete_stale(self, consumer: str, older_than: float) -> int:
+        """Delete the consumer's rows last seen before ``older_than``."""
+        m = self._mark
+        with self._transaction() as tx:
+            gone = tx.execute(
+                f"DELETE FROM {self._table} WHERE consumer = {m} AND seen_at < {m}",
+                (consumer, older_than),
+            )
+            return int(gone.rowcount)
+
+
+def _chunks(items: Sequence[Any], size: int) -> list[Sequence[Any]]:
+    """``items`` in slices of at most ``size`` (SQLite limits a statement's parameters)."""
+    return [items[i : i + size] for i in range(0, len(items), size)]

@@ -21,6 +21,7 @@ from tidings.domain.events import DomainEvent
 from tidings.errors import (
     BadMessageError,
     ConfigurationError,
+    DataRefusedError,
     SerializationError,
     ServerUnavailableError,
     StorageError,
@@ -109,6 +110,11 @@ class Verdict:
     applied: tuple[str, ...] = ()
     duplicates: tuple[str, ...] = ()
     buried: tuple[str, ...] = ()
+    held: bool = False  # sent round unhandled, behind an earlier event of its aggregate
+
+
+Finish = Callable[[Transaction, Sequence[Verdict]], None]
+"""Called inside the batch's transaction, just before it commits, with the verdicts."""
 
 
 class Session(Protocol):
@@ -158,27 +164,30 @@ class InboxProcessor:
     backoff: Backoff = field(default_factory=lambda: Backoff(base=1.0, cap=300.0))
     rng: random.Random = field(default_factory=random.Random)
 
-    def process(self, deliveries: Sequence[Delivery]) -> list[Verdict]:
+    def process(
+        self, deliveries: Sequence[Delivery], finish: Finish | None = None
+    ) -> list[Verdict]:
         """Handle the deliveries in one transaction; return a verdict for each.
 
         Once a message of an aggregate must go round again, the later messages of that
         aggregate in the batch are not handled but sent round with it, so they keep their
-        order behind it.
+        order behind it. ``finish`` writes the caller's own bookkeeping of the batch in
+        the same transaction.
         """
         try:
-            verdicts = self._in_one_pass(deliveries)
+            verdicts = self._in_one_pass(deliveries, finish)
         except _BatchFailedError as failed:
-            return self._one_by_one(deliveries, failed if failed.its_own else None)
+            return self._one_by_one(deliveries, failed if failed.its_own else None, finish)
         except ServerUnavailableError:
             raise  # going one by one would only wait for the server a second time
         except StorageError:  # a statement failed, but whose? Each handler runs again.
-            return self._one_by_one(deliveries, None)
+            return self._one_by_one(deliveries, None, finish)
         for verdict in verdicts:  # logged only now: a redone pass would log them twice
             for reason in verdict.buried:
                 log.error("message buried: %s", reason)
         return verdicts
 
-    def _in_one_pass(self, deliveries: Sequence[Delivery]) -> list[Verdict]:
+    def _in_one_pass(self, deliveries: Sequence[Delivery], finish: Finish | None) -> list[Verdict]:
         """Every handler of every delivery, no savepoints, statements pipelined where the
         backend can; any exception undoes the whole pass."""
         with self.database.transaction() as tx, tx.pipeline():
@@ -199,6 +208,8 @@ class InboxProcessor:
                     verdicts.append(Verdict(True, buried=(reason,)))
                 else:
                     verdicts.append(self._apply(tx, index, event, fresh))
+            if finish is not None:
+                finish(tx, verdicts)
             return verdicts
 
     def _apply(
@@ -229,7 +240,10 @@ class InboxProcessor:
             return _problem(delivery, str(exc)), None
 
     def _one_by_one(
-        self, deliveries: Sequence[Delivery], failed: _BatchFailedError | None
+        self,
+        deliveries: Sequence[Delivery],
+        failed: _BatchFailedError | None,
+        finish: Finish | None = None,
     ) -> list[Verdict]:
         """A savepoint per message and handler, so a failure undoes only its own writes."""
         verdicts: list[Verdict] = []
@@ -245,6 +259,8 @@ class InboxProcessor:
                 if not verdict.ack and stream is not None:
                     held[stream] = verdict.retry_in
                 verdicts.append(verdict)
+            if finish is not None:
+                finish(tx, verdicts)
         return verdicts
 
     def _one(
@@ -319,7 +335,11 @@ class InboxProcessor:
             # no U+0000, nor numbers beyond its range), so no attempt can be counted: bury
             # it now rather than fail the batch around it again and again.
             reason = f"the inbox cannot keep this message for {name}: {refused}"
-            self.inbox.bury(tx, delivery.body, reason, handler=name, record=record)
+            try:
+                with tx.savepoint():
+                    self.inbox.bury(tx, delivery.body, reason, handler=name, record=record)
+            except DataRefusedError:  # not even its event id and type: the body alone
+                self.inbox.bury(tx, delivery.body, reason, handler=name)
             log.error("event %s buried for %s: %s", record.event_id, name, refused)
             return 0.0, reason
         if attempts >= self.max_attempts:

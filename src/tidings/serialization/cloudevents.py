@@ -43,6 +43,11 @@ _TRACE_KEYS = ("traceparent", "tracestate")
 # CloudEvents attribute strings must not hold control characters (spec, "Type System").
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 _TEXT_ATTRIBUTES = ("id", "source", "type", "subject", "traceparent", "tracestate")
+MAX_KEY_CHARACTERS = 256
+"""The longest ``id`` and ``subject`` (aggregate id) a message may carry: both become keys
+of the consumer's tables (the inbox's, the in-flight record's), and a database index takes
+keys of a few kilobytes at most (PostgreSQL: about 2,700 bytes, UTF-8 up to 4 a character)."""
+_KEY_ATTRIBUTES = ("id", "subject")
 
 NonEmpty = Annotated[str, msgspec.Meta(min_length=1)]
 # A CloudEvents Integer is 32-bit signed; the stores' version columns are too.
@@ -95,6 +100,9 @@ def to_message(record: EventRecord, source: str) -> OutgoingMessage:
     for name, value in (("id", record.event_id), ("subject", record.stream_id), ("source", source)):
         if _CONTROL.search(value):  # every reader would refuse the message
             raise SerializationError(_control_character(name, value))
+    for name, value in (("id", record.event_id), ("subject", record.stream_id)):
+        if len(value) > MAX_KEY_CHARACTERS:  # every tidings consumer would refuse it
+            raise SerializationError(_too_long(name, value))
     document: dict[str, Any] = {
         "specversion": SPEC_VERSION,
         "id": record.event_id,
@@ -182,6 +190,9 @@ def _check(envelope: _Envelope) -> None:
         value = getattr(envelope, name)
         if value is not None and _CONTROL.search(value):
             raise BadMessageError(_control_character(name, value))
+    for name in _KEY_ATTRIBUTES:
+        if len(getattr(envelope, name)) > MAX_KEY_CHARACTERS:
+            raise BadMessageError(_too_long(name, getattr(envelope, name)))
     if envelope.time.tzinfo is None:
         raise BadMessageError(
             "time has no UTC offset: use RFC 3339 with 'Z' or '+hh:mm' (e.g. 2024-05-01T12:00:00Z)"
@@ -197,6 +208,15 @@ def _control_character(name: str, value: str) -> str:
     return (
         f"{name} {value!r} holds a control character, which CloudEvents attributes must not "
         "(U+0000 to U+001F, U+007F to U+009F)"
+    )
+
+
+def _too_long(name: str, value: str) -> str:
+    """The complaint about a key attribute longer than a consumer's tables take."""
+    return (
+        f"{name} is {len(value):,} characters long ({len(value.encode()):,} bytes); tidings "
+        f"takes at most {MAX_KEY_CHARACTERS} characters, since it becomes a key of the "
+        f"consumer's tables. It begins {value[:40]!r}"
     )
 
 

@@ -16,10 +16,18 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+from tidings.adapters.memory_inbox import MemoryInFlight
 from tidings.application.backoff import Backoff
 from tidings.application.handling import Delivery, InboxProcessor, Verdict
 from tidings.errors import BadMessageError, StorageError, TransportError
-from tidings.ports import Inbox, IncomingMessage, Subscription
+from tidings.ports import (
+    Inbox,
+    IncomingMessage,
+    InFlight,
+    InFlightMessage,
+    Subscription,
+    Transaction,
+)
 from tidings.records import EventRecord
 from tidings.workers.passes import Background, delete_in_batches, run_passes
 
@@ -27,6 +35,7 @@ log = logging.getLogger("tidings.consumer")
 
 Read = Callable[[bytes], EventRecord]
 HOLD_MARGIN = 0.5  # seconds a held message comes back after the event it waits behind
+HOLD_DELAY = 1.0  # seconds a held message waits when nobody here knows when that event is due
 
 
 @dataclass
@@ -37,6 +46,7 @@ class ConsumerStats:
     applied: int = 0
     duplicates: int = 0
     retried: int = 0
+    held: int = 0
     buried: int = 0
     batches: int = 0
     outages: int = 0
@@ -44,8 +54,27 @@ class ConsumerStats:
     started_at: float = field(default_factory=time.time)
 
 
+def subscription_name(subscription: Subscription) -> str:
+    """The name a consumer records what it fetched under: the subscription's durable
+    consumer (NATS) or queue (RabbitMQ), else ``consumer``."""
+    for attribute in ("durable", "queue", "name"):
+        value = getattr(subscription, attribute, None)
+        if isinstance(value, str) and value:
+            return value
+    return "consumer"
+
+
 class Consumer(Background):
-    """One consumer process's worker around a broker subscription."""
+    """One consumer process's worker around a broker subscription.
+
+    Per-aggregate order holds across crashes: what a pass fetched is recorded (``InFlight``)
+    before any handler runs, and deleted in the transaction that handles it. A message
+    whose aggregate has an earlier event still in flight (fetched by a consumer that died,
+    or sent round again after a failure) is sent round too, unhandled, until that event is
+    finished. Only messages this consumer fetched count, so a consumer of some event types
+    never waits for versions it will not receive. ``name`` keeps the records of consumers
+    on one database apart: give each durable consumer or queue its own.
+    """
 
     def __init__(
         self,
@@ -54,20 +83,26 @@ class Consumer(Background):
         read: Read,
         *,
         inbox: Inbox | None = None,
+        in_flight: InFlight | None = None,
+        name: str = "consumer",
         batch_size: int = 500,
         fetch_timeout: float = 1.0,
         dedup_window_seconds: float = 7 * 86_400.0,
         outage_backoff: Backoff | None = None,
         hold_timeout: float = 600.0,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.processor, self.subscription, self.read = processor, subscription, read
         self.inbox = inbox
+        self.in_flight: InFlight = in_flight if in_flight is not None else MemoryInFlight()
+        self.name = name
         self.batch_size, self.fetch_timeout = batch_size, fetch_timeout
         self.dedup_window_seconds = dedup_window_seconds
         self.outage_backoff = outage_backoff or Backoff(base=0.2, cap=30.0)
         self.stats = ConsumerStats()
         self.hold_timeout = hold_timeout
-        self._held: dict[str, tuple[str, float, float]] = {}  # stream -> (event, due, since)
+        self.clock = clock
+        self._due: dict[str, float] = {}  # event id -> when its retry comes back
         self._cleanup_at = 0.0
         self._stop = threading.Event()
         self._thread = None
@@ -75,55 +110,76 @@ class Consumer(Background):
     def run_once(self) -> int:
         """Fetch, handle in one transaction, then settle with the broker; return the count.
 
-        An aggregate whose event was sent round again is held: its later messages, in this
-        batch or the next ones, go round again unhandled until that event was handled (or
-        buried), so the handlers see the aggregate's events in order.
+        A message whose aggregate has an earlier event in flight goes round again
+        unhandled, in this batch or the next ones, until that event was handled (or
+        buried), so the handlers see each aggregate's events in order, crash or not.
         """
         messages = self.subscription.fetch(self.batch_size, self.fetch_timeout)
         if not messages:
             return 0
-        deliveries = [self._delivery(m) for m in messages]
-        now = time.monotonic()
-        waiting = [self._waits(d, now) for d in deliveries]
-        handled = self.processor.process(
-            [d for d, w in zip(deliveries, waiting, strict=True) if w is None]
-        )
-        verdicts, results = [], iter(handled)
-        for delivery, wait in zip(deliveries, waiting, strict=True):
-            verdict = Verdict(False, wait) if wait is not None else next(results)
-            if wait is None:
-                self._hold_or_release(delivery, verdict, now)
+        pairs = in_version_order([(m, self._delivery(m)) for m in messages])
+        now = self.clock()
+        waiting = self._waits([d for _, d in pairs], now)
+        ready = [d for (_, d), w in zip(pairs, waiting, strict=True) if w is None]
+
+        def finish(tx: Transaction, verdicts: Sequence[Verdict]) -> None:
+            done = [
+                d.record.event_id
+                for d, v in zip(ready, verdicts, strict=True)
+                if v.ack and d.record is not None
+            ]
+            self.in_flight.finish(tx, self.name, done)
+
+        handled = iter(self.processor.process(ready, finish=finish))
+        verdicts = []
+        for (_, delivery), wait in zip(pairs, waiting, strict=True):
+            verdict = Verdict(False, wait, held=True) if wait is not None else next(handled)
+            if wait is None and delivery.record is not None:
+                self._remember(delivery.record, verdict, now)
             verdicts.append(verdict)
-        self._settle(messages, verdicts)  # only after the commit above
+        self._settle([m for m, _ in pairs], verdicts)  # only after the commit above
         return len(messages)
 
-    def _waits(self, delivery: Delivery, now: float) -> float | None:
-        """Seconds a delivery must wait behind its aggregate's held event, or None."""
-        record = delivery.record
-        hold = self._held.get(record.stream_id) if record else None
-        if record is None or hold is None or hold[0] == record.event_id:
-            return None
-        event_id, due, since = hold
-        if now - since > self.hold_timeout:
-            log.warning(
-                "aggregate %s waited %.0f s for event %s; going on without it",
-                record.stream_id,
-                now - since,
-                event_id,
+    def _waits(self, deliveries: Sequence[Delivery], now: float) -> list[float | None]:
+        """Per delivery (in version order per aggregate), None when it may be handled now,
+        else the seconds it waits behind an earlier event of its aggregate in flight."""
+        fetched = {  # one each: a broker may deliver an event twice in a batch
+            d.record.event_id: InFlightMessage(
+                d.record.event_id, d.record.stream_id, d.record.version
             )
-            del self._held[record.stream_id]
-            return None
-        return max(due - now, 0.0) + HOLD_MARGIN
+            for d in deliveries
+            if d.record is not None
+        }
+        if not fetched:
+            return [None] * len(deliveries)
+        in_batch = fetched.keys()
+        behind: dict[str, tuple[int, str]] = {}  # stream -> the earliest event held elsewhere
+        for other in self.in_flight.note(self.name, list(fetched.values()), now, self.hold_timeout):
+            known = behind.get(other.stream_id)
+            if other.event_id not in in_batch and (known is None or other.version < known[0]):
+                behind[other.stream_id] = (other.version, other.event_id)
+        waits: list[float | None] = []
+        held: dict[str, float] = {}  # streams with a delivery held in this batch
+        for delivery in deliveries:
+            record = delivery.record
+            wait = None
+            if record is not None:
+                earlier = behind.get(record.stream_id)
+                if record.stream_id in held:
+                    wait = held[record.stream_id]
+                elif earlier is not None and earlier[0] < record.version:
+                    due = self._due.get(earlier[1])
+                    wait = HOLD_DELAY if due is None else max(due - now, 0.0) + HOLD_MARGIN
+                    held[record.stream_id] = wait
+            waits.append(wait)
+        return waits
 
-    def _hold_or_release(self, delivery: Delivery, verdict: Verdict, now: float) -> None:
-        record = delivery.record
-        if record is None:
-            return
-        if not verdict.ack:
-            since = self._held.get(record.stream_id, ("", 0.0, now))[2]
-            self._held[record.stream_id] = (record.event_id, now + verdict.retry_in, since)
-        elif self._held.get(record.stream_id, ("",))[0] == record.event_id:
-            del self._held[record.stream_id]
+    def _remember(self, record: EventRecord, verdict: Verdict, now: float) -> None:
+        """Keep when a retried event comes back, to time the holds behind it."""
+        if verdict.ack:
+            self._due.pop(record.event_id, None)
+        else:
+            self._due[record.event_id] = now + verdict.retry_in
 
     def _delivery(self, message: IncomingMessage) -> Delivery:
         try:
@@ -153,6 +209,7 @@ class Consumer(Background):
         self.stats.duplicates += len(verdict.duplicates)
         self.stats.buried += len(verdict.buried)
         self.stats.retried += 0 if verdict.ack else 1
+        self.stats.held += 1 if verdict.held else 0
 
     def run(self, stop: threading.Event | None = None) -> None:
         """Pass after pass until ``stop`` is set; a database or broker outage pauses it."""
@@ -174,12 +231,23 @@ class Consumer(Background):
         self.stats.last_error = str(exc)
 
     def _clean_up(self) -> None:
-        now = time.time()
-        if self.inbox is None or now < self._cleanup_at:
+        now = self.clock()
+        if now < self._cleanup_at:
             return
         self._cleanup_at = now + 60.0
-        inbox = self.inbox
-        delete_in_batches(lambda n: inbox.delete_processed(self.dedup_window_seconds, n))
+        stale = self.in_flight.delete_stale(self.name, now - self.hold_timeout)
+        if stale:
+            log.warning(
+                "consumer %s forgot %d messages fetched over %.0f s ago and never delivered "
+                "again (a broker's delivery limit, a purged queue): their aggregates' later "
+                "events are no longer held behind them",
+                self.name,
+                stale,
+                self.hold_timeout,
+            )
+        if self.inbox is not None:
+            inbox = self.inbox
+            delete_in_batches(lambda n: inbox.delete_processed(self.dedup_window_seconds, n))
 
 
 def dedup_window_warning(
@@ -207,3 +275,26 @@ def retry_horizon(backoff: Backoff, attempts: int) -> float:
         min(backoff.cap, backoff.base * backoff.factor ** max(n - 1, 0)) * (1 + backoff.jitter)
         for n in range(1, attempts)
     )
+
+
+def in_version_order(
+    pairs: Sequence[tuple[IncomingMessage, Delivery]],
+) -> list[tuple[IncomingMessage, Delivery]]:
+    """The batch with each aggregate's deliveries sorted by version, in the places its
+    deliveries had: a redelivered earlier event fetched after a later one goes first."""
+    slots: dict[str, list[int]] = {}
+    for index, (_, delivery) in enumerate(pairs):
+        if delivery.record is not None:
+            slots.setdefault(delivery.record.stream_id, []).append(index)
+    ordered = list(pairs)
+    for indexes in slots.values():
+        if len(indexes) > 1:
+            chosen = sorted((pairs[i] for i in indexes), key=_version)
+            for index, pair in zip(indexes, chosen, strict=True):
+                ordered[index] = pair
+    return ordered
+
+
+def _version(pair: tuple[IncomingMessage, Delivery]) -> int:
+    record = pair[1].record
+    return record.version if record is not None else 0

@@ -15,7 +15,12 @@ from tidings.adapters.sql import (
     table_names,
     table_prefix,
 )
-from tidings.errors import ConfigurationError, ServerUnavailableError, StorageError
+from tidings.errors import (
+    ConfigurationError,
+    DataRefusedError,
+    ServerUnavailableError,
+    StorageError,
+)
 from tidings.ports import Params
 
 try:
@@ -35,9 +40,25 @@ START_HINT = (
 )
 
 
+# SQLSTATE classes that say the server cannot serve now (a lost or refused connection, a
+# shutdown, exhausted resources): an outage, to wait out. Classes 22 (data exception) and
+# 54 (program limit exceeded, as an index row too large) blame the data written instead,
+# although psycopg raises some of them as OperationalError too.
+OUTAGE_CLASSES = ("08", "53", "57")
+DATA_CLASSES = ("22", "54")
+
+
 def storage_error(exc: Exception, doing: str, where: str) -> StorageError:
     """Translate a psycopg or pool error into ours."""
-    if isinstance(exc, psycopg.OperationalError | PoolTimeout):
+    state = getattr(exc, "sqlstate", None) or ""
+    if state[:2] in DATA_CLASSES:
+        return DataRefusedError(
+            f"{where} refused the data while {doing}: {exc} (SQLSTATE {state}: a value or a "
+            "size in the data itself; writing it again fails again)"
+        )
+    if isinstance(exc, PoolTimeout) or (
+        isinstance(exc, psycopg.OperationalError) and (not state or state[:2] in OUTAGE_CLASSES)
+    ):
         return ServerUnavailableError(f"cannot reach {where} while {doing}: {exc} ({START_HINT})")
     if isinstance(exc, psycopg.errors.IntegrityError):
         return StorageError(

@@ -17,7 +17,7 @@ from tidings.adapters.sql import (
     table_names,
     table_prefix,
 )
-from tidings.errors import ConfigurationError, StorageError, UnitOfWorkError
+from tidings.errors import ConfigurationError, DataRefusedError, StorageError, UnitOfWorkError
 from tidings.ports import Params
 
 SYNCHRONOUS_MODES = ("FULL", "EXTRA", "NORMAL")
@@ -26,6 +26,11 @@ SYNCHRONOUS_MODES = ("FULL", "EXTRA", "NORMAL")
 def storage_error(exc: sqlite3.Error, doing: str) -> StorageError:
     """Translate a sqlite3 error into ours, with what to do about the common ones."""
     text = str(exc)
+    if isinstance(exc, sqlite3.DataError) or "too big" in text or "datatype mismatch" in text:
+        return DataRefusedError(
+            f"SQLite refused the data while {doing}: {text} (a value or a size in the data "
+            "itself; writing it again fails again)"
+        )
     if "locked" in text or "busy" in text:
         hint = "another process held the write lock past the busy timeout; raise busy_timeout"
     elif isinstance(exc, sqlite3.IntegrityError):
