@@ -211,13 +211,18 @@ class Transport(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class IncomingMessage:
-    """One message delivered by a broker; ``token`` is the transport's handle to settle it."""
+    """One message delivered by a broker; ``token`` is the transport's handle to settle it.
+
+    ``hold``, when above 0, is the transport's request not to handle the message yet but
+    to send it round again after that many seconds (and everything of its aggregate after
+    it): earlier messages may still be on their way back from a consumer that died."""
 
     body: bytes
     message_id: str | None
     delivery_count: int
     token: Any = None
     headers: Mapping[str, str] = field(default_factory=dict)
+    hold: float = 0.0
 
 
 class Subscription(Protocol):

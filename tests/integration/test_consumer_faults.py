@@ -12,6 +12,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator, Sequence
+from dataclasses import replace
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -527,6 +528,90 @@ def test_a_message_the_postgresql_inbox_cannot_store_is_dead_lettered_and_its_ba
         assert sorted(processed_ids(store)) == sorted([first["id"], last["id"]])
         skus = [d["data"]["lines"][0]["sku"] for d in (first, last)]
         assert all(stock_table(store)[sku] == good.expected_stock()[sku] for sku in skus)
+    finally:
+        store.close()
+        feed.cleanup()
+
+
+def random_text(rng: random.Random, length: int) -> str:
+    """Printable text no index compresses."""
+    return "".join(rng.choice("abcdefghijklmnopqrstuvwxyz0123456789") for _ in range(length))
+
+
+@pytest.mark.postgres
+def test_a_message_with_a_ten_kilobyte_id_is_dead_lettered_and_its_neighbours_apply(
+    feed: Feed, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """A valid CloudEvent whose id is 10 KB of random text, among 20 ordinary orders: the
+    20 apply, and the one is a dead letter whose reason says how long its id is."""
+    store = consumer_store("postgresql", tmp_path, request)
+    try:
+        good, rng = Orders(seed=13), random.Random(13)
+        documents = [json.loads(m.body) for m in good.next(21)]
+        documents[10]["id"] = random_text(rng, 10_240)
+        feed.publish_raw([json.dumps(d).encode() for d in documents])
+        consumer = store.consumer(feed.subscription(), handlers(), fetch_timeout=0.5)
+        try:
+            wait_until(
+                lambda: consumer.run_once() >= 0 and consumer.stats.received >= 21,
+                "the 21 messages were handled",
+            )
+        finally:
+            consumer.subscription.close()
+        assert store.inbox is not None
+        [letter] = store.inbox.dead_letters()
+        assert "id is 10,240 characters long" in letter.reason
+        assert "at most 256" in letter.reason
+        ordinary = [d["id"] for i, d in enumerate(documents) if i != 10]
+        assert sorted(processed_ids(store)) == sorted(ordinary)
+        assert consumer.stats.applied == 20
+    finally:
+        store.close()
+
+
+@pytest.mark.postgres
+@pytest.mark.rabbitmq
+def test_a_key_postgresql_cannot_index_is_a_dead_letter_never_an_outage(
+    rabbitmq_url: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """Past the reader's own limit (a reader that lets a 10 KB id through), PostgreSQL
+    refuses the inbox row (SQLSTATE 54000, index row too large): the consumer buries that
+    message and applies its neighbours, instead of pausing as if the server were down."""
+    feed = Feed("rabbitmq", rabbitmq_url)
+    store = consumer_store("postgresql", tmp_path, request)
+    huge = random_text(random.Random(14), 10_240)
+
+    def lenient(body: bytes) -> Any:
+        record = from_message(body)
+        return replace(record, event_id=huge) if b"POISON" in body else record
+
+    try:
+        good = Orders(seed=14)
+        documents = [json.loads(m.body) for m in good.next(5)]
+        documents[2]["data"]["note"] = "POISON"
+        feed.publish_raw([json.dumps(d).encode() for d in documents])
+        processor = store.processor(handlers())
+        consumer = Consumer(
+            processor,
+            feed.subscription(),
+            lenient,
+            inbox=store.inbox,
+            in_flight=store.in_flight,
+            fetch_timeout=0.5,
+        )
+        try:
+            wait_until(
+                lambda: consumer.run_once() >= 0 and consumer.stats.received >= 5,
+                "the five messages were handled",
+            )
+        finally:
+            consumer.subscription.close()
+        assert consumer.stats.outages == 0
+        assert store.inbox is not None
+        [letter] = store.inbox.dead_letters()
+        assert "54000" in letter.reason
+        assert "index row" in letter.reason
+        assert len(processed_ids(store)) == 4
     finally:
         store.close()
         feed.cleanup()

@@ -16,6 +16,8 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+import logging
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from contextlib import suppress
 from dataclasses import dataclass
@@ -33,6 +35,7 @@ if TYPE_CHECKING:
     import nats.js
 
 T = TypeVar("T")
+log = logging.getLogger("tidings.nats")
 
 DEFAULT_STREAM = "TIDINGS"
 DEFAULT_PREFIX = "tidings"
@@ -398,6 +401,19 @@ def _oversize(body: bytes, headers: dict[str, str], max_payload: int) -> str | N
     )
 
 
+RECOVERY_GRACE = 5.0  # seconds beyond twice ack_wait that a recovery may last
+RECOVERY_HOLD = 0.5  # seconds a message later than the missing ones waits per round
+
+
+@dataclass(frozen=True, slots=True)
+class _Recovery:
+    """An earlier holder's messages are out, up to stream sequence ``last``; later messages
+    wait until the ack floor passes it, or the monotonic time ``until``."""
+
+    last: int
+    until: float
+
+
 @dataclass(frozen=True, slots=True)
 class _Token:
     generation: int
@@ -438,6 +454,7 @@ class NatsSubscription:
         self._pull: Any = None  # the JetStream PullSubscription of the current connection
         self._pull_generation = 0
         self._held: dict[int, nats.aio.msg.Msg] = {}
+        self._recovery: _Recovery | None = None
 
     def fetch(self, max_messages: int, timeout: float) -> list[IncomingMessage]:
         """Up to ``max_messages`` messages, waiting at most ``timeout`` for the first."""
@@ -477,6 +494,22 @@ class NatsSubscription:
         )
         self._pull_generation = connection.generation
         self._held.clear()
+        info = await self._pull.consumer_info()
+        if info.num_ack_pending:
+            # Another holder's messages: a killed consumer's, and those its pull requests
+            # took after it died, which no process ever saw. They come back after ack_wait.
+            ack_wait = (info.config.ack_wait if info.config else None) or self.ack_wait
+            self._recovery = _Recovery(
+                info.delivered.stream_seq if info.delivered else 0,
+                time.monotonic() + 2 * ack_wait + RECOVERY_GRACE,
+            )
+            log.warning(
+                "consumer %s: %d messages were out with an earlier holder (a crashed consumer); "
+                "later messages wait until they are back (at most %.0f s)",
+                self.durable,
+                info.num_ack_pending,
+                2 * ack_wait + RECOVERY_GRACE,
+            )
         return self._pull
 
     async def _fetch(self, max_messages: int, timeout: float) -> list[IncomingMessage]:
@@ -488,9 +521,27 @@ class NatsSubscription:
                 raise
             return []
         self._held.update((id(m), m) for m in received)
-        return [self._incoming(m) for m in received]
+        last = await self._recovering(pull) if self._recovery is not None else None
+        return [
+            self._incoming(m, last is not None and m.metadata.sequence.stream > last)
+            for m in received
+        ]
 
-    def _incoming(self, message: nats.aio.msg.Msg) -> IncomingMessage:
+    async def _recovering(self, pull: Any) -> int | None:
+        """While an earlier holder's messages are not all back, the last stream sequence
+        it may have held: every later message is to be held, since nobody knows which
+        aggregates the missing ones belong to. None once they are back (the ack floor
+        passed it) or the recovery ran out of time."""
+        recovery = self._recovery
+        assert recovery is not None  # noqa: S101 - the caller checked
+        info = await pull.consumer_info()
+        floor = info.ack_floor.stream_seq if info.ack_floor else 0
+        if floor >= recovery.last or time.monotonic() > recovery.until:
+            self._recovery = None
+            return None
+        return recovery.last
+
+    def _incoming(self, message: nats.aio.msg.Msg, hold: bool = False) -> IncomingMessage:
         headers = dict(message.headers or {})
         return IncomingMessage(
             body=message.data,
@@ -498,6 +549,7 @@ class NatsSubscription:
             delivery_count=message.metadata.num_delivered,
             token=_Token(self._pull_generation, message),
             headers=headers,
+            hold=RECOVERY_HOLD if hold else 0.0,
         )
 
     async def _settle(self, messages: Sequence[IncomingMessage], delay: float | None) -> None:

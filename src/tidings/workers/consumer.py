@@ -14,12 +14,13 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
+from contextlib import suppress
 from dataclasses import dataclass, field
 
 from tidings.adapters.memory_inbox import MemoryInFlight
 from tidings.application.backoff import Backoff
 from tidings.application.handling import Delivery, InboxProcessor, Verdict
-from tidings.errors import BadMessageError, StorageError, TransportError
+from tidings.errors import BadMessageError, DataRefusedError, StorageError, TransportError
 from tidings.ports import (
     Inbox,
     IncomingMessage,
@@ -119,7 +120,7 @@ class Consumer(Background):
             return 0
         pairs = in_version_order([(m, self._delivery(m)) for m in messages])
         now = self.clock()
-        waiting = self._waits([d for _, d in pairs], now)
+        waiting = self._waits(pairs, now)
         ready = [d for (_, d), w in zip(pairs, waiting, strict=True) if w is None]
 
         def finish(tx: Transaction, verdicts: Sequence[Verdict]) -> None:
@@ -140,9 +141,13 @@ class Consumer(Background):
         self._settle([m for m, _ in pairs], verdicts)  # only after the commit above
         return len(messages)
 
-    def _waits(self, deliveries: Sequence[Delivery], now: float) -> list[float | None]:
+    def _waits(
+        self, pairs: Sequence[tuple[IncomingMessage, Delivery]], now: float
+    ) -> list[float | None]:
         """Per delivery (in version order per aggregate), None when it may be handled now,
-        else the seconds it waits behind an earlier event of its aggregate in flight."""
+        else the seconds it waits: behind an earlier event of its aggregate in flight, or
+        as long as the transport asked (``IncomingMessage.hold``)."""
+        deliveries = [d for _, d in pairs]
         fetched = {  # one each: a broker may deliver an event twice in a batch
             d.record.event_id: InFlightMessage(
                 d.record.event_id, d.record.stream_id, d.record.version
@@ -154,25 +159,42 @@ class Consumer(Background):
             return [None] * len(deliveries)
         in_batch = fetched.keys()
         behind: dict[str, tuple[int, str]] = {}  # stream -> the earliest event held elsewhere
-        for other in self.in_flight.note(self.name, list(fetched.values()), now, self.hold_timeout):
+        for other in self._note(list(fetched.values()), now):
             known = behind.get(other.stream_id)
             if other.event_id not in in_batch and (known is None or other.version < known[0]):
                 behind[other.stream_id] = (other.version, other.event_id)
         waits: list[float | None] = []
         held: dict[str, float] = {}  # streams with a delivery held in this batch
-        for delivery in deliveries:
+        for message, delivery in pairs:
             record = delivery.record
             wait = None
             if record is not None:
                 earlier = behind.get(record.stream_id)
                 if record.stream_id in held:
                     wait = held[record.stream_id]
+                elif message.hold > 0:
+                    wait = held[record.stream_id] = message.hold
                 elif earlier is not None and earlier[0] < record.version:
                     due = self._due.get(earlier[1])
                     wait = HOLD_DELAY if due is None else max(due - now, 0.0) + HOLD_MARGIN
                     held[record.stream_id] = wait
             waits.append(wait)
         return waits
+
+    def _note(self, fetched: list[InFlightMessage], now: float) -> list[InFlightMessage]:
+        """Record what was fetched; the messages in flight of their aggregates.
+
+        When the database refuses a key (a reader of your own let an id through that is
+        too long for an index), each message is noted alone: the refused ones are not
+        held and go on to the inbox, which buries them with the reason."""
+        try:
+            return self.in_flight.note(self.name, fetched, now, self.hold_timeout)
+        except DataRefusedError:
+            found: list[InFlightMessage] = []
+            for message in fetched:
+                with suppress(DataRefusedError):
+                    found.extend(self.in_flight.note(self.name, [message], now, self.hold_timeout))
+            return found
 
     def _remember(self, record: EventRecord, verdict: Verdict, now: float) -> None:
         """Keep when a retried event comes back, to time the holds behind it."""
