@@ -123,7 +123,8 @@ def consume(
             s = worker.stats
             return (
                 f"received {s.received} ({rate(s.received):.0f}/s), applied {s.applied}, "
-                f"duplicates {s.duplicates}, retried {s.retried}, dead letters {s.buried}, "
+                f"duplicates {s.duplicates}, retried {s.retried}, held {s.held}, "
+                f"dead letters {s.buried}, "
                 f"outages {s.outages}"
             )
 
