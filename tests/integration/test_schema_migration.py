@@ -150,3 +150,38 @@ def test_a_version_1_outbox_gets_the_full_backlog_index_and_its_rows_still_flow(
     finally:
         with psycopg.connect(pg_url, autocommit=True) as conn:
             conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+
+
+def test_a_version_1_inbox_gets_the_in_flight_record_and_its_consumer_runs(
+    url_and_options: tuple[str, dict[str, str]],
+) -> None:
+    """Opening a database of inbox version 1 (no in-flight table) creates inbox_in_flight,
+    records version 2, keeps the processed rows, and a consumer runs on it."""
+    from tidings.adapters.memory_broker import MemoryPublisher, MemoryQueue, MemorySubscription
+    from tidings.application.handling import Handlers
+    from tidings.serialization.cloudevents import to_message
+
+    url, options = url_and_options
+    registry = tidings.EventRegistry([Counted])
+    with tidings.connect(url, registry=registry, **options) as old:
+        database = old.database
+        in_flight = database.tables["inbox_in_flight"]  # type: ignore[attr-defined]
+        versions = database.tables["schema_version"]  # type: ignore[attr-defined]
+        with database.transaction() as tx:
+            tx.execute(f"DROP TABLE {in_flight}")
+            tx.execute(f"UPDATE {versions} SET version = 1 WHERE component = 'inbox'")
+    seen: list[int] = []
+    handlers = Handlers()
+    handlers.add(Counted, "counting", lambda event, uow: seen.append(event.aggregate_version))
+    with tidings.connect(url, registry=registry, **options) as upgraded:
+        assert part_versions(upgraded)["inbox"] == 2
+        counter = Counter("c-1")
+        counter.increment(1)
+        with upgraded.unit_of_work() as uow:
+            uow.track(counter)
+        queue = MemoryQueue()
+        records = list(upgraded.events.read_stream("c-1"))
+        MemoryPublisher(queue).publish([to_message(r, "test") for r in records])
+        consumer = upgraded.consumer(MemorySubscription(queue), handlers, fetch_timeout=0.05)
+        assert consumer.run_once() == 1
+        assert seen == [1]
