@@ -62,7 +62,7 @@ UPSERT = (
 
 def decrease_stock(event: OrderPlaced, uow: UnitOfWork) -> None:
     """The shop's Inventory handler: take each line's quantity off its product's stock."""
-    sql = UPSERT.format(p="?" if uow.dialect == "sqlite" else "%s")
+    sql = UPSERT.format(p="?")  # the unit of work takes ? on every backend
     for line in event.lines:
         uow.execute(sql, (line.sku, OPENING_STOCK - line.quantity, line.quantity))
 

@@ -17,18 +17,13 @@ from tidings.testing.contract import Counted, Counter
 from ..conftest import MakeStore
 
 
-def placeholder(store: tidings.Store) -> str:
-    """The parameter mark of the store's driver."""
-    return "?" if store.database.dialect == "sqlite" else "%s"
-
-
 @pytest.fixture
 def shop(make_sql_store: MakeStore) -> tidings.Store:
     """A store with the shop's orders table."""
     store = make_sql_store(tidings.EventRegistry(SHOP_EVENTS))
     with store.unit_of_work() as uow:
         uow.execute("DROP TABLE IF EXISTS shop_orders")  # PostgreSQL tests share public
-        OrderRepository(uow, placeholder(store)).create_table()
+        OrderRepository(uow).create_table()
     return store
 
 
@@ -46,9 +41,9 @@ def test_state_and_events_commit_together(shop: tidings.Store) -> None:
     shop.bus.subscribe(OrderPlaced, delivered.append)
     order = placed_order("o-1")
     with shop.unit_of_work() as uow:
-        OrderRepository(uow, placeholder(shop)).add(order)
+        OrderRepository(uow).add(order)
     with shop.unit_of_work() as uow:
-        loaded = OrderRepository(uow, placeholder(shop)).get("o-1")
+        loaded = OrderRepository(uow).get("o-1")
     assert loaded is not None
     assert (loaded.status, loaded.version, loaded.total_cents) == ("PLACED", 1, 3_900)
     assert delivered == list(shop.read_stream("o-1"))
@@ -62,14 +57,14 @@ def test_a_constraint_violation_publishes_nothing_and_keeps_the_events(
     delivered: list[DomainEvent] = []
     shop.bus.subscribe(OrderPlaced, delivered.append)
     with shop.unit_of_work() as uow:
-        OrderRepository(uow, placeholder(shop)).add(placed_order("o-1"))
+        OrderRepository(uow).add(placed_order("o-1"))
     delivered.clear()
     duplicate = placed_order("o-1", "bob@example.com")
     with (
         pytest.raises(tidings.StorageError, match="shop_orders|duplicate key|UNIQUE") as caught,
         shop.unit_of_work() as uow,
     ):
-        OrderRepository(uow, placeholder(shop)).add(duplicate)
+        OrderRepository(uow).add(duplicate)
     assert not isinstance(caught.value, tidings.ConcurrencyError)
     assert caught.value.__cause__ is not None  # the driver's error is chained, not lost
     assert delivered == []
@@ -80,32 +75,31 @@ def test_a_constraint_violation_publishes_nothing_and_keeps_the_events(
 def test_your_writes_roll_back_with_the_unit_of_work(shop: tidings.Store) -> None:
     """An exception after your own INSERT leaves neither the row nor any event behind."""
     with pytest.raises(KeyError), shop.unit_of_work() as uow:
-        OrderRepository(uow, placeholder(shop)).add(placed_order("o-2"))
+        OrderRepository(uow).add(placed_order("o-2"))
         raise KeyError("the card was declined")
     with shop.unit_of_work() as uow:
-        assert OrderRepository(uow, placeholder(shop)).get("o-2") is None
+        assert OrderRepository(uow).get("o-2") is None
     assert shop.read_all() == []
 
 
 def test_an_update_from_a_stale_version_is_refused_whole(shop: tidings.Store) -> None:
     """Two clerks cancel the same order: the second gets ConcurrencyError; its row update
     is rolled back too."""
-    p = placeholder(shop)
     with shop.unit_of_work() as uow:
-        OrderRepository(uow, p).add(placed_order("o-3"))
+        OrderRepository(uow).add(placed_order("o-3"))
     clerks = []
     for _ in range(2):
         with shop.unit_of_work() as uow:
-            clerks.append(OrderRepository(uow, p).get("o-3"))
+            clerks.append(OrderRepository(uow).get("o-3"))
     first, second = clerks
     assert first is not None
     assert second is not None
     first.cancel("customer called")
     second.cancel("fraud suspected")
     with shop.unit_of_work() as uow:
-        OrderRepository(uow, p).update(first)
+        OrderRepository(uow).update(first)
     with pytest.raises(tidings.ConcurrencyError, match="o-3"), shop.unit_of_work() as uow:
-        OrderRepository(uow, p).update(second)
+        OrderRepository(uow).update(second)
     assert [e.reason for e in shop.read_stream("o-3", from_version=2)] == [  # type: ignore[attr-defined]
         "customer called"
     ]

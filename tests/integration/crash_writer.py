@@ -21,7 +21,6 @@ def main() -> None:
     url, published = sys.argv[1], sys.argv[2]
     options = {"schema": sys.argv[3]} if len(sys.argv) > 3 else {}
     store = tidings.connect(url, registry=tidings.EventRegistry(SHOP_EVENTS), **options)
-    mark = "?" if store.database.dialect == "sqlite" else "%s"
     with open(published, "a", encoding="utf-8") as sink:
 
         def effect(event: OrderPlaced) -> None:
@@ -35,7 +34,7 @@ def main() -> None:
             order.add_line("BOOK-42", 1, 1_000)
             order.place()
             with store.unit_of_work() as uow:
-                OrderRepository(uow, mark).add(order)
+                OrderRepository(uow).add(order)
 
 
 if __name__ == "__main__":

@@ -14,8 +14,8 @@ HANDLER = "order-check.record"
 def record(event: Counted, uow: UnitOfWork) -> None:
     """Append (aggregate, version) to the record, in the handler's transaction."""
     uow.execute(
-        "INSERT INTO seen_versions (aggregate_id, version) VALUES (%s, %s)",
-        (event.aggregate_id, event.aggregate_version),
+        "INSERT INTO seen_versions (aggregate_id, version) VALUES (:aggregate, :version)",
+        {"aggregate": event.aggregate_id, "version": event.aggregate_version},
     )
 
 

@@ -432,9 +432,8 @@ def processed_ids(store: tidings.Store) -> list[str]:
     table = store.database.tables["inbox"]  # type: ignore[attr-defined]
     with store.unit_of_work() as uow:
         rows = uow.execute(
-            f"SELECT event_id FROM {table} WHERE status = 'processed' AND handler_name = "
-            f"{'?' if store.database.dialect == 'sqlite' else '%s'}",
-            (HANDLER,),
+            f"SELECT event_id FROM {table} WHERE status = 'processed' AND handler_name = :name",
+            {"name": HANDLER},
         ).fetchall()
     return [row[0] for row in rows]
 

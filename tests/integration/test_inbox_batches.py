@@ -45,7 +45,7 @@ def processor(store: tidings.Store, handle: object) -> InboxProcessor:
 
 
 def mark(uow: UnitOfWork) -> str:
-    """The dialect's placeholder."""
+    """The driver's own placeholder (for statements sent on ``uow.connection``)."""
     return "?" if uow.dialect == "sqlite" else "%s"
 
 
@@ -64,9 +64,13 @@ def test_a_statement_failing_in_a_batch_undoes_only_its_message(
     apply once, the failure counts once."""
 
     def book(event: Counted, uow: UnitOfWork) -> None:
-        p = mark(uow)
-        run = uow.execute if through == "unit of work" else uow.connection.execute
-        run(f"INSERT INTO ledger VALUES ({p}, {p})", (event.note, event.step))
+        if through == "unit of work":
+            uow.execute("INSERT INTO ledger VALUES (?, ?)", (event.note, event.step))
+        else:
+            p = mark(uow)
+            uow.connection.execute(
+                f"INSERT INTO ledger VALUES ({p}, {p})", (event.note, event.step)
+            )
 
     batch = [delivered(store, 1, "a"), delivered(store, 2, "taken"), delivered(store, 3, "c")]
     verdicts = processor(store, book).process(batch)
@@ -77,7 +81,7 @@ def test_a_statement_failing_in_a_batch_undoes_only_its_message(
     with store.unit_of_work() as uow:
         row = uow.execute(
             f"SELECT status, attempts FROM {store.database.tables['inbox']} "  # type: ignore[attr-defined]
-            f"WHERE event_id = {mark(uow)}",
+            "WHERE event_id = ?",
             (failed.event_id,),
         ).fetchone()
     assert tuple(row) == ("failed", 1)
@@ -88,11 +92,11 @@ def test_rowcount_reads_as_without_a_batch(store: tidings.Store) -> None:
     the batch, and waits for the statement when its rowcount is read)."""
 
     def upsert(event: Counted, uow: UnitOfWork) -> None:
-        p = mark(uow)
         cursor = uow.execute(
-            f"UPDATE ledger SET amount = amount + {p} WHERE entry = {p}", (event.step, event.note)
+            "UPDATE ledger SET amount = amount + ? WHERE entry = ?", (event.step, event.note)
         )
         if cursor.rowcount == 0:
+            p = mark(uow)
             direct = uow.connection.cursor()
             direct.execute(f"INSERT INTO ledger VALUES ({p}, {p})", (event.note, event.step))
             assert direct.rowcount == 1

@@ -6,13 +6,14 @@ rollback restores exactly what was there, like the SQL backends do.
 
 from __future__ import annotations
 
+import sqlite3
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import replace
 from datetime import datetime
 
-from tidings.errors import ConcurrencyError, ConfigurationError, UnitOfWorkError
+from tidings.errors import ConcurrencyError, StorageError, UnitOfWorkError
 from tidings.ports import ANY_VERSION, Params, Transaction
 from tidings.records import EventRecord, SnapshotRecord, StreamInfo, require_aware
 
@@ -20,23 +21,47 @@ PAGE = 1000
 
 
 class MemoryTransaction:
-    """A transaction of the memory backend: undo entries and after-commit callbacks."""
+    """A transaction of the memory backend: undo entries and after-commit callbacks.
 
-    def __init__(self) -> None:
+    Your own statements (``uow.execute``) run on an in-memory SQLite database of the
+    backend, in a transaction that commits and rolls back with this one, so application
+    code that keeps its state in tables runs unchanged on ``memory://`` in tests."""
+
+    def __init__(self, tables: sqlite3.Connection | None = None) -> None:
         self._undo: list[Callable[[], None]] = []
         self._after: list[Callable[[], None]] = []
+        self._tables = tables
+        self._sql_open = False
+        self._savepoints = 0
 
     @property
-    def connection(self) -> None:
-        """The memory backend has no driver connection."""
-        return None
+    def connection(self) -> sqlite3.Connection | None:
+        """The in-memory SQLite connection your statements run on."""
+        return self._tables
 
-    def execute(self, sql: str, params: Params = ()) -> None:
-        """The memory backend runs no SQL."""
-        raise ConfigurationError(
-            "the memory backend has no SQL: keep your state in Python objects, or connect to "
-            "sqlite:///file.db or postgresql://... to write your own tables"
-        )
+    def execute(self, sql: str, params: Params = ()) -> sqlite3.Cursor:
+        """Run one of your statements on the backend's in-memory SQLite database."""
+        if self._tables is None:
+            raise UnitOfWorkError("this memory transaction has no tables: open it from a database")
+        if not self._sql_open:
+            self._tables.execute("BEGIN")
+            self._sql_open = True
+            self.on_rollback(self._roll_back_sql)
+        try:
+            return self._tables.execute(sql, params)
+        except sqlite3.Error as exc:
+            raise StorageError(f"the in-memory store's SQLite failed: {exc}") from exc
+
+    def _roll_back_sql(self) -> None:
+        if self._sql_open and self._tables is not None:
+            self._tables.execute("ROLLBACK")
+        self._sql_open = False
+
+    def commit_sql(self) -> None:
+        """Commit your statements (the database does, before the commit callbacks)."""
+        if self._sql_open and self._tables is not None:
+            self._tables.execute("COMMIT")
+        self._sql_open = False
 
     def on_commit(self, callback: Callable[[], None]) -> None:
         """Run ``callback`` after commit."""
@@ -54,13 +79,23 @@ class MemoryTransaction:
     def savepoint(self) -> Iterator[None]:
         """Undo only what the block wrote when it raises."""
         undo_mark, after_mark = len(self._undo), len(self._after)
+        name = None
+        if self._sql_open and self._tables is not None:  # your statements' own savepoint
+            self._savepoints += 1
+            name = f"tidings_sp{self._savepoints}"
+            self._tables.execute(f"SAVEPOINT {name}")
         try:
             yield
         except BaseException:
             for undo in reversed(self._undo[undo_mark:]):
                 undo()
             del self._undo[undo_mark:], self._after[after_mark:]
+            if name is not None and self._sql_open and self._tables is not None:
+                self._tables.execute(f"ROLLBACK TO {name}")
+                self._tables.execute(f"RELEASE {name}")
             raise
+        if name is not None and self._sql_open and self._tables is not None:
+            self._tables.execute(f"RELEASE {name}")
 
     def on_rollback(self, undo: Callable[[], None]) -> None:
         """Run ``undo`` if the transaction rolls back (newest first)."""
@@ -75,6 +110,7 @@ class MemoryDatabase:
     def __init__(self) -> None:
         self.lock = threading.RLock()
         self._open = threading.local()
+        self._tables: sqlite3.Connection | None = None  # your statements' tables, on first use
 
     @contextmanager
     def transaction(self) -> Iterator[MemoryTransaction]:
@@ -84,10 +120,16 @@ class MemoryDatabase:
                 "a transaction is already open on this thread: finish it before opening another"
             )
         with self.lock:
-            tx = MemoryTransaction()
+            if self._tables is None:
+                # One connection for every thread, used under the lock only.
+                self._tables = sqlite3.connect(
+                    ":memory:", check_same_thread=False, isolation_level=None
+                )
+            tx = MemoryTransaction(self._tables)
             self._open.tx = tx
             try:
                 yield tx
+                tx.commit_sql()
             except BaseException:
                 for undo in reversed(tx._undo):
                     undo()
@@ -105,7 +147,10 @@ class MemoryDatabase:
         return "the in-memory store"
 
     def close(self) -> None:
-        """Nothing to release."""
+        """Close the in-memory SQLite database of your statements."""
+        if self._tables is not None:
+            self._tables.close()
+            self._tables = None
 
 
 class MemoryEventStore:

@@ -7,6 +7,7 @@ from contextlib import AbstractContextManager, nullcontext
 from types import TracebackType
 from typing import Any, Self
 
+from tidings.application.statements import for_psycopg
 from tidings.domain.aggregate import Aggregate
 from tidings.domain.events import DomainEvent
 from tidings.errors import UnitOfWorkError
@@ -84,7 +85,12 @@ class UnitOfWork:
         return self.transaction.connection
 
     def execute(self, sql: str, params: Params = ()) -> Any:
-        """Run one SQL statement of yours in this transaction and return the cursor."""
+        """Run one SQL statement of yours in this transaction and return the cursor.
+
+        One parameter style on every backend: ``:name`` with a mapping, or ``?`` with a
+        sequence (see ``tidings.application.statements``)."""
+        if self._database.dialect == "postgresql":
+            sql = for_psycopg(sql)
         return self.transaction.execute(sql, params)
 
     def stream_version(self, stream_id: str) -> int:

@@ -21,21 +21,19 @@ OPENING_STOCK = 100
 
 def decrease_stock(event: OrderPlaced, uow: UnitOfWork) -> None:
     """Take each line's quantity off its product's stock (100 to begin with)."""
-    p = "?" if uow.dialect == "sqlite" else "%s"
     uow.execute(STOCK_DDL)
     for line in event.lines:
         uow.execute(
-            f"INSERT INTO shop_stock (sku, on_hand) VALUES ({p}, {p}) ON CONFLICT (sku) "
-            f"DO UPDATE SET on_hand = shop_stock.on_hand - {p}",
-            (line.sku, OPENING_STOCK - line.quantity, line.quantity),
+            "INSERT INTO shop_stock (sku, on_hand) VALUES (:sku, :left) ON CONFLICT (sku) "
+            "DO UPDATE SET on_hand = shop_stock.on_hand - :taken",
+            {"sku": line.sku, "left": OPENING_STOCK - line.quantity, "taken": line.quantity},
         )
 
 
 def stock(uow: UnitOfWork, sku: str) -> int:
     """How many of ``sku`` are on hand."""
-    p = "?" if uow.dialect == "sqlite" else "%s"
     uow.execute(STOCK_DDL)
-    row = uow.execute(f"SELECT on_hand FROM shop_stock WHERE sku = {p}", (sku,)).fetchone()
+    row = uow.execute("SELECT on_hand FROM shop_stock WHERE sku = :sku", {"sku": sku}).fetchone()
     return OPENING_STOCK if row is None else int(row[0])
 
 

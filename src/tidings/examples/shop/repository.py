@@ -27,9 +27,8 @@ class OrderRepository:
     back on load: that is what lets a concurrent writer be detected.
     """
 
-    def __init__(self, uow: UnitOfWork, placeholder: str = "?") -> None:
+    def __init__(self, uow: UnitOfWork) -> None:
         self.uow = uow
-        self.p = placeholder
 
     def create_table(self) -> None:
         """Create ``shop_orders`` if it is missing."""
@@ -38,9 +37,9 @@ class OrderRepository:
     def get(self, order_id: str) -> Order | None:
         """The order, or None."""
         row = self.uow.execute(
-            f"SELECT order_id, customer_id, status, lines, version FROM shop_orders "
-            f"WHERE order_id = {self.p}",
-            (order_id,),
+            "SELECT order_id, customer_id, status, lines, version FROM shop_orders "
+            "WHERE order_id = :id",
+            {"id": order_id},
         ).fetchone()
         if row is None:
             return None
@@ -49,27 +48,31 @@ class OrderRepository:
 
     def add(self, order: Order) -> None:
         """Insert a new order (fails at the database if the id is taken)."""
-        p = self.p
         self.uow.execute(
-            f"INSERT INTO shop_orders VALUES ({p}, {p}, {p}, {p}, {p}, {p})",
-            (
-                order.id,
-                order.customer_id,
-                order.status.value,
-                order.total_cents,
-                _lines(order),
-                order.version,
-            ),
+            "INSERT INTO shop_orders VALUES (:id, :customer, :status, :total, :lines, :version)",
+            {
+                "id": order.id,
+                "customer": order.customer_id,
+                "status": order.status.value,
+                "total": order.total_cents,
+                "lines": _lines(order),
+                "version": order.version,
+            },
         )
         self.uow.track(order)
 
     def update(self, order: Order) -> None:
         """Write the order's current state."""
-        p = self.p
         self.uow.execute(
-            f"UPDATE shop_orders SET status = {p}, total_cents = {p}, lines = {p}, version = {p} "
-            f"WHERE order_id = {p}",
-            (order.status.value, order.total_cents, _lines(order), order.version, order.id),
+            "UPDATE shop_orders SET status = :status, total_cents = :total, lines = :lines, "
+            "version = :version WHERE order_id = :id",
+            {
+                "status": order.status.value,
+                "total": order.total_cents,
+                "lines": _lines(order),
+                "version": order.version,
+                "id": order.id,
+            },
         )
         self.uow.track(order)
 
