@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator, Mapping, Sequence
 from datetime import datetime
 from types import TracebackType
 from typing import Any, Self, TypeVar
 
+import msgspec
+
 from tidings.adapters.bus_transport import BusTransport
 from tidings.application.bus import InMemoryBus
+from tidings.application.causation import Cause, current_cause
 from tidings.application.event_log import iter_log
 from tidings.application.handling import Delivery, Handlers, InboxProcessor
 from tidings.application.repository import EventSourcedRepository
@@ -55,7 +57,9 @@ class InboxOnBus:
         self.store, self.processor = store, processor
 
     def __call__(self, event: DomainEvent) -> None:
-        record = self.store.codec.encode(event)
+        cause = current_cause()  # the unit of work (or relay) that handed the event over
+        context = msgspec.json.encode(cause.metadata()) if cause is not None else b"{}"
+        record = self.store.codec.encode(event, context)
         body = self.store.encode(record).body
         [verdict] = self.processor.process([Delivery(body, record)])
         if verdict.ack:
@@ -112,8 +116,22 @@ class Store:
         if outbox is not None:
             self.writers.append(outbox)
 
-    def unit_of_work(self, metadata: Mapping[str, Any] | None = None) -> UnitOfWork:
-        """A new unit of work; ``metadata`` (JSON-able) is stored with each of its events."""
+    def unit_of_work(
+        self,
+        metadata: Mapping[str, Any] | None = None,
+        *,
+        correlation_id: str | None = None,
+        causation_id: str | None = None,
+    ) -> UnitOfWork:
+        """A new unit of work; ``metadata`` (JSON-able) is stored with each of its events.
+
+        Its events carry a correlation id and a causation id: those of the message being
+        handled when it is opened inside a handler, else ``correlation_id`` (and
+        ``causation_id``, by default the same) if given, else a new conversation's
+        (see ``tidings.application.causation``)."""
+        cause = None
+        if correlation_id is not None:
+            cause = Cause(correlation_id, causation_id or correlation_id, {})
         return UnitOfWork(
             self.database,
             self.events,
@@ -122,20 +140,21 @@ class Store:
             # them to the bus here as well would deliver them twice.
             publisher=self.bus if self.outbox is None else None,
             writers=self.writers,
-            metadata=json.dumps(dict(metadata), separators=(",", ":")).encode()
-            if metadata
-            else b"{}",
+            metadata=metadata,
+            cause=cause,
         )
 
-    def unit_of_work_in(self, tx: Transaction) -> UnitOfWork:
+    def unit_of_work_in(self, tx: Transaction, cause: Cause | None = None) -> UnitOfWork:
         """A unit of work inside ``tx``, a transaction someone else commits (a consumer's
-        batch): its events are written there and handed on when that commits."""
+        batch): its events are written there and handed on when that commits. ``cause``
+        is the message being handled (by default the current one)."""
         return UnitOfWork(
             self.database,
             self.events,
             self.codec,
             publisher=self.bus if self.outbox is None else None,
             writers=self.writers,
+            cause=cause,
             joined=tx,
         )
 

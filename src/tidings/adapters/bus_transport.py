@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 from tidings.application.bus import InMemoryBus
+from tidings.application.causation import Cause, handling
 from tidings.domain.events import DomainEvent
 from tidings.errors import BadMessageError, SerializationError
 from tidings.ports import OutgoingMessage
@@ -30,11 +31,13 @@ class BusTransport:
         results: list[str | None] = []
         for message in messages:
             try:
-                event = self.decode(from_message(message.body))
+                record = from_message(message.body)
+                event = self.decode(record)
             except (BadMessageError, SerializationError) as exc:
                 results.append(f"cannot be read back: {exc}")
                 continue
-            failures = self.bus.publish([event])
+            with handling(Cause.of(record.event_id, record.metadata)):
+                failures = self.bus.publish([event])
             results.append("; ".join(str(f) for f in failures) or None)
         return results
 

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from tidings.application.backoff import Backoff
+from tidings.application.causation import Cause, handling
 from tidings.application.unit_of_work import UnitOfWork
 from tidings.domain.events import DomainEvent
 from tidings.errors import (
@@ -207,13 +208,16 @@ class InboxProcessor:
                     self.inbox.bury(tx, delivery.body, reason, record=delivery.record)
                     verdicts.append(Verdict(True, buried=(reason,)))
                 else:
-                    verdicts.append(self._apply(tx, index, event, fresh))
+                    record = delivery.record
+                    assert record is not None  # noqa: S101 - _read gives an event only with one
+                    cause = Cause.of(record.event_id, record.metadata)
+                    verdicts.append(self._apply(tx, index, event, fresh, cause))
             if finish is not None:
                 finish(tx, verdicts)
             return verdicts
 
     def _apply(
-        self, tx: Transaction, index: int, event: DomainEvent, fresh: Iterator[bool]
+        self, tx: Transaction, index: int, event: DomainEvent, fresh: Iterator[bool], cause: Cause
     ) -> Verdict:
         """Run the event's handlers whose inbox row is fresh (and the idempotent ones)."""
         applied, duplicates = [], []
@@ -222,7 +226,7 @@ class InboxProcessor:
                 duplicates.append(handler.name)
                 continue
             try:
-                with self.session.unit_of_work_in(tx) as uow:
+                with handling(cause), self.session.unit_of_work_in(tx) as uow:
                     handler.fn(event, uow)
             except Exception as exc:
                 raise _BatchFailedError(index, handler.name, exc) from exc
@@ -271,6 +275,7 @@ class InboxProcessor:
         if event is None or record is None:
             return self._bury(tx, delivery, delivery.problem or "")
         applied, duplicates, buried, delays = [], [], [], []
+        cause = Cause.of(record.event_id, record.metadata)
         for handler in self.handlers.for_class(type(event)):
             try:
                 with tx.savepoint():
@@ -279,7 +284,7 @@ class InboxProcessor:
                         continue
                     if failed is not None and handler.name == failed.handler:
                         raise failed.error  # its failure in the batch pass, not a second run
-                    with self.session.unit_of_work_in(tx) as uow:
+                    with handling(cause), self.session.unit_of_work_in(tx) as uow:
                         handler.fn(event, uow)
                 applied.append(handler.name)
             except Exception as exc:  # the handler's writes are undone; count the attempt

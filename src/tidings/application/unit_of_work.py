@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from types import TracebackType
 from typing import Any, Self
 
+import msgspec
+
+from tidings.application.causation import Cause, current_cause, handling
 from tidings.application.statements import for_psycopg
 from tidings.domain.aggregate import Aggregate
 from tidings.domain.events import DomainEvent
@@ -14,6 +17,8 @@ from tidings.errors import UnitOfWorkError
 from tidings.ports import Database, EventStore, EventWriter, Params, Publisher, Transaction
 from tidings.records import EventRecord
 from tidings.serialization.codec import JsonCodec
+
+_encode = msgspec.json.Encoder().encode
 
 
 class UnitOfWork:
@@ -40,7 +45,8 @@ class UnitOfWork:
         *,
         publisher: Publisher | None = None,
         writers: Sequence[EventWriter] = (),
-        metadata: bytes = b"{}",
+        metadata: Mapping[str, Any] | None = None,
+        cause: Cause | None = None,
         joined: Transaction | None = None,
     ) -> None:
         self._joined = joined
@@ -49,7 +55,10 @@ class UnitOfWork:
         self._codec = codec
         self._publisher = publisher
         self._writers = tuple(writers)
-        self._metadata = metadata
+        self._metadata = dict(metadata or {})
+        # The message being handled where the unit of work was opened, if any (see
+        # tidings.application.causation); a unit of work with none starts a conversation.
+        self._cause = cause or current_cause()
         self._tracked: dict[int, Aggregate] = {}
         self._tx_context: AbstractContextManager[Transaction] | None = None
         self._tx: Transaction | None = None
@@ -123,7 +132,7 @@ class UnitOfWork:
                 self._event_store,
                 self._codec,
                 self._writers,
-                metadata=self._metadata,
+                metadata=self._metadata_bytes(),
                 owned=self._joined is None,
             )
         except BaseException as failure:
@@ -135,11 +144,31 @@ class UnitOfWork:
         context.__exit__(None, None, None)  # commits; a failed commit raises here
         self._publish()
 
+    @property
+    def cause(self) -> Cause:
+        """The conversation this unit of work belongs to and what caused it: the message
+        being handled, or a new conversation (fixed on first use)."""
+        if self._cause is None:
+            self._cause = Cause.first()
+        return self._cause
+
+    def _metadata_bytes(self) -> bytes:
+        """What is stored with each event: the cause's keys, then yours (yours win)."""
+        if not any(aggregate.pending_events for aggregate in self._tracked.values()):
+            return b"{}"
+        return _encode({**self.cause.metadata(), **self._metadata})
+
     def _publish(self) -> None:
         events = [event for agg in self._tracked.values() for event in agg.pull_events()]
         self.published = events
         if events and self._publisher is not None:
-            self.handler_failures = list(self._publisher.publish(events))
+            # A bus handler's own unit of work continues this conversation, caused by the
+            # event it was handed.
+            cause, failures = self.cause, list[object]()
+            for event in events:
+                with handling(Cause(cause.correlation_id, event.event_id, cause.trace)):
+                    failures += self._publisher.publish([event])
+            self.handler_failures = failures
 
 
 def write_pending(

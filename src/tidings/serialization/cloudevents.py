@@ -39,10 +39,19 @@ SPEC_VERSION = "1.0"
 _ROUTING_KEY = re.compile(r"[A-Za-z0-9_\-:]+(?:\.[A-Za-z0-9_\-:]+)*")
 _MAX_ROUTING_KEY_BYTES = 200  # AMQP allows 255; leave room for a NATS subject prefix
 _JSON_MEDIA = re.compile(r"(?:application|text)/(?:[\w.+-]+\+)?json\s*(?:;.*)?", re.IGNORECASE)
-_TRACE_KEYS = ("traceparent", "tracestate")
 # CloudEvents attribute strings must not hold control characters (spec, "Type System").
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
-_TEXT_ATTRIBUTES = ("id", "source", "type", "subject", "traceparent", "tracestate")
+_TEXT_ATTRIBUTES = (
+    *("id", "source", "type", "subject", "traceparent", "tracestate"),
+    *("correlationid", "causationid"),
+)
+# Metadata key -> CloudEvents extension attribute (lower-case letters and digits only).
+_WIRE_KEYS = {
+    "traceparent": "traceparent",
+    "tracestate": "tracestate",
+    "correlation_id": "correlationid",
+    "causation_id": "causationid",
+}
 MAX_KEY_CHARACTERS = 256
 """The longest ``id`` and ``subject`` (aggregate id) a message may carry: both become keys
 of the consumer's tables (the inbox's, the in-flight record's), and a database index takes
@@ -70,6 +79,8 @@ class _Envelope(msgspec.Struct):
     data_base64: Any = None
     traceparent: NonEmpty | None = None
     tracestate: str | None = None
+    correlationid: NonEmpty | None = None
+    causationid: NonEmpty | None = None
 
 
 _encoder = msgspec.json.Encoder()
@@ -114,7 +125,11 @@ def to_message(record: EventRecord, source: str) -> OutgoingMessage:
         "schemaversion": record.schema_version,
         "aggregateversion": record.version,
     }
-    document.update(_trace_context(record.metadata))
+    context = _wire_context(record.metadata)
+    for name, value in context.items():
+        if _CONTROL.search(value):
+            raise SerializationError(_control_character(name, value))
+    document.update(context)
     # The payload is already JSON: embed its bytes as they are rather than parse them.
     document["data"] = msgspec.Raw(record.data)
     return OutgoingMessage(
@@ -223,22 +238,27 @@ def _too_long(name: str, value: str) -> str:
 def _metadata_of(envelope: _Envelope) -> dict[str, str]:
     """What the record keeps of the envelope beyond its own fields."""
     metadata = {"source": envelope.source}
-    if envelope.traceparent is not None:
-        metadata["traceparent"] = envelope.traceparent
-    if envelope.tracestate is not None:
-        metadata["tracestate"] = envelope.tracestate
+    for key, attribute in _WIRE_KEYS.items():
+        value = getattr(envelope, attribute)
+        if value is not None:
+            metadata[key] = value
     return metadata
 
 
-def _trace_context(metadata: bytes) -> dict[str, str]:
-    """The W3C trace context in a record's metadata, if it has one."""
-    if b"trace" not in metadata:  # most events carry none: skip the parse
+def _wire_context(metadata: bytes) -> dict[str, str]:
+    """The extension attributes a record's metadata puts on the wire: the W3C trace
+    context, the correlation and causation ids."""
+    if metadata in (b"", b"{}"):
         return {}
     try:
         values = _metadata_decoder.decode(metadata)
     except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError) as exc:
         raise SerializationError(f"event metadata is not a JSON object: {exc}") from exc
-    return {key: values[key] for key in _TRACE_KEYS if isinstance(values.get(key), str)}
+    return {
+        attribute: values[key]
+        for key, attribute in _WIRE_KEYS.items()
+        if isinstance(values.get(key), str) and values[key]
+    }
 
 
 def _rfc3339(moment: datetime) -> str:
