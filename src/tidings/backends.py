@@ -15,10 +15,12 @@ from tidings.errors import ConfigurationError
 from tidings.ports import (
     Database,
     EventStore,
+    EventWriter,
     Inbox,
     InFlight,
     KeyStore,
     LaneLeases,
+    Messages,
     Outbox,
     OutboxDeadLetters,
     SnapshotStore,
@@ -78,6 +80,25 @@ def in_flight_of(database: Database) -> InFlight:
     sql: Any = database
     return SqlInFlight(
         sql.tables, mark="?" if database.dialect == "sqlite" else "%s", transaction=sql.transaction
+    )
+
+
+def messages_of(database: Database, outbox: EventWriter) -> Messages:
+    """Where a database keeps message keys and scheduled messages (released to ``outbox``)."""
+    if isinstance(database, MemoryDatabase):
+        from tidings.adapters.memory_messages import MemoryMessages
+
+        return MemoryMessages(database, outbox)
+    from tidings.adapters.sql_messages import SqlMessages
+
+    sql: Any = database
+    postgres = database.dialect == "postgresql"
+    return SqlMessages(
+        sql.tables,
+        mark="%s" if postgres else "?",
+        transaction=sql.transaction,
+        outbox=outbox,
+        lock_due=" FOR UPDATE SKIP LOCKED" if postgres else "",
     )
 
 

@@ -426,3 +426,23 @@ class InFlight(Protocol):
     def delete_stale(self, consumer: str, older_than: float) -> int:
         """Forget messages of ``consumer`` not seen since ``older_than`` (a time): the broker
         will not deliver them again (a consumer's ``max_deliver``, a deleted queue)."""
+
+
+class Messages(Protocol):
+    """Commands and integration messages beside the outbox: the sequence of each ordering
+    key, and messages scheduled for later delivery."""
+
+    def next_versions(self, tx: Transaction, key: str, count: int) -> int:
+        """Reserve ``count`` sequence numbers of ``key`` in ``tx``; return the first."""
+
+    def schedule(
+        self, tx: Transaction, records: Sequence[EventRecord], due: Sequence[float]
+    ) -> None:
+        """Keep ``records`` in ``tx`` until their due times (seconds since the epoch)."""
+
+    def release_due(self, now: float, limit: int) -> int:
+        """Move up to ``limit`` messages due at ``now`` into the outbox, in a transaction of
+        its own, earliest first; return how many moved."""
+
+    def scheduled(self) -> int:
+        """How many messages wait for their time."""

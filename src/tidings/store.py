@@ -16,7 +16,14 @@ from tidings.application.event_log import iter_log
 from tidings.application.handling import Delivery, Handlers, InboxProcessor
 from tidings.application.repository import EventSourcedRepository
 from tidings.application.unit_of_work import UnitOfWork
-from tidings.backends import OutboxAdapter, in_flight_of, inbox_of, open_backend, outbox_of
+from tidings.backends import (
+    OutboxAdapter,
+    in_flight_of,
+    inbox_of,
+    messages_of,
+    open_backend,
+    outbox_of,
+)
 from tidings.domain.event_sourced import EventSourcedAggregate
 from tidings.domain.events import DomainEvent
 from tidings.domain.ids import Clock, IdSource, utc_now, uuid7
@@ -28,6 +35,7 @@ from tidings.ports import (
     Inbox,
     InFlight,
     KeyStore,
+    Messages,
     OutgoingMessage,
     SnapshotStore,
     Subscription,
@@ -96,6 +104,7 @@ class Store:
         outbox: OutboxAdapter | None = None,
         inbox: Inbox | None = None,
         in_flight: InFlight | None = None,
+        messages: Messages | None = None,
         snapshots: SnapshotStore | None = None,
         source: str = "tidings",
         keys: KeyStore | None = None,
@@ -112,6 +121,7 @@ class Store:
         self.outbox = outbox
         self.inbox = inbox
         self.in_flight = in_flight
+        self.messages = messages
         self.source = source
         if outbox is not None:
             self.writers.append(outbox)
@@ -142,6 +152,7 @@ class Store:
             writers=self.writers,
             metadata=metadata,
             cause=cause,
+            messages=self.messages,
         )
 
     def unit_of_work_in(self, tx: Transaction, cause: Cause | None = None) -> UnitOfWork:
@@ -156,6 +167,7 @@ class Store:
             writers=self.writers,
             cause=cause,
             joined=tx,
+            messages=self.messages,
         )
 
     def decode(self, record: EventRecord) -> DomainEvent:
@@ -235,6 +247,7 @@ class Store:
             )
         if transport is None:
             transport = BusTransport(self.bus, self.decode)
+        options.setdefault("messages", self.messages)
         return Relay(self.outbox, self.outbox, transport, encode or self.encode, **options)
 
     def encode(self, record: EventRecord) -> OutgoingMessage:
@@ -322,6 +335,7 @@ def connect(
         if create_schema:
             database.create_schema()
         box = outbox_of(database) if outbox else None
+        messages = messages_of(database, box) if box is not None else None
     except BaseException:
         database.close()
         raise
@@ -333,6 +347,7 @@ def connect(
         outbox=box,
         inbox=inbox_of(database),
         in_flight=in_flight_of(database),
+        messages=messages,
         snapshots=snapshots,
         source=source,
         keys=keys,

@@ -36,6 +36,7 @@ EXPECTED_PUBLIC_NAMES = {
     "SerializationError",
     "ServerUnavailableError",
     "DataRefusedError",
+    "Message",
     "SnapshotRecord",
     "StorageError",
     "Store",

@@ -59,6 +59,7 @@ SCHEMA_PARTS: tuple[SchemaPart, ...] = (
         ("inbox_v2.sql",),
     ),
     SchemaPart("personal_data", 1, "personal_data.sql", ("subject_keys",)),
+    SchemaPart("messages", 1, "messages.sql", ("message_keys", "scheduled_messages")),
 )
 """Every part, in the order they are created; later capabilities append theirs."""
 

@@ -4,17 +4,27 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager, nullcontext
+from datetime import datetime, timedelta
 from types import TracebackType
 from typing import Any, Self
 
 import msgspec
 
 from tidings.application.causation import Cause, current_cause, handling
+from tidings.application.sending import Outgoing
 from tidings.application.statements import for_psycopg
 from tidings.domain.aggregate import Aggregate
 from tidings.domain.events import DomainEvent
 from tidings.errors import UnitOfWorkError
-from tidings.ports import Database, EventStore, EventWriter, Params, Publisher, Transaction
+from tidings.ports import (
+    Database,
+    EventStore,
+    EventWriter,
+    Messages,
+    Params,
+    Publisher,
+    Transaction,
+)
 from tidings.records import EventRecord
 from tidings.serialization.codec import JsonCodec
 
@@ -48,6 +58,7 @@ class UnitOfWork:
         metadata: Mapping[str, Any] | None = None,
         cause: Cause | None = None,
         joined: Transaction | None = None,
+        messages: Messages | None = None,
     ) -> None:
         self._joined = joined
         self._database = database
@@ -60,10 +71,13 @@ class UnitOfWork:
         # tidings.application.causation); a unit of work with none starts a conversation.
         self._cause = cause or current_cause()
         self._tracked: dict[int, Aggregate] = {}
+        self._outgoing = Outgoing(messages, self._writers)
         self._tx_context: AbstractContextManager[Transaction] | None = None
         self._tx: Transaction | None = None
         self._done = False
         self.published: list[DomainEvent] = []
+        self.sent: list[DomainEvent] = []  # the messages sent, stamped, once committed
+        self._sent: list[DomainEvent] = []
         self.handler_failures: list[object] = []
 
     def __enter__(self) -> Self:
@@ -112,6 +126,27 @@ class UnitOfWork:
         for aggregate in aggregates:
             self._tracked.setdefault(id(aggregate), aggregate)
 
+    def send(
+        self,
+        message: DomainEvent,
+        *,
+        key: str | None = None,
+        deliver_at: datetime | None = None,
+        delay: float | timedelta | None = None,
+    ) -> None:
+        """Send a command or integration message (a ``tidings.Message``) when the unit of
+        work commits: it is written to the outbox in the same transaction, so it leaves
+        only if the transaction commits, and at least once.
+
+        Messages of one ``key`` (a saga id, an order id) are delivered in the order sent;
+        without one a message is ordered with no other. ``deliver_at`` (an aware datetime)
+        or ``delay`` (seconds or a timedelta) hold it back until then: it waits in the
+        database, across restarts, and a relay sends it once due. Without an outbox the
+        message goes to the in-memory bus after the commit, and cannot be delayed.
+        """
+        self.transaction  # noqa: B018 - raises if the unit of work is not open
+        self._outgoing.add(message, key, deliver_at, delay)
+
     def __exit__(
         self,
         exc_type: type[BaseException] | None,
@@ -126,15 +161,18 @@ class UnitOfWork:
             context.__exit__(exc_type, exc, tb)
             return
         try:
+            metadata = self._metadata_bytes()
             write_pending(
                 tx,
                 self._tracked.values(),
                 self._event_store,
                 self._codec,
                 self._writers,
-                metadata=self._metadata_bytes(),
-                owned=self._joined is None,
+                metadata=metadata,
+                owned=self._joined is None and not self._outgoing,
             )
+            if self._outgoing:
+                self._sent = self._outgoing.write(tx, self._codec, metadata)
         except BaseException as failure:
             context.__exit__(type(failure), failure, failure.__traceback__)
             raise
@@ -154,18 +192,19 @@ class UnitOfWork:
 
     def _metadata_bytes(self) -> bytes:
         """What is stored with each event: the cause's keys, then yours (yours win)."""
-        if not any(aggregate.pending_events for aggregate in self._tracked.values()):
+        if not self._outgoing and not any(a.pending_events for a in self._tracked.values()):
             return b"{}"
         return _encode({**self.cause.metadata(), **self._metadata})
 
     def _publish(self) -> None:
         events = [event for agg in self._tracked.values() for event in agg.pull_events()]
-        self.published = events
-        if events and self._publisher is not None:
+        self.published, self.sent = events, self._sent
+        handed = events + self._sent  # messages too, where no outbox takes them
+        if handed and self._publisher is not None:
             # A bus handler's own unit of work continues this conversation, caused by the
             # event it was handed.
             cause, failures = self.cause, list[object]()
-            for event in events:
+            for event in handed:
                 with handling(Cause(cause.correlation_id, event.event_id, cause.trace)):
                     failures += self._publisher.publish([event])
             self.handler_failures = failures

@@ -25,6 +25,7 @@ from tidings.application.backoff import Backoff
 from tidings.errors import BrokerUnavailableError, StorageError, TidingsError
 from tidings.ports import (
     LaneLeases,
+    Messages,
     Outbox,
     OutboxEntry,
     OutgoingMessage,
@@ -51,6 +52,7 @@ class RelayStats:
     lost_leases: int = 0
     broker_errors: int = 0
     lanes_held: int = 0
+    released: int = 0  # scheduled messages moved into the outbox once due
     last_error: str = ""
     started_at: float = field(default_factory=time.time)
 
@@ -83,6 +85,8 @@ class Relay(Background):
         idle_wait: float = 0.5,
         clock: Callable[[], float] = time.time,
         rng: random.Random | None = None,
+        messages: Messages | None = None,
+        release_interval: float = 0.1,
     ) -> None:
         if min(lanes, batch_size, publish_chunk, max_attempts) < 1:
             raise ValueError("lanes, batch_size, publish_chunk and max_attempts must be at least 1")
@@ -103,6 +107,8 @@ class Relay(Background):
         self._stop = threading.Event()
         self._thread = None
         self._settler = Settler(outbox, self.relay_id, settle_interval)
+        self.messages, self.release_interval = messages, release_interval
+        self._release_at = 0.0
 
     # -- one pass -------------------------------------------------------------------------
 
@@ -161,6 +167,10 @@ class Relay(Background):
         """
         self._take_settled(wait=False)  # a lease found lost is renewed below
         now = self.clock()
+        if self.messages is not None and now >= self._release_at:
+            # Scheduled messages that fell due join the outbox (and this claim).
+            self._release_at = now + self.release_interval
+            self.stats.released += self.messages.release_due(now, self.batch_size)
         if now >= self._renew_at:
             self._held = self.leases.lease(self.relay_id, self.lanes, self.lease_ttl, now)
             self._renew_at = now + self.lease_ttl / 3
