@@ -12,6 +12,7 @@ from tidings.adapters.bus_transport import BusTransport
 from tidings.application.bus import InMemoryBus
 from tidings.application.event_log import iter_log
 from tidings.application.handling import Delivery, Handlers, InboxProcessor
+from tidings.application.relayed_bus import RelayedBus
 from tidings.application.repository import EventSourcedRepository
 from tidings.application.unit_of_work import UnitOfWork
 from tidings.backends import OutboxAdapter, inbox_of, open_backend, outbox_of
@@ -26,6 +27,7 @@ from tidings.ports import (
     Inbox,
     KeyStore,
     OutgoingMessage,
+    Publisher,
     SnapshotStore,
     Subscription,
     Transaction,
@@ -106,6 +108,9 @@ class Store:
         self.outbox = outbox
         self.inbox = inbox
         self.source = source
+        # With an outbox, events reach handlers through a relay, at least once; handing
+        # them to the bus after the commit as well would deliver them twice.
+        self._publisher: Publisher = self.bus if outbox is None else RelayedBus(self.bus)
         if outbox is not None:
             self.writers.append(outbox)
 
@@ -115,9 +120,7 @@ class Store:
             self.database,
             self.events,
             self.codec,
-            # With an outbox, events reach handlers through a relay, at least once; handing
-            # them to the bus here as well would deliver them twice.
-            publisher=self.bus if self.outbox is None else None,
+            publisher=self._publisher,
             writers=self.writers,
             metadata=json.dumps(dict(metadata), separators=(",", ":")).encode()
             if metadata
@@ -131,7 +134,7 @@ class Store:
             self.database,
             self.events,
             self.codec,
-            publisher=self.bus if self.outbox is None else None,
+            publisher=self._publisher,
             writers=self.writers,
             joined=tx,
         )
