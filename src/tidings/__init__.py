@@ -11,8 +11,8 @@ from tidings.application.unit_of_work import UnitOfWork
 from tidings.domain.aggregate import Aggregate
 from tidings.domain.event_sourced import EventSourcedAggregate
 from tidings.domain.events import DomainEvent
-from tidings.domain.messages import Message
 from tidings.domain.ids import UUID7Source, utc_now, uuid7
+from tidings.domain.messages import Message
 from tidings.domain.personal import REDACTED
 from tidings.errors import (
     AggregateNotFoundError,

@@ -124,9 +124,10 @@ class EventStore(Protocol):
     def read_all(self, after_position: int = 0, limit: int = 1000) -> list[EventRecord]:
         """Up to ``limit`` committed records after ``after_position``, in position order.
 
-        A page may be short, or empty, while the store cannot yet tell whether a gap in
-        positions will still fill (PostgreSQL); reading again from the same position
-        decides it. ``iter_log`` in ``tidings.application`` does that for you.
+        A page may be short, or empty, while a gap in positions may still fill
+        (PostgreSQL: while a transaction older than the gap's writer still runs on the
+        server); reading again from the same position gives the rest once it is decided.
+        ``iter_log`` in ``tidings.application`` does that for you.
         """
 
 

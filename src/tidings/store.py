@@ -14,6 +14,7 @@ from tidings.application.bus import InMemoryBus
 from tidings.application.causation import Cause, current_cause
 from tidings.application.event_log import iter_log
 from tidings.application.handling import Delivery, Handlers, InboxProcessor
+from tidings.application.relayed_bus import RelayedBus
 from tidings.application.repository import EventSourcedRepository
 from tidings.application.unit_of_work import UnitOfWork
 from tidings.backends import (
@@ -37,6 +38,7 @@ from tidings.ports import (
     KeyStore,
     Messages,
     OutgoingMessage,
+    Publisher,
     SnapshotStore,
     Subscription,
     Transaction,
@@ -123,6 +125,9 @@ class Store:
         self.in_flight = in_flight
         self.messages = messages
         self.source = source
+        # With an outbox, events reach handlers through a relay, at least once; handing
+        # them to the bus after the commit as well would deliver them twice.
+        self._publisher: Publisher = self.bus if outbox is None else RelayedBus(self.bus)
         if outbox is not None:
             self.writers.append(outbox)
 
@@ -146,9 +151,7 @@ class Store:
             self.database,
             self.events,
             self.codec,
-            # With an outbox, events reach handlers through a relay, at least once; handing
-            # them to the bus here as well would deliver them twice.
-            publisher=self.bus if self.outbox is None else None,
+            publisher=self._publisher,
             writers=self.writers,
             metadata=metadata,
             cause=cause,
@@ -163,7 +166,7 @@ class Store:
             self.database,
             self.events,
             self.codec,
-            publisher=self.bus if self.outbox is None else None,
+            publisher=self._publisher,
             writers=self.writers,
             cause=cause,
             joined=tx,

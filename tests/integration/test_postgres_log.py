@@ -1,10 +1,12 @@
-"""PostgreSQL: iterating the log passes a gap a rolled-back writer left, in one pass."""
+"""PostgreSQL: readers of the log pass a hole a rolled-back writer left, whether they
+are new or long-lived, and say what holds them at a hole that may still fill."""
 
 from __future__ import annotations
 
+import logging
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import psycopg
 import pytest
@@ -46,26 +48,109 @@ def save(store: tidings.Store, stream: str) -> None:
         uow.track(counter)
 
 
-def test_iterating_the_log_passes_a_gap_left_by_a_rolled_back_writer(
-    store: tidings.Store,
-) -> None:
-    """Positions 1, (2 rolled back), 3: a reader that never saw the gap, starting after 1,
-    first gets nothing (the gap might still fill); iter_log then reaches 3, nothing lost.
-    (That iter_log asks again after an empty page is tested in tests/unit/test_event_log.py.)
+def fresh_reader(store: tidings.Store, **options: float) -> PostgresEventStore:
+    """A log reader that has never seen this log: a new process reading from a checkpoint."""
+    return PostgresEventStore(store.database, **options)  # type: ignore[arg-type]
 
-    Whether the gap is final is decided against every transaction running on the server,
-    so one that is older (another test run, say) makes the reader wait, never skip: the
-    test retries for a while rather than assuming a quiet server.
+
+def until_found(read: Callable[[], list[EventRecord]], what: str) -> list[EventRecord]:
+    """``read()`` until it gives records, for up to 30 s, else fail naming ``what``.
+
+    Passing a hole waits for every transaction on the server older than the hole's bound,
+    and other people's tests share this server: one of theirs may be running, so a read
+    that is held is asked again rather than failing the test at once.
     """
+    deadline = time.monotonic() + 30
+    while not (found := read()):
+        if time.monotonic() > deadline:
+            pytest.fail(f"gave nothing for 30 s: {what}")
+        time.sleep(0.05)
+    return found
+
+
+def leave_a_rolled_back_hole(store: tidings.Store) -> None:
+    """Positions 1, 2 (its writer rolled back after taking it), 3."""
     save(store, "first")
     store.writers.append(RollBack())
     with pytest.raises(RuntimeError):
         save(store, "rolled-back")
     store.writers.clear()
     save(store, "third")
-    reader = PostgresEventStore(store.database)  # type: ignore[arg-type]
-    assert reader.read_all(1) == []  # first sight of the gap: not yet known to be final
-    deadline = time.monotonic() + 30
-    while not (found := list(iter_log(reader, 1))) and time.monotonic() < deadline:
-        time.sleep(0.05)
+
+
+def test_a_fresh_store_for_every_read_passes_a_hole_left_by_a_rolled_back_writer(
+    store: tidings.Store,
+) -> None:
+    """Positions 1, (2 rolled back), 3: a reader that starts from a checkpoint in a new
+    store each time (a restarted worker, a projection runner) reads 3 after 1. Whether
+    the hole can still fill is decided from the transactions running on the server, not
+    from what one store object saw on an earlier call."""
+    leave_a_rolled_back_hole(store)
+    found = until_found(lambda: fresh_reader(store).read_all(1), "a fresh reader after 1")
     assert [(r.stream_id, r.position) for r in found] == [("third", 3)]
+
+
+def test_iterating_the_log_passes_a_gap_left_by_a_rolled_back_writer(
+    store: tidings.Store,
+) -> None:
+    """Positions 1, (2 rolled back), 3: one long-lived reader that never saw the gap,
+    iterating from 1, reaches 3 with nothing lost. (That iter_log asks again after an
+    empty page is tested in tests/unit/test_event_log.py.)"""
+    leave_a_rolled_back_hole(store)
+    reader = fresh_reader(store)
+    found = until_found(lambda: list(iter_log(reader, 1)), "iter_log after 1")
+    assert [(r.stream_id, r.position) for r in found] == [("third", 3)]
+
+
+def test_a_fresh_reader_stops_at_a_hole_whose_writer_is_open_and_says_what_holds_it(
+    store: tidings.Store, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Position 2 is taken by a transaction still open, 3 is committed: a fresh reader
+    after 1 gets nothing, however often it asks; ``reader_hold`` names position 2 and an
+    open transaction no newer than the holder, and one warning on ``tidings.event_store``
+    says how long and behind what (not one per read). Once the holder commits, a fresh
+    reader gets 2 and 3."""
+    save(store, "first")
+    held = Counter("held")
+    held.increment()
+    records = [store.codec.encode(e) for e in held.pending_events]
+    reader = fresh_reader(store, warn_after=0.0, warn_every=3600.0)
+    with store.database.transaction() as tx:
+        store.events.append(tx, records, 0)  # takes position 2 and keeps it open
+        holder_xid = int(tx.execute("SELECT pg_current_xact_id()::text").fetchone()[0])
+        save(store, "third")
+        with caplog.at_level(logging.WARNING, logger="tidings.event_store"):
+            assert reader.read_all(1) == []
+            assert fresh_reader(store).read_all(1) == []
+            assert reader.read_all(1) == []
+        hold = reader.reader_hold
+        assert hold is not None
+        assert hold.position == 2
+        assert hold.oldest_xid is not None
+        assert hold.oldest_xid <= holder_xid
+        assert reader.reader_held_seconds == hold.held_seconds >= 0.0
+        warnings = [r.getMessage() for r in caplog.records if r.name == "tidings.event_store"]
+        assert len(warnings) == 1, warnings
+        assert "held for" in warnings[0]
+        assert "before position 2" in warnings[0]
+        assert f"transaction {hold.oldest_xid}" in warnings[0]
+    found = until_found(lambda: fresh_reader(store).read_all(1), "a fresh reader after 1")
+    assert [(r.stream_id, r.position) for r in found] == [("held", 2), ("third", 3)]
+    assert fresh_reader(store).reader_hold is None
+
+
+def test_a_reader_that_passed_the_hole_is_no_longer_held(store: tidings.Store) -> None:
+    """``reader_hold`` describes the last read: after a read that was not held it is None
+    and ``reader_held_seconds`` is 0.0."""
+    leave_a_rolled_back_hole(store)
+    reader = fresh_reader(store)
+    until_found(lambda: reader.read_all(1), "the reader after 1")
+    assert reader.reader_hold is None
+    assert reader.reader_held_seconds == 0.0
+
+
+def test_a_negative_wait_is_refused_with_its_name(store: tidings.Store) -> None:
+    """``hole_wait``, ``warn_after`` and ``warn_every`` are seconds, 0 or more."""
+    for option in ("hole_wait", "warn_after", "warn_every"):
+        with pytest.raises(ValueError, match=f"{option} is in seconds and must be 0 or more"):
+            fresh_reader(store, **{option: -1.0})

@@ -187,6 +187,26 @@ BAD_MESSAGES: list[tuple[str, bytes, str]] = [
     ("newline in the subject", encode(document(subject="o-1\n")), "subject 'o-1\\n' holds"),
     ("C1 control in the source", encode(document(source="s\u0085")), "source 's\\x85' holds"),
     (
+        "a leap second as the time",
+        encode(document(time="2016-12-31T23:59:60Z")),
+        "$.time is '2016-12-31T23:59:60Z', a leap second: valid RFC 3339, but",
+    ),
+    (
+        "an unpaired surrogate escape in the data",
+        encode(document(data={"note": "@@"})).replace(b"@@", b"a\\ud800"),
+        "unpaired UTF-16 surrogate escape \\ud800 in $.data.note (byte",
+    ),
+    (
+        "an unpaired low surrogate escape in the subject",
+        encode(document(subject="@@")).replace(b"@@", b"\\udc00"),
+        "unpaired UTF-16 surrogate escape \\udc00 in $.subject",
+    ),
+    (
+        "an unpaired surrogate escape in a key of the data",
+        encode(document(data={"@@": 1})).replace(b"@@", b"\\ud800"),
+        "unpaired UTF-16 surrogate escape \\ud800 in a key of $.data",
+    ),
+    (
         "invalid UTF-8 in the data",
         encode(document(data={"note": "@@"})).replace(b"@@", b"\xff"),
         "not UTF-8 text",
@@ -340,3 +360,18 @@ def test_any_record_survives_the_wire_unchanged(original: EventRecord) -> None:
     assert back.event_type == original.event_type
     assert back.occurred_at == original.occurred_at
     assert json.loads(back.data) == json.loads(original.data)
+
+
+def test_a_whole_surrogate_pair_and_an_escaped_backslash_before_u_are_read() -> None:
+    """Only half a pair is refused: an escaped pair is one character, and ``\\\\ud800``
+    is a backslash followed by the letters ``ud800``."""
+    body = encode(document(data={"note": "@@"})).replace(b"@@", b"\\ud83d\\ude00 \\\\ud800")
+    assert json.loads(from_message(body).data) == {"note": "\U0001f600 \\ud800"}
+
+
+def test_a_time_that_is_not_a_leap_second_keeps_the_decoders_reason() -> None:
+    """Second 59 of month 13 is no leap second: the reason stays msgspec's own."""
+    with pytest.raises(BadMessageError) as caught:
+        from_message(encode(document(time="2016-13-31T23:59:59Z")))
+    assert "Invalid RFC3339" in caught.value.reason
+    assert "leap second" not in caught.value.reason

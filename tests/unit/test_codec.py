@@ -26,6 +26,7 @@ from tidings import (
 from tidings.domain.events import ENVELOPE_FIELDS
 from tidings.examples.shop.orders import SHOP_EVENTS, OrderPlaced
 from tidings.records import FreshRecords
+from tidings.serialization.cloudevents import from_message, to_message
 
 WHEN = datetime(2025, 1, 15, 10, 0, tzinfo=UTC)
 SOURCE = "sqlite:///shop.db"
@@ -120,6 +121,10 @@ def make_codec(*classes: type[DomainEvent]) -> JsonCodec:
     return JsonCodec(EventRegistry(classes))
 
 
+MISFIT = b'{"customer_id":"c-1","total_cents":"1500","lines":[]}'
+"""An OrderPlaced payload whose total is text, not an int."""
+
+
 def record_of(data: bytes, **changes: Any) -> EventRecord:
     """A stored OrderPlaced record with ``data`` as payload, other fields overridable."""
     fields: dict[str, Any] = {
@@ -130,6 +135,7 @@ def record_of(data: bytes, **changes: Any) -> EventRecord:
         "schema_version": 1,
         "occurred_at": WHEN,
         "data": data,
+        "position": 1,
     }
     fields.update(changes)
     return EventRecord(**fields)
@@ -225,6 +231,57 @@ def test_a_wrong_field_type_names_the_class_the_field_and_the_record() -> None:
     assert "evt-0001" in message
     assert "'order-7'" in message
     assert SOURCE in message
+
+
+def test_a_wrong_field_type_in_a_stored_row_says_the_row_may_be_corrupt() -> None:
+    """A stored record (it has a position) that does not fit: upcaster or corrupt row."""
+    codec = make_codec(*SHOP_EVENTS)
+    with pytest.raises(DecodeError) as caught:
+        codec.decode(record_of(MISFIT), SOURCE)
+    message = str(caught.value)
+    assert message.startswith("stored payload does not fit OrderPlaced")
+    assert "otherwise the stored row is corrupt" in message
+    assert "message" not in message
+
+
+def test_a_wrong_field_type_in_a_received_message_blames_the_message_not_a_stored_row() -> None:
+    """A record read from a broker message (no position) that does not fit its class: the
+    reason says it is the received message's data and the sender's event, never a row."""
+    codec = make_codec(*SHOP_EVENTS)
+    body = to_message(record_of(MISFIT, position=0), "orders").body
+    with pytest.raises(DecodeError) as caught:
+        codec.decode(from_message(body), SOURCE)
+    message = str(caught.value)
+    assert message.startswith("the received message's data does not fit OrderPlaced")
+    assert "$.total_cents" in message
+    assert f"from a broker message received by {SOURCE}" in message
+    assert "otherwise the sender published a malformed event" in message
+    assert "row" not in message
+    with pytest.raises(DecodeError, match="^the received message's data does not fit"):
+        codec.decode(record_of(MISFIT), SOURCE, received=True)
+
+
+def test_a_leap_second_in_a_datetime_field_is_named_as_a_leap_second() -> None:
+    """23:59:60Z is valid RFC 3339 that a datetime cannot hold: the reason says so and
+    names the field, rather than calling it invalid RFC 3339."""
+    codec = make_codec(Shipped)
+    data = b'{"note":"n","count":1,"amount":"1.5","at":"2016-12-31T23:59:60Z","assemblies":[]}'
+    with pytest.raises(DecodeError) as caught:
+        codec.decode(record_of(data, event_type="Shipped"), SOURCE)
+    message = str(caught.value)
+    assert "$.at is '2016-12-31T23:59:60Z', a leap second" in message
+    assert "cannot represent second 60" in message
+
+
+def test_an_unpaired_surrogate_escape_in_a_payload_names_the_escape_and_the_field() -> None:
+    """A lone \\ud800 is not Unicode text: the reason says so, with its field and byte."""
+    codec = make_codec(*SHOP_EVENTS)
+    data = b'{"customer_id":"c-\\ud800","total_cents":1,"lines":[]}'
+    with pytest.raises(DecodeError) as caught:
+        codec.decode(record_of(data), SOURCE)
+    message = str(caught.value)
+    assert message.startswith("stored payload is not valid JSON: the JSON holds an unpaired")
+    assert "surrogate escape \\ud800 in $.customer_id (byte 18)" in message
 
 
 def test_a_wrong_type_deep_in_a_nested_value_names_its_json_path() -> None:

@@ -25,6 +25,7 @@ class BusTransport:
     def __init__(self, bus: InMemoryBus, decode: Callable[[EventRecord], DomainEvent]) -> None:
         self.bus = bus
         self.decode = decode
+        bus.fed_by_relay = True  # its handlers now run (see RelayedBus)
 
     def publish(self, messages: Sequence[OutgoingMessage]) -> list[str | None]:
         """Run the handlers of each message; a failure is that message's refusal."""

@@ -44,6 +44,14 @@ class InMemoryBus:
         self._handlers: dict[type[DomainEvent], list[tuple[int, str, Handler[DomainEvent]]]] = {}
         self._resolved: dict[type[DomainEvent], list[tuple[str, Handler[DomainEvent]]]] = {}
         self._subscriptions = 0
+        self.fed_by_relay = False
+        """True once a relay delivers to this bus (``BusTransport`` marks it): with an
+        outbox, that is the only way its handlers run."""
+
+    @property
+    def has_subscribers(self) -> bool:
+        """True once any handler is subscribed."""
+        return bool(self._handlers)
 
     def subscribe(self, event_class: type[E], handler: Handler[E], name: str = "") -> None:
         """Call ``handler(event)`` for every published event of ``event_class``."""

@@ -16,8 +16,8 @@ def iter_log(
     Built on ``read_all``: only one page is held at a time, however long the log. The
     iteration ends when the log has nothing more to give *now*; remember the position of
     the last record and start there next time. An empty page is asked for once more
-    before ending, because a PostgreSQL store that first meets a gap in positions cannot
-    yet tell whether it will fill, and decides on the next read.
+    before ending: a PostgreSQL store may stop at a gap in positions whose writer had not
+    yet ended, and a second look may find it decided.
     """
     if page < 1:
         raise ValueError(f"page must be at least 1 (got {page})")

@@ -25,6 +25,7 @@ import msgspec
 from tidings.errors import BadMessageError, SerializationError
 from tidings.ports import OutgoingMessage
 from tidings.records import EventRecord
+from tidings.serialization.json_reasons import leap_second, unpaired_surrogate
 
 CONTENT_TYPE = "application/cloudevents+json"
 """The media type of a structured-mode CloudEvent in JSON, for the broker's header."""
@@ -150,8 +151,10 @@ def from_message(body: bytes, *, max_bytes: int = DEFAULT_MAX_BYTES) -> EventRec
     try:
         envelope = _decoder.decode(body)
     except msgspec.ValidationError as exc:
-        raise BadMessageError(f"not a tidings CloudEvent: {exc}") from exc
-    except (msgspec.DecodeError, UnicodeDecodeError, RecursionError) as exc:
+        raise BadMessageError(f"not a tidings CloudEvent: {leap_second(exc, body) or exc}") from exc
+    except msgspec.DecodeError as exc:
+        raise BadMessageError(f"not valid JSON: {unpaired_surrogate(body) or exc}") from exc
+    except (UnicodeDecodeError, RecursionError) as exc:
         raise BadMessageError(f"not valid JSON: {exc}") from exc
     _check(envelope)
     return EventRecord(

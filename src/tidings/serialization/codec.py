@@ -17,6 +17,7 @@ from tidings.domain.events import DomainEvent, stamp
 from tidings.errors import ConfigurationError, DecodeError, SerializationError
 from tidings.ports import Transaction
 from tidings.records import EventRecord, FreshRecords, new_record
+from tidings.serialization.json_reasons import leap_second, unpaired_surrogate
 from tidings.serialization.personal import PersonalDataCipher, PersonalFields, personal_fields
 from tidings.serialization.registry import EventRegistry
 
@@ -119,26 +120,40 @@ class JsonCodec:
         schema_version = cls.schema_version
         return self.registry.type_of(cls), schema_version, payload_of, self._personal_of(cls)
 
-    def decode(self, record: EventRecord, source: str = "") -> DomainEvent:
-        """Turn a stored record back into its event, or raise an error naming the record."""
+    def decode(
+        self, record: EventRecord, source: str = "", *, received: bool | None = None
+    ) -> DomainEvent:
+        """Turn a record back into its event, or raise an error naming the record.
+
+        ``received``: the record came in a broker message, not from a stored row, which
+        the error says (a bad message is the sender's, a bad row is corruption). By
+        default a record without a position counts as received: every stored record has
+        one, and one read from a message (``from_message``) has none.
+        """
         reading = self._readings.get((record.event_type, record.schema_version))
         if reading is None:
             reading = self._reading(record)
         cls, decoder, personal, in_dict = reading
+        if received is None:
+            received = not record.position
         data = record.data
         if record.schema_version != cls.schema_version:
-            data = self._upcast(record, cls, source)
+            data = self._upcast(record, cls, source, received)
         try:
             event: DomainEvent = decoder.decode(data)
         except msgspec.ValidationError as exc:
             raise DecodeError(
-                f"stored payload does not fit {cls.__qualname__}: {exc} "
-                f"({record.describe()}{_from(source)}). If the class changed, register an "
-                "upcaster for the old version; otherwise the stored row is corrupt"
+                _misfit(cls, leap_second(exc, data) or str(exc), record, source, received)
             ) from exc
-        except (msgspec.DecodeError, UnicodeDecodeError, RecursionError) as exc:
+        except msgspec.DecodeError as exc:
             raise DecodeError(
-                f"stored payload is not valid JSON: {exc} ({record.describe()}{_from(source)})"
+                f"{_payload(received)} is not valid JSON: {unpaired_surrogate(data) or exc} "
+                f"({_where(record, source, received)})"
+            ) from exc
+        except (UnicodeDecodeError, RecursionError) as exc:
+            raise DecodeError(
+                f"{_payload(received)} is not valid JSON: {exc} "
+                f"({_where(record, source, received)})"
             ) from exc
         if in_dict:  # the event was just built here: nobody else holds it yet
             event.__dict__.update(
@@ -212,44 +227,51 @@ class JsonCodec:
                 bound = f"event {event.event_id} field {field}"
                 object.__setattr__(event, field, cipher.open(subject, value, bound))
 
-    def _upcast(self, record: EventRecord, cls: type[DomainEvent], source: str) -> bytes:
+    def _upcast(
+        self, record: EventRecord, cls: type[DomainEvent], source: str, received: bool
+    ) -> bytes:
         """The payload of an older schema version, carried through the registered
         upcasters to the class's version. Only old records take this path, so reading
         current ones stays one typed decode."""
-        document = self._document(record, source)
+        document = self._document(record, source, received)
         for version in range(record.schema_version, cls.schema_version):
             upcaster = self.registry.upcaster(cls, version)
             if upcaster is None:
                 raise DecodeError(
-                    f"{record.event_type} is stored at schema version {record.schema_version} "
+                    f"{record.event_type} is {'received' if received else 'stored'} at schema "
+                    f"version {record.schema_version} "
                     f"but {cls.__qualname__} is version {cls.schema_version}, and no upcaster "
                     f"is registered for it from version {version} to {version + 1} "
-                    f"({record.describe()}{_from(source)})"
+                    f"({_where(record, source, received)})"
                 )
             try:
                 document = upcaster(document)
             except Exception as exc:  # user code: report it with the record it failed on
                 raise DecodeError(
                     f"the upcaster of {cls.__qualname__} from version {version} failed: "
-                    f"{exc!r} ({record.describe()}{_from(source)})"
+                    f"{exc!r} ({_where(record, source, received)})"
                 ) from exc
             if not isinstance(document, dict):
                 raise DecodeError(
                     f"the upcaster of {cls.__qualname__} from version {version} returned "
-                    f"{type(document).__name__}, not a dict ({record.describe()}{_from(source)})"
+                    f"{type(document).__name__}, not a dict ({_where(record, source, received)})"
                 )
         return self._encoder.encode(document)
 
-    def _document(self, record: EventRecord, source: str) -> dict[str, Any]:
+    def _document(self, record: EventRecord, source: str, received: bool) -> dict[str, Any]:
         try:
             document = msgspec.json.decode(record.data)
         except (msgspec.DecodeError, UnicodeDecodeError, RecursionError) as exc:
+            reason = (
+                unpaired_surrogate(record.data) if isinstance(exc, msgspec.DecodeError) else None
+            )
             raise DecodeError(
-                f"stored payload is not valid JSON: {exc} ({record.describe()}{_from(source)})"
+                f"{_payload(received)} is not valid JSON: {reason or exc} "
+                f"({_where(record, source, received)})"
             ) from exc
         if not isinstance(document, dict):
             raise DecodeError(
-                f"stored payload is not a JSON object ({record.describe()}{_from(source)})"
+                f"{_payload(received)} is not a JSON object ({_where(record, source, received)})"
             )
         return document
 
@@ -322,3 +344,35 @@ def whole_minute_offsets(value: Any) -> Any:  # noqa: PLR0911 - one return per k
 
 def _from(source: str) -> str:
     return f", in {source}" if source else ""
+
+
+def _payload(received: bool) -> str:
+    """What the bytes being decoded are, for an error message."""
+    return "the received message's data" if received else "stored payload"
+
+
+def _where(record: EventRecord, source: str, received: bool) -> str:
+    """The record, and the store it was stored in or received for."""
+    if received:
+        by = f" received by {source}" if source else ""
+        return f"{record.describe()}, from a broker message{by}"
+    return f"{record.describe()}{_from(source)}"
+
+
+def _misfit(
+    cls: type[DomainEvent], detail: str, record: EventRecord, source: str, received: bool
+) -> str:
+    """Why a payload that is JSON does not fit its class, and what to do about it."""
+    if received:
+        return (
+            f"the received message's data does not fit {cls.__qualname__}: {detail} "
+            f"({_where(record, source, received)}). The sender's {record.event_type} "
+            f"v{record.schema_version} does not match this class: if the class changed, run "
+            "the same version on both sides or register an upcaster; otherwise the sender "
+            "published a malformed event"
+        )
+    return (
+        f"stored payload does not fit {cls.__qualname__}: {detail} "
+        f"({_where(record, source, received)}). If the class changed, register an "
+        "upcaster for the old version; otherwise the stored row is corrupt"
+    )

@@ -7,6 +7,8 @@ kinds of expected version.
 
 from __future__ import annotations
 
+import time
+from collections.abc import Sequence
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta, timezone
 
@@ -16,7 +18,7 @@ from hypothesis import strategies as st
 
 from tidings.application.event_log import iter_log
 from tidings.errors import ConcurrencyError
-from tidings.ports import ANY_VERSION, NO_STREAM
+from tidings.ports import ANY_VERSION, NO_STREAM, Transaction
 from tidings.records import EventRecord, StreamInfo
 from tidings.serialization.registry import EventRegistry
 from tidings.store import Store
@@ -25,6 +27,14 @@ from tidings.testing.fakes import FixedClock
 from tidings.testing.tally import Tally
 
 T0 = datetime(2025, 1, 10, 9, 0, tzinfo=UTC)
+
+
+class FailAfterAppend:
+    """An event writer that fails, so its unit of work rolls back after the append."""
+
+    def write(self, tx: Transaction, records: Sequence[EventRecord]) -> None:
+        """Refuse, as a later step of the same transaction might."""
+        raise RuntimeError("failed on purpose after the append")
 
 
 def save_one_by_one(store: Store, tally: Tally, steps: list[int], clock: FixedClock) -> None:
@@ -194,6 +204,31 @@ class EventStoreContract:
         assert [e.event_id for e in store.iter_all(page=7)] == [r.event_id for r in everything]
         with pytest.raises(ValueError, match="at least 1"):
             next(iter_log(store.events, page=0))
+
+    def test_the_log_is_read_past_the_place_of_a_rolled_back_write(self, store: Store) -> None:
+        """A unit of work that appended and then rolled back (a later writer failed) leaves
+        nothing a reader stops at for good: reading after the event before it gives the
+        event committed after it. (PostgreSQL may hold the read while any older
+        transaction runs on its server, so the read is asked again for a while.)"""
+        before, after = Counter(new_id()), Counter(new_id())
+        before.increment(1)
+        with store.unit_of_work() as uow:
+            uow.track(before)
+        lost = Counter(new_id())
+        lost.increment(2)
+        store.writers.append(FailAfterAppend())
+        with pytest.raises(RuntimeError, match="after the append"), store.unit_of_work() as uow:
+            uow.track(lost)
+        store.writers.pop()
+        after.increment(3)
+        with store.unit_of_work() as uow:
+            uow.track(after)
+        checkpoint = store.events.read_all(0)[0].position
+        deadline = time.monotonic() + 30
+        while not (page := store.events.read_all(checkpoint)):
+            assert time.monotonic() < deadline, "read_all after the first event stayed empty"
+            time.sleep(0.05)
+        assert [r.stream_id for r in page] == [after.id]
 
     def test_no_stream_appends_only_to_a_new_stream(self, store: Store) -> None:
         """NO_STREAM (0) starts a stream; on one that exists it is a ConcurrencyError."""

@@ -1,1 +1,1 @@
-"""Workers (relay, consumer, projector, saga recovery): loops around a testable run_once()."""
+"""Workers (the outbox relay and the inbox consumer): loops around a testable run_once()."""

@@ -3,6 +3,7 @@
 from tidings.adapters.postgres.database import PostgresDatabase, postgres_schema
 from tidings.adapters.postgres.event_store import PostgresEventStore
 from tidings.adapters.postgres.key_store import PostgresKeyStore
+from tidings.adapters.postgres.reader_hold import ReaderHold
 from tidings.adapters.postgres.snapshot_store import PostgresSnapshotStore
 
 __all__ = [
@@ -10,5 +11,6 @@ __all__ = [
     "PostgresEventStore",
     "PostgresKeyStore",
     "PostgresSnapshotStore",
+    "ReaderHold",
     "postgres_schema",
 ]

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Sequence
 from typing import Any
 
 import psycopg
 
 from tidings.adapters.postgres.database import PostgresDatabase
+from tidings.adapters.postgres.reader_hold import HoldWarning, ReaderHold, hold_sql, measure_hold
 from tidings.adapters.sql_event_store import COLUMNS, SqlEventStore
 from tidings.errors import StorageError
 from tidings.ports import Params, Transaction
@@ -32,14 +34,42 @@ class PostgresEventStore(SqlEventStore):
     in-progress list is complete below R once R has ended, which is why R is taken rather
     than read off the first snapshot (that list leaves out running transactions newer than
     the latest finished one).
+
+    Both facts come from the server (R, and the transactions running now), so a store
+    that has never seen the hole decides it within one ``read_all``: it takes R, then
+    looks again, at once and for up to ``hole_wait`` seconds. What it noted is only kept
+    so that the next call need not take another R.
+
+    "Older than R" counts every transaction on the server, in any database: one left open
+    holds every reader. ``reader_hold`` and ``reader_held_seconds`` say for how long, and
+    a warning on the ``tidings.event_store`` logger names the transaction once a hold
+    reaches ``warn_after`` seconds (again at most every ``warn_every`` seconds).
     """
 
     mark = "%s"
     select = COLUMNS.replace("data, metadata", "data::text, metadata::text")
 
-    def __init__(self, database: PostgresDatabase) -> None:
+    def __init__(
+        self,
+        database: PostgresDatabase,
+        *,
+        hole_wait: float = 0.1,
+        warn_after: float = 10.0,
+        warn_every: float = 60.0,
+    ) -> None:
         super().__init__(database.tables["events"], database.describe())
         self._db = database
+        for name, seconds in (
+            ("hole_wait", hole_wait),
+            ("warn_after", warn_after),
+            ("warn_every", warn_every),
+        ):
+            if not seconds >= 0:  # also refuses NaN
+                raise ValueError(f"{name} is in seconds and must be 0 or more (got {seconds!r})")
+        self.hole_wait = hole_wait
+        self._hold: ReaderHold | None = None
+        self._hold_sql = hold_sql(self.table)
+        self._hold_warning = HoldWarning(warn_after, warn_every)
         head = (
             f"INSERT INTO {self.table} (event_id, stream_id, version, event_type, "
             "schema_version, occurred_at, data, metadata) "
@@ -143,23 +173,77 @@ class PostgresEventStore(SqlEventStore):
         return [position_of[r.version] for r in records]
 
     def read_all(self, after_position: int = 0, limit: int = 1000) -> list[EventRecord]:
-        """Up to ``limit`` records after ``after_position``, never past a hole that may fill."""
-        rows = self._query(self._read_all_sql, (after_position, limit))
-        self._forget_holes(after_position)
+        """Up to ``limit`` records after ``after_position``, never past a hole that may fill.
+
+        A hole this store has not seen before gets its bound now, and is looked at again
+        at once and then for up to ``hole_wait`` seconds: a fresh store (a new process, a
+        worker reading from its checkpoint) passes a hole a rollback left as soon as the
+        transactions running when it met the hole have ended, rather than on some later
+        call. A hole still pending then ends the page early (see ``reader_hold``).
+        """
+        records: list[EventRecord] = []
+        deadline: float | None = None
+        pause = 0.0
+        while True:
+            rows = self._query(self._read_all_sql, (after_position, limit - len(records)))
+            self._forget_holes(after_position)
+            page, pending = self._gap_free(after_position, rows)
+            records += page
+            if pending is None:
+                self._hold = None
+                return records
+            if deadline is None:
+                deadline = time.monotonic() + self.hole_wait
+            elif time.monotonic() >= deadline:
+                self._note_hold(pending, rows)
+                return records
+            if records:
+                after_position = records[-1].position
+            time.sleep(pause)  # the first look again is at once: a rollback is over already
+            pause = min(max(pause * 2, 0.002), 0.02)
+
+    def _gap_free(
+        self, after_position: int, rows: list[Any]
+    ) -> tuple[list[EventRecord], int | None]:
+        """The records of ``rows`` up to the first hole that may still fill, and that
+        hole's first position (None when there is none)."""
         records: list[EventRecord] = []
         expected = after_position + 1
         for row in rows:
             if row[0] > expected and not self._holes_are_final(expected, row[0], row[9] or ()):
-                return records
+                return records, expected
             records.append(self._record(row))
             expected = row[0] + 1
-        return records
+        return records, None
+
+    @property
+    def reader_hold(self) -> ReaderHold | None:
+        """Where the last ``read_all`` stopped for a hole that may still fill, for how
+        long, and behind which transaction; None when it was not held."""
+        return self._hold
+
+    @property
+    def reader_held_seconds(self) -> float:
+        """How long the last ``read_all`` has been held at a hole, 0.0 when it was not: a
+        figure for a metric (it grows while a transaction stays open on the server)."""
+        hold = self._hold
+        return 0.0 if hold is None else hold.held_seconds
+
+    def _note_hold(self, position: int, rows: list[Any]) -> None:
+        """Measure the hold at ``position`` from the database, keep it, maybe warn."""
+        past_hole = next(row[0] for row in rows if row[0] > position)
+        running = [int(xid) for row in rows[:1] for xid in row[9] or ()]
+        hold = measure_hold(
+            self._query, self._hold_sql, position, past_hole, min(running, default=None)
+        )
+        self._hold = hold
+        self._hold_warning.consider(hold)
 
     def _holes_are_final(self, first: int, end: int, in_progress: Sequence[str]) -> bool:
         """True when positions ``first`` to ``end - 1`` are permanently empty."""
         with self._holes_lock:
             unseen = [p for p in range(first, end) if p not in self._holes]
-            if unseen:  # first sight: note the bound now, decide on a later read
+            if unseen:  # first sight: note the bound now, decide on a later look
                 bound = self._fresh_xid()
                 self._holes.update(dict.fromkeys(unseen, bound))
                 return False
