@@ -1,6 +1,6 @@
 """Delayed delivery in real time, across restarts of every process: a message due in a few
 seconds waits in PostgreSQL while its writer is gone and its first relay is SIGKILLed,
-and the next relay delivers it once due, never before."""
+and the next relay delivers it to NATS or RabbitMQ once due, never before."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ import pytest
 import tidings
 from tidings import Message
 
-from .faults import NatsWire, start_relay, stop, wait_until
+from .faults import open_wire, start_relay, stop, wait_until
 
 DELAY = 4.0  # seconds
 
@@ -29,14 +29,20 @@ class Remind(Message):
 
 
 @pytest.mark.postgres
-@pytest.mark.nats
+@pytest.mark.parametrize(
+    "broker",
+    [
+        pytest.param("nats", marks=pytest.mark.nats),
+        pytest.param("rabbitmq", marks=pytest.mark.rabbitmq),
+    ],
+)
 def test_a_delayed_message_outlives_its_writer_and_a_killed_relay_and_comes_once_due(
-    pg_url: str, schema: str, nats_url: str, tmp_path: Path
+    pg_url: str, schema: str, broker: str, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
     """Sent with a delay, beside one sent at once: the first relay publishes only the
     immediate one and is killed before the other is due; a new relay publishes it after
     its time, once."""
-    wire = NatsWire(nats_url)
+    wire = open_wire(broker, request)
     try:
         registry = tidings.EventRegistry([Remind])
         writer = tidings.connect(pg_url, schema=schema, outbox=True, registry=registry)
