@@ -16,6 +16,7 @@ from tidings.domain.personal import REDACTED
 from tidings.errors import (
     AggregateNotFoundError,
     BadMessageError,
+    BrokerBusyError,
     BrokerUnavailableError,
     ConcurrencyError,
     ConfigurationError,
@@ -46,6 +47,7 @@ __all__ = [
     "Aggregate",
     "AggregateNotFoundError",
     "BadMessageError",
+    "BrokerBusyError",
     "BrokerUnavailableError",
     "ConcurrencyError",
     "ConfigurationError",
