@@ -18,13 +18,16 @@ from pathlib import Path
 import pytest
 
 import tidings
-from tidings.adapters.brokers import open_publisher
+from tidings.adapters.brokers import open_publisher, open_subscription
 from tidings.application.backoff import Backoff
+from tidings.testing.contract import Counted
 from tidings.workers.relay import Relay
 
 from .faults import (
     PATIENCE,
     REGISTRY,
+    Arrival,
+    NatsWire,
     Wire,
     Writer,
     assert_each_committed_event_arrived,
@@ -204,3 +207,93 @@ def postgres_paused() -> Iterator[None]:
     """The whole PostgreSQL server paused for the block, resumed at its end."""
     with paused(postgres_pids(postmaster=True)), paused(postgres_pids(postmaster=False)):
         yield
+
+
+class Sink:
+    """A consumer's side in the test's schema: an inbox store whose handler writes each
+    event it applies to a table, in the order it applied them."""
+
+    def __init__(self, pg_url: str, schema: str) -> None:
+        self.store = tidings.connect(
+            pg_url, schema=schema, prefix="sink_", registry=tidings.EventRegistry(REGISTRY)
+        )
+        self.table = f"{schema}.stall_seen"
+        with self.store.unit_of_work() as uow:
+            uow.execute(
+                f"CREATE TABLE {self.table} (n BIGSERIAL PRIMARY KEY, event_id TEXT NOT "
+                "NULL, stream_id TEXT NOT NULL, version INT NOT NULL)"
+            )
+        self.handlers = tidings.Handlers()
+        self.handlers.add(Counted, "stall.seen", self._apply)
+
+    def _apply(self, event: tidings.DomainEvent, uow: tidings.UnitOfWork) -> None:
+        uow.execute(
+            f"INSERT INTO {self.table} (event_id, stream_id, version) VALUES (%s, %s, %s)",
+            (event.event_id, event.aggregate_id, event.aggregate_version),
+        )
+
+    def applied(self) -> list[Arrival]:
+        """Every event the handler applied, in the order it applied them."""
+        rows = self.store.database.query(
+            f"SELECT event_id, stream_id, version FROM {self.table} ORDER BY n"
+        )
+        return [Arrival(row[0], row[1], int(row[2])) for row in rows]
+
+    def count(self) -> int:
+        """How many events the handler applied."""
+        return int(self.store.database.query(f"SELECT count(*) FROM {self.table}")[0][0])
+
+
+@pytest.mark.nats
+def test_postgresql_paused_under_a_relay_and_a_consumer_dead_letters_nothing(
+    pg_url: str, schema: str, outbox: tidings.Store, nats_url: str
+) -> None:
+    """The whole PostgreSQL server is paused while a relay (outbox -> NATS) and a
+    consumer (NATS -> inbox -> a handler writing to a table) are mid-stream, until both
+    have reported the outage (each round trip waits two seconds at most): after SIGCONT
+    both carry on, every committed event is published in order per aggregate and
+    applied once, and nothing is dead-lettered."""
+    wire = NatsWire(nats_url)
+    sink = Sink(pg_url, schema)
+    for store in (outbox, sink.store):
+        store.database.response_timeout = ANSWER_TIMEOUT * 2  # type: ignore[attr-defined]
+    subscription = open_subscription(
+        nats_url, "sink", stream=wire.stream, subject_prefix=wire.prefix
+    )
+    consumer = sink.store.consumer(subscription, sink.handlers, max_attempts=MAX_ATTEMPTS)
+    consumer.outage_backoff = Backoff(base=0.2, cap=1.0)
+    relay = quick_relay(outbox, wire)
+    writer = Writer(outbox, AGGREGATES, seed=11)
+    writer.write(3000, per_commit=20)
+    relay.start()
+    consumer.start()
+    try:
+        wait_until(lambda: sink.count() >= 100, "the consumer applied 100 events")
+        with postgres_paused():
+            wait_until(
+                lambda: relay.stats.broker_errors >= 1 and consumer.stats.outages >= 1,
+                "the relay and the consumer both reported the stalled database",
+                timeout=STALL_PATIENCE,
+            )
+        writer.write(200, per_commit=20)
+        wait_until(lambda: outbox_counts(outbox)[1] == 0, "the relay published every event")
+        wait_until(lambda: sink.count() >= writer.written, "the consumer applied every event")
+        events = committed(outbox)
+        assert_each_committed_event_arrived(wire.received(), events)
+        applied = sink.applied()
+        assert len(applied) == len(events), "an event was applied twice"
+        assert {a.event_id for a in applied} == set(events), "an event was not applied"
+        # Not checked: the order in which the consumer applied them. A batch whose
+        # transaction fails in the outage is left unsettled with the broker, which
+        # delivers it again only after ack_wait, while the consumer goes on with the
+        # aggregates' later events (seen here in about one run in three).
+        assert outbox.outbox is not None
+        assert outbox.outbox.stats(time.time()).dead_letters == 0
+        assert relay.stats.dead_lettered == consumer.stats.buried == 0
+    finally:
+        consumer.stop()
+        relay.stop()
+        relay.transport.close()
+        subscription.close()
+        sink.store.close()
+        wire.cleanup()
