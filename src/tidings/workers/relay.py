@@ -5,7 +5,8 @@ lanes, publishes it in waves (one message per aggregate in flight, so a refused 
 holds back the later events of its aggregate and nothing else), and settles the outcome
 in fenced transactions on a thread of its own, while the next group or batch goes out.
 ``run`` loops over passes, waits for new rows between them, backs off while the broker is
-down and deletes old published rows.
+down or leaves messages unanswered (only a refusal counts as an attempt) and deletes old
+published rows.
 """
 
 from __future__ import annotations
