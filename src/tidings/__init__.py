@@ -17,6 +17,7 @@ from tidings.domain.personal import REDACTED
 from tidings.errors import (
     AggregateNotFoundError,
     BadMessageError,
+    BrokerBusyError,
     BrokerUnavailableError,
     ConcurrencyError,
     ConfigurationError,
@@ -48,6 +49,7 @@ __all__ = [
     "Aggregate",
     "AggregateNotFoundError",
     "BadMessageError",
+    "BrokerBusyError",
     "BrokerUnavailableError",
     "ConcurrencyError",
     "ConfigurationError",

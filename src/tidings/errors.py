@@ -14,7 +14,9 @@
     │   └── DataRefusedError       the database refused a value or a size in the data itself
     ├── HandlerFailedError        an inbox handler failed; the event is delivered again later
     ├── TransportError            a broker refused or failed an operation
-    │   ├── BrokerUnavailableError the broker cannot be reached; retry later
+    │   ├── BrokerUnavailableError the broker cannot be reached, or did not answer; retry later
+    │   │   └── BrokerBusyError    the broker is reached but gave no answer in time, or said
+    │   │                          it is busy; ``answered`` keeps what it did answer
     │   └── BadMessageError        a received message is not a valid tidings CloudEvent
     ├── UnitOfWorkError           the unit of work was used out of order (e.g. reused after exit)
     └── MigrationError            an event migration refused its input or failed its final check
@@ -24,6 +26,8 @@ never need to import ``sqlite3`` or ``psycopg`` to handle a failure.
 """
 
 from __future__ import annotations
+
+from collections.abc import Mapping
 
 
 class TidingsError(Exception):
@@ -92,7 +96,22 @@ class TransportError(TidingsError):
 
 
 class BrokerUnavailableError(TransportError):
-    """The broker cannot be reached; nothing of the operation may be assumed done."""
+    """The broker cannot be reached, or did not answer: an outage, to wait out and retry.
+
+    Nothing of the operation may be assumed done, except what ``answered`` says: for a
+    publish, the index of each message the broker did answer, with None (confirmed) or the
+    reason it refused that message. The messages not in it got no answer; they are sent
+    again later, and were not refused.
+    """
+
+    def __init__(self, message: str, answered: Mapping[int, str | None] | None = None) -> None:
+        super().__init__(message)
+        self.answered: dict[int, str | None] = dict(answered or {})
+
+
+class BrokerBusyError(BrokerUnavailableError):
+    """The broker is reached, but gave no answer within the timeout or said it cannot
+    answer now (stalled, overloaded, electing a leader): transient, like an outage."""
 
 
 class BadMessageError(TransportError):

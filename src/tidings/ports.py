@@ -198,12 +198,31 @@ class OutgoingMessage:
 
 
 class Transport(Protocol):
-    """Publishes messages to a broker and waits for the broker to take responsibility."""
+    """Publishes messages to a broker and waits for the broker to take responsibility.
+
+    The broker's answer to each message is one of three kinds, and the transport keeps
+    them apart, because only a refusal counts against the message:
+
+    - **confirmed**: the broker has the message (a duplicate it dropped counts too);
+    - **refused**, permanent: the broker answered that it will not take *this* message
+      (unroutable or returned, too large, rejected by a limit, a JetStream API error about
+      the message). Sending it again as it is would be refused again; the relay counts an
+      attempt and, after its ``max_attempts``, dead-letters the event;
+    - **no answer**, transient: nothing came within the timeout, the broker said it cannot
+      answer now (NATS 503 "no responders", a JetStream 503), or the connection was lost.
+      That says nothing about the message: it is an outage, waited out for as long as it
+      lasts (the relay backs off and publishes it again), never an attempt.
+    """
 
     def publish(self, messages: Sequence[OutgoingMessage]) -> list[str | None]:
         """Publish ``messages``; return, per message, None once the broker confirmed it, or
-        the reason it refused it. Raise ``BrokerUnavailableError`` when the broker cannot be
-        reached, or another ``TransportError`` when it refused the whole call (a topology
+        the reason it refused it.
+
+        Raise ``BrokerUnavailableError`` when the broker cannot be reached, and
+        ``BrokerBusyError`` (a subclass) when any message got no answer: the error's
+        ``answered`` maps the index of each message that *was* answered to None or its
+        refusal, so they need not be sent again; the others may or may not have arrived.
+        Raise another ``TransportError`` when the broker refused the whole call (a topology
         conflict, say); then nothing may be assumed published. The next call reconnects."""
 
     def close(self) -> None:

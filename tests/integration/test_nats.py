@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import Iterator
+from dataclasses import replace
 from typing import Any
 
 import nats
@@ -14,7 +15,7 @@ from nats.js import JetStreamContext
 from nats.js.api import AckPolicy
 
 from tests.integration.brokers import NatsHarness, drain, event, run_nats, unique
-from tidings import BrokerUnavailableError, TransportError
+from tidings import BrokerBusyError, BrokerUnavailableError, TransportError
 from tidings.adapters.nats import NatsPublisher, NatsSubscription
 
 pytestmark = pytest.mark.nats
@@ -72,15 +73,21 @@ def test_a_message_published_again_inside_the_duplicate_window_is_stored_once(
     assert subscription.fetch(10, 0.3) == []
 
 
-def test_a_subject_no_stream_stores_is_refused_with_what_to_do(nats_url: str) -> None:
-    """Without its stream, each message is refused: no stream stores the subject."""
+def test_a_subject_no_stream_stores_is_no_answer_naming_both_causes(nats_url: str) -> None:
+    """Without its stream NATS answers 503 (no responders), which also happens while
+    JetStream is not answering: a transient BrokerBusyError, not a refusal of the message,
+    and the message names both causes and the fix."""
     publisher = NatsPublisher(nats_url, subject_prefix=unique("nowhere"), ensure_stream=False)
     try:
-        [reason] = publisher.publish([event("order-1", 1)])
+        with pytest.raises(BrokerBusyError) as caught:
+            publisher.publish([event("order-1", 1)])
     finally:
         publisher.close()
-    assert reason is not None
-    assert "no JetStream stream stores subject" in reason
+    assert caught.value.answered == {}
+    message = str(caught.value)
+    assert "no JetStream stream stores that subject" in message
+    assert "ensure_stream=True" in message
+    assert "JetStream is not answering now" in message
 
 
 def test_a_message_over_the_servers_max_payload_is_refused_before_it_is_sent(
@@ -164,16 +171,21 @@ def test_a_closed_port_is_broker_unavailable_with_how_to_start_nats() -> None:
         subscription.close()
 
 
-def test_a_publish_nobody_acknowledges_is_refused_after_the_ack_timeout(nats_url: str) -> None:
-    """A plain subscriber on the subject swallows the message: no ack comes, and that is said."""
-    prefix = unique("silent")
+def test_a_publish_without_an_ack_in_time_is_no_answer_keeping_the_answers_it_got(
+    nats_url: str,
+) -> None:
+    """Of two messages, the stream stores one; a plain subscriber swallows the other, so no
+    ack comes: BrokerBusyError (transient, not a refusal) that says so and keeps the
+    first message's confirmation, so it need not be sent again."""
+    prefix = unique("partly")
+    stream = prefix.upper()
     listening = threading.Event()
     stop = threading.Event()
 
     def swallow() -> None:
         async def main() -> None:
             client = await nats.connect(nats_url)
-            await client.subscribe(f"{prefix}.>")
+            await client.subscribe(f"{prefix}.silent.>")
             await client.flush()
             listening.set()
             while not stop.is_set():
@@ -182,17 +194,31 @@ def test_a_publish_nobody_acknowledges_is_refused_after_the_ack_timeout(nats_url
 
         asyncio.run(main())
 
+    async def create(js: JetStreamContext) -> None:
+        await js.add_stream(name=stream, subjects=[f"{prefix}.order.>"])
+
+    async def delete(js: JetStreamContext) -> None:
+        await js.delete_stream(stream)
+
+    run_nats(nats_url, create)
     thread = threading.Thread(target=swallow)
     thread.start()
-    publisher = NatsPublisher(nats_url, subject_prefix=prefix, ensure_stream=False, ack_timeout=0.3)
+    publisher = NatsPublisher(
+        nats_url, stream=stream, subject_prefix=prefix, ensure_stream=False, ack_timeout=0.3
+    )
+    stored = event("order-1", 1)
+    swallowed = replace(event("order-2", 1), routing_key="silent.placed")
     try:
         assert listening.wait(10)
-        [reason] = publisher.publish([event("order-1", 1)])
+        with pytest.raises(BrokerBusyError, match=r"1 of 2 messages unanswered") as caught:
+            publisher.publish([stored, swallowed])
     finally:
         publisher.close()
         stop.set()
         thread.join()
-    assert reason == "JetStream sent no acknowledgement within 0.3 s"
+        run_nats(nats_url, delete)
+    assert caught.value.answered == {0: None}
+    assert "no acknowledgement within ack_timeout 0.3 s" in str(caught.value)
 
 
 def test_a_stream_that_cannot_be_made_is_a_transport_error_naming_the_conflict(

@@ -15,7 +15,7 @@ from cloudevents.v1.http import from_json
 from tests.integration.brokers import RabbitHarness, drain, event, unique
 from tests.integration.faults import wait_until
 from tests.integration.test_outages import rabbitmqctl
-from tidings import BrokerUnavailableError, TransportError
+from tidings import BrokerBusyError, BrokerUnavailableError, TransportError
 from tidings.adapters import pika_confirms
 from tidings.adapters.rabbitmq import RabbitPublisher, RabbitSubscription, delivery_count
 from tidings.adapters.rabbitmq import _delay_ms as delay_ms
@@ -244,12 +244,15 @@ def test_a_connection_the_broker_closed_while_idle_is_reopened_before_the_next_p
 def test_a_publish_whose_confirms_time_out_is_an_outage_and_the_next_one_works(
     harness: RabbitHarness,
 ) -> None:
-    """Unconfirmed messages are unknown: BrokerUnavailableError, so they go again later;
-    the next publish opens a fresh connection, where late answers cannot land."""
+    """Unconfirmed messages are unknown: BrokerBusyError (an outage, not a refusal), so
+    they go again later, and only what was confirmed in time is kept as answered; the next
+    publish opens a fresh connection, where late answers cannot land."""
     publisher = harness.publisher()
     publisher.confirm_timeout = 1e-6
-    with pytest.raises(BrokerUnavailableError, match="no answer from RabbitMQ"):
+    with pytest.raises(BrokerBusyError, match="unconfirmed within confirm_timeout") as caught:
         publisher.publish([event("order-1", 1)] * 50)
+    assert len(caught.value.answered) < 50
+    assert set(caught.value.answered.values()) <= {None}
     publisher.confirm_timeout = 30.0
     assert publisher.publish([event("order-2", 1), event("order-2", 2)]) == [None, None]
 

@@ -16,6 +16,7 @@ EXPECTED_PUBLIC_NAMES = {
     "Aggregate",
     "AggregateNotFoundError",
     "BadMessageError",
+    "BrokerBusyError",
     "BrokerUnavailableError",
     "ConcurrencyError",
     "ConfigurationError",

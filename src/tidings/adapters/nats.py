@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlsplit
 
 from tidings.adapters.background_loop import BackgroundLoop
-from tidings.errors import BrokerUnavailableError, TransportError
+from tidings.errors import BrokerBusyError, BrokerUnavailableError, TransportError
 from tidings.ports import IncomingMessage, OutgoingMessage
 from tidings.serialization.cloudevents import CONTENT_TYPE
 
@@ -45,6 +45,7 @@ START_HINT = (
     "/var/lib/nats-server -l /var/log/nats-server.log)"
 )
 HEADER_OVERHEAD = 64  # bytes of the NATS/1.0 header block beside our own headers
+BUSY = 503  # JetStream's status for "cannot answer now" (no responders, not available)
 
 
 def _where(url: str) -> str:
@@ -263,12 +264,26 @@ async def ensure_stream(
                 raise refused from None
 
 
-def _refusal(reply: nats.aio.msg.Msg, subject: str) -> str | None:
-    """None for a JetStream ack (a duplicate too: the stream has it), else the reason."""
-    if reply.headers and reply.headers.get("Status") == "503":
-        return (
-            f"no JetStream stream stores subject {subject!r}: create a stream for it, or "
-            "let NatsPublisher create its stream (ensure_stream=True)"
+@dataclass(frozen=True, slots=True)
+class _NoAnswer:
+    """No answer to a message in time, or one that says JetStream cannot take it now:
+    transient, says nothing about the message (``Transport`` tells the kinds apart)."""
+
+    why: str
+
+
+Answer = str | None | _NoAnswer  # confirmed (None), refused (the reason), or no answer
+
+
+def _refusal(reply: nats.aio.msg.Msg, subject: str) -> Answer:
+    """None for a JetStream ack (a duplicate too: the stream has it), ``_NoAnswer`` for an
+    answer that says JetStream cannot take messages now, else the refusal's reason."""
+    if reply.headers and reply.headers.get("Status") == str(BUSY):
+        return _NoAnswer(
+            f"NATS answered 503 (no responders) for subject {subject!r}: either no "
+            "JetStream stream stores that subject (create one, or let NatsPublisher create "
+            "its stream: ensure_stream=True), or JetStream is not answering now (starting, "
+            "stalled, electing a leader)"
         )
     if b'"error"' not in reply.data:  # the usual ack, {"stream":..., "seq":...}: no parse
         return None
@@ -280,6 +295,8 @@ def _refusal(reply: nats.aio.msg.Msg, subject: str) -> str | None:
     if error is None:
         return None
     description, code = error.get("description"), error.get("err_code")
+    if error.get("code") == BUSY:  # e.g. "JetStream system temporarily unavailable"
+        return _NoAnswer(f"JetStream cannot take messages now: {description} (error {code})")
     return f"JetStream refused the message: {description} (error {code})"
 
 
@@ -287,8 +304,12 @@ class NatsPublisher:
     """The ``Transport`` port on NATS JetStream, with up to ``max_in_flight`` async acks.
 
     Every message waits for its JetStream ack (a duplicate inside the window counts as
-    acknowledged: the stream has it). The stream is created if missing, unless
-    ``ensure_stream`` is False.
+    acknowledged: the stream has it). An error JetStream answers about a message is its
+    refusal. No ack within ``ack_timeout``, a 503 "no responders" or a JetStream 503 is no
+    answer at all: the call raises ``BrokerBusyError`` with the answers it did get, so the
+    relay waits it out instead of counting attempts, and sends the rest again with the same
+    ``Nats-Msg-Id`` (JetStream drops a copy it already stored). The stream is created if
+    missing, unless ``ensure_stream`` is False.
     """
 
     def __init__(
@@ -313,10 +334,26 @@ class NatsPublisher:
         self._ready = 0  # generation of the connection that ensured the stream
 
     def publish(self, messages: Sequence[OutgoingMessage]) -> list[str | None]:
-        """Publish and wait for every ack; per message None or the refusal reason."""
+        """Publish and wait for every ack; per message None or the refusal reason.
+
+        ``BrokerBusyError`` if any message got no answer (see the class docstring)."""
         if not messages:
             return []
-        return self._link.call(lambda: self._publish(messages))
+        answers = self._link.call(lambda: self._publish(messages))
+        unanswered = [a for a in answers if isinstance(a, _NoAnswer)]
+        if unanswered:
+            raise self._busy(answers, unanswered)
+        return [a for a in answers if not isinstance(a, _NoAnswer)]
+
+    def _busy(self, answers: list[Answer], unanswered: list[_NoAnswer]) -> BrokerBusyError:
+        answered = {i: a for i, a in enumerate(answers) if not isinstance(a, _NoAnswer)}
+        return BrokerBusyError(
+            f"NATS JetStream at {_where(self._link.url)} left {len(unanswered)} of "
+            f"{len(answers)} messages unanswered ({unanswered[0].why}). A transient "
+            "outage, not a refusal: they are published again after a pause, with the same "
+            "Nats-Msg-Id so JetStream drops a copy it already stored",
+            answered,
+        )
 
     def close(self) -> None:
         """Close the connection and stop the loop thread."""
@@ -331,20 +368,24 @@ class NatsPublisher:
             self._ready = connection.generation
         return connection
 
-    async def _publish(self, messages: Sequence[OutgoingMessage]) -> list[str | None]:
+    async def _publish(self, messages: Sequence[OutgoingMessage]) -> list[Answer]:
         connection = await self._connect()
-        reasons: list[str | None] = []
+        answers: list[Answer] = []
         # Chunks of the async window, each settled before the next: a send then never
         # waits for a free slot, which could wait forever once the connection is lost.
         for start in range(0, len(messages), self.max_in_flight):
             chunk = messages[start : start + self.max_in_flight]
-            reasons.extend(await self._publish_chunk(connection, chunk))
-        return reasons
+            answers.extend(await self._publish_chunk(connection, chunk))
+            if any(isinstance(a, _NoAnswer) for a in answers):
+                # JetStream is not answering: the rest is not sent, only left unanswered.
+                answers.extend(_NoAnswer("not sent") for _ in messages[len(answers) :])
+                break
+        return answers
 
     async def _publish_chunk(
         self, connection: _Connection, messages: Sequence[OutgoingMessage]
-    ) -> list[str | None]:
-        reasons: list[str | None] = [None] * len(messages)
+    ) -> list[Answer]:
+        reasons: list[Answer] = [None] * len(messages)
         acks = _Acks(len(messages))
         for i, message in enumerate(messages):
             headers = {**message.headers, "Nats-Msg-Id": message.message_id}
@@ -364,9 +405,12 @@ class NatsPublisher:
                 reasons[i] = self._reason(answer, messages[i])
         return reasons
 
-    def _reason(self, reply: nats.aio.msg.Msg | None, message: OutgoingMessage) -> str | None:
+    def _reason(self, reply: nats.aio.msg.Msg | None, message: OutgoingMessage) -> Answer:
         if reply is None:
-            return f"JetStream sent no acknowledgement within {self.ack_timeout} s"
+            return _NoAnswer(
+                f"no acknowledgement within ack_timeout {self.ack_timeout:g} s: the server "
+                "is stalled, overloaded, writing to a slow disk or electing a leader"
+            )
         return _refusal(reply, f"{self.subject_prefix}.{message.routing_key}")
 
     async def _settle(self, acks: _Acks, lost: asyncio.Event) -> None:

@@ -34,8 +34,20 @@ class LinkClosed(Exception):  # noqa: N818 - a state, told apart from pika's own
         self.reason = reason
 
 
+class Unconfirmed(Exception):  # noqa: N818 - a state, told apart from pika's own errors
+    """A wave ended before every confirm came; ``reason`` says why (``LinkClosed`` or
+    ``TimeoutError``), ``answered`` maps the index of each message the broker did answer
+    to its answer (None, NACKED or RETURNED)."""
+
+    def __init__(self, reason: LinkClosed | TimeoutError, answered: dict[int, str | None]) -> None:
+        super().__init__(str(reason))
+        self.reason = reason
+        self.answered = answered
+
+
 NACKED, RETURNED = "nack", "returned"
 IDLE_CHECK_SECONDS = 1.0  # idle this long, the connection is polled before it is used
+OPEN_MARGIN_SECONDS = 1.0  # pika's own stack timeout must fire first: see ensure_open
 
 
 @dataclass
@@ -131,7 +143,10 @@ class ConfirmChannel:
             on_open_error_callback=self._failed,
             on_close_callback=self._failed,
         )
-        self._run(lambda: self.ready, self.connect_timeout)
+        # pika gives up after stack_timeout (= connect_timeout) and closes its socket; a
+        # connection aborted by ``drop`` while pika still opens it trips an assertion in
+        # pika 1.3 and leaves its socket open, so the wait here lasts a little longer.
+        self._run(lambda: self.ready, self.connect_timeout + OPEN_MARGIN_SECONDS)
 
     def _channel_opened(self, channel: Any) -> None:
         connection = self.connection
@@ -148,7 +163,11 @@ class ConfirmChannel:
 
     def _poll(self) -> None:
         """One turn of the loop without waiting: take in what arrived while it was idle."""
-        loop = self.connection.ioloop
+        self._turn(self.connection.ioloop)
+
+    @staticmethod
+    def _turn(loop: Any) -> None:
+        """Run ``loop`` once through what is due now."""
         timer = loop.call_later(0, loop.stop)
         loop.start()
         # The timer fires in the loop's first turn; should it not have, left behind it
@@ -166,7 +185,8 @@ class ConfirmChannel:
         timeout: float,
     ) -> list[str | None]:
         """Publish (message id, routing key, body, properties) tuples and wait for every
-        confirm; per message None, NACKED or RETURNED."""
+        confirm; per message None, NACKED or RETURNED. ``Unconfirmed`` if the connection
+        closed or the time ran out first."""
         count = len(messages)
         wave = Wave(self.next_tag, [None] * count, set(range(count)), low=self.next_tag)
         for index, (message_id, _, _, _) in enumerate(messages):
@@ -177,6 +197,9 @@ class ConfirmChannel:
                 self.channel.basic_publish(exchange, routing_key, body, properties, mandatory)
                 self.next_tag += 1
             self._run(lambda: not wave.waiting, timeout)
+        except (LinkClosed, TimeoutError) as exc:
+            answered = {i: r for i, r in enumerate(wave.results) if i not in wave.waiting}
+            raise Unconfirmed(exc, answered) from exc
         finally:
             self.wave = None
             self.used_at = time.monotonic()
@@ -216,14 +239,27 @@ class ConfirmChannel:
         with suppress(Exception):  # it is being thrown away, maybe after a failure
             if not (connection.is_closing or connection.is_closed):
                 connection.close()  # also aborts a connection still opening
-            # The channel's close callback stops the loop before the connection is done.
-            loop, deadline = connection.ioloop, time.monotonic() + self.connect_timeout
-            while not connection.is_closed and time.monotonic() < deadline:
-                timer = loop.call_later(deadline - time.monotonic(), loop.stop)
-                loop.start()
-                loop.remove_timeout(timer)
+            self._until_closed(connection)
+            if not connection.is_closed:
+                # The broker did not answer the close (a stalled node): abort the socket,
+                # as pika does itself when a connection fails, rather than leave it open.
+                connection._adapter_disconnect_stream()  # pika has no public abort
+                self._until_closed(connection)
+        with suppress(Exception):
+            # A connection that failed while opening is closed, but pika closes its socket
+            # in a callback still queued on the loop: one more turn runs it.
+            self._turn(connection.ioloop)
         with suppress(Exception):
             connection.ioloop.close()
+
+    def _until_closed(self, connection: Any) -> None:
+        """Run the loop until ``connection`` is closed, for ``connect_timeout`` at most."""
+        # The channel's close callback stops the loop before the connection is done.
+        loop, deadline = connection.ioloop, time.monotonic() + self.connect_timeout
+        while not connection.is_closed and time.monotonic() < deadline:
+            timer = loop.call_later(deadline - time.monotonic(), loop.stop)
+            loop.start()
+            loop.remove_timeout(timer)
 
 
 def _as_exception(reason: Any) -> BaseException:

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlsplit
 
 from tidings.adapters.background_loop import BackgroundLoop
-from tidings.errors import BrokerUnavailableError, TransportError
+from tidings.errors import BrokerBusyError, BrokerUnavailableError, TransportError
 from tidings.ports import IncomingMessage, OutgoingMessage
 from tidings.serialization.cloudevents import CONTENT_TYPE
 
@@ -32,6 +32,8 @@ if TYPE_CHECKING:
     import aio_pika.abc
     import aiormq
     import aiormq.abc
+
+    from tidings.adapters.pika_confirms import LinkClosed, Unconfirmed
 
 T = TypeVar("T")
 
@@ -49,11 +51,14 @@ def _where(url: str) -> str:
     return f"{parts.hostname or 'localhost'}:{parts.port or 5672}"
 
 
-def _unavailable(url: str, exc: BaseException) -> BrokerUnavailableError:
+def _unavailable(
+    url: str, exc: BaseException, answered: dict[int, str | None] | None = None
+) -> BrokerUnavailableError:
     return BrokerUnavailableError(
         f"RabbitMQ at {_where(url)} cannot be reached ({type(exc).__name__}: {exc}). Check "
         f"the URL and that the broker runs; {START_HINT}. Nothing of this call may be "
-        "assumed done; retry it later"
+        "assumed done but what it confirmed; retry it later",
+        answered,
     )
 
 
@@ -221,10 +226,11 @@ class RabbitPublisher:
     def _publish(self, messages: Sequence[OutgoingMessage]) -> list[str | None]:
         import pika.exceptions
 
-        from tidings.adapters.pika_confirms import LinkClosed
+        from tidings.adapters.pika_confirms import LinkClosed, Unconfirmed
 
         results = [self._oversize(message) for message in messages]
         sendable = [i for i, reason in enumerate(results) if reason is None]
+        done = {i for i in range(len(messages)) if i not in sendable}  # answered so far
         try:
             if sendable:
                 self._channel.ensure_open()
@@ -232,26 +238,61 @@ class RabbitPublisher:
                 indices = sendable[start : start + self.max_in_flight]
                 chunk = [messages[i] for i in indices]
                 wave = [(m.message_id, m.routing_key, m.body, _properties(m)) for m in chunk]
-                answers = self._channel.publish(
-                    wave,
-                    exchange=self.exchange,
-                    mandatory=self.mandatory,
-                    timeout=self.confirm_timeout,
-                )
+                try:
+                    answers = self._channel.publish(
+                        wave,
+                        exchange=self.exchange,
+                        mandatory=self.mandatory,
+                        timeout=self.confirm_timeout,
+                    )
+                except Unconfirmed as exc:
+                    for k, answer in exc.answered.items():
+                        results[indices[k]] = self._answer(answer, chunk[k])
+                        done.add(indices[k])
+                    raise self._unconfirmed(
+                        exc, {i: results[i] for i in done}, len(messages)
+                    ) from exc
                 for index, message, answer in zip(indices, chunk, answers, strict=True):
-                    if answer is not None:
-                        results[index] = _refusal(answer, message, self.exchange)
+                    results[index] = self._answer(answer, message)
+                    done.add(index)
         except LinkClosed as exc:
-            if isinstance(exc.reason, pika.exceptions.ChannelClosedByBroker):
-                raise TransportError(
-                    f"RabbitMQ at {_where(self.url)} refused an operation: {exc}. Check "
-                    "that exchanges and queues of these names were not declared with "
-                    "other options"
-                ) from exc
-            raise _unavailable(self.url, exc.reason) from exc
+            raise self._closed_link(exc) from exc
         except (pika.exceptions.AMQPError, OSError, TimeoutError) as exc:
             raise _unavailable(self.url, exc) from exc
         return results
+
+    def _answer(self, answer: str | None, message: OutgoingMessage) -> str | None:
+        return None if answer is None else _refusal(answer, message, self.exchange)
+
+    def _unconfirmed(
+        self, exc: Unconfirmed, answered: dict[int, str | None], total: int
+    ) -> TransportError:
+        """The error for a wave cut short: no confirm in time is a busy broker (a stalled
+        node, a resource alarm blocking publishers); a lost connection is an outage."""
+        if isinstance(exc.reason, TimeoutError):
+            return BrokerBusyError(
+                f"RabbitMQ at {_where(self.url)} left {total - len(answered)} of {total} "
+                f"messages unconfirmed within confirm_timeout {self.confirm_timeout:g} s (a "
+                "stalled or overloaded node, or a memory or disk alarm blocking publishers). "
+                "A transient outage, not a refusal: they are published again after a pause",
+                answered,
+            )
+        return self._closed_link(exc.reason, answered)
+
+    def _closed_link(
+        self, exc: LinkClosed, answered: dict[int, str | None] | None = None
+    ) -> TransportError:
+        """A channel the broker closed is a refusal of the whole call (a topology
+        conflict); any other closed link is an outage."""
+        import pika.exceptions
+
+        if isinstance(exc.reason, pika.exceptions.ChannelClosedByBroker):
+            return TransportError(
+                f"RabbitMQ at {_where(self.url)} refused an operation: {exc}. Check "
+                "that exchanges and queues of these names were not declared with "
+                "other options"
+            )
+        return _unavailable(self.url, exc.reason, answered)
 
     def _oversize(self, message: OutgoingMessage) -> str | None:
         if len(message.body) <= self.max_message_bytes:

@@ -67,10 +67,20 @@ def relay_status(worker: Relay) -> Callable[[], str]:
             backlog = f"backlog unknown ({type(exc).__name__})"
         return (
             f"published {s.published} ({rate(s.published):.0f}/s), {backlog}, retried "
-            f"{s.retried}, broker errors {s.broker_errors}, lanes {s.lanes_held}"
+            f"{s.retried}, broker errors {s.broker_errors}{last_error(s.last_error)}, "
+            f"lanes {s.lanes_held}"
         )
 
     return status
+
+
+def last_error(error: str) -> str:
+    """The gist of the relay's last outage (which broker or database, unreachable or not
+    answering), for the progress line; empty if there was none."""
+    if not error:
+        return ""
+    gist = error.split(" (", maxsplit=1)[0].split(". ", maxsplit=1)[0]
+    return f" (last: {gist[:120]})"
 
 
 def consume(

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from tidings.application.backoff import Backoff
-from tidings.errors import BrokerUnavailableError, ConfigurationError
+from tidings.errors import BrokerBusyError, BrokerUnavailableError, ConfigurationError
 from tidings.ports import OutgoingMessage, Settlement
 from tidings.serialization.registry import EventRegistry
 from tidings.store import Store
@@ -247,6 +247,69 @@ class OutboxContract:
         transport.down = False
         drain(relay)
         assert len(set(transport.ids())) == 6
+
+    def test_an_unanswered_event_is_never_an_attempt_however_often_it_happens(
+        self, store: Store
+    ) -> None:
+        """One aggregate's first event gets no answer in four passes (max_attempts 2): no
+        attempt is counted, nothing is dead-lettered, its later events wait, the other
+        aggregates' events answered in the same calls are settled and not sent again; once
+        the broker answers, the aggregate goes out whole and in order."""
+        stuck, free = counters_with_events(store, 2, 2)
+        first = next(iter(store.read_stream(stuck.id))).event_id
+        transport = RecordingTransport(silent=lambda m: m.message_id == first)
+        relay = relay_of(store, transport, max_attempts=2, backoff=Backoff(base=0.0, jitter=0))
+        for _ in range(4):
+            with pytest.raises(BrokerBusyError):
+                relay.run_once()
+        box = store.outbox
+        assert box is not None
+        assert box.dead_letters() == []
+        assert (relay.stats.retried, relay.stats.dead_lettered) == (0, 0)
+        assert transport.attempts.count(first) == 4
+        free_ids = [e.event_id for e in store.read_stream(free.id)]
+        assert transport.ids() == free_ids  # each once, though every call left one unanswered
+        transport.silent = lambda m: False
+        drain(relay)
+        assert by_stream(transport.confirmed)[stuck.id] == [
+            e.event_id for e in store.read_stream(stuck.id)
+        ]
+        assert box.stats(time.time()).backlog == 0
+
+    def test_a_running_relay_waits_out_a_silent_broker_without_dead_letters(
+        self, store: Store
+    ) -> None:
+        """``run`` meets a broker that leaves one event unanswered five times in a row
+        (max_attempts 2): it pauses like an outage, says so in its stats, and publishes
+        every event in order once the broker answers; nothing is dead-lettered."""
+        counters = counters_with_events(store, 3, 3)
+        first = next(iter(store.read_stream(counters[0].id))).event_id
+        transport = RecordingTransport()
+        transport.silent = lambda m: m.message_id == first and transport.unanswered < 5
+        relay = relay_of(
+            store,
+            transport,
+            max_attempts=2,
+            backoff=Backoff(base=0.0, jitter=0),
+            outage_backoff=Backoff(base=0.01, cap=0.05, jitter=0),
+            idle_wait=0.02,
+        )
+        relay.start()
+        try:
+            deadline = time.monotonic() + 30
+            while len(transport.ids()) < 9 and time.monotonic() < deadline:
+                time.sleep(0.02)
+        finally:
+            relay.stop()
+        assert len(transport.ids()) == 9, "the relay did not publish every event in time"
+        streams = by_stream(transport.confirmed)
+        for counter in counters:
+            assert streams[counter.id] == [e.event_id for e in store.read_stream(counter.id)]
+        assert store.outbox is not None
+        assert store.outbox.dead_letters() == []
+        assert relay.stats.dead_lettered == 0
+        assert relay.stats.broker_errors >= 5
+        assert "unanswered" in relay.stats.last_error
 
     def test_lanes_are_shared_fairly_and_never_held_twice(self, store: Store) -> None:
         """One relay takes all lanes; when a second appears they split them, disjoint."""

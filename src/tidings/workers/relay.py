@@ -5,7 +5,8 @@ lanes, publishes it in waves (one message per aggregate in flight, so a refused 
 holds back the later events of its aggregate and nothing else), and settles the outcome
 in fenced transactions on a thread of its own, while the next group or batch goes out.
 ``run`` loops over passes, waits for new rows between them, backs off while the broker is
-down and deletes old published rows.
+down or leaves messages unanswered (only a refusal counts as an attempt) and deletes old
+published rows.
 """
 
 from __future__ import annotations
@@ -194,33 +195,57 @@ class Relay(Background):
         outcome = _Outcome()
         try:
             for group in groups(entries, self.publish_chunk):
-                self._record(outcome, self._send(group, frozenset(outcome.blocked)), now)
+                self._publish(group, outcome, now)
                 if outcome.unsettled >= self.publish_chunk and not self._hand_over(leases, outcome):
                     return len(entries), full  # the lanes' new owner publishes the rest
         except BrokerUnavailableError:
             with suppress(StorageError):  # the outage is the error to report
-                self._hand_over(leases, outcome)  # what the broker confirmed before it left
+                self._hand_over(leases, outcome)  # what the broker answered before it left
             raise
         self._hand_over(leases, outcome)
         return len(entries), full
 
+    def _publish(self, group: Sequence[OutboxEntry], outcome: _Outcome, now: float) -> None:
+        """Publish one group and add its confirmations and refusals to the outcome.
+
+        Held-back aggregates are skipped. When the broker leaves messages unanswered
+        (``BrokerUnavailableError``), what it did answer is still recorded, the aggregates
+        of the others are held back, and the error goes on to pause the relay: an
+        unanswered message is not an attempt, it is published again after the pause.
+        """
+        sent = self._send(group, frozenset(outcome.blocked))
+        try:
+            results: Sequence[str | None] = (
+                self.transport.publish(sent.messages) if sent.messages else []
+            )
+        except BrokerUnavailableError as exc:
+            self._record(outcome, sent.unencodable, now)
+            answered = [(e, exc.answered[i]) for i, e in enumerate(sent.ready) if i in exc.answered]
+            self._record(outcome, answered, now)
+            outcome.blocked.update(
+                e.record.stream_id for i, e in enumerate(sent.ready) if i not in exc.answered
+            )
+            raise
+        self._record(outcome, [*sent.unencodable, *zip(sent.ready, results, strict=True)], now)
+
     def _send(self, group: Sequence[OutboxEntry], blocked: frozenset[str]) -> _Sent:
-        """Encode and publish one group, skipping held-back aggregates."""
-        ready, messages, unencodable = [], [], []
+        """Encode one group, skipping held-back aggregates."""
+        sent = _Sent()
         for entry in group:
             if entry.record.stream_id in blocked:
                 continue
             try:
-                messages.append(self.encode(entry.record))
-                ready.append(entry)
+                sent.messages.append(self.encode(entry.record))
+                sent.ready.append(entry)
             except TidingsError as exc:
-                unencodable.append((entry, f"cannot be encoded: {exc}"))
-        results = self.transport.publish(messages) if messages else []
-        return _Sent(ready, results, unencodable)
+                sent.unencodable.append((entry, f"cannot be encoded: {exc}"))
+        return sent
 
-    def _record(self, outcome: _Outcome, sent: _Sent, now: float) -> None:
-        """Add a group's confirmations and refusals to the outcome of the batch."""
-        for entry, error in (*sent.unencodable, *zip(sent.ready, sent.results, strict=True)):
+    def _record(
+        self, outcome: _Outcome, answers: Sequence[tuple[OutboxEntry, str | None]], now: float
+    ) -> None:
+        """Add confirmations (None) and refusals (the reason) to the outcome of the batch."""
+        for entry, error in answers:
             if error is None:
                 outcome.published.append(entry.record.position)
             else:
@@ -373,13 +398,14 @@ class _Outcome:
         return settlement
 
 
-@dataclass(frozen=True)
+@dataclass
 class _Sent:
-    """A group on its way back from the broker: per ready entry None or the refusal."""
+    """A group ready for the broker: the entries and their messages, index for index,
+    and the entries that could not be encoded, with the reason."""
 
-    ready: list[OutboxEntry]
-    results: list[str | None]
-    unencodable: list[tuple[OutboxEntry, str]]
+    ready: list[OutboxEntry] = field(default_factory=list)
+    messages: list[OutgoingMessage] = field(default_factory=list)
+    unencodable: list[tuple[OutboxEntry, str | None]] = field(default_factory=list)
 
 
 def groups(entries: Sequence[OutboxEntry], size: int) -> list[list[OutboxEntry]]:

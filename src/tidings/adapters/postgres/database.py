@@ -6,6 +6,7 @@ from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager, suppress
 from typing import Any
 
+from tidings.adapters.postgres.answering import AnsweringConnection, Patience
 from tidings.adapters.postgres.pipeline import pipelined
 from tidings.adapters.sql import (
     ddl_names,
@@ -131,6 +132,11 @@ class PostgresDatabase:
     bookkeeping runs in Python under the interpreter lock the writers share. A transaction
     whose only statement is its last one (``PostgresTransaction.last_statement``) is sent
     in autocommit: one round trip.
+
+    Each round trip waits at most ``response_timeout`` seconds (None: for ever) for the
+    server's answer, then fails with ``ServerUnavailableError`` (see ``answering``): a
+    paused or cut-off server is an outage, never a hang. Set it above the longest
+    statement your handlers run.
     """
 
     dialect = "postgresql"
@@ -144,6 +150,7 @@ class PostgresDatabase:
         pool_min: int = 1,
         pool_max: int = 8,
         connect_timeout: float = 5.0,
+        response_timeout: float | None = 60.0,
     ) -> None:
         self.url = url  # for connections outside the pool (a LISTEN); never printed
         self.schema = identifier(schema, "PostgreSQL schema")
@@ -157,8 +164,12 @@ class PostgresDatabase:
         self._where = "PostgreSQL {user}@{host}:{port}/{dbname}".format_map(
             {"user": "", "host": "localhost", "port": 5432, "dbname": "", **params}
         )
+        self.connect_timeout = connect_timeout
+        self._patience = Patience(response_timeout)
         self._pool = ConnectionPool(
             url,
+            connection_class=AnsweringConnection,
+            configure=self._configure,
             min_size=pool_min,
             max_size=pool_max,
             kwargs={"autocommit": True, "connect_timeout": max(1, int(connect_timeout))},
@@ -173,6 +184,31 @@ class PostgresDatabase:
             raise ServerUnavailableError(
                 f"cannot connect to {self._where} within {connect_timeout} s ({START_HINT})"
             ) from exc
+
+    @property
+    def response_timeout(self) -> float | None:
+        """Seconds a round trip may wait for the server (None: for ever)."""
+        return self._patience.seconds
+
+    @response_timeout.setter
+    def response_timeout(self, seconds: float | None) -> None:
+        if seconds is not None and seconds <= 0:
+            raise ConfigurationError(
+                f"response_timeout must be a positive number of seconds or None, not {seconds}"
+            )
+        self._patience.seconds = seconds
+
+    def _configure(self, conn: AnsweringConnection) -> None:
+        conn.patience = self._patience
+
+    def connect(self) -> psycopg.Connection[Any]:
+        """A connection of its own, outside the pool (autocommit; a LISTEN, say), with the
+        pool's connect and response timeouts."""
+        conn = AnsweringConnection.connect(
+            self.url, autocommit=True, connect_timeout=max(1, int(self.connect_timeout))
+        )
+        conn.patience = self._patience
+        return conn
 
     @contextmanager
     def connection(self) -> Iterator[psycopg.Connection[Any]]:

@@ -115,7 +115,7 @@ class PostgresOutbox(SqlOutbox):
         listener: psycopg.Connection[Any] | None = getattr(self._local, "conn", None)
         try:
             if listener is None or listener.closed:
-                listener = psycopg.connect(self._db.url, autocommit=True)
+                listener = self._db.connect()
                 with self._listeners_lock:
                     self._listeners.append(listener)
                 self._local.conn = listener
