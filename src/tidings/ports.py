@@ -261,6 +261,11 @@ class Subscription(Protocol):
     def retry_later(self, message: IncomingMessage, delay: float) -> None:
         """Deliver ``message`` again after about ``delay`` seconds."""
 
+    def give_back(self, messages: Sequence[IncomingMessage]) -> None:
+        """Hand unsettled ``messages`` back at once, to be delivered again before later
+        ones and in their order (the consumer's batch failed: a database outage). Best
+        effort: what cannot be given back comes again after the broker's own timeout."""
+
     def close(self) -> None:
         """Release the connection (unsettled messages are delivered again later)."""
 

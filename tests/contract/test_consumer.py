@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import pytest
 
@@ -11,6 +12,7 @@ from tidings.adapters.memory_broker import MemoryPublisher, MemoryQueue, MemoryS
 from tidings.application.backoff import Backoff
 from tidings.application.handling import Handlers
 from tidings.application.unit_of_work import UnitOfWork
+from tidings.errors import ServerUnavailableError
 from tidings.ports import InFlightMessage
 from tidings.serialization.cloudevents import to_message
 from tidings.testing.contract import Counted, Counter, new_id
@@ -131,3 +133,43 @@ def test_consumers_of_different_names_do_not_hold_each_other_back(make_store: Ma
     consumer.run_once()
     assert seen == [1, 2]
     assert consumer.stats.held == 0
+
+
+class FailingOnce:
+    """An in-flight record whose first note meets a database that went away."""
+
+    def __init__(self, real: Any) -> None:
+        self.real, self.failed = real, False
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.real, name)
+
+    def note(self, *args: Any) -> Any:
+        if not self.failed:
+            self.failed = True
+            raise ServerUnavailableError("the database went away (a test's outage)")
+        return self.real.note(*args)
+
+
+def test_a_batch_met_by_an_outage_is_given_back_and_comes_before_later_events(
+    make_store: MakeStore,
+) -> None:
+    """The database fails before anything of the batch is recorded: the consumer gives the
+    batch back to the broker at once (it would otherwise come back only after ack_wait,
+    behind the aggregate's later events), and the handler sees v1, v2, v3 in order."""
+    store = make_store(tidings.EventRegistry([Counted]))
+    queue = MemoryQueue()
+    seen: list[int] = []
+    handlers = Handlers()
+    handlers.add(Counted, "ordered", lambda event, uow: seen.append(event.aggregate_version))
+    counter = Counter(new_id())
+    for step in range(3):
+        counter.increment(step)
+    publish_events(store, queue, counter)
+    consumer = store.consumer(MemorySubscription(queue), handlers, batch_size=1, fetch_timeout=0.05)
+    consumer.in_flight = FailingOnce(consumer.in_flight)
+    with pytest.raises(ServerUnavailableError):
+        consumer.run_once()
+    while consumer.run_once():
+        pass
+    assert seen == [1, 2, 3]

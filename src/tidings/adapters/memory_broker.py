@@ -157,6 +157,12 @@ class MemorySubscription:
         if entry is not None:
             self.queue.requeue([entry], delay=delay)
 
+    def give_back(self, messages: Sequence[IncomingMessage]) -> None:
+        """Put the messages back at the front of the queue, in the order delivered."""
+        self._check_open()
+        entries = [e for e in map(self._release, (m.token for m in messages)) if e is not None]
+        self.queue.requeue(sorted(entries, key=lambda e: e.tag), front=True)
+
     def close(self) -> None:
         """Give back every unsettled message, at the front, in the order it was delivered."""
         if self._closed:

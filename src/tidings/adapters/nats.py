@@ -513,6 +513,13 @@ class NatsSubscription:
         """Negatively acknowledge with a delay: JetStream delivers it again after ``delay``."""
         self._link.call(lambda: self._settle([message], max(delay, 0.0)))
 
+    def give_back(self, messages: Sequence[IncomingMessage]) -> None:
+        """NAK the messages without a delay, in the order fetched: JetStream delivers
+        them again before new ones."""
+        if messages:
+            with suppress(TransportError, TimeoutError):
+                self._link.call(lambda: self._settle(messages, 0.0))
+
     def close(self) -> None:
         """Hand the unsettled messages back (NAK), close the connection, stop the loop."""
         with suppress(TransportError, TimeoutError):

@@ -387,6 +387,13 @@ class RabbitSubscription:
         """Move the message to the delay queue for ``delay``; it returns to the back."""
         self._link.call(lambda: self._retry_later(message, delay))
 
+    def give_back(self, messages: Sequence[IncomingMessage]) -> None:
+        """Drop the connection: RabbitMQ puts every message it had not seen settled back
+        in the queue at once, in its place (a nack to the delay queue would send it to the
+        back); the next fetch connects again."""
+        with suppress(TransportError, TimeoutError):
+            self._link.call(self._link.drop)
+
     def close(self) -> None:
         """Close the channel: RabbitMQ gives every unsettled message to another consumer."""
         self._link.close()

@@ -118,6 +118,18 @@ class Consumer(Background):
         messages = self.subscription.fetch(self.batch_size, self.fetch_timeout)
         if not messages:
             return 0
+        try:
+            self._handle(messages)
+        except (StorageError, TransportError):
+            # The database (or broker) failed before the batch was settled: give it back
+            # now, so it comes again before the aggregates' later events; left unsettled it
+            # would come back only after the broker's ack_wait, behind them.
+            self.subscription.give_back(messages)
+            raise
+        return len(messages)
+
+    def _handle(self, messages: Sequence[IncomingMessage]) -> None:
+        """Hold, handle and settle one fetched batch."""
         pairs = in_version_order([(m, self._delivery(m)) for m in messages])
         now = self.clock()
         waiting = self._waits(pairs, now)
@@ -139,7 +151,6 @@ class Consumer(Background):
                 self._remember(delivery.record, verdict, now)
             verdicts.append(verdict)
         self._settle([m for m, _ in pairs], verdicts)  # only after the commit above
-        return len(messages)
 
     def _waits(
         self, pairs: Sequence[tuple[IncomingMessage, Delivery]], now: float
