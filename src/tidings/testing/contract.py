@@ -244,8 +244,10 @@ class StoreContract:
             if result == "committed"
         ]
         events = list(store.read_stream(stream))
-        assert [e.aggregate_version for e in events] == list(range(1, rounds + 1))
-        assert [e.step for e in events] == winners  # type: ignore[attr-defined]
+        versions = [e.aggregate_version for e in events]
+        assert versions == list(range(1, rounds + 1)), f"versions {versions}"
+        steps = [e.step for e in events]  # type: ignore[attr-defined]
+        assert steps == winners, f"the stream holds {steps}, the winners wrote {winners}"
 
     @settings(
         max_examples=25,
