@@ -389,15 +389,22 @@ class OutboxContract:
         """``release`` lets a settle on its way finish under the relay's leases: the rows it
         published are marked, not left for the next relay to publish again."""
         box, gate = store.outbox, threading.Event()
-        relay = Relay(GatedOutbox(box, gate), box, RecordingTransport(), plain_message)  # type: ignore[arg-type]
+        gated = GatedOutbox(box, gate)
+        relay = Relay(gated, box, RecordingTransport(), plain_message)  # type: ignore[arg-type]
         counters_with_events(store, 2, 1)
         assert relay._step() == (2, False)
-        opener = threading.Timer(0.2, gate.set)
-        opener.start()
-        relay.release()
-        opener.join()
-        assert relay.stats.published == 2
-        assert box.stats(time.time()).backlog == 0  # type: ignore[union-attr]
+        assert gated.at_gate.wait(30), "the settle never started"
+        releasing = threading.Thread(target=relay.release, daemon=True)
+        releasing.start()
+        try:
+            releasing.join(timeout=0.5)
+            assert releasing.is_alive(), "release returned while the settle was on its way"
+        finally:
+            gate.set()
+        releasing.join(30)
+        assert not releasing.is_alive(), "release did not return once the settle was done"
+        assert relay.stats.published == 2, f"published {relay.stats.published}, not 2"
+        assert box.stats(time.time()).backlog == 0, "rows were left unmarked"  # type: ignore[union-attr]
 
     def test_published_rows_are_deleted_after_the_retention(self, store: Store) -> None:
         """Only published rows older than the retention go; unpublished ones stay."""
