@@ -7,16 +7,19 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import pytest
+from nats.js import JetStreamContext
 
 import tidings
 from tidings.examples.shop.inventory import stock
 from tidings.examples.shop.orders import SHOP_EVENTS, Order
 
-from .brokers import NatsHarness, RabbitHarness
+from .brokers import NatsHarness, RabbitHarness, run_nats
 
 
 def start(*args: str) -> subprocess.Popen[str]:
@@ -36,36 +39,113 @@ def stop(process: subprocess.Popen[str]) -> tuple[int, str]:
     return process.returncode, out + err
 
 
+@dataclass
+class Broker:
+    """A broker's URL, the workers' options for fresh topology on it, and how to tell
+    that a consumer of a given name is subscribed."""
+
+    url: str
+    relay_options: list[str]
+    consumer_options: list[str]
+    subscribed: Callable[[str], bool]
+
+
+def rabbit_queue_consumed(url: str, queue: str) -> bool:
+    """True once ``queue`` exists and has a consumer (which binds it before consuming)."""
+    import pika
+    import pika.exceptions
+
+    connection = pika.BlockingConnection(pika.URLParameters(url))
+    try:
+        declared = connection.channel().queue_declare(queue, passive=True)
+        return bool(declared.method.consumer_count)
+    except pika.exceptions.ChannelClosedByBroker:  # 404: not declared yet
+        return False
+    finally:
+        connection.close()
+
+
+def delete_queue(url: str, queue: str) -> None:
+    """Delete ``queue`` if it is there."""
+    import pika
+
+    connection = pika.BlockingConnection(pika.URLParameters(url))
+    try:
+        connection.channel().queue_delete(queue)
+    finally:
+        connection.close()
+
+
+def nats_consumer_made(harness: NatsHarness, durable: str) -> bool:
+    """True once the durable consumer ``durable`` exists on the harness's stream."""
+    from nats.js.errors import NotFoundError
+
+    found: list[bool] = []
+
+    async def ask(js: JetStreamContext) -> None:
+        try:
+            await js.consumer_info(harness.stream, durable)
+            found.append(True)
+        except NotFoundError:
+            pass
+
+    run_nats(harness.url, ask)
+    return bool(found)
+
+
 @pytest.fixture(
     params=[
         pytest.param("nats", marks=pytest.mark.nats),
         pytest.param("rabbitmq", marks=pytest.mark.rabbitmq),
     ]
 )
-def broker(request: pytest.FixtureRequest) -> Iterator[tuple[str, list[str], list[str]]]:
-    """(URL, relay options, consumer options) on fresh topology, removed afterwards."""
+def broker(request: pytest.FixtureRequest) -> Iterator[Broker]:
+    """Fresh topology for the workers, removed afterwards."""
     if request.param == "nats":
         nats = NatsHarness(request.getfixturevalue("nats_url"))
         shared = ["-o", f"stream={nats.stream}", "-o", f"subject_prefix={nats.prefix}"]
-        yield nats.url, shared, shared
-        nats.cleanup()
+        yield Broker(nats.url, shared, shared, partial(nats_consumer_made, nats))
+        nats.cleanup()  # the stream, with its consumers
     else:
         rabbit = RabbitHarness(request.getfixturevalue("rabbitmq_url"), queue_type="classic")
         exchange = ["-o", f"exchange={rabbit.exchange}"]
-        yield (
+        asked: list[str] = []
+
+        def subscribed(queue: str) -> bool:
+            asked.append(queue)
+            return rabbit_queue_consumed(rabbit.url, queue)
+
+        yield Broker(
             rabbit.url,
             exchange,
             [*exchange, "-o", "binding_keys=#", "-o", "queue_type=classic"],
+            subscribed,
         )
+        for queue in set(asked):
+            delete_queue(rabbit.url, queue)
         rabbit.cleanup()
 
 
+def wait_until_subscribed(broker: Broker, name: str, consumer: subprocess.Popen[str]) -> None:
+    """Poll until the consumer ``name`` is subscribed; fail if it exits or 60 s pass."""
+    deadline = time.monotonic() + 60
+    while not broker.subscribed(name):
+        if consumer.poll() is not None:
+            out, err = consumer.communicate()
+            pytest.fail(
+                f"the consumer exited ({consumer.returncode}) before it subscribed\n{out}{err}"
+            )
+        if time.monotonic() > deadline:
+            pytest.fail(f"the consumer {name} did not subscribe within 60 s")
+        time.sleep(0.1)
+
+
 def test_orders_flow_through_relay_and_consumer_and_both_stop_cleanly(
-    tmp_path: Path, broker: tuple[str, list[str], list[str]]
+    tmp_path: Path, broker: Broker
 ) -> None:
     """Thirty orders placed before the workers start reach Inventory's stock exactly; on
     SIGTERM both finish their batch and exit 0."""
-    url, relay_options, consumer_options = broker
+    url = broker.url
     orders_db, inventory_db = tmp_path / "orders.db", tmp_path / "inventory.db"
     with tidings.connect(
         f"sqlite:///{orders_db}", registry=tidings.EventRegistry(SHOP_EVENTS), outbox=True
@@ -89,9 +169,9 @@ def test_orders_flow_through_relay_and_consumer_and_both_stop_cleanly(
         "tidings.examples.shop.inventory:handlers",
         "--every",
         "1",
-        *consumer_options,
+        *broker.consumer_options,
     )
-    time.sleep(2)  # the consumer declares its queue before the relay publishes
+    wait_until_subscribed(broker, queue, consumer)  # before the relay publishes
     relay = start(
         "relay",
         "--db",
@@ -102,7 +182,7 @@ def test_orders_flow_through_relay_and_consumer_and_both_stop_cleanly(
         "shop",
         "--every",
         "1",
-        *relay_options,
+        *broker.relay_options,
     )
     try:
         on_hand = 100

@@ -195,15 +195,18 @@ def test_a_duplicate_event_id_alone_is_a_storage_error_not_a_conflict(
 def test_a_reader_waits_for_a_slow_append_alone_instead_of_passing_its_hole(
     store: tidings.Store, pg_url: str, schema: str
 ) -> None:
-    """An append alone draws its position, then (a trigger) dawdles before storing its row;
-    meanwhile a later append commits. A reader meets the hole, looks again while the slow
-    statement still runs, and must wait: the statement holds its transaction id from
-    before its position (the guard's subquery asks for it first), so the second look finds
-    it running. Passing the hole then would lose the event for good."""
+    """An append alone draws its position, then (a trigger) waits for an advisory lock the
+    test holds before storing its row; meanwhile a later append commits. A reader meets
+    the hole, looks again while the slow statement still runs, and must wait: the
+    statement holds its transaction id from before its position (the guard's subquery
+    asks for it first), so the second look finds it running. Passing the hole then would
+    lose the event for good."""
+    key = uuid.uuid4().int % 2**62  # an advisory lock no other test takes
     with psycopg.connect(pg_url, autocommit=True) as conn:
         conn.execute(
             f"CREATE FUNCTION {schema}.dawdle() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
-            "IF NEW.stream_id LIKE 'slow-%' THEN PERFORM pg_sleep(1); END IF; RETURN NEW; END $$"
+            f"IF NEW.stream_id LIKE 'slow-%' THEN PERFORM pg_advisory_xact_lock({key}); "
+            "END IF; RETURN NEW; END $$"
         )
         conn.execute(
             f"CREATE TRIGGER dawdle BEFORE INSERT ON {schema}.tidings_events "
@@ -219,11 +222,13 @@ def test_a_reader_waits_for_a_slow_append_alone_instead_of_passing_its_hole(
             uow.track(slow)
 
     writer = threading.Thread(target=write_slow)
-    writer.start()
-    wait_for_session(pg_url, "wait_event = 'PgSleep'", "reached the slow trigger")
-    with store.unit_of_work() as uow:
-        uow.track(quick)
-    assert store.events.read_all(1, 10) == []  # first sight of the hole
-    assert store.events.read_all(1, 10) == []  # the slow statement still runs: wait
+    with psycopg.connect(pg_url, autocommit=True) as gate:  # closing it frees the lock
+        gate.execute("SELECT pg_advisory_lock(%s)", (key,))
+        writer.start()
+        wait_for_session(pg_url, "wait_event = 'advisory'", "reached the held trigger")
+        with store.unit_of_work() as uow:
+            uow.track(quick)
+        assert store.events.read_all(1, 10) == []  # first sight of the hole
+        assert store.events.read_all(1, 10) == []  # the slow statement still runs: wait
     writer.join()
     assert [r.stream_id for r in store.events.read_all(1, 10)] == [slow.id, quick.id]

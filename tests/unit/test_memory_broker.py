@@ -31,12 +31,14 @@ def test_a_waiting_fetch_wakes_when_a_message_is_published() -> None:
     queue = MemoryQueue()
     subscription = MemorySubscription(queue)
     publisher = MemoryPublisher(queue)
-    timer = threading.Timer(0.05, lambda: publisher.publish([event("order-1", 1)]))
-    timer.start()
-    try:
-        assert len(subscription.fetch(5, 10)) == 1
-    finally:
-        timer.join()
+    fetched: list[int] = []
+    fetching = threading.Thread(target=lambda: fetched.append(len(subscription.fetch(5, 10))))
+    fetching.start()
+    fetching.join(timeout=0.2)
+    assert fetching.is_alive(), "fetch returned from an empty queue before its timeout"
+    publisher.publish([event("order-1", 1)])
+    fetching.join(10)
+    assert fetched == [1]
 
 
 def test_a_closed_publisher_or_subscription_refuses_to_work() -> None:

@@ -197,35 +197,57 @@ class StoreContract:
         tail = list(store.read_stream(counter.id, from_version=21))
         assert [e.aggregate_version for e in tail] == [21, 22, 23, 24, 25]
 
-    def test_concurrent_writers_on_one_stream_never_lose_or_repeat_a_version(
+    def test_four_writers_from_one_version_one_commits_the_others_get_concurrency_error(
         self, store: Store
     ) -> None:
-        """Four threads add to one stream, retrying on conflict: every step lands once."""
-        stream, per_thread, threads = new_id(), 15, 4
-        conflicts: list[int] = []
+        """Four threads, round after round, each load the stream's version and wait at a
+        barrier until all four have it, then write: per round exactly one commits and three
+        get ConcurrencyError, and the stream holds the winners' steps, one per version."""
+        stream, rounds, threads = new_id(), 8, 4
+        loaded = threading.Barrier(threads, timeout=60)  # all hold one version: now write
+        settled = threading.Barrier(threads, timeout=60)  # all have written: load again
+        outcomes: dict[int, dict[int, str]] = {n: {} for n in range(rounds)}
+        errors: list[BaseException] = []
 
         def worker(worker_no: int) -> None:
-            done = 0
-            while done < per_thread:
-                counter = Counter(stream, version=store.events.stream_version(stream))
-                counter.increment(worker_no * 1000 + done)
-                try:
-                    with store.unit_of_work() as uow:
-                        uow.track(counter)
-                except ConcurrencyError:
-                    conflicts.append(worker_no)
-                    continue
-                done += 1
+            try:
+                for round_no in range(rounds):
+                    counter = Counter(stream, version=store.events.stream_version(stream))
+                    counter.increment(round_no * 1000 + worker_no)
+                    loaded.wait()
+                    try:
+                        with store.unit_of_work() as uow:
+                            uow.track(counter)
+                        outcomes[round_no][worker_no] = "committed"
+                    except ConcurrencyError:
+                        outcomes[round_no][worker_no] = "conflict"
+                    settled.wait()
+            except BaseException as exc:
+                errors.append(exc)
+                loaded.abort()  # the others stop waiting for this one
+                settled.abort()
 
         pool = [threading.Thread(target=worker, args=(n,)) for n in range(threads)]
         for thread in pool:
             thread.start()
         for thread in pool:
             thread.join(timeout=120)
+        assert not errors, errors
+        for round_no, outcome in outcomes.items():
+            assert sorted(outcome.values()) == ["committed"] + ["conflict"] * (threads - 1), (
+                f"round {round_no}: {outcome}"
+            )
+        winners = [
+            round_no * 1000 + worker_no
+            for round_no, outcome in outcomes.items()
+            for worker_no, result in outcome.items()
+            if result == "committed"
+        ]
         events = list(store.read_stream(stream))
-        assert [e.aggregate_version for e in events] == list(range(1, threads * per_thread + 1))
-        steps = sorted(e.step for e in events)  # type: ignore[attr-defined]
-        assert steps == sorted(w * 1000 + d for w in range(threads) for d in range(per_thread))
+        versions = [e.aggregate_version for e in events]
+        assert versions == list(range(1, rounds + 1)), f"versions {versions}"
+        steps = [e.step for e in events]  # type: ignore[attr-defined]
+        assert steps == winners, f"the stream holds {steps}, the winners wrote {winners}"
 
     @settings(
         max_examples=25,

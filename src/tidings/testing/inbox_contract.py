@@ -9,16 +9,20 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, replace
+from typing import Any, ClassVar, cast
 
 import pytest
 
 from tidings.application.backoff import Backoff
-from tidings.application.handling import Delivery, Handlers, InboxProcessor
+from tidings.application.handling import Delivery, Handlers, InboxProcessor, Verdict
 from tidings.application.unit_of_work import UnitOfWork
 from tidings.domain.aggregate import Aggregate
 from tidings.domain.events import DomainEvent
+from tidings.ports import Inbox, Transaction
+from tidings.records import EventRecord
 from tidings.serialization.registry import EventRegistry
 from tidings.store import Store
 from tidings.testing.contract import Counted, Counter, new_id
@@ -75,6 +79,9 @@ def placed(store: Store, step: int = 2) -> Delivery:
 
 class InboxContract:
     """Duplicates skipped, failures undone and retried, bad input buried, batches safe."""
+
+    #: Dialects whose write transactions run one at a time (a second waits at its start).
+    serialised_dialects: ClassVar[frozenset[str]] = frozenset({"sqlite", "memory"})
 
     @pytest.fixture
     def store(self, make_store: MakeStore) -> Store:
@@ -292,31 +299,70 @@ class InboxContract:
         assert applied == [1, 2]
 
     def test_the_same_event_handled_by_two_threads_at_once_applies_once(self, store: Store) -> None:
-        """Parallel duplicates (two consumers got the same message) take effect once."""
-        product = new_id("sku")
-        handlers = Handlers()
+        """Parallel duplicates (two consumers got the same message) take effect once.
 
-        def slow(event: Counted, uow: UnitOfWork) -> None:
-            time.sleep(0.2)  # both threads are inside before either commits
+        The first consumer's transaction stays open, its inbox row written, until the
+        second has begun its own. Where transactions run side by side (PostgreSQL), the
+        first also waits until the second marks the event: the second then finds the
+        uncommitted row, waits for it instead of answering, and skips the event once the
+        first commits. Where one write transaction runs at a time (SQLite's write lock,
+        the memory store's lock: ``serialised_dialects``), the second waits at its start;
+        the test then shows that it finds the row the first committed and skips.
+        """
+        product = new_id("sku")
+        first_inside = threading.Event()
+        second = _Watch()
+        seen: dict[str, bool] = {}
+        side_by_side = store.database.dialect not in self.serialised_dialects
+
+        def hold(event: Counted, uow: UnitOfWork) -> None:
+            if not first_inside.is_set():  # the first consumer: hold its transaction open
+                first_inside.set()
+                seen["second began"] = second.begins.wait(30)
+                if side_by_side:
+                    seen["second marks"] = second.marks.wait(30)
+                    # A check of a negative: the second must not get its answer while the
+                    # first's row is uncommitted (it waits for the row's fate).
+                    seen["second answered early"] = second.answered.wait(0.5)
             decrease_stock(product)(event, uow)
 
-        handlers.add(Counted, "inventory.slow", slow)
+        handlers = Handlers()
+        handlers.add(Counted, "inventory.hold", hold)
         delivery = placed(store)
+        verdicts: list[Verdict] = []
         errors: list[BaseException] = []
 
-        def run() -> None:
+        def run(processor: InboxProcessor) -> None:
             try:
-                self.processor(store, handlers).process([delivery])
+                verdicts.extend(processor.process([delivery]))
             except BaseException as exc:
                 errors.append(exc)
 
-        threads = [threading.Thread(target=run) for _ in range(2)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join(30)
-        assert stock_of(store, product) == 98
-        assert errors == []
+        assert store.inbox is not None
+        first = threading.Thread(target=run, args=(self.processor(store, handlers),))
+        watched = InboxProcessor(
+            store,
+            second.inbox(store.inbox),
+            handlers,
+            second.database(store.database),
+            backoff=Backoff(base=1.0, jitter=0.0),
+        )
+        first.start()
+        assert first_inside.wait(30), "the first consumer never ran its handler"
+        other = threading.Thread(target=run, args=(watched,))
+        other.start()
+        for thread in (first, other):
+            thread.join(60)
+        assert errors == [], errors
+        assert seen["second began"], "the second consumer never began its transaction"
+        if side_by_side:
+            assert seen["second marks"], "the second never marked the event beside the first"
+            assert not seen["second answered early"], "the inbox answered before the commit"
+        outcomes = sorted((v.applied, v.duplicates) for v in verdicts)
+        assert outcomes == [((), ("inventory.hold",)), (("inventory.hold",), ())], (
+            f"expected one consumer to apply and one to skip; (applied, skipped): {outcomes}"
+        )
+        assert stock_of(store, product) == 98, f"stock {stock_of(store, product)}, not 98"
 
     def test_processed_rows_are_deleted_after_the_dedup_window(self, store: Store) -> None:
         """Retention: only processed rows older than the window go."""
@@ -335,3 +381,44 @@ def _with(delivery: Delivery, **changes: object) -> Delivery:
     assert delivery.record is not None
     record = replace(delivery.record, event_id=new_id("e"), **changes)  # type: ignore[arg-type]
     return Delivery(record.data, record)
+
+
+class _Watch:
+    """Events a consumer's database and inbox set as its transaction gets under way."""
+
+    def __init__(self) -> None:
+        self.begins = threading.Event()  # it asked for its transaction
+        self.marks = threading.Event()  # it asked its inbox to mark the event
+        self.answered = threading.Event()  # its inbox answered
+
+    def database(self, inner: Any) -> Any:
+        """``inner``, noting when a transaction is asked for."""
+        watch = self
+
+        class Database:
+            def transaction(self) -> AbstractContextManager[Transaction]:
+                watch.begins.set()
+                return cast("AbstractContextManager[Transaction]", inner.transaction())
+
+            def __getattr__(self, name: str) -> Any:
+                return getattr(inner, name)
+
+        return Database()
+
+    def inbox(self, inner: Inbox) -> Any:
+        """``inner``, noting when ``begin_many`` is called and when it answers."""
+        watch = self
+
+        class Watched:
+            def begin_many(
+                self, tx: Transaction, keys: Sequence[tuple[EventRecord, str]]
+            ) -> list[bool]:
+                watch.marks.set()
+                fresh = inner.begin_many(tx, keys)
+                watch.answered.set()
+                return fresh
+
+            def __getattr__(self, name: str) -> Any:
+                return getattr(inner, name)
+
+        return Watched()

@@ -452,15 +452,22 @@ class OutboxContract:
         """``release`` lets a settle on its way finish under the relay's leases: the rows it
         published are marked, not left for the next relay to publish again."""
         box, gate = store.outbox, threading.Event()
-        relay = Relay(GatedOutbox(box, gate), box, RecordingTransport(), plain_message)  # type: ignore[arg-type]
+        gated = GatedOutbox(box, gate)
+        relay = Relay(gated, box, RecordingTransport(), plain_message)  # type: ignore[arg-type]
         counters_with_events(store, 2, 1)
         assert relay._step() == (2, False)
-        opener = threading.Timer(0.2, gate.set)
-        opener.start()
-        relay.release()
-        opener.join()
-        assert relay.stats.published == 2
-        assert box.stats(time.time()).backlog == 0  # type: ignore[union-attr]
+        assert gated.at_gate.wait(30), "the settle never started"
+        releasing = threading.Thread(target=relay.release, daemon=True)
+        releasing.start()
+        try:
+            releasing.join(timeout=0.5)
+            assert releasing.is_alive(), "release returned while the settle was on its way"
+        finally:
+            gate.set()
+        releasing.join(30)
+        assert not releasing.is_alive(), "release did not return once the settle was done"
+        assert relay.stats.published == 2, f"published {relay.stats.published}, not 2"
+        assert box.stats(time.time()).backlog == 0, "rows were left unmarked"  # type: ignore[union-attr]
 
     def test_published_rows_are_deleted_after_the_retention(self, store: Store) -> None:
         """Only published rows older than the retention go; unpublished ones stay."""
@@ -475,22 +482,43 @@ class OutboxContract:
         assert box.stats(time.time()).backlog == 1
 
     def test_a_waiting_relay_wakes_when_a_commit_writes_rows(self, store: Store) -> None:
-        """wait_for_work(30 s) returns once another thread commits, long before its timeout."""
+        """wait_for_work(30 s) stays blocked while a writer's rows are written but not
+        committed, and returns once they commit, long before its timeout."""
         box = store.outbox
         assert box is not None
-        box.wait_for_work(0.01)  # start listening, drop anything pending
+        listening, written, commit_now = threading.Event(), threading.Event(), threading.Event()
         woke = threading.Event()
 
         def wait() -> None:
+            box.wait_for_work(0.01)  # this thread listens from here on; drops what is pending
+            listening.set()
             box.wait_for_work(30.0)
             woke.set()
 
-        waiter = threading.Thread(target=wait)
+        def write() -> None:
+            counter = Counter(new_id())
+            counter.increment()
+            with store.database.transaction() as tx:
+                with store.unit_of_work_in(tx) as uow:
+                    uow.track(counter)  # the event and its outbox row, written in ``tx``
+                written.set()
+                if not commit_now.wait(30):
+                    raise AssertionError("the test never let the writer commit")
+
+        waiter = threading.Thread(target=wait, daemon=True)
         waiter.start()
-        time.sleep(0.2)
-        counters_with_events(store, 1, 1)
+        assert listening.wait(30), "the waiter never started listening"
+        writer = threading.Thread(target=write, daemon=True)
+        writer.start()
+        try:
+            assert written.wait(30), "the writer never wrote its rows"
+            waiter.join(timeout=0.5)
+            assert waiter.is_alive(), "wait_for_work returned before anything was committed"
+        finally:
+            commit_now.set()
+        writer.join(30)
         assert woke.wait(10.0), "the relay did not wake on the commit"
-        waiter.join()
+        waiter.join(10)
 
     def test_four_relays_at_once_publish_each_event_once_in_order(self, store: Store) -> None:
         """Four relays on one outbox while events are written: every event once, each
