@@ -21,6 +21,7 @@ import uuid
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple, Protocol
 
@@ -28,12 +29,23 @@ import pytest
 
 import tidings
 from tests.conftest import NATS_URL, RABBIT_URL
+from tidings import Message
 from tidings.testing.contract import Counted, Counter
 
 from .brokers import run_nats, unique
 
 RELAY = Path(__file__).with_name("relay_process.py")
-REGISTRY = [Counted]  # the events the Writer commits
+
+
+@dataclass(frozen=True, kw_only=True)
+class Nudge(Message):
+    """A command the Writer sends beside its events (``messages=True``), on a key of its
+    own per counter: the outbox's guarantees hold for messages too."""
+
+    step: int
+
+
+REGISTRY = [Counted, Nudge]  # what the Writer commits and sends
 PATIENCE = 120.0  # seconds anything may take on a loaded two-core machine
 
 
@@ -210,11 +222,15 @@ class Writer:
     """Commits Counted events on a fixed set of counters, a few counters per transaction,
     so a batch holds several versions of one aggregate and an aggregate spans batches."""
 
-    def __init__(self, store: tidings.Store, aggregates: int, seed: int) -> None:
+    def __init__(
+        self, store: tidings.Store, aggregates: int, seed: int, *, messages: bool = False
+    ) -> None:
         self.store = store
         self.rng = random.Random(seed)
         self.counters = [Counter(f"agg-{uuid.uuid4().hex[:10]}") for _ in range(aggregates)]
         self.written = 0
+        self.messages = messages
+        self.sent = 0
 
     def write(self, events: int, per_commit: int = 10, pause: float = 0.0) -> None:
         """Commit ``events`` events, ``per_commit`` at a time, up to ``pause`` s apart."""
@@ -226,6 +242,9 @@ class Writer:
                 chosen[i % len(chosen)].increment()
             with self.store.unit_of_work() as uow:
                 uow.track(*chosen)
+                if self.messages:  # one command per commit, keyed by its first counter
+                    uow.send(Nudge(step=self.sent), key=f"{chosen[0].id}.nudges")
+            self.sent += 1 if self.messages else 0
             left -= count
             self.written += count
             if pause:
@@ -237,6 +256,17 @@ def committed(store: tidings.Store) -> dict[str, Arrival]:
     table = store.database.tables["events"]  # type: ignore[attr-defined]
     with store.unit_of_work() as uow:
         rows = uow.execute(f"SELECT event_id, stream_id, version FROM {table}").fetchall()
+    return {row[0]: Arrival(row[0], row[1], int(row[2])) for row in rows}
+
+
+def sent_messages(store: tidings.Store) -> dict[str, Arrival]:
+    """Every Nudge the Writer sent (its outbox rows), by id."""
+    table = store.database.tables["outbox"]  # type: ignore[attr-defined]
+    with store.unit_of_work() as uow:
+        rows = uow.execute(
+            f"SELECT event_id, aggregate_id, aggregate_version FROM {table} "
+            "WHERE event_type = 'Nudge'"
+        ).fetchall()
     return {row[0]: Arrival(row[0], row[1], int(row[2])) for row in rows}
 
 

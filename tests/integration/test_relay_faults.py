@@ -48,6 +48,7 @@ from .faults import (
     open_wire,
     outbox_counts,
     rabbitmq_serves,
+    sent_messages,
     start_relay,
     stop,
     wait_until,
@@ -87,13 +88,14 @@ def wire(request: pytest.FixtureRequest) -> Iterator[Wire]:
 def test_a_relay_killed_twenty_times_while_events_flow_publishes_each_in_order(
     pg_url: str, schema: str, outbox: tidings.Store, wire: Wire, tmp_path: Path
 ) -> None:
-    """10,000 events, a relay SIGKILLed 20 times: every other kill at a random moment while
-    events are written, the others mid-batch on purpose (its settle waits for outbox rows
-    the test holds locked). Each event reaches the broker, in per-aggregate order; each
-    killed relay leaves at most one batch published but unsettled, to be sent again, and
-    the kills mid-batch leave some."""
+    """10,000 events and a command sent with each commit, a relay SIGKILLed 20 times: every
+    other kill at a random moment while events are written, the others mid-batch on
+    purpose (its settle waits for outbox rows the test holds locked). Each event and
+    command reaches the broker, in order per aggregate and per key; each killed relay
+    leaves at most one batch published but unsettled, to be sent again, and the kills
+    mid-batch leave some."""
     rng = random.Random(4)
-    writer = Writer(outbox, aggregates=200, seed=4)
+    writer = Writer(outbox, aggregates=200, seed=4, messages=True)
     log = tmp_path / "relay.log"
     records = [tmp_path / f"confirmed-{kill}.txt" for kill in range(KILLS + 1)]
     # A short lease, so each new relay takes over its killed predecessor's lanes quickly
@@ -139,16 +141,18 @@ def test_a_relay_killed_twenty_times_while_events_flow_publishes_each_in_order(
     final = tmp_path / "final-relay.log"
     last = start_relay(pg_url, schema, wire, final, record=records[KILLS], **options)
     wait_until(lambda: "ready" in final.read_text(), "the last relay runs", alive=[last], log=final)
-    wait_until(lambda: outbox_counts(outbox) == (EVENTS, 0), "the outbox is drained", alive=[last])
+    rows = EVENTS + writer.sent
+    wait_until(lambda: outbox_counts(outbox) == (rows, 0), "the outbox is drained", alive=[last])
     assert stop(last) == 0, final.read_text()
-    arrivals, events = wire.received(), committed(outbox)
+    arrivals, events, commands = wire.received(), committed(outbox), sent_messages(outbox)
     assert len(events) == EVENTS
-    assert_each_committed_event_arrived(arrivals, events)
+    assert len(commands) == writer.sent > 0
+    assert_each_committed_event_arrived(arrivals, {**events, **commands})
     # The relays' own record of confirmed sends (a kill may cut off its last lines).
     sent = Tally(i for record in records for i in record.read_text().split())
     resent = sum(n - 1 for n in sent.values())
     assert resent <= KILLS * BATCH, f"{resent} re-sends for {KILLS} kills of {BATCH}-event batches"
-    duplicates = len(arrivals) - EVENTS
+    duplicates = len(arrivals) - rows
     if isinstance(wire, NatsWire):
         # JetStream drops a re-send whose message id (the event id) it already stores.
         assert duplicates == 0
@@ -178,8 +182,8 @@ def settle_waits_for(store: tidings.Store, holder: int) -> bool:
     """True once a relay's settle (its UPDATE marking rows published) waits for ``holder``."""
     with store.unit_of_work() as uow:
         row = uow.execute(
-            "SELECT count(*) FROM pg_stat_activity WHERE %s = ANY(pg_blocking_pids(pid)) "
-            "AND query LIKE %s",
+            "SELECT count(*) FROM pg_stat_activity WHERE ? = ANY(pg_blocking_pids(pid)) "
+            "AND query LIKE ?",
             (holder, "UPDATE %SET published = TRUE%"),
         ).fetchone()
     return bool(row[0])
@@ -194,7 +198,7 @@ def published_not_settled(store: tidings.Store, record: Path) -> int:
     table = store.database.tables["outbox"]  # type: ignore[attr-defined]
     with store.unit_of_work() as uow:
         row = uow.execute(
-            f"SELECT count(*) FROM {table} WHERE NOT published AND event_id = ANY(%s)",
+            f"SELECT count(*) FROM {table} WHERE NOT published AND event_id = ANY(?)",
             (confirmed,),
         ).fetchone()
     return int(row[0])
