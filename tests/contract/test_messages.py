@@ -189,3 +189,30 @@ def test_a_consumer_handles_a_command_like_an_event_behind_the_inbox(
         pass
     assert charged == [990]
     assert consumer.stats.duplicates == 1
+
+
+def test_a_command_whose_handler_keeps_failing_is_a_dead_letter(make_store: MakeStore) -> None:
+    """Like an event: after max_attempts the command is kept with the last error."""
+    store = make_store(tidings.EventRegistry(REGISTRY), outbox=True)
+    with store.unit_of_work() as uow:
+        uow.send(ChargePayment(order_id="o-1", amount_cents=990), key="order-o-1")
+    [sent] = uow.sent
+    transport = RecordingTransport()
+    relay_all(store, transport, datetime.now(UTC).timestamp())
+    queue = MemoryQueue()
+    MemoryPublisher(queue).publish(transport.confirmed)
+
+    def decline(command: ChargePayment, uow: UnitOfWork) -> None:
+        raise RuntimeError("card declined by the test")
+
+    handlers = Handlers()
+    handlers.add(ChargePayment, "payment.charge", decline)
+    payments = make_store(tidings.EventRegistry(REGISTRY))
+    consumer = payments.consumer(
+        MemorySubscription(queue), handlers, fetch_timeout=0.05, max_attempts=1
+    )
+    consumer.run_once()
+    assert payments.inbox is not None
+    [letter] = payments.inbox.dead_letters()
+    assert letter.event_id == sent.event_id
+    assert "card declined by the test" in letter.reason
