@@ -445,16 +445,21 @@ def _oversize(body: bytes, headers: dict[str, str], max_payload: int) -> str | N
     )
 
 
-RECOVERY_GRACE = 5.0  # seconds beyond twice ack_wait that a recovery may last
-RECOVERY_HOLD = 0.5  # seconds a message later than the missing ones waits per round
+# After a crash, messages the dead consumer held (or its last pull took) come back only
+# once their ack_wait has run out, in no known order among themselves. A new subscription
+# that finds messages out holds every message for ack_wait + RECOVERY_GRACE: by then each
+# of those has come back and been fetched, and so recorded in flight by the consumer,
+# whose own hold then keeps each aggregate's order (see docs/inbox.md, "Order").
+RECOVERY_GRACE = 2.0
+RECOVERY_HOLD = 0.5  # seconds a held message waits per round
+PULL_EXPIRY_WAIT = 5.0  # seconds a new subscription waits for dead pull requests to expire
 
 
 @dataclass(frozen=True, slots=True)
 class _Recovery:
-    """An earlier holder's messages are out, up to stream sequence ``last``; later messages
-    wait until the ack floor passes it, or the monotonic time ``until``."""
+    """An earlier holder's messages are out: every message is held until the monotonic
+    time ``until``."""
 
-    last: int
     until: float
 
 
@@ -545,23 +550,32 @@ class NatsSubscription:
         )
         self._pull_generation = connection.generation
         self._held.clear()
-        info = await self._pull.consumer_info()
+        info = await self._settled_info(self._pull)
         if info.num_ack_pending:
-            # Another holder's messages: a killed consumer's, and those its pull requests
-            # took after it died, which no process ever saw. They come back after ack_wait.
             ack_wait = (info.config.ack_wait if info.config else None) or self.ack_wait
-            self._recovery = _Recovery(
-                info.delivered.stream_seq if info.delivered else 0,
-                time.monotonic() + 2 * ack_wait + RECOVERY_GRACE,
-            )
+            self._recovery = _Recovery(time.monotonic() + ack_wait + RECOVERY_GRACE)
             log.warning(
-                "consumer %s: %d messages were out with an earlier holder (a crashed consumer); "
-                "later messages wait until they are back (at most %.0f s)",
+                "consumer %s: %d messages were out with an earlier holder (a crashed "
+                "consumer); every message waits %.0f s for them to come back, so that each "
+                "aggregate's events are handled in order",
                 self.durable,
                 info.num_ack_pending,
-                2 * ack_wait + RECOVERY_GRACE,
+                ack_wait + RECOVERY_GRACE,
             )
         return self._pull
+
+    async def _settled_info(self, pull: Any) -> Any:
+        """The consumer's info once no pull request of an earlier holder waits any more.
+
+        A killed consumer's pull request stays with the server until it expires, and may
+        still take messages then, which no process sees; counted only after it expired,
+        they are among the messages out (``num_ack_pending``) and below ``delivered``."""
+        deadline = time.monotonic() + PULL_EXPIRY_WAIT
+        info = await pull.consumer_info()
+        while info.num_waiting and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+            info = await pull.consumer_info()
+        return info
 
     async def _fetch(self, max_messages: int, timeout: float) -> list[IncomingMessage]:
         pull = await self._subscription()
@@ -572,25 +586,10 @@ class NatsSubscription:
                 raise
             return []
         self._held.update((id(m), m) for m in received)
-        last = await self._recovering(pull) if self._recovery is not None else None
-        return [
-            self._incoming(m, last is not None and m.metadata.sequence.stream > last)
-            for m in received
-        ]
-
-    async def _recovering(self, pull: Any) -> int | None:
-        """While an earlier holder's messages are not all back, the last stream sequence
-        it may have held: every later message is to be held, since nobody knows which
-        aggregates the missing ones belong to. None once they are back (the ack floor
-        passed it) or the recovery ran out of time."""
-        recovery = self._recovery
-        assert recovery is not None  # noqa: S101 - the caller checked
-        info = await pull.consumer_info()
-        floor = info.ack_floor.stream_seq if info.ack_floor else 0
-        if floor >= recovery.last or time.monotonic() > recovery.until:
+        recovering = self._recovery is not None and time.monotonic() < self._recovery.until
+        if not recovering:
             self._recovery = None
-            return None
-        return recovery.last
+        return [self._incoming(m, recovering) for m in received]
 
     def _incoming(self, message: nats.aio.msg.Msg, hold: bool = False) -> IncomingMessage:
         headers = dict(message.headers or {})
