@@ -110,3 +110,11 @@ class UnitOfWorkError(TidingsError):
 class MigrationError(TidingsError):
     """An event migration refused its input (a target that is not empty, a transform that
     changed what must be kept) or its final check found the target differs."""
+
+
+class SagaError(TidingsError):
+    """A saga cannot be started, found or driven as asked (the message says why)."""
+
+
+class SagaConflictError(SagaError):
+    """Another orchestrator moved the saga first; this transition was rolled back."""

@@ -12,8 +12,8 @@ A definition reads like the spec's compensating-transactions table::
 An action receives a ``StepContext``: the saga's data (what it was started with plus
 what earlier steps returned), the unit of work its writes go through, and an
 idempotency key. It returns a mapping to add to the data, or None. It says how it
-failed by the exception it raises: ``StepRefused`` (a business refusal: compensate at
-once), ``StepUnknown`` (the call may have happened: retry with the same key before
+failed by the exception it raises: ``StepRefusedError`` (a business refusal: compensate at
+once), ``StepUnknownError`` (the call may have happened: retry with the same key before
 compensating), anything else is a transient failure (retried per its policy).
 """
 
@@ -26,11 +26,11 @@ from typing import Any, Protocol
 from tidings.errors import ConfigurationError
 
 
-class StepRefused(Exception):
+class StepRefusedError(Exception):
     """A business refusal (out of stock, card declined): retrying cannot help."""
 
 
-class StepUnknown(Exception):
+class StepUnknownError(Exception):
     """The call may or may not have happened (a timeout after sending)."""
 
 
@@ -68,9 +68,7 @@ class RetryPolicy:
 
     def __post_init__(self) -> None:
         if self.retries < 0:
-            raise ConfigurationError(
-                f"RetryPolicy(retries={self.retries}): give 0 or more retries"
-            )
+            raise ConfigurationError(f"RetryPolicy(retries={self.retries}): give 0 or more retries")
         if not self.delays or any(d < 0 for d in self.delays):
             raise ConfigurationError(
                 f"RetryPolicy(delays={self.delays}): give one or more waits, none negative"
