@@ -22,7 +22,7 @@ _COLUMNS = (
 )
 MEMORY_TABLES = {
     "sagas": "tidings_sagas",
-    "sagas_bare": "tidings_sagas",
+    "prefix": "tidings_",
     "saga_transitions": "tidings_saga_transitions",
 }
 

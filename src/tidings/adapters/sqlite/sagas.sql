@@ -17,7 +17,7 @@ CREATE TABLE IF NOT EXISTS {sagas} (
     version            INTEGER NOT NULL,
     wake_at            DOUBLE PRECISION NOT NULL
 );
-CREATE INDEX IF NOT EXISTS {sagas_bare}_due ON {sagas_bare} (state, wake_at);
+CREATE INDEX IF NOT EXISTS {prefix}sagas_due ON {sagas} (state, wake_at);
 
 -- Every transition of every saga, written in the transaction that made it: seq is the
 -- saga's version after it (so a transition is written once), sub orders several of one.
