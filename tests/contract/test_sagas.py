@@ -142,7 +142,8 @@ def test_a_transient_failure_is_retried_on_a_durable_timer_then_compensated(
     clock.now = 1_003.0
     later.run_once()
     end = later.get(first.saga_id)
-    assert end is not None and end.state == "COMPENSATED"
+    assert end is not None
+    assert end.state == "COMPENSATED"
     assert keys == [f"{first.saga_id}:pay:action"] * 3
     assert effects(store) == ["order", "cancel"]
 
@@ -172,7 +173,8 @@ def test_a_compensation_failing_past_its_retries_puts_the_saga_in_the_interventi
             sagas.run_once()
     assert [t - 1_000.0 for t in tries] == [0, 1, 3, 7, 15, 31]
     end = sagas.get(saga.saga_id)
-    assert end is not None and end.state == "NEEDS_INTERVENTION"
+    assert end is not None
+    assert end.state == "NEEDS_INTERVENTION"
     assert [a.saga_id for a in alerts] == [saga.saga_id]
     assert "needs intervention" in caplog.text
     assert sagas.interventions("pay") == 1
@@ -244,7 +246,8 @@ def test_a_step_whose_transition_cannot_be_written_leaves_no_effect(
     clock.now = result.wake_at  # its lease ends: the next orchestrator takes it over
     store.sagas([definition], clock=clock).recover()
     end = sagas.get("saga-conflict")
-    assert end is not None and end.state == "COMPENSATED"
+    assert end is not None
+    assert end.state == "COMPENSATED"
     assert effects(store) == []
 
 
@@ -280,10 +283,12 @@ def test_an_interrupted_step_is_retried_by_the_next_orchestrator_once_its_lease_
     clock.now = retried.wake_at
     other.recover()
     end = other.get("s-crash")
-    assert end is not None and end.state == "COMPLETED"
+    assert end is not None
+    assert end.state == "COMPLETED"
     assert effects(store) == ["charge"]
     kinds = [t.kind for t in other.history("s-crash")]
-    assert kinds.count("action_failed") == 1 and kinds.count("step_succeeded") == 1
+    assert kinds.count("action_failed") == 1
+    assert kinds.count("step_succeeded") == 1
 
 
 def test_a_saga_of_a_version_no_code_knows_is_refused_with_a_clear_error(
