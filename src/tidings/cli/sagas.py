@@ -108,7 +108,7 @@ def _operate(
     needed = action != "resolve"
     with open_store(db, prefix, schema) as store:
         sagas = store.sagas(_definitions(definitions, needed))
-        result = sagas.operate(saga_id, action, by or "", why)
+        result = sagas.operate(saga_id, action, by or getpass.getuser(), why)
     console.print(f"saga {saga_id}: {result.state}", markup=False)
 
 
