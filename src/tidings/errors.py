@@ -17,7 +17,9 @@
     │   ├── BrokerUnavailableError the broker cannot be reached; retry later
     │   └── BadMessageError        a received message is not a valid tidings CloudEvent
     ├── UnitOfWorkError           the unit of work was used out of order (e.g. reused after exit)
-    └── MigrationError            an event migration refused its input or failed its final check
+    ├── MigrationError            an event migration refused its input or failed its final check
+    └── SagaError                 a saga cannot be started, found or driven as asked
+        └── SagaConflictError      another orchestrator moved the saga first (rolled back)
 
 Adapters translate driver exceptions at their boundary (``raise ... from exc``) so callers
 never need to import ``sqlite3`` or ``psycopg`` to handle a failure.

@@ -32,6 +32,8 @@ EXPECTED_PUBLIC_NAMES = {
     "InMemoryBus",
     "JsonCodec",
     "MigrationError",
+    "SagaConflictError",
+    "SagaError",
     "MigrationReport",
     "SerializationError",
     "ServerUnavailableError",

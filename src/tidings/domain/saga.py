@@ -23,8 +23,6 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from tidings.errors import ConfigurationError
-
 
 class StepRefusedError(Exception):
     """A business refusal (out of stock, card declined): retrying cannot help."""
@@ -68,9 +66,9 @@ class RetryPolicy:
 
     def __post_init__(self) -> None:
         if self.retries < 0:
-            raise ConfigurationError(f"RetryPolicy(retries={self.retries}): give 0 or more retries")
+            raise ValueError(f"RetryPolicy(retries={self.retries}): give 0 or more retries")
         if not self.delays or any(d < 0 for d in self.delays):
-            raise ConfigurationError(
+            raise ValueError(
                 f"RetryPolicy(delays={self.delays}): give one or more waits, none negative"
             )
 
@@ -104,13 +102,13 @@ class SagaDefinition:
 
     def __post_init__(self) -> None:
         if not self.name:
-            raise ConfigurationError("a saga definition needs a name (its type)")
+            raise ValueError("a saga definition needs a name (its type)")
         if not self.steps:
-            raise ConfigurationError(f"saga {self.name!r} has no steps: give at least one")
+            raise ValueError(f"saga {self.name!r} has no steps: give at least one")
         names = [step.name for step in self.steps]
         doubles = sorted({n for n in names if names.count(n) > 1})
         if doubles:
-            raise ConfigurationError(
+            raise ValueError(
                 f"saga {self.name!r} names steps {doubles} twice: step names must be unique"
             )
         object.__setattr__(self, "steps", tuple(self.steps))
