@@ -19,7 +19,9 @@
     │   │                          it is busy; ``answered`` keeps what it did answer
     │   └── BadMessageError        a received message is not a valid tidings CloudEvent
     ├── UnitOfWorkError           the unit of work was used out of order (e.g. reused after exit)
-    └── MigrationError            an event migration refused its input or failed its final check
+    ├── MigrationError            an event migration refused its input or failed its final check
+    └── SagaError                 a saga cannot be started, found or driven as asked
+        └── SagaConflictError      another orchestrator moved the saga first (rolled back)
 
 Adapters translate driver exceptions at their boundary (``raise ... from exc``) so callers
 never need to import ``sqlite3`` or ``psycopg`` to handle a failure.
@@ -129,3 +131,11 @@ class UnitOfWorkError(TidingsError):
 class MigrationError(TidingsError):
     """An event migration refused its input (a target that is not empty, a transform that
     changed what must be kept) or its final check found the target differs."""
+
+
+class SagaError(TidingsError):
+    """A saga cannot be started, found or driven as asked (the message says why)."""
+
+
+class SagaConflictError(SagaError):
+    """Another orchestrator moved the saga first; this transition was rolled back."""

@@ -14,6 +14,7 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from tidings.domain.events import DomainEvent
+from tidings.domain.saga_state import SagaRow, Transition
 from tidings.records import EventRecord, SnapshotRecord, StreamInfo, SubjectKey
 
 ANY_VERSION = -1
@@ -471,3 +472,34 @@ class Messages(Protocol):
 
     def scheduled(self) -> int:
         """How many messages wait for their time."""
+
+
+class SagaLog(Protocol):
+    """Saga instances and their transitions, each written in the unit of work given.
+
+    ``update`` must write only if the stored saga is still at ``expected_version``
+    (raising ``SagaConflictError`` otherwise): that is what keeps two orchestrators from
+    both moving one saga."""
+
+    def create(self, uow: Any, row: SagaRow, transitions: list[Transition]) -> None:
+        """Insert a new saga and its first transitions."""
+
+    def update(
+        self, uow: Any, row: SagaRow, expected_version: int, transitions: list[Transition]
+    ) -> None:
+        """Replace the saga's row if it is still at ``expected_version``; add transitions."""
+
+    def get(self, uow: Any, saga_id: str) -> SagaRow | None:
+        """The stored saga, or None."""
+
+    def due(self, uow: Any, now: float, states: tuple[str, ...], limit: int) -> list[str]:
+        """Ids of sagas in ``states`` whose wake-up time has come."""
+
+    def listing(self, uow: Any, state: str | None, limit: int) -> list[SagaRow]:
+        """Sagas in one state, or all."""
+
+    def history(self, uow: Any, saga_id: str) -> list[Transition]:
+        """A saga's transitions, oldest first."""
+
+    def total(self, uow: Any, kind: str, saga_type: str | None) -> tuple[int, float]:
+        """The count and summed amount of transitions of ``kind``."""

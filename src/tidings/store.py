@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import datetime
 from types import TracebackType
 from typing import Any, Self, TypeVar
@@ -10,12 +11,15 @@ from typing import Any, Self, TypeVar
 import msgspec
 
 from tidings.adapters.bus_transport import BusTransport
+from tidings.adapters.sql_sagas import MEMORY_TABLES, SqlSagaLog
+from tidings.adapters.sql_sagas import ddl as saga_ddl
 from tidings.application.bus import InMemoryBus
 from tidings.application.causation import Cause, current_cause
 from tidings.application.event_log import iter_log
 from tidings.application.handling import Delivery, Handlers, InboxProcessor
 from tidings.application.relayed_bus import RelayedBus
 from tidings.application.repository import EventSourcedRepository
+from tidings.application.sagas import Orchestrator, SagaResult
 from tidings.application.unit_of_work import UnitOfWork
 from tidings.backends import (
     OutboxAdapter,
@@ -28,6 +32,7 @@ from tidings.backends import (
 from tidings.domain.event_sourced import EventSourcedAggregate
 from tidings.domain.events import DomainEvent
 from tidings.domain.ids import Clock, IdSource, utc_now, uuid7
+from tidings.domain.saga import SagaDefinition
 from tidings.errors import ConfigurationError, HandlerFailedError
 from tidings.ports import (
     Database,
@@ -156,6 +161,34 @@ class Store:
             metadata=metadata,
             cause=cause,
             messages=self.messages,
+        )
+
+    def sagas(
+        self,
+        definitions: Iterable[SagaDefinition] = (),
+        *,
+        clock: Callable[[], float] = time.time,
+        lease: float = 30.0,
+        on_intervention: Callable[[SagaResult], None] | None = None,
+    ) -> Orchestrator:
+        """A saga orchestrator on this store (see docs/sagas.md): it starts and drives
+        sagas of ``definitions``, keeping their state and history in the store's tables.
+        ``clock`` gives the time in seconds (inject one in tests), ``lease`` how long a
+        step may run before another orchestrator takes it over, ``on_intervention`` is
+        called when a saga's compensation has failed for good."""
+        tables = getattr(self.database, "tables", None)
+        if tables is None:  # memory://: your statements' tables live in-process
+            tables = MEMORY_TABLES
+            with self.unit_of_work() as uow:
+                for statement in saga_ddl(tables):
+                    uow.execute(statement)
+        return Orchestrator(
+            self,
+            definitions,
+            SqlSagaLog(tables),
+            clock=clock,
+            lease=lease,
+            on_intervention=on_intervention,
         )
 
     def unit_of_work_in(self, tx: Transaction, cause: Cause | None = None) -> UnitOfWork:

@@ -60,6 +60,7 @@ SCHEMA_PARTS: tuple[SchemaPart, ...] = (
     ),
     SchemaPart("personal_data", 1, "personal_data.sql", ("subject_keys",)),
     SchemaPart("messages", 1, "messages.sql", ("message_keys", "scheduled_messages")),
+    SchemaPart("sagas", 1, "sagas.sql", ("sagas", "saga_transitions")),
 )
 """Every part, in the order they are created; later capabilities append theirs."""
 

@@ -1,0 +1,179 @@
+"""The saga log in SQL: saga rows and their transitions, written through a unit of work.
+
+It speaks the unit of work's ``:name`` statements, so one adapter serves SQLite,
+PostgreSQL and memory:// (whose unit of work runs your statements in an in-process
+SQLite; there the tables are made on first use, as ``ensure_tables`` does).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from importlib import resources
+from typing import Any
+
+from tidings.adapters.sql import split_statements
+from tidings.domain.saga_state import SagaRow, Transition
+from tidings.errors import SagaConflictError
+
+_COLUMNS = (
+    "saga_id, saga_type, definition_version, state, data, step, attempt, started,"
+    " executed, compensated, errors, version, wake_at"
+)
+MEMORY_TABLES = {
+    "sagas": "tidings_sagas",
+    "prefix": "tidings_",
+    "saga_transitions": "tidings_saga_transitions",
+}
+
+
+def ddl(names: Mapping[str, str]) -> list[str]:
+    """The statements that create the saga tables under ``names``."""
+    text = resources.files("tidings.adapters.sqlite").joinpath("sagas.sql").read_text()
+    return split_statements(text.format(**names))
+
+
+class SqlSagaLog:
+    """Saga rows and transitions in the tables ``tables['sagas']`` and
+    ``tables['saga_transitions']``; every method runs in the unit of work it is given."""
+
+    def __init__(self, tables: Mapping[str, str]) -> None:
+        self._sagas = tables["sagas"]
+        self._transitions = tables["saga_transitions"]
+
+    def create(self, uow: Any, row: SagaRow, transitions: list[Transition]) -> None:
+        """Insert a new saga and its first transitions."""
+        uow.execute(
+            f"INSERT INTO {self._sagas} ({_COLUMNS}) VALUES (:saga_id, :saga_type,"
+            " :definition_version, :state, :data, :step, :attempt, :started, :executed,"
+            " :compensated, :errors, :version, :wake_at)",
+            _params(row),
+        )
+        self._record(uow, row, transitions)
+
+    def update(
+        self, uow: Any, row: SagaRow, expected_version: int, transitions: list[Transition]
+    ) -> None:
+        """Write ``row`` (whose version is ``expected_version + 1``) if the stored saga is
+        still at ``expected_version``, with its transitions; else raise
+        ``SagaConflictError`` (the caller's transaction then rolls back)."""
+        params = _params(row)
+        params["expected"] = expected_version
+        cursor = uow.execute(
+            f"UPDATE {self._sagas} SET state = :state, data = :data, step = :step,"
+            " attempt = :attempt, started = :started, executed = :executed,"
+            " compensated = :compensated, errors = :errors, version = :version,"
+            " wake_at = :wake_at, definition_version = :definition_version"
+            " WHERE saga_id = :saga_id AND version = :expected",
+            params,
+        )
+        if cursor.rowcount != 1:
+            raise SagaConflictError(
+                f"saga {row.saga_id} moved past version {expected_version} elsewhere"
+            )
+        self._record(uow, row, transitions)
+
+    def _record(self, uow: Any, row: SagaRow, transitions: list[Transition]) -> None:
+        for sub, t in enumerate(transitions):
+            uow.execute(
+                f"INSERT INTO {self._transitions} (saga_id, seq, sub, kind, step, at,"
+                " detail, by_whom, amount) VALUES (:saga_id, :seq, :sub, :kind, :step,"
+                " :at, :detail, :by_whom, :amount)",
+                {
+                    "saga_id": row.saga_id,
+                    "seq": row.version,
+                    "sub": sub,
+                    "kind": t.kind,
+                    "step": t.step,
+                    "at": t.at,
+                    "detail": t.detail,
+                    "by_whom": t.by,
+                    "amount": t.amount,
+                },
+            )
+
+    def get(self, uow: Any, saga_id: str) -> SagaRow | None:
+        """The saga ``saga_id`` as stored, or None."""
+        found = uow.execute(
+            f"SELECT {_COLUMNS} FROM {self._sagas} WHERE saga_id = :id", {"id": saga_id}
+        ).fetchone()
+        return None if found is None else _row(found)
+
+    def due(self, uow: Any, now: float, states: tuple[str, ...], limit: int) -> list[str]:
+        """Ids of sagas in ``states`` whose wake-up time has come, oldest wake-up first."""
+        marks = ", ".join(f":s{i}" for i in range(len(states)))
+        params: dict[str, Any] = {f"s{i}": s for i, s in enumerate(states)}
+        params.update(now=now, limit=limit)
+        rows = uow.execute(
+            f"SELECT saga_id FROM {self._sagas} WHERE state IN ({marks})"
+            " AND wake_at <= :now ORDER BY wake_at, saga_id LIMIT :limit",
+            params,
+        ).fetchall()
+        return [r[0] for r in rows]
+
+    def listing(self, uow: Any, state: str | None, limit: int) -> list[SagaRow]:
+        """Sagas, in one state or all, by id."""
+        where = "" if state is None else " WHERE state = :state"
+        rows = uow.execute(
+            f"SELECT {_COLUMNS} FROM {self._sagas}{where} ORDER BY saga_id LIMIT :limit",
+            {"state": state, "limit": limit} if state else {"limit": limit},
+        ).fetchall()
+        return [_row(r) for r in rows]
+
+    def history(self, uow: Any, saga_id: str) -> list[Transition]:
+        """Every transition of a saga, in the order they happened."""
+        rows = uow.execute(
+            f"SELECT kind, step, at, detail, by_whom, amount FROM {self._transitions}"
+            " WHERE saga_id = :id ORDER BY seq, sub",
+            {"id": saga_id},
+        ).fetchall()
+        return [Transition(r[0], r[1], float(r[2]), r[3], r[4], float(r[5])) for r in rows]
+
+    def total(self, uow: Any, kind: str, saga_type: str | None) -> tuple[int, float]:
+        """How many transitions of ``kind`` (for one saga type, or all) and their amounts."""
+        sql = (
+            f"SELECT COUNT(*), COALESCE(SUM(t.amount), 0) FROM {self._transitions} t"
+            f" JOIN {self._sagas} s ON s.saga_id = t.saga_id WHERE t.kind = :kind"
+        )
+        params: dict[str, Any] = {"kind": kind}
+        if saga_type is not None:
+            sql += " AND s.saga_type = :type"
+            params["type"] = saga_type
+        count, amount = uow.execute(sql, params).fetchone()
+        return int(count), float(amount)
+
+
+def _params(row: SagaRow) -> dict[str, Any]:
+    return {
+        "saga_id": row.saga_id,
+        "saga_type": row.saga_type,
+        "definition_version": row.definition_version,
+        "state": row.state,
+        "data": json.dumps(row.data),
+        "step": row.step,
+        "attempt": row.attempt,
+        "started": int(row.started),
+        "executed": json.dumps(row.executed),
+        "compensated": json.dumps(row.compensated),
+        "errors": json.dumps(row.errors),
+        "version": row.version,
+        "wake_at": row.wake_at,
+    }
+
+
+def _row(r: Any) -> SagaRow:
+    return SagaRow(
+        saga_id=r[0],
+        saga_type=r[1],
+        definition_version=int(r[2]),
+        state=r[3],
+        data=json.loads(r[4]),
+        step=int(r[5]),
+        attempt=int(r[6]),
+        started=bool(r[7]),
+        executed=json.loads(r[8]),
+        compensated=json.loads(r[9]),
+        errors=json.loads(r[10]),
+        version=int(r[11]),
+        wake_at=float(r[12]),
+    )
