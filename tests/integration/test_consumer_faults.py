@@ -33,8 +33,6 @@ from tidings.workers.consumer import Consumer
 from .brokers import run_nats, unique
 from .faults import PATIENCE, kill_mid_work, pika_channel, to_be_killed, wait_until
 
-KILLS = 20
-ORDERS = 10_000
 HOT_SKUS = [f"HOT-{n}" for n in range(10)]
 HANDLER = "inventory.decrease-stock"
 
@@ -219,17 +217,26 @@ def start_consumer(
 
 
 @pytest.mark.postgres
-def test_a_consumer_killed_twenty_times_while_orders_flow_applies_each_order_once(
-    pg_url: str, schema: str, feed: Feed, tmp_path: Path
+@pytest.mark.parametrize(
+    "run",
+    [
+        pytest.param((6, 3_000), id="6-kills"),
+        pytest.param((20, 10_000), id="20-kills", marks=pytest.mark.slow),
+    ],
+)
+def test_a_consumer_killed_again_and_again_while_orders_flow_applies_each_order_once(
+    pg_url: str, schema: str, feed: Feed, tmp_path: Path, run: tuple[int, int]
 ) -> None:
-    """10,000 OrderPlaced published while ``tidings consume`` is SIGKILLed 20 times at
-    random moments: every product's stock ends exact, each order applied once."""
+    """``count`` OrderPlaced published while ``tidings consume`` is SIGKILLed ``kills``
+    times at random moments: every product's stock ends exact, each order applied once.
+    The suite runs 6 kills over 3,000 orders; ``-m slow`` runs 20 over 10,000."""
+    kills, count = run
     rng, orders, log = random.Random(6), Orders(seed=6), tmp_path / "consumer.log"
     db = in_schema(pg_url, schema)
     inventory = tidings.connect(db, schema=schema)
     try:
-        for _ in range(KILLS):
-            batch = orders.next(ORDERS // KILLS)
+        for _ in range(kills):
+            batch = orders.next(count // kills)
             publishing = threading.Thread(target=feed.publish, args=(batch,))
             publishing.start()
             before = inbox_rows(inventory)
@@ -249,7 +256,7 @@ def test_a_consumer_killed_twenty_times_while_orders_flow_applies_each_order_onc
         started = f"consumer {feed.name}:"  # printed once SIGTERM is handled
         wait_until(lambda: started in final.read_text(), "the last consumer runs", alive=[last])
         wait_until(
-            lambda: inbox_rows(inventory) == ORDERS,
+            lambda: inbox_rows(inventory) == count,
             "every order is applied",
             alive=[last],
             log=final,

@@ -23,13 +23,12 @@ from .test_consumer_faults import Feed, feed, in_schema, inbox_rows, start_consu
 
 __all__ = ["feed"]  # the broker fixture, parametrised over RabbitMQ and NATS
 
-KILLS = 15
 AGGREGATES = 100
 VERSIONS = 50  # 5,000 events
 HANDLERS = "tests.integration.ordered_handlers:handlers"
 
 
-def interleaved_events() -> list[list[OutgoingMessage]]:
+def interleaved_events(kills: int) -> list[list[OutgoingMessage]]:
     """The CloudEvents of every aggregate's versions, versions in order and aggregates
     interleaved, cut into one slice per kill round."""
     codec = JsonCodec(tidings.EventRegistry([Counted]))
@@ -39,7 +38,7 @@ def interleaved_events() -> list[list[OutgoingMessage]]:
             counter.increment(step)
     streams = [[to_message(codec.encode(e), "counters") for e in c.pull_events()] for c in counters]
     flat = [stream[v] for v in range(VERSIONS) for stream in streams]
-    size = len(flat) // KILLS + 1
+    size = len(flat) // kills + 1
     return [flat[i : i + size] for i in range(0, len(flat), size)]
 
 
@@ -54,12 +53,17 @@ def seen_versions(store: tidings.Store) -> dict[str, list[int]]:
 
 
 @pytest.mark.postgres
-def test_a_consumer_killed_fifteen_times_hands_each_aggregates_events_over_in_order(
-    pg_url: str, schema: str, feed: Feed, tmp_path: Path
+@pytest.mark.parametrize(
+    "kills",
+    [pytest.param(4, id="4-kills"), pytest.param(15, id="15-kills", marks=pytest.mark.slow)],
+)
+def test_a_consumer_killed_again_and_again_hands_each_aggregates_events_over_in_order(
+    pg_url: str, schema: str, feed: Feed, tmp_path: Path, kills: int
 ) -> None:
-    """5,000 events of 100 aggregates while ``tidings consume`` is SIGKILLed 15 times at
-    random moments: the handler saw every aggregate's versions 1 to 50 in order, each once."""
-    rng, log = random.Random(15), tmp_path / "consumer.log"
+    """5,000 events of 100 aggregates while ``tidings consume`` is SIGKILLed ``kills``
+    times at random moments: the handler saw every aggregate's versions 1 to 50 in order,
+    each once. The suite runs 4 kills; ``-m slow`` runs 15."""
+    rng, log = random.Random(kills), tmp_path / "consumer.log"
     db = in_schema(pg_url, schema)
     store = tidings.connect(db, schema=schema)
     try:
@@ -69,7 +73,7 @@ def test_a_consumer_killed_fifteen_times_hands_each_aggregates_events_over_in_or
                 "version INTEGER NOT NULL)"
             )
         options = ["--handlers", HANDLERS, "--batch", "100"]
-        for chunk in interleaved_events():
+        for chunk in interleaved_events(kills):
             publishing = threading.Thread(target=feed.publish, args=(chunk,))
             publishing.start()
             before = inbox_rows(store)
