@@ -19,7 +19,7 @@ from tidings.ports import (
     Inbox,
     InFlight,
     KeyStore,
-    LaneLeases,
+    Leases,
     Messages,
     Outbox,
     OutboxDeadLetters,
@@ -31,8 +31,9 @@ if TYPE_CHECKING:
     from tidings.adapters.sqlite.database import SqliteDatabase
 
 
-class OutboxAdapter(Outbox, LaneLeases, OutboxDeadLetters, Protocol):
-    """What every outbox adapter implements: the three outbox ports and ``close``."""
+class OutboxAdapter(Outbox, OutboxDeadLetters, Protocol):
+    """What every outbox adapter implements: the outbox ports and ``close`` (its lanes are
+    leased through the ``Leases`` component it is built with)."""
 
     def close(self) -> None:
         """Release what the outbox holds (a listening connection)."""
@@ -102,19 +103,35 @@ def messages_of(database: Database, outbox: EventWriter) -> Messages:
     )
 
 
-def outbox_of(database: Database) -> OutboxAdapter:
-    """The outbox adapter of a database."""
+def leases_of(database: Database) -> Leases:
+    """The lease component of a database: numbered slots shared fairly among live owners
+    under fencing tokens (the relays' lanes; a worker's partitions).
+
+    On ``memory://`` the leases live in this object: every worker of one store must share
+    the same one (``store.leases``); on SQL backends they live in the database."""
+    if isinstance(database, MemoryDatabase):
+        from tidings.adapters.memory_leases import MemoryLeases
+
+        return MemoryLeases(database)
+    from tidings.adapters.sql_leases import sql_leases
+
+    return sql_leases(database)
+
+
+def outbox_of(database: Database, leases: Leases) -> OutboxAdapter:
+    """The outbox adapter of a database; its settles check the relays' lanes in
+    ``leases`` (the component the relays lease them from)."""
     if isinstance(database, MemoryDatabase):
         from tidings.adapters.memory_outbox import MemoryOutbox
 
-        return MemoryOutbox(database)
+        return MemoryOutbox(database, leases)
     if database.dialect == "sqlite":
         from tidings.adapters.sqlite.outbox import SqliteOutbox
 
-        return SqliteOutbox(cast("SqliteDatabase", database))
+        return SqliteOutbox(cast("SqliteDatabase", database), leases)
     from tidings.adapters.postgres.outbox import PostgresOutbox
 
-    return PostgresOutbox(cast("PostgresDatabase", database))
+    return PostgresOutbox(cast("PostgresDatabase", database), leases)
 
 
 def open_backend(

@@ -2,6 +2,7 @@
 
     TidingsError
     ├── ConfigurationError        a URL, option or identifier that cannot work
+    │   └── LeaseCountError        a lease set asked for with another count than it has
     ├── DomainError               a business rule refused a command (raised by user aggregates)
     ├── ConcurrencyError          another writer changed the stream first; reload and retry
     ├── AggregateNotFoundError    no events of the aggregate (at that version or time)
@@ -38,6 +39,20 @@ class TidingsError(Exception):
 
 class ConfigurationError(TidingsError):
     """A URL, option or identifier given to tidings cannot work as given."""
+
+
+class LeaseCountError(ConfigurationError):
+    """A lease set (the relay's lanes, say) was asked for with another number of slots
+    than the one its live owners hold: every worker of one set must use the same count."""
+
+    def __init__(self, name: str, stored: int, asked: int) -> None:
+        self.name, self.stored, self.asked = name, stored, asked
+        super().__init__(
+            f"the lease set {name!r} has {stored} slots and live owners hold some of them; "
+            f"this worker asked for {asked}: give every worker of the set the same count "
+            "(for relays, the same --lanes), or stop them all, or wait until their leases "
+            "run out, to change it"
+        )
 
 
 class DomainError(TidingsError):

@@ -312,8 +312,9 @@ class Outbox(Protocol):
     """The transactional outbox: rows written with the events, claimed and settled by relays.
 
     Rows are spread over lanes by a hash of the aggregate id; a relay claims only rows of
-    lanes it leases (``LaneLeases``), and ``settle`` checks each lease's fencing token in
-    the same transaction, so a relay that lost its lease cannot mark anything.
+    lanes it leases (``Leases``, the set ``OUTBOX_LANES``), and ``settle`` checks each
+    lease's fencing token in the same transaction, so a relay that lost its lease cannot
+    mark anything.
     """
 
     def write(self, tx: Transaction, records: Sequence[EventRecord]) -> None:
@@ -343,14 +344,38 @@ class Outbox(Protocol):
         """Return soon after a new row commits, or after ``timeout`` seconds."""
 
 
-class LaneLeases(Protocol):
-    """Which relay works on which lane, for how long, under which fencing token."""
+OUTBOX_LANES = "outbox"
+"""The lease set the relays' lanes are leased under (``Leases``)."""
 
-    def lease(self, relay_id: str, lanes: int, ttl: float, now: float) -> dict[int, int]:
-        """Renew this relay's leases and take a fair share of free lanes: lane -> token."""
 
-    def release(self, relay_id: str) -> None:
-        """Give up every lane this relay holds (on a clean stop)."""
+class Leases(Protocol):
+    """Numbered slots shared fairly among live owners, each slot held by one owner at a
+    time under a fencing token: the relay's lanes, and any worker's partitions.
+
+    A set of slots has a ``name`` and a fixed ``count``. Each call of ``lease`` is also
+    the owner's heartbeat: shares are computed over the owners seen alive within their
+    ``ttl``, so a new owner gets its share as the others give theirs back, and a dead
+    owner's slots are taken over once its leases ran out. The token of a slot goes up
+    every time it changes owner, so a writer that checks ``holds`` in the transaction of
+    its writes can never write for a slot it lost (the fencing token).
+    """
+
+    def lease(self, owner: str, name: str, count: int, ttl: float, now: float) -> dict[int, int]:
+        """Take ``owner``'s fair share of the ``count`` slots of ``name``: renew what it
+        holds until ``now + ttl``, give back what is over its share, take free or expired
+        slots up to it. Returns slot -> fencing token of every slot it holds now.
+
+        Raises ``LeaseCountError`` when live owners hold the set with another count."""
+
+    def release(self, owner: str, name: str) -> None:
+        """Give back every slot of ``name`` that ``owner`` holds, and leave the owners
+        seen alive, so the others take its share at once (on a clean stop)."""
+
+    def holds(self, tx: Transaction, owner: str, name: str, tokens: Mapping[int, int]) -> bool:
+        """Inside the caller's transaction: whether ``owner`` still holds every slot of
+        ``tokens`` under that token. Until ``tx`` ends, no other owner can take those
+        slots over, so writes made in ``tx`` after a True are fenced (a lease that ran
+        out but was not taken over still holds: no one else can have written)."""
 
 
 class OutboxDeadLetters(Protocol):

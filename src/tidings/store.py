@@ -25,6 +25,7 @@ from tidings.backends import (
     OutboxAdapter,
     in_flight_of,
     inbox_of,
+    leases_of,
     messages_of,
     open_backend,
     outbox_of,
@@ -41,6 +42,7 @@ from tidings.ports import (
     Inbox,
     InFlight,
     KeyStore,
+    Leases,
     Messages,
     OutgoingMessage,
     Publisher,
@@ -115,6 +117,7 @@ class Store:
         snapshots: SnapshotStore | None = None,
         source: str = "tidings",
         keys: KeyStore | None = None,
+        leases: Leases | None = None,
     ) -> None:
         self.database = database
         self.events = events
@@ -129,6 +132,9 @@ class Store:
         self.inbox = inbox
         self.in_flight = in_flight
         self.messages = messages
+        # Numbered slots shared fairly among live workers under fencing tokens: the relays'
+        # lanes, and any worker's partitions (docs/leases.md).
+        self.leases = leases
         self.source = source
         # With an outbox, events reach handlers through a relay, at least once; handing
         # them to the bus after the commit as well would deliver them twice.
@@ -281,10 +287,15 @@ class Store:
             raise ConfigurationError(
                 "this store has no outbox: connect with tidings.connect(url, outbox=True)"
             )
+        if self.leases is None:
+            raise ConfigurationError(
+                "this store has an outbox but no leases for its lanes: build it with "
+                "tidings.connect(url, outbox=True)"
+            )
         if transport is None:
             transport = BusTransport(self.bus, self.decode)
         options.setdefault("messages", self.messages)
-        return Relay(self.outbox, self.outbox, transport, encode or self.encode, **options)
+        return Relay(self.outbox, self.leases, transport, encode or self.encode, **options)
 
     def encode(self, record: EventRecord) -> OutgoingMessage:
         """The CloudEvent of a stored event, from this store's bounded context."""
@@ -370,7 +381,8 @@ def connect(
     try:
         if create_schema:
             database.create_schema()
-        box = outbox_of(database) if outbox else None
+        leases = leases_of(database)
+        box = outbox_of(database, leases) if outbox else None
         messages = messages_of(database, box) if box is not None else None
     except BaseException:
         database.close()
@@ -387,4 +399,5 @@ def connect(
         snapshots=snapshots,
         source=source,
         keys=keys,
+        leases=leases,
     )

@@ -334,11 +334,11 @@ def test_four_relay_processes_share_the_outbox_without_publishing_an_event_twice
 
 
 def lanes_held(store: tidings.Store) -> dict[str, int]:
-    """How many lanes each relay holds now."""
-    table = store.database.tables["relay_lanes"]  # type: ignore[attr-defined]
+    """How many lanes each relay holds now (the slots of the lease set 'outbox')."""
+    table = store.database.tables["leases"]  # type: ignore[attr-defined]
     with store.unit_of_work() as uow:
         rows = uow.execute(
-            f"SELECT owner, count(*) FROM {table} WHERE owner IS NOT NULL "
+            f"SELECT owner, count(*) FROM {table} WHERE name = 'outbox' AND owner IS NOT NULL "
             "AND lease_until > extract(epoch FROM clock_timestamp()) GROUP BY owner"
         ).fetchall()
     return {owner: int(count) for owner, count in rows}

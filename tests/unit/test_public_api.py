@@ -32,6 +32,7 @@ EXPECTED_PUBLIC_NAMES = {
     "Handlers",
     "InMemoryBus",
     "JsonCodec",
+    "LeaseCountError",
     "MigrationError",
     "SagaConflictError",
     "SagaError",

@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
-import math
 import threading
 import time
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, replace
 
-from tidings.adapters.lanes import lanes_mismatch
 from tidings.adapters.memory import MemoryDatabase, MemoryTransaction
 from tidings.errors import UnitOfWorkError
-from tidings.ports import DeadLetter, OutboxEntry, OutboxStats, Settlement, Transaction
+from tidings.ports import (
+    OUTBOX_LANES,
+    DeadLetter,
+    Leases,
+    OutboxEntry,
+    OutboxStats,
+    Settlement,
+    Transaction,
+)
 from tidings.records import EventRecord, shard_of
 
 
@@ -26,23 +32,18 @@ class _Row:
     last_error: str = ""
 
 
-@dataclass
-class _Lane:
-    owner: str | None = None
-    token: int = 0
-    lease_until: float = 0.0
-
-
 class MemoryOutbox:
-    """Outbox, lane leases and dead letters kept in dicts under the memory backend's lock."""
+    """Outbox rows and dead letters kept in dicts under the memory backend's lock; the
+    lanes are leased from ``leases`` (the set ``OUTBOX_LANES``)."""
 
-    def __init__(self, database: MemoryDatabase, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self, database: MemoryDatabase, leases: Leases, clock: Callable[[], float] = time.time
+    ) -> None:
         self._db = database
+        self._leases = leases
         self._clock = clock
         self._rows: dict[int, _Row] = {}
         self._dead: dict[int, tuple[_Row, str, float]] = {}
-        self._lanes: dict[int, _Lane] = {}
-        self._nodes: dict[str, float] = {}
         self._next_position = 1
         self._signal = threading.Event()
 
@@ -66,37 +67,6 @@ class MemoryOutbox:
 
         tx.on_rollback(undo)
         tx.on_commit(self._signal.set)
-
-    def lease(self, relay_id: str, lanes: int, ttl: float, now: float) -> dict[int, int]:
-        """Renew, rebalance to a fair share, and take free lanes."""
-        with self._db.lock:
-            if len(self._lanes) != lanes:
-                if any(ln.owner and ln.lease_until >= now for ln in self._lanes.values()):
-                    raise lanes_mismatch(len(self._lanes), lanes)
-                self._lanes = {lane: _Lane() for lane in range(lanes)}
-            self._nodes = {r: t for r, t in self._nodes.items() if t >= now - ttl}
-            self._nodes[relay_id] = now + ttl
-            fair = math.ceil(lanes / sum(1 for t in self._nodes.values() if t >= now))
-            held = sorted(n for n, ln in self._lanes.items() if ln.owner == relay_id)
-            for lane in held[fair:]:
-                self._lanes[lane] = replace(self._lanes[lane], owner=None, lease_until=0.0)
-            for lane in held[:fair]:
-                self._lanes[lane].lease_until = now + ttl
-            free = [
-                n for n, ln in sorted(self._lanes.items()) if not ln.owner or ln.lease_until < now
-            ]
-            for lane in free[: max(fair - len(held), 0)]:
-                old = self._lanes[lane]
-                self._lanes[lane] = _Lane(relay_id, old.token + 1, now + ttl)
-            return {n: ln.token for n, ln in self._lanes.items() if ln.owner == relay_id}
-
-    def release(self, relay_id: str) -> None:
-        """Free this relay's lanes."""
-        with self._db.lock:
-            for lane in self._lanes.values():
-                if lane.owner == relay_id:
-                    lane.owner, lane.lease_until = None, 0.0
-            self._nodes.pop(relay_id, None)
 
     def claim(
         self,
@@ -126,12 +96,10 @@ class MemoryOutbox:
             return claimed
 
     def settle(self, relay_id: str, leases: Mapping[int, int], outcome: Settlement) -> bool:
-        """Apply the outcome if every lease still holds."""
-        with self._db.lock:
-            for lane, token in leases.items():
-                held = self._lanes.get(lane)
-                if held is None or held.owner != relay_id or held.token != token:
-                    return False
+        """Apply the outcome if every lease still holds (checked in the same transaction)."""
+        with self._db.transaction() as tx:
+            if not self._leases.holds(tx, relay_id, OUTBOX_LANES, leases):
+                return False
             now = self._clock()
             for position in outcome.published:
                 self._rows[position].published_at = now

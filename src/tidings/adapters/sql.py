@@ -26,6 +26,8 @@ class SchemaPart:
 
     ``upgrades`` names the files that carry a database made by an older version forward,
     one step each: the first from version 1 to 2, the next from 2 to 3, and so on.
+    ``retired`` names tables an older version had and an upgrade drops: the upgrade files
+    may name them in braces, the code no longer does.
     """
 
     name: str
@@ -33,6 +35,7 @@ class SchemaPart:
     file: str
     tables: tuple[str, ...]
     upgrades: tuple[str, ...] = ()
+    retired: tuple[str, ...] = ()
 
 
 SCHEMA_PARTS: tuple[SchemaPart, ...] = (
@@ -42,13 +45,17 @@ SCHEMA_PARTS: tuple[SchemaPart, ...] = (
     SchemaPart(
         "event_sourcing", 2, "event_sourcing.sql", ("snapshots",), ("event_sourcing_v2.sql",)
     ),
+    # Before the outbox: its version 3 moves the relays' lanes into these tables.
+    SchemaPart("leases", 1, "leases.sql", ("leases", "lease_owners")),
     # Version 2: PostgreSQL's backlog index is a full (published, position) index.
+    # Version 3: the lanes are the lease set 'outbox'; relay_lanes and relay_nodes go.
     SchemaPart(
         "outbox",
-        2,
+        3,
         "outbox.sql",
-        ("outbox", "outbox_dead_letters", "relay_lanes", "relay_nodes"),
-        ("outbox_v2.sql",),
+        ("outbox", "outbox_dead_letters"),
+        ("outbox_v2.sql", "outbox_v3.sql"),
+        retired=("relay_lanes", "relay_nodes"),
     ),
     # Version 2: inbox_in_flight, what each consumer fetched and has not finished.
     SchemaPart(
@@ -78,8 +85,11 @@ def table_names(prefix: str, qualifier: str = "") -> dict[str, str]:
 
 
 def ddl_names(prefix: str, qualifier: str = "") -> dict[str, str]:
-    """What the schema files' braces stand for: every table, ``prefix`` and ``schema``."""
-    return {"prefix": prefix, "schema": qualifier, **table_names(prefix, qualifier)}
+    """What the schema files' braces stand for: every table (retired ones too, for the
+    upgrades that drop them), ``prefix`` and ``schema``."""
+    dot = f"{qualifier}." if qualifier else ""
+    retired = {t: f"{dot}{prefix}{t}" for part in SCHEMA_PARTS for t in part.retired}
+    return {"prefix": prefix, "schema": qualifier, **retired, **table_names(prefix, qualifier)}
 
 
 def identifier(name: str, what: str) -> str:

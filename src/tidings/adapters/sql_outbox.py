@@ -2,19 +2,27 @@
 
 A relay claims due rows of the lanes it leases, in position order, and never a row whose
 aggregate has an earlier row waiting for a retry or a dead letter (the aggregate is
-parked: its order holds). Settling a batch is one transaction that first checks, under a
-lock on the lane rows, that every lease still carries the token the relay holds.
+parked: its order holds). The lanes are leased from the ``Leases`` component (the set
+``OUTBOX_LANES``); settling a batch is one transaction that first checks there
+(``Leases.holds``, which keeps a takeover out until it ends) that every lease still
+carries the token the relay holds.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Collection, Mapping, Sequence
 from contextlib import AbstractContextManager
 from typing import Any
 
-from tidings.adapters.lanes import lanes_mismatch
-from tidings.ports import DeadLetter, OutboxEntry, OutboxStats, Settlement, Transaction
+from tidings.ports import (
+    OUTBOX_LANES,
+    DeadLetter,
+    Leases,
+    OutboxEntry,
+    OutboxStats,
+    Settlement,
+    Transaction,
+)
 from tidings.records import EventRecord, shard_of
 
 WRITTEN = (
@@ -30,11 +38,11 @@ ROW = (
 
 
 class SqlOutbox:
-    """Outbox, lane leases and dead letters over SQL tables (see the module docstring).
+    """Outbox and dead letters over SQL tables (see the module docstring).
 
     Subclasses provide ``mark`` (placeholder), ``modulo`` (the operator as the driver needs
-    it written), ``now_text`` (SQL for the current time), ``lock_lanes`` (a suffix that
-    locks the lane rows being checked), ``select_row`` and the methods that differ:
+    it written), ``now_text`` (SQL for the current time), ``select_row`` and the methods
+    that differ:
     ``_transaction``, ``_query``, ``_insert``, ``_record``, ``_age_sql``,
     ``_older_than_sql``, ``wait_for_work``, ``close``.
     """
@@ -42,11 +50,11 @@ class SqlOutbox:
     mark = "?"
     modulo = "%"
     now_text = "CURRENT_TIMESTAMP"
-    lock_lanes = ""
     select_row = ROW
 
-    def __init__(self, tables: Mapping[str, str]) -> None:
+    def __init__(self, tables: Mapping[str, str], leases: Leases) -> None:
         self.t = dict(tables)
+        self.leases = leases
 
     # -- writing, inside the unit of work -------------------------------------------------
 
@@ -69,86 +77,6 @@ class SqlOutbox:
             r.metadata.decode(),
             shard_of(r.stream_id),
         )
-
-    # -- lanes ----------------------------------------------------------------------------
-
-    def lease(self, relay_id: str, lanes: int, ttl: float, now: float) -> dict[int, int]:
-        """Renew this relay's lanes, release what is above a fair share, take free ones."""
-        m, t = self.mark, self.t
-        with self._transaction() as tx:
-            self._serialize_leases(tx)
-            self._ensure_lanes(tx, lanes, now)
-            tx.execute(f"DELETE FROM {t['relay_nodes']} WHERE alive_until < {m}", (now - ttl,))
-            tx.execute(f"DELETE FROM {t['relay_nodes']} WHERE relay_id = {m}", (relay_id,))
-            tx.execute(
-                f"INSERT INTO {t['relay_nodes']} (relay_id, alive_until) VALUES ({m}, {m})",
-                (relay_id, now + ttl),
-            )
-            alive = tx.execute(
-                f"SELECT count(*) FROM {t['relay_nodes']} WHERE alive_until >= {m}", (now,)
-            ).fetchall()[0][0]
-            fair = math.ceil(lanes / max(int(alive), 1))
-            tx.execute(
-                f"UPDATE {t['relay_lanes']} SET lease_until = {m} WHERE owner = {m}",
-                (now + ttl, relay_id),
-            )
-            held = self._held(tx, relay_id)
-            for lane in sorted(held)[fair:]:
-                tx.execute(
-                    f"UPDATE {t['relay_lanes']} SET owner = NULL, lease_until = 0 "
-                    f"WHERE lane = {m} AND owner = {m}",
-                    (lane, relay_id),
-                )
-                del held[lane]
-            if len(held) < fair:
-                free = tx.execute(
-                    f"SELECT lane FROM {t['relay_lanes']} "
-                    f"WHERE owner IS NULL OR lease_until < {m} ORDER BY lane",
-                    (now,),
-                ).fetchall()
-                for (lane,) in free[: fair - len(held)]:
-                    # The WHERE is checked again on the locked row: of two relays racing
-                    # for one lane, only the first gets it.
-                    tx.execute(
-                        f"UPDATE {t['relay_lanes']} SET owner = {m}, token = token + 1, "
-                        f"lease_until = {m} WHERE lane = {m} "
-                        f"AND (owner IS NULL OR lease_until < {m})",
-                        (relay_id, now + ttl, lane, now),
-                    )
-                held = self._held(tx, relay_id)
-        return held
-
-    def _held(self, tx: Transaction, relay_id: str) -> dict[int, int]:
-        rows = tx.execute(
-            f"SELECT lane, token FROM {self.t['relay_lanes']} WHERE owner = {self.mark}",
-            (relay_id,),
-        ).fetchall()
-        return {int(lane): int(token) for lane, token in rows}
-
-    def _ensure_lanes(self, tx: Transaction, lanes: int, now: float) -> None:
-        table = self.t["relay_lanes"]
-        count, busy = tx.execute(
-            f"SELECT count(*), coalesce(sum(CASE WHEN owner IS NOT NULL AND lease_until >= "
-            f"{self.mark} THEN 1 ELSE 0 END), 0) FROM {table}",
-            (now,),
-        ).fetchall()[0]
-        if count == lanes:
-            return
-        if busy:
-            raise lanes_mismatch(int(count), lanes)
-        tx.execute(f"DELETE FROM {table}", ())
-        for lane in range(lanes):
-            tx.execute(f"INSERT INTO {table} (lane) VALUES ({self.mark})", (lane,))
-
-    def release(self, relay_id: str) -> None:
-        """Free this relay's lanes so another relay takes them at once."""
-        m, t = self.mark, self.t
-        with self._transaction() as tx:
-            tx.execute(
-                f"UPDATE {t['relay_lanes']} SET owner = NULL, lease_until = 0 WHERE owner = {m}",
-                (relay_id,),
-            )
-            tx.execute(f"DELETE FROM {t['relay_nodes']} WHERE relay_id = {m}", (relay_id,))
 
     # -- claiming and settling -----------------------------------------------------------
 
@@ -190,13 +118,7 @@ class SqlOutbox:
         """Apply a batch's outcome in one transaction, only if every lease still holds."""
         m, t = self.mark, self.t
         with self._bookkeeping() as tx:
-            lane_sql, lane_params = self.int_set(sorted(leases))
-            current = tx.execute(
-                f"SELECT lane, token FROM {t['relay_lanes']} WHERE owner = {m} "
-                f"AND lane {lane_sql}{self.lock_lanes}",
-                (relay_id, *lane_params),
-            ).fetchall()
-            if {int(lane): int(token) for lane, token in current} != dict(leases):
+            if not self.leases.holds(tx, relay_id, OUTBOX_LANES, leases):
                 return False
             if outcome.published:
                 position_sql, positions = self.int_set(outcome.published)
@@ -303,9 +225,6 @@ class SqlOutbox:
 
     def close(self) -> None:
         """Release what the outbox holds beyond the database's pool."""
-
-    def _serialize_leases(self, tx: Transaction) -> None:
-        """Make lease changes of concurrent relays take turns (SQLite's write lock does)."""
 
     def _transaction(self) -> AbstractContextManager[Transaction]:
         raise NotImplementedError

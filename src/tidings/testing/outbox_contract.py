@@ -14,8 +14,8 @@ from typing import Any
 import pytest
 
 from tidings.application.backoff import Backoff
-from tidings.errors import BrokerBusyError, BrokerUnavailableError, ConfigurationError
-from tidings.ports import OutgoingMessage, Settlement
+from tidings.errors import BrokerBusyError, BrokerUnavailableError
+from tidings.ports import OUTBOX_LANES, OutgoingMessage, Settlement
 from tidings.serialization.registry import EventRegistry
 from tidings.store import Store
 from tidings.testing.contract import Counted, Counter, Named, new_id
@@ -311,30 +311,29 @@ class OutboxContract:
         assert relay.stats.broker_errors >= 5
         assert "unanswered" in relay.stats.last_error
 
-    def test_lanes_are_shared_fairly_and_never_held_twice(self, store: Store) -> None:
-        """One relay takes all lanes; when a second appears they split them, disjoint."""
-        box = store.outbox
-        assert box is not None
-        alone = box.lease("relay-a", 8, TTL, NOW)
-        assert sorted(alone) == list(range(8))
-        assert box.lease("relay-b", 8, TTL, NOW + 1) == {}
-        a = box.lease("relay-a", 8, TTL, NOW + 2)
-        b = box.lease("relay-b", 8, TTL, NOW + 3)
-        assert (len(a), len(b)) == (4, 4)
-        assert set(a).isdisjoint(b)
-        assert set(a) | set(b) == set(range(8))
-        with pytest.raises(ConfigurationError, match="same --lanes"):
-            box.lease("relay-c", 4, TTL, NOW + 4)
+    def test_relays_share_the_lanes_of_the_outbox_lease_set(self, store: Store) -> None:
+        """A relay leases its lanes from the store's lease component, under the set
+        ``OUTBOX_LANES``; a second relay gets its share once the first gave it back."""
+        counters_with_events(store, 4, 1)
+        first = relay_of(store, RecordingTransport(), lanes=4, relay_id="relay-a")
+        assert first.run_once() == 4
+        assert first.stats.lanes_held == 4
+        leases = store.leases
+        assert leases is not None
+        assert leases.lease("relay-b", OUTBOX_LANES, 4, TTL, time.time()) == {}
+        first.release()
+        assert sorted(leases.lease("relay-b", OUTBOX_LANES, 4, TTL, time.time())) == [0, 1, 2, 3]
 
     def test_a_relay_that_lost_its_lease_cannot_mark_anything(self, store: Store) -> None:
         """Fencing: after another relay took the lane over, the old token settles nothing."""
         counters_with_events(store, 1, 1)
-        box = store.outbox
+        box, leases = store.outbox, store.leases
         assert box is not None
-        stale = box.lease("relay-a", 1, TTL, NOW)
+        assert leases is not None
+        stale = leases.lease("relay-a", OUTBOX_LANES, 1, TTL, NOW)
         [entry] = box.claim(stale, 1, 10, NOW)
         later = NOW + TTL + 1  # relay-a stalled past its lease
-        fresh = box.lease("relay-b", 1, TTL, later)
+        fresh = leases.lease("relay-b", OUTBOX_LANES, 1, TTL, later)
         assert fresh[0] == stale[0] + 1
         done = Settlement(published=[entry.record.position])
         assert box.settle("relay-a", stale, done) is False
@@ -349,7 +348,8 @@ class OutboxContract:
         counters_with_events(store, 3, 1)
         box = store.outbox
         assert box is not None
-        leases = box.lease("relay-a", 1, TTL, NOW)
+        assert store.leases is not None
+        leases = store.leases.lease("relay-a", OUTBOX_LANES, 1, TTL, NOW)
         first, second, third = (e.record.position for e in box.claim(leases, 1, 10, NOW))
         found = box.claim(leases, 1, 10, NOW, skip={first, third})
         assert [e.record.position for e in found] == [second]
@@ -362,7 +362,7 @@ class OutboxContract:
         box, gate = store.outbox, threading.Event()
         gated = GatedOutbox(box, gate)
         transport = RecordingTransport()
-        relay = Relay(gated, box, transport, plain_message, batch_size=5)  # type: ignore[arg-type]
+        relay = Relay(gated, store.leases, transport, plain_message, batch_size=5)  # type: ignore[arg-type]
         (first,) = counters_with_events(store, 1, 1)
         assert relay._step() == (1, False)  # published; its settle waits at the gate
         (second,) = counters_with_events(store, 1, 1)
@@ -386,7 +386,7 @@ class OutboxContract:
         it, and the second and third passes settle together in one transaction."""
         box, gate = store.outbox, threading.Event()
         gated = GatedOutbox(box, gate)
-        relay = Relay(gated, box, RecordingTransport(), plain_message)  # type: ignore[arg-type]
+        relay = Relay(gated, store.leases, RecordingTransport(), plain_message)  # type: ignore[arg-type]
         for _ in range(3):
             counters_with_events(store, 1, 1)
             assert relay._step() == (1, False)
@@ -403,7 +403,7 @@ class OutboxContract:
         finds the aggregate's second event and leaves it, as it would once parked."""
         box, gate = store.outbox, threading.Event()
         transport = RecordingTransport(lambda message: "refused")
-        relay = Relay(GatedOutbox(box, gate), box, transport, plain_message)  # type: ignore[arg-type]
+        relay = Relay(GatedOutbox(box, gate), store.leases, transport, plain_message)  # type: ignore[arg-type]
         (counter,) = counters_with_events(store, 1, 1)
         assert relay._step() == (1, False)  # refused; the retry's settle waits at the gate
         counter.increment()
@@ -438,7 +438,7 @@ class OutboxContract:
         box, gate = store.outbox, threading.Event()
         gated = GatedOutbox(box, gate, open_at_claim=2)  # held until the second claim
         transport = RecordingTransport(lambda m: "refused" if m.message_id == first else None)
-        relay = Relay(gated, box, transport, plain_message, batch_size=3)  # type: ignore[arg-type]
+        relay = Relay(gated, store.leases, transport, plain_message, batch_size=3)  # type: ignore[arg-type]
         relay.backoff = Backoff(base=60.0, jitter=0.0)
         relay.drain()
         (_, _, firsts), (limit, _, seconds) = gated.claims[:2]
@@ -453,7 +453,7 @@ class OutboxContract:
         published are marked, not left for the next relay to publish again."""
         box, gate = store.outbox, threading.Event()
         gated = GatedOutbox(box, gate)
-        relay = Relay(gated, box, RecordingTransport(), plain_message)  # type: ignore[arg-type]
+        relay = Relay(gated, store.leases, RecordingTransport(), plain_message)  # type: ignore[arg-type]
         counters_with_events(store, 2, 1)
         assert relay._step() == (2, False)
         assert gated.at_gate.wait(30), "the settle never started"

@@ -14,6 +14,7 @@ import pytest
 
 from tidings.application.repository import EventSourcedRepository
 from tidings.domain.personal import REDACTED
+from tidings.ports import OUTBOX_LANES
 from tidings.serialization.registry import EventRegistry
 from tidings.store import Store
 from tidings.testing.contract import new_id
@@ -107,8 +108,9 @@ class PersonalDataContract:
         store = make_store(EventRegistry([Registered, Referred]), outbox=True)
         sign_up(store, store.repository(Customer))
         assert store.outbox is not None
+        assert store.leases is not None
         now = time.time()
-        leases = store.outbox.lease("relay-1", 1, 30.0, now)
+        leases = store.leases.lease("relay-1", OUTBOX_LANES, 1, 30.0, now)
         entries = store.outbox.claim(leases, 1, 10, now)
         payloads = b" ".join(entry.record.data for entry in entries)
         assert len(entries) == 2

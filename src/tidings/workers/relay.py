@@ -25,7 +25,8 @@ from dataclasses import dataclass, field
 from tidings.application.backoff import Backoff
 from tidings.errors import BrokerUnavailableError, StorageError, TidingsError
 from tidings.ports import (
-    LaneLeases,
+    OUTBOX_LANES,
+    Leases,
     Messages,
     Outbox,
     OutboxEntry,
@@ -64,12 +65,14 @@ def new_relay_id() -> str:
 
 
 class Relay(Background):
-    """One relay process's worker; several may run on the same outbox at once."""
+    """One relay process's worker; several may run on the same outbox at once, sharing
+    its lanes through ``leases`` (the set ``OUTBOX_LANES``, the one the outbox's settles
+    check)."""
 
     def __init__(
         self,
         outbox: Outbox,
-        leases: LaneLeases,
+        leases: Leases,
         transport: Transport,
         encode: Encode,
         *,
@@ -173,7 +176,9 @@ class Relay(Background):
             self._release_at = now + self.release_interval
             self.stats.released += self.messages.release_due(now, self.batch_size)
         if now >= self._renew_at:
-            self._held = self.leases.lease(self.relay_id, self.lanes, self.lease_ttl, now)
+            self._held = self.leases.lease(
+                self.relay_id, OUTBOX_LANES, self.lanes, self.lease_ttl, now
+            )
             self._renew_at = now + self.lease_ttl / 3
             self.stats.lanes_held = len(self._held)
         skip, parking = self._settler.unsettled()
@@ -371,7 +376,7 @@ class Relay(Background):
         except StorageError as exc:
             log.warning("relay %s could not settle its last rows: %s", self.relay_id, exc)
         try:
-            self.leases.release(self.relay_id)
+            self.leases.release(self.relay_id, OUTBOX_LANES)
         except StorageError as exc:
             log.warning("relay %s could not release its lanes: %s", self.relay_id, exc)
         self._held = {}

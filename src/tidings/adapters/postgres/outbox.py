@@ -13,7 +13,7 @@ import psycopg
 from tidings.adapters.postgres.database import PostgresDatabase, storage_error
 from tidings.adapters.sql import identifier
 from tidings.adapters.sql_outbox import ROW, WRITTEN, SqlOutbox
-from tidings.ports import Transaction
+from tidings.ports import Leases, Transaction
 from tidings.records import EventRecord
 
 
@@ -28,13 +28,12 @@ class PostgresOutbox(SqlOutbox):
     mark = "%s"
     modulo = "%%"
     now_text = "now()"
-    lock_lanes = " FOR SHARE"
     select_row = ROW.replace(
         "occurred_at, payload, headers", "occurred_at, payload::text, headers::text"
     )
 
-    def __init__(self, database: PostgresDatabase) -> None:
-        super().__init__(database.tables)
+    def __init__(self, database: PostgresDatabase, leases: Leases) -> None:
+        super().__init__(database.tables, leases)
         self._db = database
         self.channel = identifier(f"{database.prefix}outbox_{database.schema}"[:48], "channel")
         self._local = threading.local()  # one listening connection per waiting thread
@@ -98,11 +97,6 @@ class PostgresOutbox(SqlOutbox):
                 tx.connection.cursor().executemany(sql, rows)
             except psycopg.Error as exc:
                 raise storage_error(exc, "settling a batch", self._db.describe()) from exc
-
-    def _serialize_leases(self, tx: Transaction) -> None:
-        # Leases change rarely (a few times per lease period); taking turns keeps the lane
-        # table and the fair share simple and race-free.
-        tx.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (self.t["relay_lanes"],))
 
     def _age_sql(self, column: str) -> str:
         return f"extract(epoch FROM now() - {column})"

@@ -59,17 +59,3 @@ CREATE TABLE IF NOT EXISTS {outbox_dead_letters} (
 );
 CREATE INDEX IF NOT EXISTS {outbox_dead_letters_bare}_aggregate
     ON {outbox_dead_letters} (aggregate_id);
-
--- Lanes: aggregates hashed into lanes, each leased by one relay; token fences stale relays.
-CREATE TABLE IF NOT EXISTS {relay_lanes} (
-    lane        INTEGER PRIMARY KEY,
-    owner       TEXT,
-    token       BIGINT NOT NULL DEFAULT 0,
-    lease_until DOUBLE PRECISION NOT NULL DEFAULT 0
-);
-
--- Relays alive now, so each can take a fair share of the lanes.
-CREATE TABLE IF NOT EXISTS {relay_nodes} (
-    relay_id    TEXT PRIMARY KEY,
-    alive_until DOUBLE PRECISION NOT NULL
-);

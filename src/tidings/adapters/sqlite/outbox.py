@@ -14,7 +14,7 @@ from typing import Any
 from tidings.adapters.sql import iso_utc
 from tidings.adapters.sql_outbox import WRITTEN, SqlOutbox
 from tidings.adapters.sqlite.database import SqliteDatabase, storage_error
-from tidings.ports import Transaction
+from tidings.ports import Leases, Transaction
 from tidings.records import EventRecord
 
 NOW = "strftime('%Y-%m-%dT%H:%M:%fZ', 'now')"
@@ -26,8 +26,8 @@ class SqliteOutbox(SqlOutbox):
 
     now_text = NOW
 
-    def __init__(self, database: SqliteDatabase) -> None:
-        super().__init__(database.tables)
+    def __init__(self, database: SqliteDatabase, leases: Leases) -> None:
+        super().__init__(database.tables, leases)
         self._db = database
         self._signal = threading.Event()
         self._seen = threading.local()  # the data_version when this thread's last wait ended
