@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -120,8 +121,9 @@ def test_a_version_1_outbox_gets_the_full_backlog_index_and_its_rows_still_flow(
     pg_url: str,
 ) -> None:
     """Opening a PostgreSQL database of outbox version 1 (only a partial index of
-    unpublished rows) adds the (published, position) index beside it, records version 2,
-    and an event written before the upgrade is relayed after it."""
+    unpublished rows, the lanes in relay_lanes) adds the (published, position) index beside
+    it, moves the lanes to the leases part, records the current version, and an event
+    written before the upgrade is relayed after it."""
     from tidings.testing import RecordingTransport
 
     schema = f"t_{uuid.uuid4().hex[:12]}"
@@ -131,6 +133,7 @@ def test_a_version_1_outbox_gets_the_full_backlog_index_and_its_rows_still_flow(
             outbox = old.database.tables["outbox"]  # type: ignore[attr-defined]
             versions = old.database.tables["schema_version"]  # type: ignore[attr-defined]
             prefix = outbox.rsplit(".", 1)[-1].removesuffix("outbox")
+            make_outbox_version_2(old, {}, "", 0.0)
             with old.database.transaction() as tx:
                 tx.execute(f"DROP INDEX {schema}.{prefix}outbox_backlog")
                 tx.execute(f"UPDATE {versions} SET version = 1 WHERE component = 'outbox'")
@@ -141,7 +144,7 @@ def test_a_version_1_outbox_gets_the_full_backlog_index_and_its_rows_still_flow(
         with tidings.connect(pg_url, registry=registry, schema=schema, outbox=True) as new:
             assert pg_index_exists(new, f"{prefix}outbox_unpublished")
             assert pg_index_exists(new, f"{prefix}outbox_backlog")
-            assert part_versions(new)["outbox"] == 2
+            assert part_versions(new)["outbox"] == 3
             transport = RecordingTransport()
             relay = new.relay(transport)
             assert relay.run_once() == 1
@@ -185,3 +188,97 @@ def test_a_version_1_inbox_gets_the_in_flight_record_and_its_consumer_runs(
         consumer = upgraded.consumer(MemorySubscription(queue), handlers, fetch_timeout=0.05)
         assert consumer.run_once() == 1
         assert seen == [1]
+
+
+V2_LANES = (
+    "CREATE TABLE {relay_lanes} (lane INTEGER PRIMARY KEY, owner TEXT, "
+    "token BIGINT NOT NULL DEFAULT 0, lease_until DOUBLE PRECISION NOT NULL DEFAULT 0)",
+    "CREATE TABLE {relay_nodes} (relay_id TEXT PRIMARY KEY, alive_until DOUBLE PRECISION NOT NULL)",
+)
+
+
+def make_outbox_version_2(
+    store: tidings.Store, lanes: dict[int, int], owner: str, until: float
+) -> None:
+    """Turn a new store's tables into what tidings made at outbox version 2, before the
+    leases part: relay_lanes and relay_nodes, with ``owner`` holding ``lanes`` (lane ->
+    token) until ``until``, and no leases tables."""
+    database = store.database
+    tables = database.tables  # type: ignore[attr-defined]
+    named = {t: tables["outbox"].removesuffix("outbox") + t for t in ("relay_lanes", "relay_nodes")}
+    mark = "?" if database.dialect == "sqlite" else "%s"
+    with database.transaction() as tx:
+        for statement in V2_LANES:
+            tx.execute(statement.format(**named))
+        for lane, token in lanes.items():
+            tx.execute(
+                f"INSERT INTO {named['relay_lanes']} (lane, owner, token, lease_until) "
+                f"VALUES ({mark}, {mark}, {mark}, {mark})",
+                (lane, owner, token, until),
+            )
+        if lanes:
+            tx.execute(
+                f"INSERT INTO {named['relay_nodes']} (relay_id, alive_until) "
+                f"VALUES ({mark}, {mark})",
+                (owner, until),
+            )
+        tx.execute(f"DROP TABLE {tables['leases']}")
+        tx.execute(f"DROP TABLE {tables['lease_owners']}")
+        versions = tables["schema_version"]
+        tx.execute(f"DELETE FROM {versions} WHERE component = 'leases'")
+        tx.execute(f"UPDATE {versions} SET version = 2 WHERE component = 'outbox'")
+
+
+def table_exists(store: tidings.Store, table: str) -> bool:
+    """Whether ``table`` (qualified as the store names its tables) exists."""
+    if store.database.dialect == "sqlite":
+        rows = store.database.query(  # type: ignore[attr-defined]
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (table,)
+        )
+        return bool(rows)
+    return store.database.query("SELECT to_regclass(%s)", (table,))[0][0] is not None  # type: ignore[attr-defined]
+
+
+def test_a_version_2_outbox_hands_its_held_lanes_to_the_leases_and_its_rows_still_flow(
+    url_and_options: tuple[str, dict[str, str]],
+) -> None:
+    """Opening a database of outbox version 2 while a relay holds its lanes creates the
+    leases part, moves the lanes there (the set 'outbox') with their owner, tokens and
+    lease time, drops relay_lanes and relay_nodes and records outbox version 3. The old
+    relay still holds its lanes (its tokens still fence), a new relay takes none of them
+    until the lease runs out, then takes them all under higher tokens and publishes the
+    event written before the upgrade."""
+    from tidings.ports import OUTBOX_LANES
+    from tidings.testing import RecordingTransport
+
+    url, options = url_and_options
+    registry = tidings.EventRegistry([Counted])
+    now = time.time()
+    held = {0: 3, 1: 5, 2: 4, 3: 7}
+    with tidings.connect(url, registry=registry, outbox=True, **options) as old:
+        lanes_table = old.database.tables["outbox"].removesuffix("outbox") + "relay_lanes"  # type: ignore[attr-defined]
+        make_outbox_version_2(old, held, "relay-old", now + 60)
+        counter = Counter("c-1")
+        counter.increment(1)
+        with old.unit_of_work() as uow:
+            uow.track(counter)
+    with tidings.connect(url, registry=registry, outbox=True, **options) as new:
+        assert part_versions(new) == {p.name: p.version for p in SCHEMA_PARTS}
+        assert part_versions(new)["outbox"] == 3
+        assert not table_exists(new, lanes_table)
+        assert new.leases is not None
+        with new.database.transaction() as tx:
+            assert new.leases.holds(tx, "relay-old", OUTBOX_LANES, held)
+        transport = RecordingTransport()
+        relay = new.relay(transport, relay_id="relay-new", lanes=4, clock=time.time)
+        assert relay.run_once() == 0, "a lane held before the upgrade was taken at once"
+        assert relay.stats.lanes_held == 0
+        later = new.relay(transport, relay_id="relay-new", lanes=4, clock=lambda: now + 61)
+        assert later.run_once() == 1
+        assert later.stats.lanes_held == 4
+        taken = {lane: token + 1 for lane, token in held.items()}
+        with new.database.transaction() as tx:
+            assert new.leases.holds(tx, "relay-new", OUTBOX_LANES, taken)
+            assert not new.leases.holds(tx, "relay-old", OUTBOX_LANES, held)
+        later.release()
+        assert len(transport.ids()) == 1
