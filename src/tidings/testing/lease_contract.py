@@ -24,7 +24,7 @@ TTL = 10.0
 SET = "workers"
 
 
-def leases_of(store: Store) -> Leases:
+def component_of(store: Store) -> Leases:
     """The store's lease component (every store made by ``tidings.connect`` has one)."""
     assert store.leases is not None, "the store has no lease component"
     return store.leases
@@ -66,7 +66,7 @@ class LeaseContract:
     ) -> None:
         """With 1 to 5 owners joining one after the other, the shares settle to sizes that
         differ by at most one, disjoint, and together every slot of the set."""
-        leases = leases_of(store)
+        leases = component_of(store)
         owners: list[str] = []
         for n in range(1, 6):
             owners.append(f"owner-{n}")
@@ -80,7 +80,7 @@ class LeaseContract:
     ) -> None:
         """A second owner finds nothing free at first; the first owner's next lease gives
         back half, and the second takes those under new tokens."""
-        leases = leases_of(store)
+        leases = component_of(store)
         first = leases.lease("a", SET, 8, TTL, NOW)
         assert first == dict.fromkeys(range(8), 1)
         assert leases.lease("b", SET, 8, TTL, NOW + 1) == {}
@@ -91,7 +91,7 @@ class LeaseContract:
     def test_a_renewed_lease_outlives_its_first_term(self, store: Store) -> None:
         """Leasing again renews what the owner holds, with the same tokens: another owner
         cannot take the slots after the first term, only after the renewed one."""
-        leases = leases_of(store)
+        leases = component_of(store)
         held = leases.lease("a", SET, 2, TTL, NOW)
         assert leases.lease("a", SET, 2, TTL, NOW + TTL * 0.9) == held
         after_first_term = NOW + TTL + 1
@@ -104,7 +104,7 @@ class LeaseContract:
         """An owner that stops leasing loses its slots once its lease ran out: a live owner
         takes them (its share is over the live owners only), each under token + 1, and the
         old owner holds them no more."""
-        leases = leases_of(store)
+        leases = component_of(store)
         a, b = settle_shares(leases, ["a", "b"], 8, NOW)
         later = NOW + TTL + 1  # b stopped leasing
         taken = leases.lease("a", SET, 8, TTL, later)
@@ -120,7 +120,7 @@ class LeaseContract:
     def test_released_slots_are_taken_at_once(self, store: Store) -> None:
         """``release`` gives every slot back and leaves the live owners: another owner takes
         them all on its next lease, long before the lease would have run out."""
-        leases = leases_of(store)
+        leases = component_of(store)
         a, _ = settle_shares(leases, ["a", "b"], 4, NOW)
         leases.release("a", SET)
         taken = leases.lease("b", SET, 4, TTL, NOW + 1)
@@ -134,7 +134,7 @@ class LeaseContract:
     ) -> None:
         """``holds`` is True for the owner's own slots and tokens (or none at all), and
         False for another owner, another token, a slot it lacks, or a set it never had."""
-        leases = leases_of(store)
+        leases = component_of(store)
         held = leases.lease("a", SET, 2, TTL, NOW)
         with store.database.transaction() as tx:
             assert leases.holds(tx, "a", SET, held)
@@ -147,7 +147,7 @@ class LeaseContract:
 
     def test_sets_of_different_names_are_leased_apart(self, store: Store) -> None:
         """Owners, shares and counts of one set do not touch another's."""
-        leases = leases_of(store)
+        leases = component_of(store)
         assert sorted(leases.lease("a", "lanes", 4, TTL, NOW)) == [0, 1, 2, 3]
         assert sorted(leases.lease("b", "partitions", 2, TTL, NOW)) == [0, 1]
         assert sorted(leases.lease("a", "lanes", 4, TTL, NOW + 1)) == [0, 1, 2, 3]
@@ -156,7 +156,7 @@ class LeaseContract:
         """Asked for with another count while live owners hold it, the set refuses with
         ``LeaseCountError`` saying both counts; once every lease ran out it takes the new
         count, and no slot's token goes back."""
-        leases = leases_of(store)
+        leases = component_of(store)
         held = leases.lease("a", SET, 8, TTL, NOW)
         with pytest.raises(LeaseCountError, match=r"has 8 slots.*asked for 4.*same count") as err:
             leases.lease("b", SET, 4, TTL, NOW + 1)
@@ -183,14 +183,14 @@ class LeaseContract:
         says what to give."""
         owner, name, count, ttl = arguments
         with pytest.raises(ConfigurationError, match=says):
-            leases_of(store).lease(owner, name, count, ttl, NOW)
+            component_of(store).lease(owner, name, count, ttl, NOW)
 
     def test_two_owners_racing_for_one_slot_behind_a_fenced_transaction(self, store: Store) -> None:
         """Two owners go for one expired slot while its old owner's transaction, which
         checked ``holds``, is still open: neither takes it until that transaction ends
         (its writes stay fenced), then exactly one does, under the next token, and the
         old owner holds it no more."""
-        leases = leases_of(store)
+        leases = component_of(store)
         old = leases.lease("a", SET, 1, TTL, NOW)
         later = NOW + TTL + 1  # a's lease ran out: the slot is free to take
         results: dict[str, dict[int, int]] = {}
