@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from tidings.application.backoff import Backoff
-from tidings.errors import BrokerBusyError, BrokerUnavailableError
+from tidings.errors import BrokerBusyError, BrokerUnavailableError, LeaseCountError
 from tidings.ports import OUTBOX_LANES, OutgoingMessage, Settlement
 from tidings.serialization.registry import EventRegistry
 from tidings.store import Store
@@ -323,6 +323,20 @@ class OutboxContract:
         assert leases.lease("relay-b", OUTBOX_LANES, 4, TTL, time.time()) == {}
         first.release()
         assert sorted(leases.lease("relay-b", OUTBOX_LANES, 4, TTL, time.time())) == [0, 1, 2, 3]
+
+    def test_a_relay_started_with_other_lanes_than_the_running_ones_is_refused(
+        self, store: Store
+    ) -> None:
+        """While a relay holds four lanes, one started with two gets ``LeaseCountError``
+        naming both counts and ``--lanes``; the running relay keeps its lanes."""
+        running = relay_of(store, RecordingTransport(), lanes=4, relay_id="relay-a")
+        running.run_once()
+        other = relay_of(store, RecordingTransport(), lanes=2, relay_id="relay-b")
+        with pytest.raises(LeaseCountError, match=r"has 4 slots.*asked for 2.*--lanes"):
+            other.run_once()
+        running._renew_at = 0.0  # renew now: the lanes are still its own
+        running.run_once()
+        assert running.stats.lanes_held == 4
 
     def test_a_relay_that_lost_its_lease_cannot_mark_anything(self, store: Store) -> None:
         """Fencing: after another relay took the lane over, the old token settles nothing."""
