@@ -46,3 +46,13 @@ def test_memory_holds_nothing_of_a_set_it_never_leased() -> None:
     with database.transaction() as tx:
         assert leases.holds(tx, "a", "never", {})
         assert not leases.holds(tx, "a", "never", {0: 1})
+
+
+def test_a_store_with_an_outbox_but_no_leases_cannot_make_a_relay() -> None:
+    """A store put together by hand without the lease component says how to build one."""
+    import tidings
+
+    with tidings.connect("memory://", outbox=True) as full:
+        bare = tidings.Store(full.database, full.events, full.registry, outbox=full.outbox)
+        with pytest.raises(ConfigurationError, match="no leases for its lanes"):
+            bare.relay()
