@@ -100,4 +100,8 @@ def test_imported_modules_resolves_relative_and_nested_imports() -> None:
     )
     found = imported_modules(source, "tidings.adapters.sqlite")
     assert {"tidings.adapters.sqlite.database", "tidings.store", "tidings.cli.main"} <= found
-    assert breaches("adapters", found) == ["tidings.cli.main", "tidings.store", "tidings.store.Store"]
+    assert breaches("adapters", found) == [
+        "tidings.cli.main",
+        "tidings.store",
+        "tidings.store.Store",
+    ]
