@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: demo test lint typecheck unit clean bench-es bench-relay bench-consumer bench-brokers
+.PHONY: demo test lint typecheck unit clean bench-es bench-relay bench-consumer bench-brokers bench-fast
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -53,6 +53,10 @@ bench-consumer: $(VENV)/.installed-dev
 
 bench-brokers: $(VENV)/.installed-dev
 	$(BIN)/python benchmarks/raw_brokers.py $(ARGS)
+
+# Instructions per call of the per-event fast paths, under valgrind's callgrind.
+bench-fast: $(VENV)/.installed-dev
+	$(BIN)/python benchmarks/fastpaths.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .coverage

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import zlib
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+
+from tidings.domain._fast import frozen_builder, slot_setter
 
 
 def shard_of(aggregate_id: str) -> int:
@@ -44,40 +45,11 @@ class EventRecord:
         )
 
 
-class _Unfrozen:
-    """EventRecord's slots without its frozen ``__setattr__``: ``new_record`` fills one
-    and turns it into an EventRecord (the layouts are the same, so Python allows it)."""
-
-    __slots__ = EventRecord.__slots__
-
-
-def new_record(  # noqa: PLR0917 - the fields of EventRecord, in their order
-    event_id: str,
-    stream_id: str,
-    version: int,
-    event_type: str,
-    schema_version: int,
-    occurred_at: datetime,
-    data: bytes,
-    metadata: bytes,
-    position: int,
-) -> EventRecord:
-    """``EventRecord(...)`` for the hot paths (every event written or read goes through
-    one): plain attribute stores on an unfrozen twin, which then becomes the record,
-    instead of the frozen dataclass's ``__init__`` (``object.__setattr__`` per field),
-    which costs about four times as much. Same fields, same frozen record."""
-    record: Any = _Unfrozen()  # its fields are EventRecord's, by the shared __slots__
-    record.event_id = event_id
-    record.stream_id = stream_id
-    record.version = version
-    record.event_type = event_type
-    record.schema_version = schema_version
-    record.occurred_at = occurred_at
-    record.data = data
-    record.metadata = metadata
-    record.position = position
-    record.__class__ = EventRecord
-    return record  # type: ignore[no-any-return]
+# EventRecord(...) for the hot paths (every event written or read builds one): same
+# fields, same frozen record, at a quarter of the cost (see tidings.domain._fast).
+new_record: Callable[[str, str, int, str, int, datetime, bytes, bytes, int], EventRecord] = (
+    frozen_builder(EventRecord)
+)
 
 
 class FreshRecords(list[EventRecord]):
@@ -87,7 +59,7 @@ class FreshRecords(list[EventRecord]):
     list it is."""
 
 
-_set_position = EventRecord.__dict__["position"].__set__
+_set_position = slot_setter(EventRecord, "position")  # see tidings.domain._fast
 
 
 def place(record: EventRecord, position: int) -> None:

@@ -197,16 +197,24 @@ class Store:
             on_intervention=on_intervention,
         )
 
-    def unit_of_work_in(self, tx: Transaction, cause: Cause | None = None) -> UnitOfWork:
+    def unit_of_work_in(
+        self,
+        tx: Transaction,
+        cause: Cause | None = None,
+        *,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> UnitOfWork:
         """A unit of work inside ``tx``, a transaction someone else commits (a consumer's
-        batch): its events are written there and handed on when that commits. ``cause``
-        is the message being handled (by default the current one)."""
+        batch, a SQLAlchemy session): its events are written there and handed on when that
+        commits. ``cause`` is the message being handled (by default the current one);
+        ``metadata`` is stored with each event."""
         return UnitOfWork(
             self.database,
             self.events,
             self.codec,
             publisher=self._publisher,
             writers=self.writers,
+            metadata=metadata,
             cause=cause,
             joined=tx,
             messages=self.messages,

@@ -4,13 +4,11 @@ from __future__ import annotations
 
 from typing import TypeVar
 
+from tidings.domain._fast import with_envelope
 from tidings.domain.events import DomainEvent
 from tidings.domain.ids import Clock, IdSource, utc_now, uuid7
 
 E = TypeVar("E", bound=DomainEvent)
-
-_IN_DICT: dict[type, bool] = {}
-"""Event class -> whether all its fields live in the instance __dict__ (no __slots__)."""
 
 
 class Aggregate:
@@ -66,48 +64,24 @@ class Aggregate:
         Returns the stamped event. The event is not sent anywhere: the unit of work hands
         it on after the transaction that saves this aggregate commits.
         """
-        stamped = self._stamp(event)
-        self._keep(stamped)
-        return stamped
-
-    def _stamp(self, event: E) -> E:
-        """A copy of ``event`` with the envelope of this aggregate's next version."""
         if event.event_id:  # is_stamped(), without a call: this runs for every event
-            raise ValueError(
-                f"{type(event).__name__} {event.event_id} was already recorded; "
-                "record a new event instead of recording one twice"
-            )
-        event_id, occurred_at, version = self._ids(), self._clock(), self._version + 1
-        cls = type(event)
-        in_dict = _IN_DICT.get(cls)
-        if in_dict is None:
-            in_dict = _IN_DICT[cls] = not any("__slots__" in vars(c) for c in cls.__mro__)
-        if not in_dict:  # some fields live in slots: build the event again
-            return event.stamped(
-                event_id=event_id,
-                occurred_at=occurred_at,
-                aggregate_id=self._id,
-                aggregate_version=version,
-            )
-        # A copy of the payload as it stands (it passed __init__ already), with the new
-        # envelope: several times cheaper than dataclasses.replace on this hot path, and
-        # the caller's event is left unstamped, as replace would leave it. The copy's
-        # __dict__ is made whole and then given to it (a third cheaper than update()).
-        fields = event.__dict__.copy()
-        fields["event_id"] = event_id
-        fields["occurred_at"] = occurred_at
-        fields["aggregate_id"] = self._id
-        fields["aggregate_version"] = version
-        copy: E = object.__new__(cls)
-        object.__setattr__(copy, "__dict__", fields)
-        return copy
-
-    def _keep(self, stamped: DomainEvent) -> None:
-        """Make a stamped event pending: it is now part of ``version``."""
-        self._pending.append(stamped)
+            raise recorded_twice(event)
+        # A copy with the envelope of the next version, as dataclasses.replace would
+        # make, made the cheap way.
+        stamped = with_envelope(event, self._ids(), self._clock(), self._id, self._version + 1)
+        self._pending.append(stamped)  # now part of version
         self._version += 1
+        return stamped
 
     def pull_events(self) -> list[DomainEvent]:
         """Return the pending events and forget them (the unit of work calls this on commit)."""
         events, self._pending = self._pending, []
         return events
+
+
+def recorded_twice(event: DomainEvent) -> ValueError:
+    """The error for an event given to ``record`` a second time."""
+    return ValueError(
+        f"{type(event).__name__} {event.event_id} was already recorded; "
+        "record a new event instead of recording one twice"
+    )

@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, ClassVar, Self
 
-from tidings.domain.aggregate import Aggregate, E
+from tidings.domain._fast import with_envelope
+from tidings.domain.aggregate import Aggregate, E, recorded_twice
 from tidings.domain.events import DomainEvent
 from tidings.domain.ids import Clock, IdSource, utc_now, uuid7
 
@@ -94,13 +95,15 @@ class EventSourcedAggregate(Aggregate):
 
         If applying fails, the event is neither pending nor counted in ``version``.
         """
-        stamped = self._stamp(event)
+        if event.event_id:  # is_stamped(), without a call: this runs for every event
+            raise recorded_twice(event)
+        stamped = with_envelope(event, self._ids(), self._clock(), self._id, self._version + 1)
         applier = self.appliers.get(type(stamped))  # _apply's lookup, inline: every event
         if applier is None:
             self._apply(stamped)  # says which applier is missing
         else:
             applier(self, stamped)
-        self._pending.append(stamped)  # _keep, inline: this runs for every event recorded
+        self._pending.append(stamped)  # now part of version
         self._version += 1
         return stamped
 

@@ -7,6 +7,8 @@ from dataclasses import dataclass, field, fields, replace
 from datetime import UTC, datetime
 from typing import ClassVar, Self
 
+from tidings.domain._fast import set_envelope
+
 UNSET_TIME = datetime(1970, 1, 1, tzinfo=UTC)
 """occurred_at of an event that no aggregate has stamped yet."""
 
@@ -72,32 +74,5 @@ class DomainEvent:
         ``__init__`` parameter (nor one of ``dataclasses.replace``), so this is the way
         to set it by hand."""
         copy = replace(self)  # the payload, built again through __init__; no envelope
-        stamp(
-            copy,
-            event_id=event_id,
-            occurred_at=occurred_at,
-            aggregate_id=aggregate_id,
-            aggregate_version=aggregate_version,
-        )
+        set_envelope(copy, event_id, occurred_at, aggregate_id, aggregate_version)
         return copy
-
-
-def stamp(
-    event: DomainEvent,
-    *,
-    event_id: str,
-    occurred_at: datetime,
-    aggregate_id: str,
-    aggregate_version: int,
-) -> None:
-    """Set the envelope of an event that nobody else holds yet.
-
-    Only for an instance just built by ``Aggregate.record`` or by a decoder: frozen
-    dataclasses are immutable to their users, and this keeps them so while sparing a
-    second construction of every event on the hot read path.
-    """
-    setter = object.__setattr__
-    setter(event, "event_id", event_id)
-    setter(event, "occurred_at", occurred_at)
-    setter(event, "aggregate_id", aggregate_id)
-    setter(event, "aggregate_version", aggregate_version)

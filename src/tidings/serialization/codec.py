@@ -13,7 +13,8 @@ from uuid import UUID
 
 import msgspec
 
-from tidings.domain.events import DomainEvent, stamp
+from tidings.domain._fast import dict_reader, envelope_setter, fields_in_dict, set_field
+from tidings.domain.events import DomainEvent
 from tidings.errors import ConfigurationError, DecodeError, SerializationError
 from tidings.ports import Transaction
 from tidings.records import EventRecord, FreshRecords, new_record
@@ -106,12 +107,12 @@ class JsonCodec:
         """The stored name, the schema version, the function from an event to its payload
         dict, and the personal fields."""
         names = cls.payload_fields()
-        in_dict = not any("__slots__" in vars(c) for c in cls.__mro__) and all(
+        in_dict = fields_in_dict(cls) and all(
             f.init for f in dataclasses.fields(cls) if f.name in names
         )
         plain = all(_holds_no_datetime(hint) for hint in _field_types(cls, names))
         if in_dict and plain:  # the common event: every value as __init__ stored it
-            payload_of = _payload_from_dict(names)
+            payload_of = dict_reader(names)
         else:
 
             def payload_of(event: DomainEvent) -> dict[str, Any]:
@@ -133,7 +134,7 @@ class JsonCodec:
         reading = self._readings.get((record.event_type, record.schema_version))
         if reading is None:
             reading = self._reading(record)
-        cls, decoder, personal, in_dict = reading
+        cls, decoder, personal, put_envelope = reading
         if received is None:
             received = not record.position
         data = record.data
@@ -155,35 +156,21 @@ class JsonCodec:
                 f"{_payload(received)} is not valid JSON: {exc} "
                 f"({_where(record, source, received)})"
             ) from exc
-        if in_dict:  # the event was just built here: nobody else holds it yet
-            event.__dict__.update(
-                event_id=record.event_id,
-                occurred_at=record.occurred_at,
-                aggregate_id=record.stream_id,
-                aggregate_version=record.version,
-            )
-        else:
-            stamp(
-                event,
-                event_id=record.event_id,
-                occurred_at=record.occurred_at,
-                aggregate_id=record.stream_id,
-                aggregate_version=record.version,
-            )
+        # The event was just built here: nobody else holds it yet.
+        put_envelope(event, record.event_id, record.occurred_at, record.stream_id, record.version)
         if personal:
             self._open(event, personal)
         return event
 
     def _reading(self, record: EventRecord) -> tuple[Any, ...]:
         """How to read records of this type and version: the class, its decoder, its
-        personal fields, whether its fields live in __dict__. Kept per (type, version):
+        personal fields, how to set its envelope in place. Kept per (type, version):
         a name resolves to the same class for good once it resolves at all."""
         cls = self.registry.resolve(record.event_type, record.schema_version)
         decoder = self._decoders.get(cls)
         if decoder is None:
             decoder = self._decoders[cls] = msgspec.json.Decoder(cls)
-        in_dict = not any("__slots__" in vars(c) for c in cls.__mro__)
-        reading = (cls, decoder, self._personal_of(cls), in_dict)
+        reading = (cls, decoder, self._personal_of(cls), envelope_setter(cls))
         self._readings[record.event_type, record.schema_version] = reading
         return reading
 
@@ -225,7 +212,7 @@ class JsonCodec:
             if value is not None:
                 subject = getattr(event, subject_field)
                 bound = f"event {event.event_id} field {field}"
-                object.__setattr__(event, field, cipher.open(subject, value, bound))
+                set_field(event, field, cipher.open(subject, value, bound))
 
     def _upcast(
         self, record: EventRecord, cls: type[DomainEvent], source: str, received: bool
@@ -279,18 +266,6 @@ class JsonCodec:
 _PLAIN = frozenset({str, int, float, bool, type(None), Decimal, UUID})
 
 _Plan = tuple[str, int, Callable[[DomainEvent], dict[str, Any]], PersonalFields]
-
-
-def _payload_from_dict(names: tuple[str, ...]) -> Callable[[DomainEvent], dict[str, Any]]:
-    """A function from an event whose fields all live in its ``__dict__`` to its payload,
-    compiled once per class: a dict display of the names costs half what a comprehension
-    over them does, and it runs for every event written. The source holds nothing but
-    the names, as string literals (``repr``), so any field name is safe in it."""
-    items = ", ".join(f"{name!r}: d[{name!r}]" for name in names)
-    source = f"def payload(event):\n    d = event.__dict__\n    return {{{items}}}\n"
-    namespace: dict[str, Any] = {}
-    exec(source, namespace)  # noqa: S102 - the source is built just above
-    return namespace["payload"]  # type: ignore[no-any-return]
 
 
 def _field_types(cls: type[DomainEvent], names: tuple[str, ...]) -> list[Any]:

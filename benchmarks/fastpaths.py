@@ -1,0 +1,132 @@
+"""Instructions per call of the per-event fast paths, counted by callgrind.
+
+    python benchmarks/fastpaths.py [CASE ...]   # runs itself under valgrind and reports
+
+Each case runs N times in one process and once more with N=0; the difference over N is
+what one call costs, interpreter start-up and imports cancelled out. Instruction counts
+do not depend on the machine's load, so two versions of the code compare exactly.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, ClassVar
+
+from tidings.domain.aggregate import Aggregate
+from tidings.domain.event_sourced import EventSourcedAggregate
+from tidings.domain.events import DomainEvent
+from tidings.records import FreshRecords, new_record, place_all
+from tidings.serialization.codec import JsonCodec
+from tidings.serialization.registry import EventRegistry
+
+N = 20_000
+WHEN = datetime(2025, 1, 15, tzinfo=UTC)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Deposited(DomainEvent):
+    account: str
+    amount: int
+
+
+def record_events(n: int) -> None:
+    """One event recorded on an aggregate (stamping included), n times."""
+    account = Aggregate("a-1", clock=lambda: WHEN, ids=lambda: "e-1")
+    event = Deposited(account="a-1", amount=5)
+    record = account.record
+    for _ in range(n):
+        record(event)
+
+
+def stamp_records(n: int) -> None:
+    """One stored record built and given its global position, n times."""
+    records = FreshRecords(
+        new_record("e-1", "a-1", i, "Deposited", 1, WHEN, b"{}", b"{}", 0) for i in range(n)
+    )
+    place_all(records, range(1, n + 1))
+
+
+class Account(EventSourcedAggregate):
+    """An event-sourced aggregate whose one applier does nothing."""
+
+    def _deposited(self, event: Deposited) -> None:
+        pass
+
+    appliers: ClassVar[Mapping[type[DomainEvent], Any]] = {Deposited: _deposited}
+
+
+def record_sourced(n: int) -> None:
+    """One event recorded on an event-sourced aggregate (stamped and applied), n times."""
+    account = Account("a-1", clock=lambda: WHEN, ids=lambda: "e-1")
+    event = Deposited(account="a-1", amount=5)
+    record = account.record
+    for _ in range(n):
+        record(event)
+
+
+def decode_records(n: int) -> None:
+    """One stored record decoded into its event (envelope set in place), n times."""
+    codec = JsonCodec(EventRegistry([Deposited]))
+    stored = new_record(
+        "e-1", "a-1", 1, "Deposited", 1, WHEN, b'{"account":"a-1","amount":5}', b"{}", 7
+    )
+    decode = codec.decode
+    for _ in range(n):
+        decode(stored)
+
+
+CASES = {
+    "record": record_events,
+    "stamp_record": stamp_records,
+    "record_sourced": record_sourced,
+    "decode": decode_records,
+}
+
+
+VALGRIND = shutil.which("valgrind") or "valgrind (install it: apt-get install valgrind)"
+
+
+def instructions(case: str, n: int) -> int:
+    """Total instructions of one run of ``case`` with ``n`` calls, under callgrind."""
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "callgrind.out"
+        run = subprocess.run(  # noqa: S603 - valgrind on this script, arguments built here
+            [
+                VALGRIND,
+                "--tool=callgrind",
+                f"--callgrind-out-file={out}",
+                sys.executable,
+                *(["-S"] if sys.flags.no_site else []),  # to compare a checkout by PYTHONPATH
+                __file__,
+                "--run",
+                case,
+                str(n),
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+            env={**os.environ, "PYTHONHASHSEED": "0"},
+        )
+        return int(re.findall(r"Collected : (\d+)", run.stderr)[-1])
+
+
+def main() -> None:
+    if sys.argv[1:2] == ["--run"]:  # one measured run, under valgrind
+        CASES[sys.argv[2]](int(sys.argv[3]))
+        return
+    for case in sys.argv[1:] or CASES:
+        per_call = (instructions(case, N) - instructions(case, 0)) / N
+        print(f"{case:>14}: {per_call:8.0f} instructions per call")
+
+
+if __name__ == "__main__":
+    main()
