@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import tidings
+from tidings.application.causation import current_cause
 from tidings.application.handling import Delivery, Handlers, InboxProcessor, Verdict
 from tidings.domain.ids import utc_now, uuid7
 from tidings.domain.saga import SagaDefinition, Step, StepContext
@@ -56,8 +57,14 @@ class Remote:
     def __init__(self, store: tidings.Store, sagas: Any) -> None:
         self.store = store
         self.sent: list[SagaCommand] = []
-        store.bus.subscribe(SagaCommand, self.sent.append, name="payments")
+        self.conversations: list[str] = []
+        store.bus.subscribe(SagaCommand, self._take, name="payments")
         self.processor: InboxProcessor = store.processor(sagas.reply_handlers(Handlers()))
+
+    def _take(self, command: SagaCommand) -> None:
+        self.sent.append(command)
+        cause = current_cause()
+        self.conversations.append(cause.correlation_id if cause is not None else "")
 
     def last(self) -> SagaCommand:
         """The last command sent."""

@@ -19,6 +19,7 @@ from tests.contract.saga_remote_kit import (
     raw_reply,
     remote_saga,
 )
+from tidings.application.causation import Cause, handling
 from tidings.domain.saga import SagaDefinition, Step, StepContext
 from tidings.domain.saga_messages import SagaReply
 from tidings.domain.saga_state import SagaResult
@@ -53,12 +54,15 @@ def order_step(table: str) -> Step:
 
 
 def test_a_success_reply_completes_the_remote_step_with_its_data(make_store: MakeStore) -> None:
-    """The command carries the saga id, step, phase and idempotency key; the saga waits
-    (a row) until the reply, whose data later steps see."""
+    """The command carries the saga id, step, phase and idempotency key, in the
+    conversation the saga started in; the saga waits (a row) until the reply, whose data
+    later steps see."""
     _, sagas, remote, _ = setup(make_store)
     seen: list[dict[str, Any]] = []
     after = Step("confirm", lambda ctx: seen.append(dict(ctx.data)))
-    saga = sagas.start(remote_saga(after=(after,)), {"order_id": "o-1"})
+    with handling(Cause("checkout-1", "checkout-1")):  # started by a handler of checkout-1
+        saga = sagas.start(remote_saga(after=(after,)), {"order_id": "o-1"})
+    assert remote.conversations == ["checkout-1"]
     assert (saga.state, saga.wake_at) == ("RUNNING", 1_010.0)
     command = remote.last()
     assert isinstance(command, ChargePayment)
@@ -238,3 +242,27 @@ def test_a_step_that_sends_without_a_deadline_or_a_non_saga_command_fails_with_t
     )
     assert "ctx.send takes a SagaCommand, not object" in str(sagas.start(plain, {}).error)
     assert remote.sent == []
+
+
+def test_an_operator_forcing_compensation_while_a_command_is_out_compensates_it_too(
+    make_store: MakeStore,
+) -> None:
+    """The charge may have happened: its refund is sent with the order's cancellation,
+    and the charge's late success is then a recorded no-op."""
+    store, sagas, remote, _ = setup(make_store)
+    table = f"orders_{uuid.uuid4().hex[:8]}"
+    with store.unit_of_work() as uow:
+        uow.execute(f"CREATE TABLE {table} (what TEXT)")
+    saga = sagas.start(remote_saga(order_step(table)), {"order_id": "o-1"})
+    charge_command = remote.last()
+    forced = sagas.operate(saga.saga_id, "compensate", "ann", "customer called")
+    assert forced.state == "COMPENSATING"
+    refund = remote.last()
+    assert (refund.step, refund.phase) == ("pay", "compensation")
+    remote.reply(charge_command.succeeded())
+    remote.reply(refund.compensated())
+    sagas.run_once()
+    end = now(sagas, saga.saga_id)
+    assert (end.state, end.compensated) == ("COMPENSATED", ["pay", "order"])
+    [reason] = ignored(sagas, saga.saga_id)
+    assert "not waiting on the action of pay (it waits on pay:compensation)" in reason
