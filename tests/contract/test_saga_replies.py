@@ -266,3 +266,35 @@ def test_an_operator_forcing_compensation_while_a_command_is_out_compensates_it_
     assert (end.state, end.compensated) == ("COMPENSATED", ["pay", "order"])
     [reason] = ignored(sagas, saga.saga_id)
     assert "not waiting on the action of pay (it waits on pay:compensation)" in reason
+
+
+def test_a_remote_compensation_failing_past_its_retries_needs_intervention_with_an_alert(
+    make_store: MakeStore,
+) -> None:
+    """Two failed refund replies (one retry): NEEDS_INTERVENTION, the alert hook called
+    once the reply's transaction committed; a later reply to the finished saga moves
+    nothing."""
+    store = make_store(tidings.EventRegistry(REGISTRY))
+    clock = Clock()
+    alerts: list[SagaResult] = []
+    sagas = store.sagas(clock=clock, on_intervention=alerts.append)
+    remote = Remote(store, sagas)
+    refuse = Step("reserve", lambda ctx: (_ for _ in ()).throw(ValueError("no stock")))
+    saga = sagas.start(remote_saga(after=(refuse,)), {"order_id": "o-1"})
+    remote.reply(remote.last().succeeded())
+    sagas.run_once()
+    remote.reply(remote.last().failed("bank closed"))
+    clock.now = now(sagas, saga.saga_id).wake_at
+    sagas.run_once()
+    refund = remote.last()
+    remote.reply(refund.failed("bank still closed"))
+    end = now(sagas, saga.saga_id)
+    assert end.state == "NEEDS_INTERVENTION"
+    assert [a.saga_id for a in alerts] == [saga.saga_id]
+    assert end.error == "RuntimeError: bank still closed"
+    sagas.operate(saga.saga_id, "resolve", "ann", "refunded by hand")
+    remote.reply(
+        SagaReply(saga_id=saga.saga_id, step="reserve", phase="compensation", outcome="succeeded")
+    )
+    [reason] = ignored(sagas, saga.saga_id)
+    assert "the saga is RESOLVED, waiting for no reply" in reason
