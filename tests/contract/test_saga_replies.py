@@ -8,6 +8,9 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
+import psycopg
+import pytest
+
 import tidings
 from tests.conftest import MakeStore
 from tests.contract.saga_remote_kit import (
@@ -298,3 +301,37 @@ def test_a_remote_compensation_failing_past_its_retries_needs_intervention_with_
     )
     [reason] = ignored(sagas, saga.saga_id)
     assert "the saga is RESOLVED, waiting for no reply" in reason
+
+
+@pytest.mark.postgres
+def test_a_reply_whose_saga_moves_while_it_is_handled_decides_again_on_postgresql(
+    pg_url: str, schema: str
+) -> None:
+    """Arranged: after the reply handler read the saga, another transaction moves it
+    (bumps its version) and commits. The handler's write is refused; it reads the saga
+    again in the same transaction and applies the reply to it, once. (On SQLite the
+    consumer's transaction holds the write lock, so nothing can move the saga meanwhile.)"""
+    store = tidings.connect(pg_url, schema=schema, registry=tidings.EventRegistry(REGISTRY))
+    try:
+        clock = Clock()
+        sagas = store.sagas(clock=clock)
+        remote = Remote(store, sagas)
+        saga = sagas.start(remote_saga(), {"order_id": "o-1"})
+        table = store.database.tables["sagas"]  # type: ignore[attr-defined]
+
+        def move_it() -> None:
+            with psycopg.connect(pg_url, autocommit=True) as other:
+                other.execute(
+                    f"UPDATE {table} SET version = version + 1 WHERE saga_id = %s",
+                    (saga.saga_id,),
+                )
+
+        clock.on_call = move_it  # the handler reads the clock between its read and write
+        verdict = remote.reply(remote.last().succeeded(payment_tx="tx-1"))
+        assert (verdict.ack, verdict.applied) == (True, ("tidings.saga-replies",))
+        sagas.run_once()
+        end = now(sagas, saga.saga_id)
+        assert (end.state, end.data["payment_tx"]) == ("COMPLETED", "tx-1")
+        assert [t.kind for t in sagas.history(saga.saga_id)].count("step_succeeded") == 1
+    finally:
+        store.close()
