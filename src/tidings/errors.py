@@ -14,6 +14,7 @@
     │   ├── ServerUnavailableError the database server cannot be reached
     │   └── DataRefusedError       the database refused a value or a size in the data itself
     ├── HandlerFailedError        an inbox handler failed; the event is delivered again later
+    ├── MessageRejectedError      a handler says a message can never be handled: dead-lettered
     ├── TransportError            a broker refused or failed an operation
     │   ├── BrokerUnavailableError the broker cannot be reached, or did not answer; retry later
     │   │   └── BrokerBusyError    the broker is reached but gave no answer in time, or said
@@ -106,6 +107,11 @@ class DataRefusedError(StorageError):
 
 class HandlerFailedError(TidingsError):
     """An inbox handler failed; its writes were undone and the event comes round again."""
+
+
+class MessageRejectedError(TidingsError):
+    """A handler says this message can never be handled (a reply for a saga that does not
+    exist): the consumer dead-letters it at once with this reason, without retries."""
 
 
 class TransportError(TidingsError):

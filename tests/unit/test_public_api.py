@@ -41,6 +41,7 @@ EXPECTED_PUBLIC_NAMES = {
     "ServerUnavailableError",
     "DataRefusedError",
     "Message",
+    "MessageRejectedError",
     "SnapshotRecord",
     "StorageError",
     "Store",

@@ -67,7 +67,8 @@ SCHEMA_PARTS: tuple[SchemaPart, ...] = (
     ),
     SchemaPart("personal_data", 1, "personal_data.sql", ("subject_keys",)),
     SchemaPart("messages", 1, "messages.sql", ("message_keys", "scheduled_messages")),
-    SchemaPart("sagas", 1, "sagas.sql", ("sagas", "saga_transitions")),
+    # Version 2: deadlines, the reply a remote step waits for, the conversation id.
+    SchemaPart("sagas", 2, "sagas.sql", ("sagas", "saga_transitions"), ("sagas_v2.sql",)),
 )
 """Every part, in the order they are created; later capabilities append theirs."""
 

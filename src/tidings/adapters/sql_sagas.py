@@ -18,7 +18,8 @@ from tidings.errors import SagaConflictError
 
 _COLUMNS = (
     "saga_id, saga_type, definition_version, state, data, step, attempt, started,"
-    " executed, compensated, errors, version, wake_at"
+    " executed, compensated, errors, version, wake_at, deadline_at, step_deadline_at,"
+    " waiting, unanswered, correlation_id"
 )
 MEMORY_TABLES = {
     "sagas": "tidings_sagas",
@@ -46,7 +47,8 @@ class SqlSagaLog:
         uow.execute(
             f"INSERT INTO {self._sagas} ({_COLUMNS}) VALUES (:saga_id, :saga_type,"
             " :definition_version, :state, :data, :step, :attempt, :started, :executed,"
-            " :compensated, :errors, :version, :wake_at)",
+            " :compensated, :errors, :version, :wake_at, :deadline_at, :step_deadline_at,"
+            " :waiting, :unanswered, :correlation_id)",
             _params(row),
         )
         self._record(uow, row, transitions)
@@ -63,7 +65,9 @@ class SqlSagaLog:
             f"UPDATE {self._sagas} SET state = :state, data = :data, step = :step,"
             " attempt = :attempt, started = :started, executed = :executed,"
             " compensated = :compensated, errors = :errors, version = :version,"
-            " wake_at = :wake_at, definition_version = :definition_version"
+            " wake_at = :wake_at, definition_version = :definition_version,"
+            " deadline_at = :deadline_at, step_deadline_at = :step_deadline_at,"
+            " waiting = :waiting, unanswered = :unanswered"
             " WHERE saga_id = :saga_id AND version = :expected",
             params,
         )
@@ -158,6 +162,11 @@ def _params(row: SagaRow) -> dict[str, Any]:
         "errors": json.dumps(row.errors),
         "version": row.version,
         "wake_at": row.wake_at,
+        "deadline_at": row.deadline_at,
+        "step_deadline_at": row.step_deadline_at,
+        "waiting": row.waiting,
+        "unanswered": json.dumps(row.unanswered),
+        "correlation_id": row.correlation_id,
     }
 
 
@@ -176,4 +185,9 @@ def _row(r: Any) -> SagaRow:
         errors=json.loads(r[10]),
         version=int(r[11]),
         wake_at=float(r[12]),
+        deadline_at=float(r[13]),
+        step_deadline_at=float(r[14]),
+        waiting=r[15],
+        unanswered=json.loads(r[16]),
+        correlation_id=r[17],
     )

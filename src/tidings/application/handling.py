@@ -23,6 +23,7 @@ from tidings.errors import (
     BadMessageError,
     ConfigurationError,
     DataRefusedError,
+    MessageRejectedError,
     SerializationError,
     ServerUnavailableError,
     StorageError,
@@ -330,6 +331,11 @@ class InboxProcessor:
         """Count a handler's failed attempt: (delay before the next one, None), or (0, the
         reason it was buried) after the last attempt or when the inbox cannot keep it."""
         error = f"{type(exc).__name__}: {exc}"
+        if isinstance(exc, MessageRejectedError):  # retrying cannot help: bury it now
+            reason = f"handler {name} rejected it: {exc}"
+            self.inbox.bury(tx, delivery.body, reason, handler=name, record=record)
+            log.error("event %s buried for %s: %s", record.event_id, name, exc)
+            return 0.0, reason
         try:
             with tx.savepoint():
                 attempts = self.inbox.fail(tx, record, name, error)

@@ -15,6 +15,12 @@ idempotency key. It returns a mapping to add to the data, or None. It says how i
 failed by the exception it raises: ``StepRefusedError`` (a business refusal: compensate at
 once), ``StepUnknownError`` (the call may have happened: retry with the same key before
 compensating), anything else is a transient failure (retried per its policy).
+
+A step may also have a ``deadline`` (seconds from the start of each try): a try that has
+not answered by then is failed as an unknown outcome. A remote step sends a command with
+``ctx.send(command)`` and completes when its reply comes back (``tidings.domain.saga_messages``);
+it needs a deadline. A definition's ``deadline`` (seconds from the saga's start)
+compensates a saga still running by then.
 """
 
 from __future__ import annotations
@@ -30,6 +36,10 @@ class StepRefusedError(Exception):
 
 class StepUnknownError(Exception):
     """The call may or may not have happened (a timeout after sending)."""
+
+
+class StepTimedOutError(StepUnknownError):
+    """A try did not answer by its step's deadline (the call may still have happened)."""
 
 
 class StepContext(Protocol):
@@ -49,6 +59,11 @@ class StepContext(Protocol):
 
     def record_discrepancy(self, amount: float, note: str) -> None:
         """Say a compensation could not undo everything (charged 103, refunded 98)."""
+
+    def send(self, command: Any, *, key: str | None = None) -> None:
+        """Send a ``SagaCommand`` to another bounded context through the outbox, with
+        this step's saga id, step, phase and idempotency key filled in: the step then
+        waits (a row, no thread) for its reply, until its deadline."""
 
 
 Action = Callable[[StepContext], Mapping[str, Any] | None]
@@ -90,6 +105,11 @@ class Step:
     compensate: Action | None = None
     retry: RetryPolicy = NO_RETRY
     compensation_retry: RetryPolicy = COMPENSATION_RETRY
+    deadline: float | None = None
+    """Seconds from the start of each try (action or compensation) to its answer."""
+
+    def __post_init__(self) -> None:
+        _check_deadline(self.deadline, f"step {self.name!r}")
 
 
 @dataclass(frozen=True)
@@ -99,8 +119,11 @@ class SagaDefinition:
     name: str
     steps: Sequence[Step]
     version: int = 1
+    deadline: float | None = None
+    """Seconds from the saga's start: a saga still running by then is compensated."""
 
     def __post_init__(self) -> None:
+        _check_deadline(self.deadline, f"saga {self.name!r}")
         if not self.name:
             raise ValueError("a saga definition needs a name (its type)")
         if not self.steps:
@@ -112,3 +135,8 @@ class SagaDefinition:
                 f"saga {self.name!r} names steps {doubles} twice: step names must be unique"
             )
         object.__setattr__(self, "steps", tuple(self.steps))
+
+
+def _check_deadline(deadline: float | None, what: str) -> None:
+    if deadline is not None and not deadline > 0:
+        raise ValueError(f"{what} has deadline={deadline!r}: give seconds above 0, or None")

@@ -22,7 +22,13 @@ class SagaRow:
     ``step`` is the index of the next step to run (RUNNING); ``attempt`` how many tries
     the current action or compensation has begun; ``started`` that one has begun and not
     finished (its lease runs until ``wake_at``); ``version`` goes up by one per
-    transition."""
+    transition.
+
+    Time, all in seconds since the epoch (0: none): ``deadline_at`` is the saga's
+    deadline, ``step_deadline_at`` the current try's. ``waiting`` is ``step:phase`` while
+    a command of that step is out and unanswered; ``unanswered`` the steps whose command was
+    never answered, compensated as if they had succeeded. A running saga's ``wake_at`` is
+    never later than its deadline."""
 
     saga_id: str
     saga_type: str
@@ -37,10 +43,18 @@ class SagaRow:
     errors: list[dict[str, Any]] = field(default_factory=list)
     version: int = 1
     wake_at: float = 0.0
+    deadline_at: float = 0.0
+    step_deadline_at: float = 0.0
+    waiting: str = ""
+    unanswered: list[str] = field(default_factory=list)
+    correlation_id: str = ""
 
     def next(self, **changes: Any) -> Self:
-        """The row after one more transition."""
-        return replace(self, version=self.version + 1, **changes)
+        """The row after one more transition (a running saga wakes by its deadline)."""
+        new = replace(self, version=self.version + 1, **changes)
+        if new.state == RUNNING and new.deadline_at and new.wake_at > new.deadline_at:
+            new = replace(new, wake_at=new.deadline_at)
+        return new
 
 
 @dataclass(frozen=True)

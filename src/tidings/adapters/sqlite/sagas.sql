@@ -1,7 +1,10 @@
 -- Sagas: one row per saga instance, its state as of its last transition. version is
 -- bumped by every transition: a write that expects an older version is refused, so two
 -- orchestrators never both move one saga. wake_at (seconds since the epoch) is when it
--- is next due: a retry's durable timer, or the lease of a step being run.
+-- is next due: a retry's durable timer, the lease of a step being run, or the deadline
+-- of a step waiting for a reply (never later than the saga's deadline while it runs).
+-- Version 2 added the deadlines, the reply awaited, the steps whose command was never
+-- answered, and the conversation the saga's messages belong to.
 CREATE TABLE IF NOT EXISTS {sagas} (
     saga_id            TEXT PRIMARY KEY,
     saga_type          TEXT NOT NULL,
@@ -15,7 +18,12 @@ CREATE TABLE IF NOT EXISTS {sagas} (
     compensated        TEXT NOT NULL,
     errors             TEXT NOT NULL,
     version            INTEGER NOT NULL,
-    wake_at            DOUBLE PRECISION NOT NULL
+    wake_at            DOUBLE PRECISION NOT NULL,
+    deadline_at        DOUBLE PRECISION NOT NULL DEFAULT 0,
+    step_deadline_at   DOUBLE PRECISION NOT NULL DEFAULT 0,
+    waiting            TEXT NOT NULL DEFAULT '',
+    unanswered         TEXT NOT NULL DEFAULT '[]',
+    correlation_id     TEXT NOT NULL DEFAULT ''
 );
 CREATE INDEX IF NOT EXISTS {prefix}sagas_due ON {sagas} (state, wake_at);
 

@@ -6,7 +6,8 @@ leaves either both or neither. Each write expects the saga's previous version: o
 orchestrators moving one saga, the second's write is refused and its transaction, the
 step's effect included, rolls back. A step being run holds a lease (its ``wake_at``);
 once the lease has run out another orchestrator takes the step over as interrupted.
-Retries wait as durable timers (``wake_at`` in the row), never as sleeping threads.
+Retries, deadlines and replies awaited wait as durable timers (``wake_at`` in the row),
+never as sleeping threads (see ``deadlines`` and ``remote`` beside this module).
 """
 
 from __future__ import annotations
@@ -16,14 +17,17 @@ import time
 import traceback
 import uuid
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any
 
+from tidings.application.sagas.deadlines import begun, past_saga_deadline, timed_out, unanswered
+from tidings.application.sagas.remote import Context, SagaReplies
 from tidings.domain.saga import (
     RetryPolicy,
     SagaDefinition,
     Step,
     StepRefusedError,
+    StepTimedOutError,
     StepUnknownError,
 )
 from tidings.domain.saga_state import (
@@ -40,23 +44,13 @@ from tidings.domain.saga_state import (
 from tidings.errors import SagaConflictError, SagaError
 from tidings.ports import SagaLog
 
+if TYPE_CHECKING:
+    from tidings.application.handling import Handlers
+
 log = logging.getLogger("tidings.sagas")
 
 Clock = Callable[[], float]
 AlertHook = Callable[[SagaResult], None]
-
-
-@dataclass
-class _Context:
-    """What an action or compensation receives (see ``tidings.domain.saga.StepContext``)."""
-
-    data: Mapping[str, Any]
-    uow: Any
-    idempotency_key: str
-    discrepancies: list[tuple[float, str]] = field(default_factory=list)
-
-    def record_discrepancy(self, amount: float, note: str) -> None:
-        self.discrepancies.append((float(amount), note))
 
 
 class Orchestrator:
@@ -84,21 +78,43 @@ class Orchestrator:
     # -- starting and looking up -------------------------------------------------------
 
     def start(
-        self, definition: SagaDefinition, data: Mapping[str, Any], saga_id: str | None = None
+        self,
+        definition: SagaDefinition,
+        data: Mapping[str, Any],
+        saga_id: str | None = None,
+        *,
+        deadline: float | None = None,
     ) -> SagaResult:
-        """Record a new saga, then drive it until it ends or waits for a timer."""
+        """Record a new saga, then drive it until it ends or waits for a timer or a reply.
+        ``deadline`` (seconds from now; the definition's by default) compensates it if it
+        is still running by then. Its messages carry the correlation id of the unit of
+        work it starts in (the message being handled, or a new conversation)."""
         self._definitions.setdefault((definition.name, definition.version), definition)
+        seconds = deadline if deadline is not None else definition.deadline
+        if seconds is not None and not seconds > 0:
+            raise SagaError(f"a saga's deadline must be seconds above 0, not {seconds!r}")
+        now = self._clock()
         row = SagaRow(
             saga_id=saga_id or str(uuid.uuid4()),
             saga_type=definition.name,
             definition_version=definition.version,
             state=RUNNING,
             data=dict(data),
-            wake_at=self._clock(),
+            wake_at=now,
+            deadline_at=now + seconds if seconds is not None else 0.0,
         )
         with self._store.unit_of_work() as uow:
-            self._log.create(uow, row, [Transition("saga_started", at=self._clock())])
+            row = replace(row, correlation_id=uow.cause.correlation_id)
+            self._log.create(uow, row, [Transition("saga_started", at=now)])
         return self.drive(row.saga_id)
+
+    def reply_handlers(
+        self, handlers: Handlers | None = None, *, name: str = "tidings.saga-replies"
+    ) -> Handlers:
+        """Add the handler of ``SagaReply`` messages to ``handlers`` (new ones if None)
+        and return them, for the consumer that receives the replies of remote steps: the
+        reply's inbox row and the saga's transition then commit in one transaction."""
+        return SagaReplies(self).register(handlers, name)
 
     def get(self, saga_id: str) -> SagaResult | None:
         """The saga's result as of now, or None if no saga has that id."""
@@ -161,6 +177,20 @@ class Orchestrator:
                 continue  # another orchestrator moved it: look again
             moved += 1
 
+    @property
+    def saga_log(self) -> SagaLog:
+        """Where the sagas are kept (for the reply handler, which writes in its own unit
+        of work)."""
+        return self._log
+
+    def now(self) -> float:
+        """The orchestrator's clock."""
+        return self._clock()
+
+    def definition_of(self, row: SagaRow) -> SagaDefinition:
+        """The definition a stored saga runs on (an error names the versions known)."""
+        return self._definition(row)
+
     def _load(self, saga_id: str) -> SagaRow | None:
         with self._store.unit_of_work() as uow:
             return self._log.get(uow, saga_id)
@@ -186,6 +216,9 @@ class Orchestrator:
         if row.state == RUNNING and row.step >= len(steps):
             self._write(row, row.next(state=COMPLETED), Transition("saga_completed", at=now))
             return
+        if row.state == RUNNING and row.deadline_at and now >= row.deadline_at:
+            self._write(row, *past_saga_deadline(row, steps[row.step], now))
+            return
         if row.state == COMPENSATING:
             pending = self._to_compensate(row, steps)
             if pending is None:
@@ -197,18 +230,20 @@ class Orchestrator:
         else:
             step = steps[row.step]
         phase = "action" if row.state == RUNNING else "compensation"
+        late = timed_out(row, step, now)
+        if late is not None:  # no answer by the try's deadline
+            self._failed(row, step, phase, late)
+            return
         if row.started:  # a try began and never finished: its owner died or its lease ran out
             self._failed(row, step, phase, StepUnknownError("interrupted: its owner stopped"))
             return
-        begun = row.next(started=True, attempt=row.attempt + 1, wake_at=now + self._lease)
-        self._write(
-            row, begun, Transition(f"{phase}_started", step.name, now, f"try {begun.attempt}")
-        )
-        self._run(begun, step, phase)
+        new = begun(row, step, now, self._lease)
+        self._write(row, new, Transition(f"{phase}_started", step.name, now, f"try {new.attempt}"))
+        self._run(new, step, phase)
 
     def _to_compensate(self, row: SagaRow, steps: tuple[Step, ...] | Any) -> Step | None:
         by_name = {s.name: s for s in steps}
-        for name in reversed(row.executed):
+        for name in reversed([*row.executed, *row.unanswered]):
             step = by_name[name]
             if step.compensate is not None and name not in row.compensated:
                 return step
@@ -218,17 +253,25 @@ class Orchestrator:
         call = step.action if phase == "action" else step.compensate
         if call is None:
             raise SagaError(f"step {step.name!r} has no compensation to run")
-        key = f"{row.saga_id}:{step.name}:{phase}"
         try:
-            with self._store.unit_of_work() as uow:
-                ctx = _Context(dict(row.data), uow, key)
+            with self._store.unit_of_work(correlation_id=row.correlation_id or None) as uow:
+                ctx = Context(row, step, phase, uow)
                 returned = call(ctx)
                 now = self._clock()
-                marks = [
-                    Transition("discrepancy", step.name, now, note, amount=amount)
-                    for amount, note in ctx.discrepancies
-                ]
-                if phase == "action":
+                if row.step_deadline_at and now > row.step_deadline_at:
+                    raise StepTimedOutError(  # raised inside the unit of work: its writes roll back
+                        f"answered after its deadline of {step.deadline:g} s"
+                    )
+                marks = ctx.marks(now)
+                if ctx.sent:  # the step completes when its reply comes (SagaReplies)
+                    done = row.next(
+                        data={**row.data, **(returned or {})},
+                        started=False,
+                        waiting=f"{step.name}:{phase}",
+                        wake_at=row.step_deadline_at,
+                    )
+                    kind = "command_sent"
+                elif phase == "action":
                     done = row.next(
                         data={**row.data, **(returned or {})},
                         step=row.step + 1,
@@ -236,6 +279,8 @@ class Orchestrator:
                         started=False,
                         attempt=0,
                         wake_at=now,
+                        step_deadline_at=0.0,
+                        waiting="",
                     )
                     kind = "step_succeeded"
                 else:
@@ -244,6 +289,8 @@ class Orchestrator:
                         started=False,
                         attempt=0,
                         wake_at=now,
+                        step_deadline_at=0.0,
+                        waiting="",
                     )
                     kind = "step_compensated"
                 self._log.update(uow, done, row.version, [Transition(kind, step.name, now), *marks])
@@ -253,36 +300,45 @@ class Orchestrator:
             self._failed(row, step, phase, exc)
 
     def _failed(self, row: SagaRow, step: Step, phase: str, exc: Exception) -> None:
-        now = self._clock()
+        new, transitions = self.failure(row, step, phase, exc, self._clock())
+        self._write(row, new, *transitions)
+        if new.state == NEEDS_INTERVENTION:
+            self.raise_alert(new, step)
+
+    def failure(
+        self, row: SagaRow, step: Step, phase: str, exc: Exception, now: float
+    ) -> tuple[SagaRow, list[Transition]]:
+        """The row and transitions after a failed try: a retry on a timer, compensation,
+        or (for a compensation out of retries) the intervention queue."""
         text = f"{type(exc).__name__}: {exc}"
         error = {"step": step.name, "phase": phase, "try": row.attempt, "at": now, "error": text}
         if not isinstance(exc, (StepRefusedError, StepUnknownError)):
             error["trace"] = "".join(traceback.format_exception_only(exc)).strip()
         failed = Transition(f"{phase}_failed", step.name, now, text)
-        base = {"started": False, "errors": [*row.errors, error]}
+        base = {"started": False, "errors": [*row.errors, error], "step_deadline_at": 0.0}
         policy: RetryPolicy = step.retry if phase == "action" else step.compensation_retry
         refused = isinstance(exc, StepRefusedError) and phase == "action"
         if not refused and row.attempt <= policy.retries:
             wait = policy.delay(row.attempt)
-            self._write(
-                row,
-                row.next(wake_at=now + wait, **base),
+            return row.next(wake_at=now + wait, **base), [
                 failed,
                 Transition("retry_scheduled", step.name, now, f"retry in {wait:g} s"),
+            ]
+        if phase == "action":
+            compensating = row.next(
+                state=COMPENSATING,
+                attempt=0,
+                wake_at=now,
+                unanswered=unanswered(row),
+                waiting="",
+                **base,
             )
-        elif phase == "action":
-            self._write(
-                row,
-                row.next(state=COMPENSATING, attempt=0, wake_at=now, **base),
-                failed,
-                Transition("compensating", step.name, now),
-            )
-        else:
-            new = row.next(state=NEEDS_INTERVENTION, **base)
-            self._write(row, new, failed, Transition("needs_intervention", step.name, now, text))
-            self._raise_alert(new, step)
+            return compensating, [failed, Transition("compensating", step.name, now)]
+        new = row.next(state=NEEDS_INTERVENTION, waiting="", **base)
+        return new, [failed, Transition("needs_intervention", step.name, now, text)]
 
-    def _raise_alert(self, row: SagaRow, step: Step) -> None:
+    def raise_alert(self, row: SagaRow, step: Step) -> None:
+        """Tell the operators a saga needs intervention: a log line and the alert hook."""
         log.error(
             "saga %s (%s) needs intervention: compensation of %s failed %d times; last: %s",
             row.saga_id,
@@ -320,6 +376,14 @@ class Orchestrator:
             )
         now = self._clock()
         state = {"retry": COMPENSATING, "compensate": COMPENSATING, "resolve": "RESOLVED"}[action]
-        new = row.next(state=state, attempt=0, started=False, wake_at=now)
+        new = row.next(
+            state=state,
+            attempt=0,
+            started=False,
+            wake_at=now,
+            step_deadline_at=0.0,
+            unanswered=unanswered(row) if state == COMPENSATING else row.unanswered,
+            waiting="",
+        )
         self._write(row, new, Transition(f"operator_{action}", at=now, detail=why, by=by))
         return self.drive(saga_id) if state in ACTIVE else SagaResult.of(new)
