@@ -105,20 +105,26 @@ def definition(steps: list[Plan], effects: list[str]) -> SagaDefinition:
     )
 
 
+def run_against_model(store: tidings.Store, steps: list[Plan]) -> None:
+    """Start a saga of ``steps`` on ``store``, drive it to its end on an injected clock,
+    and check its end state and the order of its effects against the model."""
+    effects: list[str] = []
+    now = [0.0]
+    sagas = store.sagas(clock=lambda: now[0])
+    saga = sagas.start(definition(steps, effects), {})
+    while saga.state in ("RUNNING", "COMPENSATING"):
+        assert saga.wake_at > now[0], "an active saga must wait for a later time"
+        now[0] = saga.wake_at
+        sagas.run_once()
+        found = sagas.get(saga.saga_id)
+        assert found is not None
+        saga = found
+    assert (saga.state, effects) == model(steps)
+
+
 @settings(max_examples=150, deadline=None)
 @given(st.lists(plans, min_size=1, max_size=8))
 def test_random_sagas_end_and_act_as_the_model_says(steps: list[Plan]) -> None:
     """End state and order of effects match the model, whatever fails."""
-    effects: list[str] = []
-    now = [0.0]
     with tidings.connect("memory://") as store:
-        sagas = store.sagas(clock=lambda: now[0])
-        saga = sagas.start(definition(steps, effects), {})
-        while saga.state in ("RUNNING", "COMPENSATING"):
-            assert saga.wake_at > now[0], "an active saga must wait for a later time"
-            now[0] = saga.wake_at
-            sagas.run_once()
-            found = sagas.get(saga.saga_id)
-            assert found is not None
-            saga = found
-    assert (saga.state, effects) == model(steps)
+        run_against_model(store, steps)
