@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 import tidings
 from tests.conftest import MakeStore
-from tests.unit.test_saga_model import Plan, plans, run_against_model
+from tests.unit.test_saga_model import INTERVENTION, LIFO, Plan, plans, run_against_model
 
 
 @pytest.fixture
@@ -26,30 +26,8 @@ def sql_store(make_sql_store: MakeStore) -> tidings.Store:
     suppress_health_check=[HealthCheck.function_scoped_fixture],
 )
 @given(st.lists(plans, min_size=1, max_size=8))
-@example(  # always among the examples: two steps undone last first, one with no undo
-    [
-        Plan(
-            refused=False, action_failures=0, retries=0, compensable=True, compensation_failures=1
-        ),
-        Plan(
-            refused=False, action_failures=1, retries=1, compensable=False, compensation_failures=0
-        ),
-        Plan(
-            refused=False, action_failures=0, retries=0, compensable=True, compensation_failures=0
-        ),
-        Plan(refused=True, action_failures=0, retries=0, compensable=True, compensation_failures=0),
-    ]
-)
-@example(  # and a compensation failing past its retries: the intervention queue
-    [
-        Plan(
-            refused=False, action_failures=0, retries=0, compensable=True, compensation_failures=6
-        ),
-        Plan(
-            refused=False, action_failures=2, retries=1, compensable=True, compensation_failures=0
-        ),
-    ]
-)
+@example(LIFO)
+@example(INTERVENTION)
 def test_random_sagas_on_sql_end_and_act_as_the_model_says(
     sql_store: tidings.Store, steps: list[Plan]
 ) -> None:
