@@ -119,7 +119,8 @@ def test_recover_leaves_a_saga_of_an_unknown_version_alone_and_says_so(
         "cli-order", [Step("pay", lambda ctx: 1 / 0, retry=RetryPolicy(1, (0.01,)))], version=2
     )
     with tidings.connect(db) as store:
-        store.sagas().start(newer, {}, saga_id="v2-saga")
+        long_ago = store.sagas(clock=lambda: 1_000.0)  # its retry is due long since
+        long_ago.start(newer, {}, saga_id="v2-saga")
     recovered = run_cli("sagas", "recover", "--db", db, "--definitions", "cli_saga_defs:saga")
     assert recovered.returncode == 1
     assert "refused v2-saga" in recovered.stdout

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 import tidings
+from tests.conftest import MakeStore
 from tidings.domain.saga import RetryPolicy, SagaDefinition, Step
 
 PATIENCE = 60.0
@@ -51,11 +52,12 @@ def states(url: str) -> list[str]:
         return sorted(s.state for s in store.sagas().listing())
 
 
-def test_the_worker_wakes_for_the_earliest_timer_not_its_longest_sleep(tmp_path: Path) -> None:
+def test_the_worker_wakes_for_the_earliest_timer_not_its_longest_sleep(
+    make_sql_store: MakeStore,
+) -> None:
     """With a 600 s interval, a retry due in 0.3 s is driven once due: the worker slept
     until the timer, not for its interval. Idle afterwards, it makes a handful of passes,
     not a busy loop."""
-    url = f"sqlite:///{tmp_path / 'sagas.db'}"
     tried: set[int] = set()
 
     def pay(ctx: tidings.StepContext) -> None:
@@ -64,19 +66,24 @@ def test_the_worker_wakes_for_the_earliest_timer_not_its_longest_sleep(tmp_path:
             raise TimeoutError("slow")
 
     definition = SagaDefinition("timed", [Step("pay", pay, retry=RetryPolicy(1, (0.3,)))])
-    with tidings.connect(url) as store:
-        worker = tidings.SagaWorker(store, [definition], interval=600.0, by="worker-a")
-        saga = worker.sagas.start(definition, {})
-        assert saga.state == "RUNNING"
-        worker.start()
-        try:
-            wait_for(lambda: states(url) == ["COMPLETED"], "the retry", patience=PATIENCE / 2)
-            passes = worker.stats.passes
-            time.sleep(0.5)
-            assert worker.stats.passes - passes <= 2
-        finally:
-            worker.stop()
-        kinds = [(t.kind, t.by) for t in worker.sagas.history(saga.saga_id)]
+    store = make_sql_store()
+    worker = tidings.SagaWorker(store, [definition], interval=600.0, by="worker-a")
+    saga = worker.sagas.start(definition, {})
+    assert saga.state == "RUNNING"
+
+    def ended() -> bool:
+        found = worker.sagas.get(saga.saga_id)
+        return found is not None and found.state == "COMPLETED"
+
+    worker.start()
+    try:
+        wait_for(ended, "the retry", patience=PATIENCE / 2)
+        passes = worker.stats.passes
+        time.sleep(0.5)
+        assert worker.stats.passes - passes <= 2
+    finally:
+        worker.stop()
+    kinds = [(t.kind, t.by) for t in worker.sagas.history(saga.saga_id)]
     assert ("step_succeeded", "worker-a") in kinds
 
 
@@ -107,7 +114,7 @@ def test_tidings_sagas_run_drives_due_sagas_refuses_unknown_versions_and_stops_o
     )
     newer = SagaDefinition("worked", first_try_fails.steps, version=9)
     with tidings.connect(url) as store:
-        sagas = store.sagas()
+        sagas = store.sagas(clock=lambda: 1_000.0)  # their retries are due long since
         for n in range(5):
             sagas.start(first_try_fails, {"n": n}, saga_id=f"s-{n}")
         sagas.start(newer, {"n": 99}, saga_id="from-newer-code")
