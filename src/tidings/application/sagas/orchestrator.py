@@ -101,9 +101,7 @@ class Orchestrator:
             wake_at=self._clock(),
         )
         with self._store.unit_of_work() as uow:
-            self._log.create(
-                uow, row, self._stamped([Transition("saga_started", at=self._clock())])
-            )
+            self._log.create(uow, row, [Transition("saga_started", at=self._clock())])
         return self.drive(row.saga_id)
 
     def get(self, saga_id: str) -> SagaResult | None:
