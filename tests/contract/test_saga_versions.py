@@ -279,3 +279,17 @@ def test_bad_upcasters_are_refused_when_declared() -> None:
         SagaVersions([SagaUpcaster("order", 1, 2, to_v2), SagaUpcaster("order", 1, 3, to_v2)])
     with pytest.raises(ConfigurationError, match="neither a SagaDefinition nor a SagaUpcaster"):
         SagaVersions(["order"])  # type: ignore[list-item]
+
+
+def test_an_old_version_deployed_nowhere_asks_for_its_definition_or_an_upcaster(
+    make_store: MakeStore,
+) -> None:
+    """Version 1 waiting, only version 2 deployed and no upcaster: refused, untouched."""
+    store, clock = make_store(), Clock()
+    (saga_id,) = waiting_v1(store, clock)
+    before = stored(store, saga_id)
+    with pytest.raises(
+        SagaVersionError, match=r"knows versions \[2\]: deploy that definition, or an upcaster"
+    ):
+        store.sagas([v2()], clock=clock).drive(saga_id)
+    assert stored(store, saga_id) == before
