@@ -17,6 +17,8 @@ import tidings
 from tests.conftest import MakeStore
 from tidings.domain.saga import RetryPolicy, SagaDefinition, Step
 
+from .cli import run_cli
+
 PATIENCE = 60.0
 
 DEFINITIONS = """
@@ -160,3 +162,22 @@ def test_tidings_sagas_run_drives_due_sagas_refuses_unknown_versions_and_stops_o
     assert kept is not None
     assert (kept.state, kept.definition_version) == ("RUNNING", 9)
     assert ("step_succeeded", "pay", "worker-b") in [(t.kind, t.step, t.by) for t in history]
+
+
+def test_tidings_sagas_run_refuses_bad_options_with_what_to_give(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Definitions that are not definitions, and a zero interval: an error line each, no
+    traceback, no worker."""
+    (tmp_path / "worker_saga_defs.py").write_text(DEFINITIONS)
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path))
+    db = f"sqlite:///{tmp_path / 'sagas.db'}"
+    wrong = run_cli("sagas", "run", "--db", db, "--definitions", "worker_saga_defs:RetryPolicy")
+    assert wrong.returncode != 0
+    assert "must be a SagaDefinition or a list of SagaDefinitions" in wrong.stderr
+    assert "Traceback" not in wrong.stderr
+    zero = run_cli(
+        "sagas", "run", "--db", db, "--definitions", "worker_saga_defs:saga", "--interval", "0"
+    )
+    assert zero.returncode != 0
+    assert "give an interval above 0 seconds" in zero.stderr

@@ -45,8 +45,8 @@ def _definitions(path: str | None, needed: bool) -> list[SagaDefinition | SagaUp
         return []
     found: Any = load(path, "--definitions")
     kinds = (SagaDefinition, SagaUpcaster)
-    found = [found] if isinstance(found, kinds) else list(found)
-    if not all(isinstance(d, kinds) for d in found):
+    found = [found] if isinstance(found, kinds) else found
+    if not isinstance(found, list | tuple) or not all(isinstance(d, kinds) for d in found):
         raise ConfigurationError(
             f"{path} must be a SagaDefinition or a list of SagaDefinitions (every version"
             " still running) and SagaUpcasters"
@@ -213,6 +213,11 @@ def run(
 ) -> None:
     """Drive due sagas (fired timers, interrupted steps) until SIGTERM or SIGINT."""
     known = _definitions(definitions, True)
+    if interval <= 0 or batch < 1:
+        raise ConfigurationError(
+            f"--interval {interval} --batch {batch}: give an interval above 0 seconds and a"
+            " batch of at least 1"
+        )
     stop = stop_on_signals()
     with open_store(db, prefix, schema) as store:
         worker = SagaWorker(store, known, interval=interval, batch=batch, lease=lease, by=by)
