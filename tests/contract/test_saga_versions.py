@@ -293,3 +293,27 @@ def test_an_old_version_deployed_nowhere_asks_for_its_definition_or_an_upcaster(
     ):
         store.sagas([v2()], clock=clock).drive(saga_id)
     assert stored(store, saga_id) == before
+
+
+def test_an_operator_action_on_a_saga_no_code_here_drives_is_refused_before_it_is_recorded(
+    make_store: MakeStore,
+) -> None:
+    """retry and compensate run steps: on a version nothing here knows they raise, and the
+    saga keeps its state and history; resolve runs nothing and is allowed."""
+    store, clock = make_store(), Clock()
+    stuck_v1 = replace(
+        V1,
+        steps=[
+            Step("order", did("order"), lambda ctx: 1 / 0, compensation_retry=RetryPolicy(0)),
+            Step("charge", refuse),
+        ],
+    )
+    saga_id = store.sagas(clock=clock).start(stuck_v1, {}).saga_id
+    before = stored(store, saga_id)
+    assert before[0].state == "NEEDS_INTERVENTION"
+    sagas = store.sagas([v2()], clock=clock)
+    for action in ("retry", "compensate"):
+        with pytest.raises(SagaVersionError, match="knows versions \\[2\\]"):
+            sagas.operate(saga_id, action, "ann", "try again")
+        assert stored(store, saga_id) == before
+    assert sagas.operate(saga_id, "resolve", "ann", "refunded by hand").state == "RESOLVED"

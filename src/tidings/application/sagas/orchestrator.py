@@ -342,6 +342,8 @@ class Orchestrator:
             )
         now = self._clock()
         state = {"retry": COMPENSATING, "compensate": COMPENSATING, "resolve": "RESOLVED"}[action]
+        if state in ACTIVE:  # never record an action on a saga no code here can drive
+            self._versions.check(row)
         new = row.next(state=state, attempt=0, started=False, wake_at=now)
         self._write(row, new, Transition(f"operator_{action}", at=now, detail=why, by=by))
         return self.drive(saga_id) if state in ACTIVE else SagaResult.of(new)

@@ -92,6 +92,12 @@ class SagaVersions:
         detail = "version " + " -> ".join(str(v) for v in path)
         return Upcast(moved.next(), f"{detail}, at step {moved.step}")
 
+    def check(self, row: SagaRow) -> None:
+        """Raise ``SagaVersionError`` unless a definition here can drive ``row`` (directly,
+        or once upcast): asked before an operator action moves a saga."""
+        upcast = self.upcast(row)
+        self.definition(row if upcast is None else upcast.row)
+
     def _call(
         self, upcaster: SagaUpcaster, row: SagaRow, position: SagaPosition
     ) -> SagaPosition | None:
