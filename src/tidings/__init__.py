@@ -14,6 +14,16 @@ from tidings.domain.events import DomainEvent
 from tidings.domain.ids import UUID7Source, utc_now, uuid7
 from tidings.domain.messages import Message
 from tidings.domain.personal import REDACTED
+from tidings.domain.saga import (
+    RetryPolicy,
+    SagaDefinition,
+    Step,
+    StepContext,
+    StepRefusedError,
+    StepUnknownError,
+)
+from tidings.domain.saga_state import SagaResult
+from tidings.domain.saga_versions import SagaPosition, SagaUpcaster
 from tidings.errors import (
     AggregateNotFoundError,
     BadMessageError,
@@ -30,6 +40,7 @@ from tidings.errors import (
     MigrationError,
     SagaConflictError,
     SagaError,
+    SagaVersionError,
     SerializationError,
     ServerUnavailableError,
     StorageError,
@@ -43,6 +54,7 @@ from tidings.records import EventRecord, SnapshotRecord, StreamInfo
 from tidings.serialization.codec import JsonCodec
 from tidings.serialization.registry import EventRegistry
 from tidings.store import Store, connect
+from tidings.workers.sagas import SagaWorker
 
 __version__ = "0.1.0"
 
@@ -75,11 +87,22 @@ __all__ = [
     "MessageRejectedError",
     "MigrationError",
     "MigrationReport",
+    "RetryPolicy",
     "SagaConflictError",
+    "SagaDefinition",
     "SagaError",
+    "SagaPosition",
+    "SagaResult",
+    "SagaUpcaster",
+    "SagaVersionError",
+    "SagaWorker",
     "SerializationError",
     "ServerUnavailableError",
     "SnapshotRecord",
+    "Step",
+    "StepContext",
+    "StepRefusedError",
+    "StepUnknownError",
     "StorageError",
     "Store",
     "StreamInfo",

@@ -23,7 +23,8 @@
     ├── UnitOfWorkError           the unit of work was used out of order (e.g. reused after exit)
     ├── MigrationError            an event migration refused its input or failed its final check
     └── SagaError                 a saga cannot be started, found or driven as asked
-        └── SagaConflictError      another orchestrator moved the saga first (rolled back)
+        ├── SagaConflictError      another orchestrator moved the saga first (rolled back)
+        └── SagaVersionError       no definition here can drive the saga's version: left as it was
 
 Adapters translate driver exceptions at their boundary (``raise ... from exc``) so callers
 never need to import ``sqlite3`` or ``psycopg`` to handle a failure.
@@ -160,3 +161,7 @@ class SagaError(TidingsError):
 
 class SagaConflictError(SagaError):
     """Another orchestrator moved the saga first; this transition was rolled back."""
+
+
+class SagaVersionError(SagaError):
+    """No definition or upcaster here can drive the saga's version; it was left untouched."""

@@ -520,6 +520,12 @@ class SagaLog(Protocol):
     def due(self, uow: Any, now: float, states: tuple[str, ...], limit: int) -> list[str]:
         """Ids of sagas in ``states`` whose wake-up time has come."""
 
+    def next_wake(self, uow: Any, states: tuple[str, ...], after: float) -> float | None:
+        """The earliest wake-up time later than ``after`` of a saga in ``states``."""
+
+    def counts(self, uow: Any) -> dict[str, int]:
+        """How many sagas are in each state."""
+
     def listing(self, uow: Any, state: str | None, limit: int) -> list[SagaRow]:
         """Sagas in one state, or all."""
 

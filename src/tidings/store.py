@@ -34,6 +34,7 @@ from tidings.domain.event_sourced import EventSourcedAggregate
 from tidings.domain.events import DomainEvent
 from tidings.domain.ids import Clock, IdSource, utc_now, uuid7
 from tidings.domain.saga import SagaDefinition
+from tidings.domain.saga_versions import SagaUpcaster
 from tidings.errors import ConfigurationError, HandlerFailedError
 from tidings.ports import (
     Database,
@@ -171,17 +172,20 @@ class Store:
 
     def sagas(
         self,
-        definitions: Iterable[SagaDefinition] = (),
+        definitions: Iterable[SagaDefinition | SagaUpcaster] = (),
         *,
         clock: Callable[[], float] = time.time,
         lease: float = 30.0,
         on_intervention: Callable[[SagaResult], None] | None = None,
+        by: str = "",
     ) -> Orchestrator:
         """A saga orchestrator on this store (see docs/sagas.md): it starts and drives
-        sagas of ``definitions``, keeping their state and history in the store's tables.
+        sagas of ``definitions`` (every version still running, and the ``SagaUpcaster``
+        between them), keeping their state and history in the store's tables.
         ``clock`` gives the time in seconds (inject one in tests), ``lease`` how long a
         step may run before another orchestrator takes it over, ``on_intervention`` is
-        called when a saga's compensation has failed for good."""
+        called when a saga's compensation has failed for good, ``by`` names the driver on
+        the transitions it writes."""
         tables = getattr(self.database, "tables", None)
         if tables is None:  # memory://: your statements' tables live in-process
             tables = MEMORY_TABLES
@@ -195,6 +199,7 @@ class Store:
             clock=clock,
             lease=lease,
             on_intervention=on_intervention,
+            by=by,
         )
 
     def unit_of_work_in(

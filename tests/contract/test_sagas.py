@@ -289,23 +289,3 @@ def test_an_interrupted_step_is_retried_by_the_next_orchestrator_once_its_lease_
     kinds = [t.kind for t in other.history("s-crash")]
     assert kinds.count("action_failed") == 1
     assert kinds.count("step_succeeded") == 1
-
-
-def test_a_saga_of_a_version_no_code_knows_is_refused_with_a_clear_error(
-    make_store: MakeStore,
-) -> None:
-    """Never run on the wrong steps: the error names the versions known."""
-    store = make_store()
-    clock = Clock()
-    v2 = SagaDefinition("versioned", [Step("a", lambda ctx: None, retry=RetryPolicy(1))], 2)
-
-    def fail(ctx: StepContext) -> None:
-        raise RuntimeError("later")
-
-    v2_failing = SagaDefinition("versioned", [Step("a", fail, retry=RetryPolicy(1))], 2)
-    saga = store.sagas(clock=clock).start(v2_failing, {})
-    clock.now = saga.wake_at
-    only_v1 = SagaDefinition("versioned", [Step("a", lambda ctx: None)], 1)
-    with pytest.raises(SagaError, match=r"version 2, and this orchestrator knows versions \[1\]"):
-        store.sagas([only_v1], clock=clock).run_once()
-    assert store.sagas([v2], clock=clock).run_once() > 0

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 import tidings
+from tidings import RetryPolicy, SagaDefinition, Step
 
 from .cli import run_cli
 
@@ -106,3 +107,25 @@ def test_retry_without_definitions_says_how_to_name_them(stuck: tuple[str, list[
     retried = run_cli("sagas", "retry", "--db", db, ids[0])
     assert retried.returncode != 0
     assert "--definitions package.module:attribute" in retried.stdout + retried.stderr
+
+
+def test_recover_leaves_a_saga_of_an_unknown_version_alone_and_says_so(
+    stuck: tuple[str, list[str]],
+) -> None:
+    """A due saga of version 2, recovered with version 1's definitions: exit 1 with the
+    reason; list and show still display it, with its version."""
+    db, _ = stuck
+    newer = SagaDefinition(
+        "cli-order", [Step("pay", lambda ctx: 1 / 0, retry=RetryPolicy(1, (0.01,)))], version=2
+    )
+    with tidings.connect(db) as store:
+        long_ago = store.sagas(clock=lambda: 1_000.0)  # its retry is due long since
+        long_ago.start(newer, {}, saga_id="v2-saga")
+    recovered = run_cli("sagas", "recover", "--db", db, "--definitions", "cli_saga_defs:saga")
+    assert recovered.returncode == 1
+    assert "refused v2-saga" in recovered.stdout
+    assert "knows versions [1]" in recovered.stdout
+    listed = run_cli("sagas", "list", "--db", db, "--state", "running").stdout
+    assert "v2-saga  cli-order v2  RUNNING" in listed
+    shown = run_cli("sagas", "show", "--db", db, "v2-saga").stdout
+    assert "saga v2-saga (cli-order v2): RUNNING" in shown

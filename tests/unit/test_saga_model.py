@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 import tidings
@@ -42,6 +42,23 @@ plans = st.builds(
     compensable=st.booleans(),
     compensation_failures=st.integers(0, 7),
 )
+
+
+def plan(refused: bool, fails: int, retries: int, undo: bool, undo_fails: int) -> Plan:
+    """A step's plan in a line."""
+    return Plan(refused, fails, retries, undo, undo_fails)
+
+
+LIFO = [  # always among the examples: steps undone last first, one with nothing to undo
+    plan(False, 0, 0, True, 1),
+    plan(False, 1, 1, False, 0),
+    plan(False, 0, 0, True, 0),
+    plan(True, 0, 0, True, 0),
+]
+INTERVENTION = [  # and a compensation failing past its retries
+    plan(False, 0, 0, True, 6),
+    plan(False, 2, 1, True, 0),
+]
 
 
 def model(steps: list[Plan]) -> tuple[str, list[str]]:
@@ -105,20 +122,28 @@ def definition(steps: list[Plan], effects: list[str]) -> SagaDefinition:
     )
 
 
-@settings(max_examples=150, deadline=None)
-@given(st.lists(plans, min_size=1, max_size=8))
-def test_random_sagas_end_and_act_as_the_model_says(steps: list[Plan]) -> None:
-    """End state and order of effects match the model, whatever fails."""
+def run_against_model(store: tidings.Store, steps: list[Plan]) -> None:
+    """Start a saga of ``steps`` on ``store``, drive it to its end on an injected clock,
+    and check its end state and the order of its effects against the model."""
     effects: list[str] = []
     now = [0.0]
-    with tidings.connect("memory://") as store:
-        sagas = store.sagas(clock=lambda: now[0])
-        saga = sagas.start(definition(steps, effects), {})
-        while saga.state in ("RUNNING", "COMPENSATING"):
-            assert saga.wake_at > now[0], "an active saga must wait for a later time"
-            now[0] = saga.wake_at
-            sagas.run_once()
-            found = sagas.get(saga.saga_id)
-            assert found is not None
-            saga = found
+    sagas = store.sagas(clock=lambda: now[0])
+    saga = sagas.start(definition(steps, effects), {})
+    while saga.state in ("RUNNING", "COMPENSATING"):
+        assert saga.wake_at > now[0], "an active saga must wait for a later time"
+        now[0] = saga.wake_at
+        sagas.run_once()
+        found = sagas.get(saga.saga_id)
+        assert found is not None
+        saga = found
     assert (saga.state, effects) == model(steps)
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(plans, min_size=1, max_size=8))
+@example(LIFO)
+@example(INTERVENTION)
+def test_random_sagas_end_and_act_as_the_model_says(steps: list[Plan]) -> None:
+    """End state and order of effects match the model, whatever fails."""
+    with tidings.connect("memory://") as store:
+        run_against_model(store, steps)

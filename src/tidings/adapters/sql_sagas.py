@@ -115,6 +115,24 @@ class SqlSagaLog:
         ).fetchall()
         return [r[0] for r in rows]
 
+    def next_wake(self, uow: Any, states: tuple[str, ...], after: float) -> float | None:
+        """The earliest wake-up time later than ``after`` of a saga in ``states``."""
+        marks = ", ".join(f":s{i}" for i in range(len(states)))
+        params: dict[str, Any] = {f"s{i}": s for i, s in enumerate(states)}
+        params["after"] = after
+        found = uow.execute(
+            f"SELECT MIN(wake_at) FROM {self._sagas} WHERE state IN ({marks}) AND wake_at > :after",
+            params,
+        ).fetchone()
+        return None if found is None or found[0] is None else float(found[0])
+
+    def counts(self, uow: Any) -> dict[str, int]:
+        """How many sagas are in each state."""
+        rows = uow.execute(
+            f"SELECT state, COUNT(*) FROM {self._sagas} GROUP BY state", {}
+        ).fetchall()
+        return {r[0]: int(r[1]) for r in rows}
+
     def listing(self, uow: Any, state: str | None, limit: int) -> list[SagaRow]:
         """Sagas, in one state or all, by id."""
         where = "" if state is None else " WHERE state = :state"

@@ -8,6 +8,7 @@ definitions: ``--definitions module:attribute`` names a definition or a list of 
 from __future__ import annotations
 
 import getpass
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
@@ -16,8 +17,12 @@ from rich.console import Console
 
 from tidings.cli.loading import load
 from tidings.cli.options import Db, Prefix, Schema, open_store
+from tidings.cli.progress import Rate, reporting, stop_on_signals
+from tidings.cli.progress import console as progress_console
 from tidings.domain.saga import SagaDefinition
+from tidings.domain.saga_versions import SagaUpcaster
 from tidings.errors import ConfigurationError
+from tidings.workers.sagas import SagaWorker
 
 app = typer.Typer(help="Look at sagas and operate the intervention queue.", no_args_is_help=True)
 console = Console(highlight=False, soft_wrap=True)
@@ -30,7 +35,7 @@ By = Annotated[str | None, typer.Option("--by", help="Who acts (default: the OS 
 Why = Annotated[str, typer.Option("--note", help="Why: kept on the saga's history.")]
 
 
-def _definitions(path: str | None, needed: bool) -> list[SagaDefinition]:
+def _definitions(path: str | None, needed: bool) -> list[SagaDefinition | SagaUpcaster]:
     if path is None:
         if needed:
             raise ConfigurationError(
@@ -39,9 +44,13 @@ def _definitions(path: str | None, needed: bool) -> list[SagaDefinition]:
             )
         return []
     found: Any = load(path, "--definitions")
-    found = [found] if isinstance(found, SagaDefinition) else list(found)
-    if not all(isinstance(d, SagaDefinition) for d in found):
-        raise ConfigurationError(f"{path} must be a SagaDefinition or a list of them")
+    kinds = (SagaDefinition, SagaUpcaster)
+    found = [found] if isinstance(found, kinds) else found
+    if not isinstance(found, list | tuple) or not all(isinstance(d, kinds) for d in found):
+        raise ConfigurationError(
+            f"{path} must be a SagaDefinition or a list of SagaDefinitions (every version"
+            " still running) and SagaUpcasters"
+        )
     return list(found)
 
 
@@ -67,7 +76,8 @@ def list_(
         console.print("no sagas" + (f" in state {wanted}" if wanted else ""))
     for s in found:
         console.print(
-            f"{s.saga_id}  {s.state}  done {s.executed_steps}  compensated {s.compensated}"
+            f"{s.saga_id}  {s.saga_type} v{s.definition_version}  {s.state}"
+            f"  done {s.executed_steps}  compensated {s.compensated}"
             + (f"  last error: {s.error}" if s.error else ""),
             markup=False,
         )
@@ -82,7 +92,10 @@ def show(db: Db, saga_id: str, prefix: Prefix = "tidings_", schema: Schema = "pu
         if result is None:
             raise ConfigurationError(f"no saga has id {saga_id!r}: see tidings sagas list")
         history = sagas.history(saga_id)
-    console.print(f"saga {saga_id}: {result.state}", markup=False)
+    console.print(
+        f"saga {saga_id} ({result.saga_type} v{result.definition_version}): {result.state}",
+        markup=False,
+    )
     for t in history:
         extra = "".join(
             [
@@ -168,3 +181,75 @@ def recover(
             moved = sagas.run_once()
             total += moved
     console.print(f"{total} saga transition(s) made")
+    for saga_id, why in sagas.refused.items():
+        console.print(f"refused {saga_id}: {why}", markup=False)
+    if sagas.refused:
+        raise typer.Exit(1)
+
+
+@app.command()
+def run(
+    db: Db,
+    definitions: Annotated[
+        str,
+        typer.Option(help="module:attribute of your saga definitions (and upcasters)."),
+    ],
+    interval: Annotated[
+        float, typer.Option(help="Longest sleep between passes, in seconds.")
+    ] = 1.0,
+    batch: Annotated[int, typer.Option(help="Sagas driven per pass, at most.")] = 100,
+    lease: Annotated[
+        float, typer.Option(help="Seconds a step may run before another worker takes it.")
+    ] = 30.0,
+    by: Annotated[
+        str | None,
+        typer.Option("--by", help="The worker's name on the transitions it makes."),
+    ] = None,
+    every: Annotated[
+        float, typer.Option(help="Seconds between progress lines off a terminal.")
+    ] = 10.0,
+    prefix: Prefix = "tidings_",
+    schema: Schema = "public",
+) -> None:
+    """Drive due sagas (fired timers, interrupted steps) until SIGTERM or SIGINT."""
+    known = _definitions(definitions, True)
+    if interval <= 0 or batch < 1:
+        raise ConfigurationError(
+            f"--interval {interval} --batch {batch}: give an interval above 0 seconds and a"
+            " batch of at least 1"
+        )
+    stop = stop_on_signals()
+    with open_store(db, prefix, schema) as store:
+        worker = SagaWorker(store, known, interval=interval, batch=batch, lease=lease, by=by)
+        progress_console.print(
+            f"saga worker {worker.worker_id}: {store.database.describe()}", markup=False
+        )
+        with reporting(worker_status(worker), every):
+            worker.run(stop)
+
+
+def worker_status(worker: SagaWorker) -> Callable[[], str]:
+    """A function that describes the saga worker's progress now."""
+    rate = Rate()
+
+    def status() -> str:
+        s = worker.stats
+        try:
+            counts = worker.sagas.counts()
+            states = (
+                f"running {counts.get('RUNNING', 0)}, compensating"
+                f" {counts.get('COMPENSATING', 0)}, needs intervention"
+                f" {counts.get('NEEDS_INTERVENTION', 0)}"
+            )
+        except Exception as exc:  # the database may be down: say so, keep reporting
+            states = f"states unknown ({type(exc).__name__})"
+        due = "no timer" if s.next_wake is None else f"next due in {_until(s.next_wake)}"
+        return (
+            f"sagas {states}; transitions {s.transitions} ({rate(s.transitions):.0f}/s),"
+            f" {due}, refused {len(worker.refused)}, outages {s.outages}"
+        )
+
+    def _until(at: float) -> str:
+        return f"{max(0.0, at - worker.clock()):.1f} s"
+
+    return status

@@ -81,6 +81,8 @@ class SagaResult:
     error: str | None
     data: dict[str, Any]
     wake_at: float
+    saga_type: str = ""
+    definition_version: int = 0
 
     @classmethod
     def of(cls, row: SagaRow) -> SagaResult:
@@ -94,4 +96,6 @@ class SagaResult:
             error=row.errors[-1]["error"] if row.errors else None,
             data=dict(row.data),
             wake_at=row.wake_at,
+            saga_type=row.saga_type,
+            definition_version=row.definition_version,
         )

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from tidings.application.sagas.deadlines import begun, past_saga_deadline, timed_out, unanswered
 from tidings.application.sagas.remote import Context, SagaReplies
+from tidings.application.sagas.versions import SagaVersions
 from tidings.domain.saga import (
     RetryPolicy,
     SagaDefinition,
@@ -41,7 +42,8 @@ from tidings.domain.saga_state import (
     SagaRow,
     Transition,
 )
-from tidings.errors import SagaConflictError, SagaError
+from tidings.domain.saga_versions import SagaUpcaster
+from tidings.errors import SagaConflictError, SagaError, SagaVersionError
 from tidings.ports import SagaLog
 
 if TYPE_CHECKING:
@@ -59,21 +61,23 @@ class Orchestrator:
     def __init__(
         self,
         store: Any,
-        definitions: Iterable[SagaDefinition],
+        definitions: Iterable[SagaDefinition | SagaUpcaster],
         log_: SagaLog,
         *,
         clock: Clock = time.time,
         lease: float = 30.0,
         on_intervention: AlertHook | None = None,
+        by: str = "",
     ) -> None:
         self._store = store
         self._log = log_
         self._clock = clock
         self._lease = lease
         self._alert = on_intervention
-        self._definitions: dict[tuple[str, int], SagaDefinition] = {}
-        for d in definitions:
-            self._definitions[(d.name, d.version)] = d
+        self._by = by
+        self._versions = SagaVersions(definitions)
+        self.refused: dict[str, str] = {}
+        """Sagas ``run_once`` left alone, each with why (no definition drives its version)."""
 
     # -- starting and looking up -------------------------------------------------------
 
@@ -89,7 +93,7 @@ class Orchestrator:
         ``deadline`` (seconds from now; the definition's by default) compensates it if it
         is still running by then. Its messages carry the correlation id of the unit of
         work it starts in (the message being handled, or a new conversation)."""
-        self._definitions.setdefault((definition.name, definition.version), definition)
+        self._versions.add(definition)
         seconds = deadline if deadline is not None else definition.deadline
         if seconds is not None and not seconds > 0:
             raise SagaError(f"a saga's deadline must be seconds above 0, not {seconds!r}")
@@ -145,12 +149,21 @@ class Orchestrator:
 
     def run_once(self, limit: int = 100) -> int:
         """Drive every saga that is due (timers fired, leases run out); return how many
-        transitions were made. A worker calls it in a loop; ``recover`` is the same."""
+        transitions were made. A worker calls it in a loop; ``recover`` is the same.
+
+        A saga no definition here can drive (``SagaVersionError``) is left as it was,
+        logged once and kept in ``refused``; the others go on."""
         with self._store.unit_of_work() as uow:
-            ids = self._log.due(uow, self._clock(), ACTIVE, limit)
+            ids = self._log.due(uow, self._clock(), ACTIVE, limit + len(self.refused))
         moved = 0
         for saga_id in ids:
-            moved += self._drive(saga_id)
+            if saga_id in self.refused:
+                continue
+            try:
+                moved += self._drive(saga_id)
+            except SagaVersionError as exc:
+                self.refused[saga_id] = str(exc)
+                log.error("saga %s refused: %s", saga_id, exc)
         return moved
 
     recover = run_once
@@ -189,30 +202,38 @@ class Orchestrator:
 
     def definition_of(self, row: SagaRow) -> SagaDefinition:
         """The definition a stored saga runs on (an error names the versions known)."""
-        return self._definition(row)
+        return self._versions.definition(row)
 
     def _load(self, saga_id: str) -> SagaRow | None:
         with self._store.unit_of_work() as uow:
             return self._log.get(uow, saga_id)
 
-    def _definition(self, row: SagaRow) -> SagaDefinition:
-        found = self._definitions.get((row.saga_type, row.definition_version))
-        if found is None:
-            known = sorted(v for (n, v) in self._definitions if n == row.saga_type)
-            raise SagaError(
-                f"saga {row.saga_id} is of type {row.saga_type!r} version"
-                f" {row.definition_version}, and this orchestrator knows versions {known}:"
-                " deploy that definition (or an upcaster) before driving it"
-            )
-        return found
+    def next_wake(self, after: float) -> float | None:
+        """The earliest time after ``after`` at which an active saga is due, or None."""
+        with self._store.unit_of_work() as uow:
+            return self._log.next_wake(uow, ACTIVE, after)
+
+    def counts(self) -> dict[str, int]:
+        """How many sagas are in each state now."""
+        with self._store.unit_of_work() as uow:
+            return self._log.counts(uow)
+
+    def _stamped(self, transitions: list[Transition]) -> list[Transition]:
+        if not self._by:
+            return transitions
+        return [t if t.by else replace(t, by=self._by) for t in transitions]
 
     def _write(self, row: SagaRow, new: SagaRow, *transitions: Transition) -> None:
         with self._store.unit_of_work() as uow:
-            self._log.update(uow, new, row.version, list(transitions))
+            self._log.update(uow, new, row.version, self._stamped(list(transitions)))
 
     def _advance(self, row: SagaRow) -> None:
-        steps = self._definition(row).steps
         now = self._clock()
+        upcast = self._versions.upcast(row)
+        if upcast is not None:  # moved to the newer version first, as a transition of its own
+            self._write(row, upcast.row, Transition("saga_upcast", at=now, detail=upcast.detail))
+            return
+        steps = self._versions.definition(row).steps
         if row.state == RUNNING and row.step >= len(steps):
             self._write(row, row.next(state=COMPLETED), Transition("saga_completed", at=now))
             return
@@ -293,7 +314,8 @@ class Orchestrator:
                         waiting="",
                     )
                     kind = "step_compensated"
-                self._log.update(uow, done, row.version, [Transition(kind, step.name, now), *marks])
+                transitions = self._stamped([Transition(kind, step.name, now), *marks])
+                self._log.update(uow, done, row.version, transitions)
         except SagaConflictError:
             raise
         except Exception as exc:
@@ -376,6 +398,8 @@ class Orchestrator:
             )
         now = self._clock()
         state = {"retry": COMPENSATING, "compensate": COMPENSATING, "resolve": "RESOLVED"}[action]
+        if state in ACTIVE:  # never record an action on a saga no code here can drive
+            self._versions.check(row)
         new = row.next(
             state=state,
             attempt=0,
