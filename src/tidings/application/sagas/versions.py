@@ -137,8 +137,9 @@ class SagaVersions:
                 f" {hint}. The saga was left as it was"
             )
         names = [s.name for s in found.steps]
-        strangers = [n for n in [*row.executed, *row.compensated] if n not in names]
-        undone_not_done = [n for n in row.compensated if n not in row.executed]
+        begun = [*row.executed, *row.unanswered]  # a remote step whose reply never came
+        strangers = [n for n in [*begun, *row.compensated] if n not in names]
+        undone_not_done = [n for n in row.compensated if n not in begun]
         if strangers or undone_not_done or not 0 <= row.step <= len(names):
             raise SagaVersionError(
                 f"saga {row.saga_id} does not fit version {row.definition_version} of"
