@@ -30,6 +30,7 @@ from enum import StrEnum
 from typing import Any
 
 from tidings.application.sagas import Orchestrator, SagaResult
+from tidings.application.statements import for_psycopg
 from tidings.application.unit_of_work import UnitOfWork
 from tidings.domain import Aggregate, DomainEvent
 from tidings.domain.saga import RetryPolicy, SagaDefinition, Step, StepContext, StepRefusedError
@@ -322,12 +323,15 @@ def on_hand(uow: UnitOfWork, sku: str) -> int:
 
 
 def order_status(store: Any, order_id: str) -> str:
-    """What any reader sees of the order now (a web page, another context): its status."""
-    with store.unit_of_work() as uow:
-        row = uow.execute(
-            "SELECT status FROM saga_orders WHERE order_id = :id", {"id": order_id}
-        ).fetchone()
-    return "unknown" if row is None else str(row[0])
+    """What any reader sees of the order now (a web page, another context): its status.
+
+    A plain read, not a unit of work: it waits for no writer, so it can look while a
+    step of the saga is running."""
+    sql = "SELECT status FROM saga_orders WHERE order_id = :id"
+    if store.database.dialect == "postgresql":
+        sql = for_psycopg(sql)
+    rows = store.database.query(sql, {"id": order_id})
+    return "unknown" if not rows else str(rows[0][0])
 
 
 EVENTS = (OrderCreated, OrderConfirmed, OrderCancelled, *PAYMENT_EVENTS)
