@@ -4,7 +4,8 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: demo test lint typecheck unit clean bench-es bench-relay bench-consumer bench-brokers
+.PHONY: demo test lint typecheck unit clean bench-es bench-relay bench-consumer bench-brokers \
+	bench-sagas
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -53,6 +54,10 @@ bench-consumer: $(VENV)/.installed-dev
 
 bench-brokers: $(VENV)/.installed-dev
 	$(BIN)/python benchmarks/raw_brokers.py $(ARGS)
+
+# Sagas of four local steps per second beside the raw commit limit (SQLite and PostgreSQL).
+bench-sagas: $(VENV)/.installed-dev
+	$(BIN)/python benchmarks/sagas.py $(ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .coverage
