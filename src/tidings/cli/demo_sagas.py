@@ -61,16 +61,24 @@ def confirmed_order(
 ) -> None:
     """Spec 6.2.3: the order is PENDING while its saga waits, CONFIRMED after."""
     started = co.place_order(
-        sagas, definition, "o-5001", customer_id="ivy@example.com", sku="LAMP-3", quantity=2,
+        sagas,
+        definition,
+        "o-5001",
+        customer_id="ivy@example.com",
+        sku="LAMP-3",
+        quantity=2,
         unit_price_cents=4_900,
-    )  # fmt: skip
+    )
     say(
         f"Ivy orders 2 x LAMP-3: the order is created, the card processor times out "
         f"({started.error}),",
         2,
     )
-    say(f"so the saga waits on a durable timer: {started.state}, retry at "
-        f"{clock_time(started.wake_at)}.", 2)  # fmt: skip
+    say(
+        f"so the saga waits on a durable timer: {started.state}, retry at "
+        f"{clock_time(started.wake_at)}.",
+        2,
+    )
     say(
         f"Meanwhile anyone reading o-5001 sees it {co.order_status(store, 'o-5001')} "
         "(the eventual-consistency gap of 6.2.3).",
@@ -89,9 +97,14 @@ def confirmed_order(
 def out_of_stock(store: tidings.Store, sagas: Orchestrator, definition: SagaDefinition) -> None:
     """Spec 6.2.1: ReserveInventory refuses, RefundPayment then CancelOrder (LIFO)."""
     result = co.place_order(
-        sagas, definition, "o-5002", customer_id="jack@example.com", sku="LAMP-3", quantity=3,
+        sagas,
+        definition,
+        "o-5002",
+        customer_id="jack@example.com",
+        sku="LAMP-3",
+        quantity=3,
         unit_price_cents=4_900,
-    )  # fmt: skip
+    )
     with store.unit_of_work() as uow:
         payment = PaymentRepository(uow).get("pay-o-5002")
     refunded = euros(payment.refunded_cents) if payment else "nothing"
