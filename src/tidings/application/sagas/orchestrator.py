@@ -11,6 +11,7 @@ Retries wait as durable timers (``wake_at`` in the row), never as sleeping threa
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 import traceback
@@ -134,31 +135,33 @@ class Orchestrator:
             ids = self._log.due(uow, self._clock(), ACTIVE, limit)
         moved = 0
         for saga_id in ids:
-            moved += self._drive(saga_id)
+            moved += self._drive(saga_id)[0]
         return moved
 
     recover = run_once
 
     def drive(self, saga_id: str) -> SagaResult:
         """Move the saga as far as it can go now; return its result."""
-        self._drive(saga_id)
-        row = self._load(saga_id)
-        if row is None:
-            raise SagaError(f"no saga has id {saga_id!r}: check the id (tidings sagas list)")
-        return SagaResult.of(row)
+        return SagaResult.of(self._drive(saga_id)[1])
 
-    def _drive(self, saga_id: str) -> int:
+    def _drive(self, saga_id: str) -> tuple[int, SagaRow]:
+        """Transitions made, and the saga's row after the last. Each write checked the
+        version it replaced, so the row it wrote is the stored one: the loop goes on from
+        it without reading it back, and reads again only after a conflict."""
         moved = 0
+        row: SagaRow | None = None
         while True:
-            row = self._load(saga_id)
+            if row is None:
+                row = self._load(saga_id)
             if row is None:
                 raise SagaError(f"no saga has id {saga_id!r}: check the id (tidings sagas list)")
             if row.state not in ACTIVE or row.wake_at > self._clock():
-                return moved
+                return moved, row
             try:
-                self._advance(row)
+                row = self._advance(row)
             except SagaConflictError:
-                continue  # another orchestrator moved it: look again
+                row = None  # another orchestrator moved it: look again
+                continue
             moved += 1
 
     def _load(self, saga_id: str) -> SagaRow | None:
@@ -176,35 +179,36 @@ class Orchestrator:
             )
         return found
 
-    def _write(self, row: SagaRow, new: SagaRow, *transitions: Transition) -> None:
+    def _write(self, row: SagaRow, new: SagaRow, *transitions: Transition) -> SagaRow:
         with self._store.unit_of_work() as uow:
             self._log.update(uow, new, row.version, list(transitions))
+        return new
 
-    def _advance(self, row: SagaRow) -> None:
+    def _advance(self, row: SagaRow) -> SagaRow:
+        """Make one transition; return the row written."""
         steps = self._definition(row).steps
         now = self._clock()
         if row.state == RUNNING and row.step >= len(steps):
-            self._write(row, row.next(state=COMPLETED), Transition("saga_completed", at=now))
-            return
+            return self._write(row, row.next(state=COMPLETED), Transition("saga_completed", at=now))
         if row.state == COMPENSATING:
             pending = self._to_compensate(row, steps)
             if pending is None:
-                self._write(
+                return self._write(
                     row, row.next(state=COMPENSATED), Transition("saga_compensated", at=now)
                 )
-                return
             step = pending
         else:
             step = steps[row.step]
         phase = "action" if row.state == RUNNING else "compensation"
         if row.started:  # a try began and never finished: its owner died or its lease ran out
-            self._failed(row, step, phase, StepUnknownError("interrupted: its owner stopped"))
-            return
+            return self._failed(
+                row, step, phase, StepUnknownError("interrupted: its owner stopped")
+            )
         begun = row.next(started=True, attempt=row.attempt + 1, wake_at=now + self._lease)
         self._write(
             row, begun, Transition(f"{phase}_started", step.name, now, f"try {begun.attempt}")
         )
-        self._run(begun, step, phase)
+        return self._run(begun, step, phase)
 
     def _to_compensate(self, row: SagaRow, steps: tuple[Step, ...] | Any) -> Step | None:
         by_name = {s.name: s for s in steps}
@@ -214,7 +218,7 @@ class Orchestrator:
                 return step
         return None
 
-    def _run(self, row: SagaRow, step: Step, phase: str) -> None:
+    def _run(self, row: SagaRow, step: Step, phase: str) -> SagaRow:
         call = step.action if phase == "action" else step.compensate
         if call is None:
             raise SagaError(f"step {step.name!r} has no compensation to run")
@@ -222,7 +226,9 @@ class Orchestrator:
         try:
             with self._store.unit_of_work() as uow:
                 ctx = _Context(dict(row.data), uow, key)
-                returned = call(ctx)
+                # As stored (JSON): the next step sees the same data whether the row was
+                # read back or not.
+                returned = json.loads(json.dumps(call(ctx) or {}))
                 now = self._clock()
                 marks = [
                     Transition("discrepancy", step.name, now, note, amount=amount)
@@ -230,7 +236,7 @@ class Orchestrator:
                 ]
                 if phase == "action":
                     done = row.next(
-                        data={**row.data, **(returned or {})},
+                        data={**row.data, **returned},
                         step=row.step + 1,
                         executed=[*row.executed, step.name],
                         started=False,
@@ -250,9 +256,12 @@ class Orchestrator:
         except SagaConflictError:
             raise
         except Exception as exc:
-            self._failed(row, step, phase, exc)
+            return self._failed(row, step, phase, exc)
+        return done
 
-    def _failed(self, row: SagaRow, step: Step, phase: str, exc: Exception) -> None:
+    def _failed(self, row: SagaRow, step: Step, phase: str, exc: Exception) -> SagaRow:
+        """Record a failed try; return the row written (retry timer, compensating, or
+        needs intervention)."""
         now = self._clock()
         text = f"{type(exc).__name__}: {exc}"
         error = {"step": step.name, "phase": phase, "try": row.attempt, "at": now, "error": text}
@@ -264,23 +273,23 @@ class Orchestrator:
         refused = isinstance(exc, StepRefusedError) and phase == "action"
         if not refused and row.attempt <= policy.retries:
             wait = policy.delay(row.attempt)
-            self._write(
+            return self._write(
                 row,
                 row.next(wake_at=now + wait, **base),
                 failed,
                 Transition("retry_scheduled", step.name, now, f"retry in {wait:g} s"),
             )
-        elif phase == "action":
-            self._write(
+        if phase == "action":
+            return self._write(
                 row,
                 row.next(state=COMPENSATING, attempt=0, wake_at=now, **base),
                 failed,
                 Transition("compensating", step.name, now),
             )
-        else:
-            new = row.next(state=NEEDS_INTERVENTION, **base)
-            self._write(row, new, failed, Transition("needs_intervention", step.name, now, text))
-            self._raise_alert(new, step)
+        new = row.next(state=NEEDS_INTERVENTION, **base)
+        self._write(row, new, failed, Transition("needs_intervention", step.name, now, text))
+        self._raise_alert(new, step)
+        return new
 
     def _raise_alert(self, row: SagaRow, step: Step) -> None:
         log.error(
