@@ -137,15 +137,30 @@ def open_store(db: str, url: str, schema: str) -> tuple[tidings.Store, str]:
     return store, effects
 
 
+TRANSACTIONS: dict[str, float] = {}
+"""Per database: transactions the orchestrator opened per saga (reads included)."""
+
+
 def saga_rate(store: tidings.Store, effects: str, count: int) -> tuple[float, int]:
     """Sagas/s of ``count`` sagas run one after another, and the commits one needed."""
     saga = definition(effects)
     sagas = store.sagas([saga])
     run = uuid.uuid4().hex[:8]
+    opened = [0]
+    database: Any = store.database
+    begin = database.transaction
+
+    def counted() -> Any:
+        opened[0] += 1
+        return begin()
+
+    database.transaction = counted  # counts every unit of work the orchestrator opens
     start = time.perf_counter()
     for n in range(count):
         result = sagas.start(saga, {"n": n}, saga_id=f"{run}-{n}")
     elapsed = time.perf_counter() - start
+    database.transaction = begin
+    TRANSACTIONS[database.dialect] = opened[0] / count
     if result.state != "COMPLETED":
         raise RuntimeError(f"the benchmark's saga ended {result.state}: {result.error}")
     with store.unit_of_work() as uow:
@@ -260,6 +275,8 @@ def print_tables(found: dict[str, dict[str, Any]]) -> None:
         "\nrecord it, 2 per step: 'started' before the action, 'succeeded' with its effect, 1"
         "\nto complete it); it cannot go faster than the database commits one after another."
     )
+    opened = ", ".join(f"{db} {n:g}" for db, n in TRANSACTIONS.items())
+    print(f"Transactions the orchestrator opened per saga (the 10 that write, and reads): {opened}")
 
 
 def main() -> None:
