@@ -33,7 +33,14 @@ from tidings.application.sagas import Orchestrator, SagaResult
 from tidings.application.statements import for_psycopg
 from tidings.application.unit_of_work import UnitOfWork
 from tidings.domain import Aggregate, DomainEvent
-from tidings.domain.saga import RetryPolicy, SagaDefinition, Step, StepContext, StepRefusedError
+from tidings.domain.saga import (
+    Action,
+    RetryPolicy,
+    SagaDefinition,
+    Step,
+    StepContext,
+    StepRefusedError,
+)
 from tidings.examples.sagas.notifications import EMAILS_DDL, MailServer, send_mail
 from tidings.examples.sagas.payments import (
     PAYMENT_EVENTS,
@@ -42,6 +49,7 @@ from tidings.examples.sagas.payments import (
     charge_step,
     refund_step,
 )
+from tidings.store import Store
 
 ORDERS_DDL = """
 CREATE TABLE IF NOT EXISTS saga_orders (
@@ -240,7 +248,7 @@ def release_reservation(ctx: StepContext) -> None:
         )
 
 
-def confirmation_step(mail: MailServer) -> Any:
+def confirmation_step(mail: MailServer) -> Action:
     """SendConfirmation: the order becomes CONFIRMED and the customer gets a mail."""
 
     def send_confirmation(ctx: StepContext) -> None:
@@ -322,15 +330,16 @@ def on_hand(uow: UnitOfWork, sku: str) -> int:
     return 0 if row is None else int(row[0])
 
 
-def order_status(store: Any, order_id: str) -> str:
+def order_status(store: Store, order_id: str) -> str:
     """What any reader sees of the order now (a web page, another context): its status.
 
     A plain read, not a unit of work: it waits for no writer, so it can look while a
-    step of the saga is running."""
+    step of the saga is running (SQLite and PostgreSQL stores answer such reads)."""
+    database: Any = store.database
     sql = "SELECT status FROM saga_orders WHERE order_id = :id"
-    if store.database.dialect == "postgresql":
+    if database.dialect == "postgresql":
         sql = for_psycopg(sql)
-    rows = store.database.query(sql, {"id": order_id})
+    rows = database.query(sql, {"id": order_id})
     return "unknown" if not rows else str(rows[0][0])
 
 

@@ -24,11 +24,16 @@ lost is recorded with ``ctx.record_discrepancy``: ``sagas.discrepancy_total
 
 from __future__ import annotations
 
-from typing import Any
-
 from tidings.application.sagas import Orchestrator, SagaResult
 from tidings.application.unit_of_work import UnitOfWork
-from tidings.domain.saga import RetryPolicy, SagaDefinition, Step, StepContext, StepRefusedError
+from tidings.domain.saga import (
+    Action,
+    RetryPolicy,
+    SagaDefinition,
+    Step,
+    StepContext,
+    StepRefusedError,
+)
 from tidings.examples.sagas.notifications import EMAILS_DDL, MailServer, send_mail
 from tidings.examples.sagas.payments import (
     PAYMENT_EVENTS,
@@ -37,6 +42,7 @@ from tidings.examples.sagas.payments import (
     charge_step,
     refund_step,
 )
+from tidings.store import Store
 
 BOOKINGS_DDL = """
 CREATE TABLE IF NOT EXISTS saga_room_bookings (
@@ -72,7 +78,7 @@ def cancel_room(ctx: StepContext) -> None:
     )
 
 
-def confirmation_step(mail: MailServer) -> Any:
+def confirmation_step(mail: MailServer) -> Action:
     """SendConfirmation: mail the guest (nothing to undo: a mail is idempotent by key)."""
 
     def send_confirmation(ctx: StepContext) -> None:
@@ -116,7 +122,7 @@ def create_tables(uow: UnitOfWork) -> None:
         uow.execute(ddl)
 
 
-def booking_status(store: Any, booking_id: str) -> str:
+def booking_status(store: Store, booking_id: str) -> str:
     """The room booking's status now: BOOKED or CANCELLED."""
     with store.unit_of_work() as uow:
         row = uow.execute(
