@@ -4,7 +4,8 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: demo test lint typecheck unit clean bench-es bench-relay bench-consumer bench-brokers bench-fast
+.PHONY: demo test lint typecheck unit clean bench-es bench-relay bench-consumer bench-brokers \
+	bench-fast bench-sagas
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -57,6 +58,10 @@ bench-brokers: $(VENV)/.installed-dev
 # Instructions per call of the per-event fast paths, under valgrind's callgrind.
 bench-fast: $(VENV)/.installed-dev
 	$(BIN)/python benchmarks/fastpaths.py
+
+# Sagas of four local steps per second beside the raw commit limit (SQLite and PostgreSQL).
+bench-sagas: $(VENV)/.installed-dev
+	$(BIN)/python benchmarks/sagas.py $(ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .coverage

@@ -106,6 +106,42 @@ def test_the_demo_forgets_a_customer_whose_address_then_reads_as_redacted(
     assert b"Rose Lane" not in db.read_bytes()
 
 
+def test_the_demo_tells_the_saga_story_in_order(tmp_path: Path) -> None:
+    """Section 5: the order PENDING while its saga waits, then CONFIRMED; out of stock
+    refunds and cancels, last first; the hotel booking's timeline and its 5.00 of card
+    fees; the file holds the three sagas in the states told of."""
+    db = tmp_path / "shop.db"
+    result = run_cli("demo", "--db", str(db))
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    story = [
+        "5. Sagas: compensation and eventual consistency (spec 6.2)",
+        "the saga waits on a durable timer: RUNNING, retry at 18:00:01.",
+        "anyone reading o-5001 sees it PENDING",
+        "run_once() drives it on: COMPLETED; o-5001 is CONFIRMED, 1 x LAMP-3 left.",
+        "StepRefusedError: out of stock: 3 x LAMP-3 asked.",
+        "ChargePayment then CreateOrder -> COMPENSATED; o-5002 is CANCELLED, €147.00 refunded",
+        "Kim's booking ends COMPENSATED; the room is CANCELLED.",
+        "18:01:01  action_failed SendConfirmation: ConnectionError",
+        "18:06:01  discrepancy ChargeCard (€5.00): card fees: charged 103.00, refunded 98.00",
+        "18:06:01  saga_compensated",
+        "sagas.discrepancy_total('hotel-booking'): €5.00 (create-order: €0.00).",
+    ]
+    positions = [out.find(line) for line in story]
+    assert -1 not in positions, [s for s, p in zip(story, positions, strict=True) if p < 0]
+    assert positions == sorted(positions)
+    assert out.find("4. The inbox and the decision matrix") < positions[0]
+    with sqlite3.connect(db) as conn:
+        sagas = conn.execute("SELECT saga_id, state FROM tidings_sagas ORDER BY saga_id").fetchall()
+        orders = conn.execute("SELECT order_id, status FROM saga_orders ORDER BY 1").fetchall()
+    assert sagas == [
+        ("create-order-o-5001", "COMPLETED"),
+        ("create-order-o-5002", "COMPENSATED"),
+        ("hotel-booking-b-5003", "COMPENSATED"),
+    ]
+    assert orders == [("o-5001", "CONFIRMED"), ("o-5002", "CANCELLED")]
+
+
 def seal_for(url: str, subject: str) -> None:
     """Save a customer with personal data in the store at ``url``."""
     from tidings.testing.customer import Customer, Referred, Registered

@@ -51,6 +51,9 @@ def run_demo(db: Path | None) -> None:
         from tidings.cli.demo_messaging import messaging  # it imports this module
 
         messaging(db.parent)
+        from tidings.cli.demo_sagas import sagas  # it imports this module
+
+        sagas(store)
     finally:
         store.close()
     say()

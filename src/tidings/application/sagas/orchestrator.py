@@ -12,11 +12,12 @@ never as sleeping threads (see ``deadlines`` and ``remote`` beside this module).
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 import traceback
 import uuid
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
@@ -160,7 +161,7 @@ class Orchestrator:
             if saga_id in self.refused:
                 continue
             try:
-                moved += self._drive(saga_id)
+                moved += self._drive(saga_id)[0]
             except SagaVersionError as exc:
                 self.refused[saga_id] = str(exc)
                 log.error("saga %s refused: %s", saga_id, exc)
@@ -170,24 +171,27 @@ class Orchestrator:
 
     def drive(self, saga_id: str) -> SagaResult:
         """Move the saga as far as it can go now; return its result."""
-        self._drive(saga_id)
-        row = self._load(saga_id)
-        if row is None:
-            raise SagaError(f"no saga has id {saga_id!r}: check the id (tidings sagas list)")
-        return SagaResult.of(row)
+        return SagaResult.of(self._drive(saga_id)[1])
 
-    def _drive(self, saga_id: str) -> int:
+    def _drive(self, saga_id: str) -> tuple[int, SagaRow]:
+        """Transitions made, and the saga's row after the last. Each write checked the
+        version it replaced, so the row it wrote is the stored one: the loop goes on from
+        it without reading it back, and reads again only after a conflict (another
+        orchestrator, an operator or a reply moved the saga meanwhile)."""
         moved = 0
+        row: SagaRow | None = None
         while True:
-            row = self._load(saga_id)
+            if row is None:
+                row = self._load(saga_id)
             if row is None:
                 raise SagaError(f"no saga has id {saga_id!r}: check the id (tidings sagas list)")
             if row.state not in ACTIVE or row.wake_at > self._clock():
-                return moved
+                return moved, row
             try:
-                self._advance(row)
+                row = self._advance(row)
             except SagaConflictError:
-                continue  # another orchestrator moved it: look again
+                row = None  # moved by someone else: read it again
+                continue
             moved += 1
 
     @property
@@ -223,44 +227,57 @@ class Orchestrator:
             return transitions
         return [t if t.by else replace(t, by=self._by) for t in transitions]
 
-    def _write(self, row: SagaRow, new: SagaRow, *transitions: Transition) -> None:
+    def _write(self, row: SagaRow, new: SagaRow, *transitions: Transition) -> SagaRow:
         with self._store.unit_of_work() as uow:
             self._log.update(uow, new, row.version, self._stamped(list(transitions)))
+        return new
 
-    def _advance(self, row: SagaRow) -> None:
+    def _advance(self, row: SagaRow) -> SagaRow:
+        """Make one transition; return the row written."""
         now = self._clock()
         upcast = self._versions.upcast(row)
         if upcast is not None:  # moved to the newer version first, as a transition of its own
-            self._write(row, upcast.row, Transition("saga_upcast", at=now, detail=upcast.detail))
-            return
+            return self._write(
+                row, upcast.row, Transition("saga_upcast", at=now, detail=upcast.detail)
+            )
         steps = self._versions.definition(row).steps
-        if row.state == RUNNING and row.step >= len(steps):
-            self._write(row, row.next(state=COMPLETED), Transition("saga_completed", at=now))
-            return
-        if row.state == RUNNING and row.deadline_at and now >= row.deadline_at:
-            self._write(row, *past_saga_deadline(row, steps[row.step], now))
-            return
-        if row.state == COMPENSATING:
-            pending = self._to_compensate(row, steps)
-            if pending is None:
-                self._write(
-                    row, row.next(state=COMPENSATED), Transition("saga_compensated", at=now)
-                )
-                return
-            step = pending
-        else:
-            step = steps[row.step]
+        step = self._next_step(row, steps)
+        ending = self._ending(row, steps, step, now)
+        if ending is not None:
+            return self._write(row, *ending)
+        if step is None:  # _ending covers every active state without a step
+            raise SagaError(f"saga {row.saga_id} is {row.state} with no step to run")
         phase = "action" if row.state == RUNNING else "compensation"
         late = timed_out(row, step, now)
         if late is not None:  # no answer by the try's deadline
-            self._failed(row, step, phase, late)
-            return
+            return self._failed(row, step, phase, late)
         if row.started:  # a try began and never finished: its owner died or its lease ran out
-            self._failed(row, step, phase, StepUnknownError("interrupted: its owner stopped"))
-            return
+            return self._failed(
+                row, step, phase, StepUnknownError("interrupted: its owner stopped")
+            )
         new = begun(row, step, now, self._lease)
         self._write(row, new, Transition(f"{phase}_started", step.name, now, f"try {new.attempt}"))
-        self._run(new, step, phase)
+        return self._run(new, step, phase)
+
+    def _next_step(self, row: SagaRow, steps: Sequence[Step]) -> Step | None:
+        """The step to run (or compensate) next, or None when there is none left."""
+        if row.state == COMPENSATING:
+            return self._to_compensate(row, steps)
+        return steps[row.step] if row.step < len(steps) else None
+
+    @staticmethod
+    def _ending(
+        row: SagaRow, steps: Sequence[Step], step: Step | None, now: float
+    ) -> tuple[SagaRow, *tuple[Transition, ...]] | None:
+        """The row and transitions that end the saga (or start compensating it at its
+        deadline), or None while it has a step to run."""
+        if row.state == RUNNING and step is None:
+            return row.next(state=COMPLETED), Transition("saga_completed", at=now)
+        if row.state == RUNNING and row.deadline_at and now >= row.deadline_at:
+            return past_saga_deadline(row, steps[row.step], now)
+        if row.state == COMPENSATING and step is None:
+            return row.next(state=COMPENSATED), Transition("saga_compensated", at=now)
+        return None
 
     def _to_compensate(self, row: SagaRow, steps: tuple[Step, ...] | Any) -> Step | None:
         by_name = {s.name: s for s in steps}
@@ -270,14 +287,17 @@ class Orchestrator:
                 return step
         return None
 
-    def _run(self, row: SagaRow, step: Step, phase: str) -> None:
+    def _run(self, row: SagaRow, step: Step, phase: str) -> SagaRow:
+        """Run the try in one unit of work with its transition; return the row written."""
         call = step.action if phase == "action" else step.compensate
         if call is None:
             raise SagaError(f"step {step.name!r} has no compensation to run")
         try:
             with self._store.unit_of_work(correlation_id=row.correlation_id or None) as uow:
                 ctx = Context(row, step, phase, uow)
-                returned = call(ctx)
+                # As the log stores it (JSON): the next step sees the same data whether the
+                # row was read back or not.
+                returned = json.loads(json.dumps(call(ctx) or {}))
                 now = self._clock()
                 if row.step_deadline_at and now > row.step_deadline_at:
                     raise StepTimedOutError(  # raised inside the unit of work: its writes roll back
@@ -286,7 +306,7 @@ class Orchestrator:
                 marks = ctx.marks(now)
                 if ctx.sent:  # the step completes when its reply comes (SagaReplies)
                     done = row.next(
-                        data={**row.data, **(returned or {})},
+                        data={**row.data, **returned},
                         started=False,
                         waiting=f"{step.name}:{phase}",
                         wake_at=row.step_deadline_at,
@@ -294,7 +314,7 @@ class Orchestrator:
                     kind = "command_sent"
                 elif phase == "action":
                     done = row.next(
-                        data={**row.data, **(returned or {})},
+                        data={**row.data, **returned},
                         step=row.step + 1,
                         executed=[*row.executed, step.name],
                         started=False,
@@ -319,13 +339,17 @@ class Orchestrator:
         except SagaConflictError:
             raise
         except Exception as exc:
-            self._failed(row, step, phase, exc)
+            return self._failed(row, step, phase, exc)
+        return done
 
-    def _failed(self, row: SagaRow, step: Step, phase: str, exc: Exception) -> None:
+    def _failed(self, row: SagaRow, step: Step, phase: str, exc: Exception) -> SagaRow:
+        """Record a failed try; return the row written (a retry timer, compensating, or
+        the intervention queue)."""
         new, transitions = self.failure(row, step, phase, exc, self._clock())
         self._write(row, new, *transitions)
         if new.state == NEEDS_INTERVENTION:
             self.raise_alert(new, step)
+        return new
 
     def failure(
         self, row: SagaRow, step: Step, phase: str, exc: Exception, now: float
