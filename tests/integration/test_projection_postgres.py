@@ -135,6 +135,8 @@ def test_eight_writers_committing_in_reverse_never_make_the_live_projection_skip
             time.sleep(0.01)
         assert applied(store, tag) == expected
     finally:
+        for release in held.release.values():  # on a failure, let the writers end
+            release.set()
         stop.set()
         live.join(30)
         runner.close()
