@@ -30,8 +30,11 @@ Name = Annotated[str, typer.Argument(help="The projection's name.")]
 
 def _projections(path: str) -> list[Projection]:
     found: Any = load(path, "--projections")
-    found = [found] if isinstance(found, Projection) else list(found)
-    if not found or not all(isinstance(p, Projection) for p in found):
+    if isinstance(found, Projection):
+        found = [found]
+    if not isinstance(found, list | tuple) or not found:
+        found = [None]
+    if not all(isinstance(p, Projection) for p in found):
         raise ConfigurationError(f"--projections {path} must be a Projection or a list of them")
     return list(found)
 
@@ -99,7 +102,7 @@ def status(
             found = runner.status()
         finally:
             runner.close()
-    if not found:
+    if not found and not as_json:
         console.print("no projections have run on this database yet")
     for s in found:
         if as_json:
