@@ -68,7 +68,8 @@ class ProjectionStatus:
         if self.error:
             line += (
                 f"\n    paused on position {self.failed_position} "
-                f"(event {self.failed_event_id}, {self.failed_event_type}): {self.error}"
+                f"(event {self.failed_event_id}, {self.failed_event_type}): "
+                + self.error.replace("\n", "\n    ")
             )
         return line
 
