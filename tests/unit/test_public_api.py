@@ -33,6 +33,8 @@ EXPECTED_PUBLIC_NAMES = {
     "InMemoryBus",
     "JsonCodec",
     "MigrationError",
+    "ProjectionConflictError",
+    "ProjectionError",
     "SagaConflictError",
     "SagaError",
     "MigrationReport",
