@@ -412,3 +412,43 @@ def test_a_running_runner_is_woken_by_a_commit_not_by_its_poll(
         runner.close()
     assert not thread.is_alive()
     assert runner.status()[0].state == "stopped"
+
+
+def test_an_unreachable_database_in_a_handler_pauses_nothing(store: tidings.Store) -> None:
+    """A server that cannot be reached is not the event's fault: the batch is rolled back
+    and the error goes up, and the projection is not paused."""
+    write(store, [1])
+
+    def down(uow: Any, e: Counted) -> None:
+        raise tidings.ServerUnavailableError("the read database is down")
+
+    runner = store.projections([Projection("down", {Counted: down})])
+    with pytest.raises(tidings.ServerUnavailableError):
+        runner.run_once()
+    [status] = runner.status()
+    assert (status.state, status.position, status.error) == ("stopped", 0, "")
+
+
+def test_a_running_runner_waits_out_an_outage_and_goes_on(
+    store: tidings.Store, caplog: pytest.LogCaptureFixture
+) -> None:
+    """While the database fails, run() warns and tries again after a pause; once it
+    answers, the events are applied."""
+    write(store, [4])
+    runner = store.projections([totals_projection()], poll=0.05)
+    failures = [2]
+    listing = runner._checkpoints.listing
+    stop = threading.Event()
+
+    def flaky(uow: Any) -> Any:
+        if failures[0]:
+            failures[0] -= 1
+            raise tidings.ServerUnavailableError("the database is away")
+        stop.set()  # answered: this pass applies the event, then the loop ends
+        return listing(uow)
+
+    runner._checkpoints.listing = flaky  # type: ignore[method-assign]
+    with caplog.at_level(logging.WARNING, "tidings.projections"):
+        runner.run(stop)
+    assert caplog.text.count("the database is away; trying again in") == 2
+    assert rows(store, f"SELECT total FROM {t('totals')}") == [(4,)]

@@ -4,6 +4,7 @@ with ``retry`` after a fix or passed with ``skip``, and a clean stop on SIGTERM.
 from __future__ import annotations
 
 import json
+import runpy
 import subprocess
 import sys
 import time
@@ -132,3 +133,29 @@ def test_a_runner_process_is_operated_from_the_command_line(
     bad = run_cli("projections", "run", "--db", db, "--projections", "cli_projections:FIXED")
     assert bad.returncode == 2
     assert "must be a Projection or a list of them" in bad.stderr
+
+
+def test_reset_asks_first_and_forgets_the_checkpoint(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without --yes reset asks, and a no keeps the checkpoint; with it the checkpoint is
+    gone (the projection starts again from position 0); a name that is not there is
+    said so."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "cli_projections.py").write_text(PROJECTIONS)
+    db = f"sqlite:///{tmp_path / 'reset.db'}"
+    shown = run_cli("projections", "status", "--db", db)
+    assert "no projections have run on this database yet" in shown.stdout
+    with tidings.connect(db, registry=tidings.EventRegistry([Counted])) as store:
+        projections = runpy.run_path(str(tmp_path / "cli_projections.py"))["projections"]
+        store.projections(projections).run_once()
+    refused = run_cli("projections", "reset", "cli-totals", "--db", db, stdin="n\n")
+    assert refused.returncode != 0
+    assert "Aborted" in refused.stderr
+    reset = run_cli("projections", "reset", "cli-totals", "--db", db, "--yes")
+    assert "starts again from position 0" in reset.stdout
+    shown = run_cli("projections", "status", "--db", db, "--json")
+    assert [json.loads(line)["name"] for line in shown.stdout.splitlines()] == ["cli-skipper"]
+    gone = run_cli("projections", "reset", "cli-totals", "--db", db, "--yes")
+    assert gone.returncode == 2
+    assert "no projection is named 'cli-totals'" in gone.stderr
