@@ -16,7 +16,7 @@ from typing import Any
 from tidings.adapters.sql import split_statements
 from tidings.domain.projection_state import PAUSED, STOPPED, Checkpoint, LogHead, Skip
 from tidings.errors import ProjectionConflictError, ProjectionError
-from tidings.ports import EventStore
+from tidings.ports import CommitSignal, EventStore, ProjectionCheckpoints, ProjectionLog
 from tidings.records import EventRecord
 
 _COLUMNS = (
@@ -318,7 +318,7 @@ def _checkpoint(r: Sequence[Any]) -> Checkpoint:
     )
 
 
-def projection_parts(store: Any) -> tuple[SqlCheckpoints, Any, Any]:
+def projection_parts(store: Any) -> tuple[ProjectionCheckpoints, ProjectionLog, CommitSignal]:
     """The checkpoints, the log head and the commit signal of a store's backend.
 
     The signal is the relay's: LISTEN on the outbox channel on PostgreSQL (every unit of
@@ -330,7 +330,7 @@ def projection_parts(store: Any) -> tuple[SqlCheckpoints, Any, Any]:
     if tables is None:  # memory://: your statements' tables live in-process
         with store.unit_of_work() as uow:
             for statement in ddl(MEMORY_TABLES):
-                uow.execute(statement.replace("{prefix}", ""))
+                uow.execute(statement)
         return (
             SqlCheckpoints(MEMORY_TABLES),
             MemoryProjectionLog(store.events),
