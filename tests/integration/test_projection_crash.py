@@ -5,11 +5,13 @@ equals one built from scratch."""
 from __future__ import annotations
 
 import random
+import sqlite3
 import subprocess
 import sys
 import uuid
 from collections import Counter as Tally
 from collections.abc import Iterator
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -53,10 +55,18 @@ def write(store: tidings.Store, counters: list[Counter], events: int, rng: rando
 
 
 def position(store: tidings.Store, name: str) -> int:
-    with store.unit_of_work() as uow:
-        table = store.database.tables["projections"]  # type: ignore[attr-defined]
-        row = uow.execute(f"SELECT position FROM {table} WHERE name = :n", {"n": name}).fetchone()
-    return int(row[0]) if row else 0
+    """The projection's checkpoint, read without waiting on the runner: a read-only
+    connection on SQLite (a unit of work would queue for the write lock behind batch
+    after batch), a plain query on PostgreSQL."""
+    table = store.database.tables["projections"]  # type: ignore[attr-defined]
+    path = getattr(store.database, "path", None)
+    sql = f"SELECT position FROM {table} WHERE name = {'?' if path else '%s'}"
+    if path is not None:
+        with closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as conn:
+            found = conn.execute(sql, (name,)).fetchall()
+    else:
+        found = store.database.query(sql, (name,))  # type: ignore[attr-defined]
+    return int(found[0][0]) if found else 0
 
 
 def rows(store: tidings.Store, sql: str) -> list[Any]:
@@ -85,15 +95,20 @@ def kill_runners_again_and_again(
                     command, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, env=to_be_killed()
                 )
             before = position(store, "crash")
-            kill_mid_work(
-                runner,
-                lambda: position(store, "crash"),
-                before,
-                "a batch of the projection",
-                rng=rng,
-                most=0.08,
-                log=log,
-            )
+            try:
+                kill_mid_work(
+                    runner,
+                    lambda: position(store, "crash"),
+                    before,
+                    "a batch of the projection",
+                    rng=rng,
+                    most=0.08,
+                    log=log,
+                )
+            finally:
+                if runner.poll() is None:  # the wait failed: leave no runner behind
+                    runner.kill()
+                    runner.wait()
             killed += 1
             write(store, counters, rng.randint(0, 60), rng)  # more arrive meanwhile
         finisher = store.projections([totals("crash", 0.0)], batch=500)
