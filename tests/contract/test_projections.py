@@ -198,6 +198,7 @@ def test_a_poison_event_pauses_its_projection_alone_and_retry_resumes_exactly_th
     assert "test_projections.py" in paused.error  # where the handler failed
     assert (other.state, other.position, other.lag_events) == ("running", 5, 0)
     assert "paused on the event at position 3" in caplog.text
+    assert "RuntimeError: cannot project step 13; fix the handler" in caplog.text
     assert "tidings projections retry failing (or skip failing --position 3)" in caplog.text
     assert runner.run_once() == 0  # paused: nothing more until an operator acts
     assert rows(store, f"SELECT sum(total) FROM {t('failing')}") == [(3,)]

@@ -194,7 +194,7 @@ class ProjectionRunner:
                 record.position,
                 record.event_id,
                 record.event_type,
-                error.strip().splitlines()[-1] if error.strip() else error,
+                error.splitlines()[0] if error else error,
                 p.name,
                 p.name,
                 record.position,
