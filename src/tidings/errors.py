@@ -21,6 +21,8 @@
     │   │                          it is busy; ``answered`` keeps what it did answer
     │   └── BadMessageError        a received message is not a valid tidings CloudEvent
     ├── UnitOfWorkError           the unit of work was used out of order (e.g. reused after exit)
+    ├── ProjectionError           a projection cannot run or be operated as asked
+    │   └── ProjectionConflictError another runner moved the checkpoint first (rolled back)
     ├── MigrationError            an event migration refused its input or failed its final check
     └── SagaError                 a saga cannot be started, found or driven as asked
         ├── SagaConflictError      another orchestrator moved the saga first (rolled back)
@@ -148,6 +150,14 @@ class BadMessageError(TransportError):
 
 class UnitOfWorkError(TidingsError):
     """A unit of work was used outside its ``with`` block or after it ended."""
+
+
+class ProjectionError(TidingsError):
+    """A projection cannot run or be operated as asked (the message says why and what to do)."""
+
+
+class ProjectionConflictError(ProjectionError):
+    """Another runner moved the projection's checkpoint first; this batch was rolled back."""
 
 
 class MigrationError(TidingsError):

@@ -14,6 +14,7 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from tidings.domain.events import DomainEvent
+from tidings.domain.projection_state import Checkpoint, LogHead, Skip
 from tidings.domain.saga_state import SagaRow, Transition
 from tidings.records import EventRecord, SnapshotRecord, StreamInfo, SubjectKey
 
@@ -497,6 +498,72 @@ class Messages(Protocol):
 
     def scheduled(self) -> int:
         """How many messages wait for their time."""
+
+
+class ProjectionCheckpoints(Protocol):
+    """Projection checkpoints, each written in the unit of work given, beside the read
+    model's rows. Moves are guarded by the position the caller read: a checkpoint another
+    runner moved first raises ``ProjectionConflictError`` and the caller's transaction,
+    read-model writes included, rolls back."""
+
+    def ensure(self, uow: Any, name: str, version: int, lag_threshold: float) -> Checkpoint:
+        """The checkpoint of ``name``, created at position 0 (stopped) if missing."""
+
+    def get(self, uow: Any, name: str) -> Checkpoint | None:
+        """The stored checkpoint, or None."""
+
+    def listing(self, uow: Any) -> list[Checkpoint]:
+        """Every checkpoint, by name."""
+
+    def advance(
+        self, uow: Any, name: str, *, start: int, end: int, now: float, runner: str
+    ) -> None:
+        """Move from ``start`` to ``end`` (running), unless paused or moved elsewhere."""
+
+    def pause(
+        self,
+        uow: Any,
+        name: str,
+        *,
+        start: int,
+        end: int,
+        failed: EventRecord,
+        error: str,
+        now: float,
+    ) -> None:
+        """Move from ``start`` to ``end`` and pause on ``failed`` with ``error``."""
+
+    def resume(self, uow: Any, name: str, now: float) -> Checkpoint:
+        """Clear a pause: the runner applies the failed event again."""
+
+    def skip(self, uow: Any, name: str, *, position: int, by: str, note: str, now: float) -> Skip:
+        """Pass over the event a paused projection failed on (it must be ``position``)."""
+
+    def skips(self, uow: Any, name: str) -> list[Skip]:
+        """The events skipped in ``name``, oldest first."""
+
+    def beat(self, uow: Any, names: Sequence[str], now: float, runner: str, state: str) -> None:
+        """Note that ``runner`` is alive and holds ``names`` (paused ones stay paused)."""
+
+    def remove(self, uow: Any, name: str) -> bool:
+        """Forget the checkpoint: the projection starts again from position 0."""
+
+
+class ProjectionLog(Protocol):
+    """The global log's head and commit times, for lag: read in the unit of work given."""
+
+    def head(self, uow: Any, position: int) -> LogHead:
+        """The head, its time, and how far ``position`` is behind it."""
+
+
+class CommitSignal(Protocol):
+    """Wakes a waiting reader when a transaction commits events (polling at worst)."""
+
+    def wait_for_work(self, timeout: float) -> None:
+        """Return when something may have committed, or after ``timeout`` seconds."""
+
+    def close(self) -> None:
+        """Release what the signal holds (a listening connection)."""
 
 
 class SagaLog(Protocol):

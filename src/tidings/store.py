@@ -11,12 +11,14 @@ from typing import Any, Self, TypeVar
 import msgspec
 
 from tidings.adapters.bus_transport import BusTransport
+from tidings.adapters.sql_projections import projection_parts
 from tidings.adapters.sql_sagas import MEMORY_TABLES, SqlSagaLog
 from tidings.adapters.sql_sagas import ddl as saga_ddl
 from tidings.application.bus import InMemoryBus
 from tidings.application.causation import Cause, current_cause
 from tidings.application.event_log import iter_log
 from tidings.application.handling import Delivery, Handlers, InboxProcessor
+from tidings.application.projections import Projection, ProjectionRunner
 from tidings.application.relayed_bus import RelayedBus
 from tidings.application.repository import EventSourcedRepository
 from tidings.application.sagas import Orchestrator, SagaResult
@@ -201,6 +203,15 @@ class Store:
             on_intervention=on_intervention,
             by=by,
         )
+
+    def projections(
+        self, projections: Iterable[Projection] = (), **options: Any
+    ) -> ProjectionRunner:
+        """A runner of ``projections`` on this store's global log (see docs/cqrs.md):
+        ``run_once()``, ``run(stop)``, ``status()``, ``retry``, ``skip``. Options go to
+        ``ProjectionRunner`` (``batch``, ``poll``, ``clock``, ``on_lag``, ...)."""
+        checkpoints, head, signal = projection_parts(self)
+        return ProjectionRunner(self, projections, checkpoints, head, signal, **options)
 
     def unit_of_work_in(
         self,

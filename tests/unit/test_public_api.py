@@ -34,6 +34,8 @@ EXPECTED_PUBLIC_NAMES = {
     "JsonCodec",
     "LeaseCountError",
     "MigrationError",
+    "ProjectionConflictError",
+    "ProjectionError",
     "SagaConflictError",
     "SagaError",
     "SagaVersionError",

@@ -66,6 +66,7 @@ SCHEMA_PARTS: tuple[SchemaPart, ...] = (
         ("inbox_v2.sql",),
     ),
     SchemaPart("personal_data", 1, "personal_data.sql", ("subject_keys",)),
+    SchemaPart("projections", 1, "projections.sql", ("projections", "projection_skips")),
     SchemaPart("messages", 1, "messages.sql", ("message_keys", "scheduled_messages")),
     # Version 2: deadlines, the reply a remote step waits for, the conversation id.
     SchemaPart("sagas", 2, "sagas.sql", ("sagas", "saga_transitions"), ("sagas_v2.sql",)),

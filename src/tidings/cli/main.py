@@ -14,6 +14,7 @@ from tidings.cli.events import app as events_app
 from tidings.cli.inbox import app as inbox_app
 from tidings.cli.options import Db, Prefix, Schema, open_store
 from tidings.cli.outbox import app as outbox_app
+from tidings.cli.projections import app as projections_app
 from tidings.cli.sagas import app as sagas_app
 from tidings.errors import TidingsError
 
@@ -28,6 +29,7 @@ app = typer.Typer(
 app.add_typer(outbox_app, name="outbox")
 app.add_typer(sagas_app, name="sagas")
 app.add_typer(inbox_app, name="inbox")
+app.add_typer(projections_app, name="projections")
 app.command()(workers.relay)
 app.command()(workers.consume)
 app.add_typer(events_app, name="events")

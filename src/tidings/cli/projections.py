@@ -1,0 +1,176 @@
+"""``tidings projections``: run projections, show their lag, resume a paused one.
+
+``run`` needs the projections (``--projections module:attribute``, a Projection or a
+list of them); ``status``, ``retry``, ``skip`` and ``reset`` read and change only the
+checkpoints, so they need nothing but the database.
+"""
+
+from __future__ import annotations
+
+import getpass
+import json
+from dataclasses import asdict
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+
+from tidings.application.projections import Projection, ProjectionRunner
+from tidings.cli.loading import load
+from tidings.cli.options import Db, Prefix, Schema, open_store
+from tidings.cli.progress import Rate, reporting, stop_on_signals
+from tidings.cli.progress import console as progress
+from tidings.errors import ConfigurationError, ProjectionError
+
+app = typer.Typer(help="Run projections and operate them: status, retry, skip.")
+console = Console(highlight=False, soft_wrap=True)
+
+Name = Annotated[str, typer.Argument(help="The projection's name.")]
+
+
+def _projections(path: str) -> list[Projection]:
+    found: Any = load(path, "--projections")
+    if isinstance(found, Projection):
+        found = [found]
+    if not isinstance(found, list | tuple) or not found:
+        found = [None]
+    if not all(isinstance(p, Projection) for p in found):
+        raise ConfigurationError(f"--projections {path} must be a Projection or a list of them")
+    return list(found)
+
+
+@app.command()
+def run(
+    db: Db,
+    projections: Annotated[
+        str, typer.Option(help="Your Projection (or a list of them) as package.module:attr.")
+    ],
+    registry: Annotated[
+        str | None,
+        typer.Option(help="Your EventRegistry as module:attr (default: the handlers' events)."),
+    ] = None,
+    batch: Annotated[int, typer.Option(help="Events per transaction.")] = 500,
+    poll: Annotated[float, typer.Option(help="Seconds between looks without a signal.")] = 1.0,
+    every: Annotated[float, typer.Option(help="Seconds between progress lines.")] = 10.0,
+    prefix: Prefix = "tidings_",
+    schema: Schema = "public",
+) -> None:
+    """Catch the projections up, then follow the log until SIGTERM or SIGINT."""
+    chosen = _projections(projections)
+    events = load(registry, "--registry") if registry else None
+    stop = stop_on_signals()
+    with open_store(db, prefix, schema, registry=events) as store:
+        runner = store.projections(chosen, batch=batch, poll=poll)
+        try:
+            progress.print(
+                f"projections {', '.join(runner.names)}: {store.database.describe()}",
+                markup=False,
+            )
+            with reporting(_progress(runner), every):
+                runner.run(stop)
+        finally:
+            runner.close()
+
+
+def _progress(runner: ProjectionRunner) -> Any:
+    rate = Rate()
+
+    def line() -> str:
+        try:
+            figures = ", ".join(
+                f"{s.name} {s.state} lag {s.lag_events}/{s.lag_seconds:.1f} s"
+                for s in runner.status(runner.names)
+            )
+        except Exception as exc:  # the database may be down: say so, keep reporting
+            figures = f"status unknown ({type(exc).__name__})"
+        return f"applied {runner.applied} ({rate(runner.applied):.0f}/s); {figures}"
+
+    return line
+
+
+@app.command()
+def status(
+    db: Db,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line.")] = False,
+    prefix: Prefix = "tidings_",
+    schema: Schema = "public",
+) -> None:
+    """Each projection: position, head, lag in events and seconds, state, heartbeat."""
+    with open_store(db, prefix, schema) as store:
+        runner = store.projections()
+        try:
+            found = runner.status()
+        finally:
+            runner.close()
+    if not found and not as_json:
+        console.print("no projections have run on this database yet")
+    for s in found:
+        if as_json:
+            typer.echo(json.dumps({**asdict(s), "stale": s.stale, "lagging": s.lagging}))
+        else:
+            console.print(s.describe(), markup=False)
+
+
+@app.command()
+def retry(db: Db, name: Name, prefix: Prefix = "tidings_", schema: Schema = "public") -> None:
+    """Resume a paused projection after a fix: it applies the failed event again first."""
+    with open_store(db, prefix, schema) as store:
+        runner = store.projections()
+        try:
+            found = runner.retry(name)
+        finally:
+            runner.close()
+    console.print(
+        f"projection {name}: resumes at position {found.failed_position} "
+        f"(event {found.failed_event_id}) when its runner next looks",
+        markup=False,
+    )
+
+
+@app.command()
+def skip(
+    db: Db,
+    name: Name,
+    position: Annotated[int, typer.Option(help="The position it paused on (see status).")],
+    note: Annotated[str, typer.Option("--note", help="Why: kept with the skip.")] = "",
+    by: Annotated[str | None, typer.Option("--by", help="Who (default: the OS user).")] = None,
+    prefix: Prefix = "tidings_",
+    schema: Schema = "public",
+) -> None:
+    """Pass over the one event a paused projection failed on; the skip is recorded."""
+    with open_store(db, prefix, schema) as store:
+        runner = store.projections()
+        try:
+            skipped = runner.skip(name, position, by or getpass.getuser(), note)
+        finally:
+            runner.close()
+    console.print(
+        f"projection {name}: skipped position {skipped.position} (event {skipped.event_id}, "
+        f"{skipped.event_type}); it goes on from there",
+        markup=False,
+    )
+
+
+@app.command()
+def reset(
+    db: Db,
+    name: Name,
+    yes: Annotated[bool, typer.Option("--yes", help="Do not ask for confirmation.")] = False,
+    prefix: Prefix = "tidings_",
+    schema: Schema = "public",
+) -> None:
+    """Forget a projection's checkpoint: it starts again from position 0 (empty it first)."""
+    question = f"Start projection {name!r} again from position 0? Its tables must be empty"
+    if not yes and not typer.confirm(question):
+        raise typer.Abort
+    with open_store(db, prefix, schema) as store:
+        runner = store.projections()
+        try:
+            gone = runner.reset(name)
+        finally:
+            runner.close()
+    if not gone:
+        raise ProjectionError(
+            f"no projection is named {name!r} here: see tidings projections status"
+        )
+    console.print(f"projection {name}: starts again from position 0 on its next run", markup=False)

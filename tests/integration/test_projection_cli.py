@@ -1,0 +1,161 @@
+"""``tidings projections``: a runner process, a poison event seen in ``status``, resumed
+with ``retry`` after a fix or passed with ``skip``, and a clean stop on SIGTERM."""
+
+from __future__ import annotations
+
+import json
+import runpy
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+import tidings
+from tidings.testing.contract import Counted, Counter
+
+from .cli import run_cli
+
+PROJECTIONS = """
+from pathlib import Path
+from tidings.application.projections import Projection
+from tidings.testing.contract import Counted
+
+FIXED = Path(__file__).with_name("fixed")
+
+
+def counted(uow, e):
+    if e.step == 13 and not FIXED.exists():
+        raise ValueError("thirteen is not a step we know")
+    uow.execute(
+        "INSERT INTO cli_totals VALUES (:id, :s) ON CONFLICT (id)"
+        " DO UPDATE SET total = cli_totals.total + excluded.total",
+        {"id": e.aggregate_id, "s": e.step},
+    )
+
+
+def skipped_too(uow, e):
+    if e.step == 13:
+        raise ValueError("not this one either")
+
+
+projections = [
+    Projection(
+        "cli-totals",
+        {Counted: counted},
+        schema=["CREATE TABLE IF NOT EXISTS cli_totals (id TEXT PRIMARY KEY, total INTEGER)"],
+    ),
+    Projection("cli-skipper", {Counted: skipped_too}),
+]
+"""
+
+
+def wait_for(check: object, what: str, runner: subprocess.Popen[str]) -> None:
+    deadline = time.monotonic() + 60
+    while not check():  # type: ignore[operator]
+        if runner.poll() is not None:
+            pytest.fail(f"the runner exited ({runner.returncode}) before {what}")
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out waiting until {what}")
+        time.sleep(0.05)
+
+
+def test_a_runner_process_is_operated_from_the_command_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The runner pauses both projections on the poison event; status shows where and
+    why; retry after the fix resumes one, skip passes the event in the other; SIGTERM
+    stops the runner cleanly and status says stopped."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "cli_projections.py").write_text(PROJECTIONS)
+    db = f"sqlite:///{tmp_path / 'cli.db'}"
+    with tidings.connect(db, registry=tidings.EventRegistry([Counted])) as store:
+        counter = Counter("o-1")
+        for step in (1, 13, 2):
+            counter.increment(step)
+        with store.unit_of_work() as uow:
+            uow.track(counter)
+    runner = subprocess.Popen(
+        [sys.executable, "-m", "tidings", "projections", "run", "--db", db,
+         "--projections", "cli_projections:projections", "--every", "0.5"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    try:
+
+        def statuses() -> dict[str, dict[str, object]]:
+            shown = run_cli("projections", "status", "--db", db, "--json")
+            assert shown.returncode == 0, shown.stderr
+            return {s["name"]: s for s in map(json.loads, shown.stdout.splitlines())}
+
+        wait_for(
+            lambda: {s["state"] for s in statuses().values()} == {"paused"},
+            "both projections paused",
+            runner,
+        )
+        shown = run_cli("projections", "status", "--db", db)
+        assert "cli-totals v1  paused  position 1 of 3  lag 2 events" in shown.stdout
+        assert "paused on position 2" in shown.stdout
+        assert "ValueError: thirteen is not a step we know" in shown.stdout
+
+        (tmp_path / "fixed").touch()
+        retried = run_cli("projections", "retry", "cli-totals", "--db", db)
+        assert retried.returncode == 0, retried.stderr
+        assert "resumes at position 2" in retried.stdout
+        wrong = run_cli("projections", "skip", "cli-skipper", "--position", "3", "--db", db)
+        assert wrong.returncode == 2
+        assert "paused on the event at position 2, not 3" in wrong.stderr
+        skipped = run_cli(
+            "projections", "skip", "cli-skipper", "--position", "2", "--db", db,
+            "--by", "ops", "--note", "known bad",
+        )  # fmt: skip
+        assert skipped.returncode == 0, skipped.stderr
+        wait_for(
+            lambda: all(s["lag_events"] == 0 for s in statuses().values()),
+            "both projections at the head",
+            runner,
+        )
+        runner.terminate()
+        output, _ = runner.communicate(timeout=60)
+        assert runner.returncode == 0, output
+    finally:
+        if runner.poll() is None:
+            runner.kill()
+            runner.wait()
+    assert "projections cli-totals, cli-skipper" in output
+    final = statuses()
+    assert {s["state"] for s in final.values()} == {"stopped"}
+    with tidings.connect(db) as store, store.unit_of_work() as uow:
+        assert uow.execute("SELECT total FROM cli_totals").fetchall() == [(16,)]
+    missing = run_cli("projections", "retry", "nope", "--db", db)
+    assert missing.returncode == 2
+    assert "no projection is named 'nope'" in missing.stderr
+    bad = run_cli("projections", "run", "--db", db, "--projections", "cli_projections:FIXED")
+    assert bad.returncode == 2
+    assert "must be a Projection or a list of them" in bad.stderr
+
+
+def test_reset_asks_first_and_forgets_the_checkpoint(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without --yes reset asks, and a no keeps the checkpoint; with it the checkpoint is
+    gone (the projection starts again from position 0); a name that is not there is
+    said so."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "cli_projections.py").write_text(PROJECTIONS)
+    db = f"sqlite:///{tmp_path / 'reset.db'}"
+    shown = run_cli("projections", "status", "--db", db)
+    assert "no projections have run on this database yet" in shown.stdout
+    with tidings.connect(db, registry=tidings.EventRegistry([Counted])) as store:
+        projections = runpy.run_path(str(tmp_path / "cli_projections.py"))["projections"]
+        store.projections(projections).run_once()
+    refused = run_cli("projections", "reset", "cli-totals", "--db", db, stdin="n\n")
+    assert refused.returncode != 0
+    assert "Aborted" in refused.stderr
+    reset = run_cli("projections", "reset", "cli-totals", "--db", db, "--yes")
+    assert "starts again from position 0" in reset.stdout
+    shown = run_cli("projections", "status", "--db", db, "--json")
+    assert [json.loads(line)["name"] for line in shown.stdout.splitlines()] == ["cli-skipper"]
+    gone = run_cli("projections", "reset", "cli-totals", "--db", db, "--yes")
+    assert gone.returncode == 2
+    assert "no projection is named 'cli-totals'" in gone.stderr
