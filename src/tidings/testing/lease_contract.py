@@ -220,6 +220,44 @@ class LeaseContract:
             assert not leases.holds(tx, "a", SET, old)
             assert leases.holds(tx, winner, SET, results[winner])
 
+    def test_two_live_owners_racing_for_the_same_free_slot_each_get_one(self, store: Store) -> None:
+        """Two live owners (heartbeats fresh, so nothing else makes them wait for each
+        other) both go for slot 0 of two while a fenced transaction of its old owner is
+        open. Once it ends, they take turns: each ends with a slot of its own under the
+        next token, never both with the same slot."""
+        leases = component_of(store)
+        old = leases.lease("a", SET, 2, TTL, NOW)
+        for owner in ("b", "c"):  # live for long, nothing free yet
+            assert leases.lease(owner, SET, 2, TTL * 10, NOW + 1) == {}
+        expired = NOW + TTL + 1
+        # A third live owner whose share is none clears a's stale heartbeat first.
+        assert leases.lease("d", SET, 2, TTL * 10, expired) == {}
+        results: dict[str, dict[int, int]] = {}
+        errors: list[BaseException] = []
+
+        def race(owner: str) -> None:
+            try:
+                results[owner] = leases.lease(owner, SET, 2, TTL * 10, expired + 1)
+            except BaseException as exc:
+                errors.append(exc)
+
+        racers = [threading.Thread(target=race, args=(o,), daemon=True) for o in ("b", "c")]
+        with store.database.transaction() as tx:
+            assert leases.holds(tx, "a", SET, old)
+            for racer in racers:
+                racer.start()
+            wait_until_blocked(store, len(racers))
+            for racer in racers:
+                racer.join(timeout=0.5)  # a check of a negative: both must still wait
+                assert racer.is_alive(), "a takeover went ahead inside a fenced transaction"
+        for racer in racers:
+            racer.join(30)
+        assert errors == [], errors
+        assert sorted(results.values(), key=list) == [
+            {0: old[0] + 1},
+            {1: old[1] + 1},
+        ], f"each racer should hold one slot of its own: {results}"
+
 
 def wait_until_blocked(store: Store, waiters: int) -> None:
     """On PostgreSQL, wait until ``waiters`` sessions of this database wait for a lock, so
