@@ -55,6 +55,12 @@ class Refund(Deposited):
     reason: str
 
 
+def envelope_of(event: DomainEvent) -> dict[str, object]:
+    """The four envelope fields as the event reads them (``stamped`` uses these fast paths
+    too, so equality with it alone would not show a field left out)."""
+    return {name: getattr(event, name) for name in ENVELOPE}
+
+
 @pytest.mark.parametrize("event", [Deposited(amount=5, note="n"), Refund(amount=5, reason="r")])
 def test_with_envelope_builds_what_stamped_builds(event: Deposited) -> None:
     """The copy is equal to the plain ``stamped`` copy, of the same class, hashed, printed,
@@ -62,6 +68,8 @@ def test_with_envelope_builds_what_stamped_builds(event: Deposited) -> None:
     fast = with_envelope(event, **ENVELOPE)
     plain = event.stamped(**ENVELOPE)
     assert type(fast) is type(event)
+    assert envelope_of(fast) == ENVELOPE
+    assert fast.payload() == event.payload()
     assert fast == plain
     assert hash(fast) == hash(plain)
     assert repr(fast) == repr(plain)
@@ -80,7 +88,8 @@ def test_with_envelope_takes_the_plain_way_for_a_class_with_slots() -> None:
     event = SlottedDeposited(amount=5)
     fast = with_envelope(event, **ENVELOPE)
     assert fast == event.stamped(**ENVELOPE)
-    assert (fast.amount, fast.aggregate_version) == (5, 3)
+    assert envelope_of(fast) == ENVELOPE
+    assert fast.amount == 5
     assert not fields_in_dict(SlottedDeposited)
     assert fields_in_dict(Deposited)
     assert fields_in_dict(Refund)
@@ -91,6 +100,7 @@ def test_an_aggregate_records_the_same_event_the_plain_way_would() -> None:
     aggregate = Aggregate("a-1", version=2, clock=lambda: WHEN, ids=lambda: "e-1")
     recorded = aggregate.record(Deposited(amount=5))
     assert recorded == Deposited(amount=5).stamped(**ENVELOPE)
+    assert envelope_of(recorded) == ENVELOPE
     assert aggregate.pending_events == (recorded,)
 
 
@@ -99,6 +109,7 @@ def test_set_envelope_sets_the_four_fields_in_place(cls: type[Deposited]) -> Non
     """In place, on both layouts, and the event stays frozen to everyone after."""
     event = cls(amount=5)
     set_envelope(event, **ENVELOPE)
+    assert envelope_of(event) == ENVELOPE
     assert event == cls(amount=5).stamped(**ENVELOPE)
     assert hash(event) == hash(cls(amount=5).stamped(**ENVELOPE))
     with pytest.raises(dataclasses.FrozenInstanceError):
