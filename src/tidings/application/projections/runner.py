@@ -24,7 +24,7 @@ from typing import Any
 
 from tidings.application.projections.definition import Handler, Projection
 from tidings.application.projections.status import LagAlarm, ProjectionStatus, status_of
-from tidings.domain.projection_state import RUNNING, STOPPED, Checkpoint, Skip
+from tidings.domain.projection_state import PAUSED, RUNNING, STOPPED, Checkpoint, Skip
 from tidings.errors import (
     ProjectionConflictError,
     ProjectionError,
@@ -130,7 +130,7 @@ class ProjectionRunner:
             if checkpoint is None:  # reset meanwhile: made again at position 0
                 with self._store.unit_of_work() as uow:
                     checkpoint = self._checkpoints.ensure(uow, name, p.version, p.lag_threshold)
-            if checkpoint.state == "paused":
+            if checkpoint.state == PAUSED:
                 continue
             try:
                 done += self._advance(p, checkpoint)
