@@ -78,23 +78,30 @@ class SqlSagaLog:
         self._record(uow, row, transitions)
 
     def _record(self, uow: Any, row: SagaRow, transitions: list[Transition]) -> None:
+        """Insert the transitions of one write in one statement (one round trip)."""
+        if not transitions:
+            return
+        rows, params = [], {"saga_id": row.saga_id, "seq": row.version}
         for sub, t in enumerate(transitions):
-            uow.execute(
-                f"INSERT INTO {self._transitions} (saga_id, seq, sub, kind, step, at,"
-                " detail, by_whom, amount) VALUES (:saga_id, :seq, :sub, :kind, :step,"
-                " :at, :detail, :by_whom, :amount)",
-                {
-                    "saga_id": row.saga_id,
-                    "seq": row.version,
-                    "sub": sub,
-                    "kind": t.kind,
-                    "step": t.step,
-                    "at": t.at,
-                    "detail": t.detail,
-                    "by_whom": t.by,
-                    "amount": t.amount,
-                },
+            rows.append(
+                f"(:saga_id, :seq, {sub}, :kind{sub}, :step{sub}, :at{sub}, :detail{sub},"
+                f" :by{sub}, :amount{sub})"
             )
+            params.update(
+                {
+                    f"kind{sub}": t.kind,
+                    f"step{sub}": t.step,
+                    f"at{sub}": t.at,
+                    f"detail{sub}": t.detail,
+                    f"by{sub}": t.by,
+                    f"amount{sub}": t.amount,
+                }
+            )
+        uow.execute(
+            f"INSERT INTO {self._transitions} (saga_id, seq, sub, kind, step, at, detail,"
+            f" by_whom, amount) VALUES {', '.join(rows)}",
+            params,
+        )
 
     def get(self, uow: Any, saga_id: str) -> SagaRow | None:
         """The saga ``saga_id`` as stored, or None."""

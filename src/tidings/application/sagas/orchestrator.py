@@ -53,7 +53,14 @@ if TYPE_CHECKING:
 log = logging.getLogger("tidings.sagas")
 
 Clock = Callable[[], float]
+Pending = tuple[Step, str]
+"""A try a row records as begun by this orchestrator: the step and its phase."""
 AlertHook = Callable[[SagaResult], None]
+
+
+def _started(step: Step, phase: str, row: SagaRow, now: float) -> Transition:
+    """The transition of a try begun (its number is the row's attempt)."""
+    return Transition(f"{phase}_started", step.name, now, f"try {row.attempt}")
 
 
 class Orchestrator:
@@ -108,10 +115,20 @@ class Orchestrator:
             wake_at=now,
             deadline_at=now + seconds if seconds is not None else 0.0,
         )
+        first = definition.steps[0]
         with self._store.unit_of_work() as uow:
             row = replace(row, correlation_id=uow.cause.correlation_id)
-            self._log.create(uow, row, [Transition("saga_started", at=now)])
-        return self.drive(row.saga_id)
+            # The first try's start commits with the saga: one commit fewer, and the
+            # try is still recorded as begun before its action runs.
+            row = replace(begun(row, first, now, self._lease), version=row.version)
+            self._log.create(
+                uow,
+                row,
+                self._stamped(
+                    [Transition("saga_started", at=now), _started(first, "action", row, now)]
+                ),
+            )
+        return SagaResult.of(self._drive(row.saga_id, row, (first, "action"))[1])
 
     def reply_handlers(
         self, handlers: Handlers | None = None, *, name: str = "tidings.saga-replies"
@@ -173,24 +190,32 @@ class Orchestrator:
         """Move the saga as far as it can go now; return its result."""
         return SagaResult.of(self._drive(saga_id)[1])
 
-    def _drive(self, saga_id: str) -> tuple[int, SagaRow]:
+    def _drive(
+        self, saga_id: str, row: SagaRow | None = None, pending: Pending | None = None
+    ) -> tuple[int, SagaRow]:
         """Transitions made, and the saga's row after the last. Each write checked the
         version it replaced, so the row it wrote is the stored one: the loop goes on from
         it without reading it back, and reads again only after a conflict (another
-        orchestrator, an operator or a reply moved the saga meanwhile)."""
+        orchestrator, an operator or a reply moved the saga meanwhile). ``pending`` is a
+        try that ``row`` records as begun by this orchestrator: it runs at once."""
         moved = 0
-        row: SagaRow | None = None
         while True:
-            if row is None:
-                row = self._load(saga_id)
-            if row is None:
-                raise SagaError(f"no saga has id {saga_id!r}: check the id (tidings sagas list)")
-            if row.state not in ACTIVE or row.wake_at > self._clock():
-                return moved, row
             try:
-                row = self._advance(row)
+                if row is not None and pending is not None:
+                    row, pending = self._run(row, *pending)
+                    moved += 1
+                    continue
+                if row is None:
+                    row = self._load(saga_id)
+                if row is None:
+                    raise SagaError(
+                        f"no saga has id {saga_id!r}: check the id (tidings sagas list)"
+                    )
+                if row.state not in ACTIVE or row.wake_at > self._clock():
+                    return moved, row
+                row, pending = self._advance(row)
             except SagaConflictError:
-                row = None  # moved by someone else: read it again
+                row, pending = None, None  # moved by someone else: read it again
                 continue
             moved += 1
 
@@ -232,32 +257,48 @@ class Orchestrator:
             self._log.update(uow, new, row.version, self._stamped(list(transitions)))
         return new
 
-    def _advance(self, row: SagaRow) -> SagaRow:
-        """Make one transition; return the row written."""
+    def _advance(self, row: SagaRow) -> tuple[SagaRow, Pending | None]:
+        """Make one transition; return the row written, and the try it began (if any),
+        which the caller runs next."""
         now = self._clock()
         upcast = self._versions.upcast(row)
         if upcast is not None:  # moved to the newer version first, as a transition of its own
-            return self._write(
-                row, upcast.row, Transition("saga_upcast", at=now, detail=upcast.detail)
-            )
+            moved = Transition("saga_upcast", at=now, detail=upcast.detail)
+            return self._write(row, upcast.row, moved), None
         steps = self._versions.definition(row).steps
         step = self._next_step(row, steps)
         ending = self._ending(row, steps, step, now)
         if ending is not None:
-            return self._write(row, *ending)
+            return self._write(row, *ending), None
         if step is None:  # _ending covers every active state without a step
             raise SagaError(f"saga {row.saga_id} is {row.state} with no step to run")
         phase = "action" if row.state == RUNNING else "compensation"
         late = timed_out(row, step, now)
         if late is not None:  # no answer by the try's deadline
-            return self._failed(row, step, phase, late)
+            return self._failed(row, step, phase, late), None
         if row.started:  # a try began and never finished: its owner died or its lease ran out
-            return self._failed(
-                row, step, phase, StepUnknownError("interrupted: its owner stopped")
-            )
+            interrupted = StepUnknownError("interrupted: its owner stopped")
+            return self._failed(row, step, phase, interrupted), None
         new = begun(row, step, now, self._lease)
-        self._write(row, new, Transition(f"{phase}_started", step.name, now, f"try {new.attempt}"))
-        return self._run(new, step, phase)
+        return self._write(row, new, _started(step, phase, new, now)), (step, phase)
+
+    def _then(self, done: SagaRow, now: float) -> tuple[SagaRow, list[Transition], Pending | None]:
+        """What follows a try that succeeded, to commit with it: the saga's end, or the
+        start of the next try (recorded as begun before its action runs, as always), so a
+        saga of n local steps commits n + 1 times."""
+        if done.waiting:  # a remote step: its reply moves the saga on
+            return done, [], None
+        steps = self._versions.definition(done).steps
+        step = self._next_step(done, steps)
+        ending = self._ending(done, steps, step, now)
+        if ending is not None:
+            new, *transitions = ending
+            return new, transitions, None
+        if step is None:
+            return done, [], None
+        phase = "action" if done.state == RUNNING else "compensation"
+        new = begun(done, step, now, self._lease)
+        return new, [_started(step, phase, new, now)], (step, phase)
 
     def _next_step(self, row: SagaRow, steps: Sequence[Step]) -> Step | None:
         """The step to run (or compensate) next, or None when there is none left."""
@@ -287,8 +328,9 @@ class Orchestrator:
                 return step
         return None
 
-    def _run(self, row: SagaRow, step: Step, phase: str) -> SagaRow:
-        """Run the try in one unit of work with its transition; return the row written."""
+    def _run(self, row: SagaRow, step: Step, phase: str) -> tuple[SagaRow, Pending | None]:
+        """Run the try in one unit of work with its transition (and what follows it);
+        return the row written and the next try begun, if any."""
         call = step.action if phase == "action" else step.compensate
         if call is None:
             raise SagaError(f"step {step.name!r} has no compensation to run")
@@ -334,13 +376,14 @@ class Orchestrator:
                         waiting="",
                     )
                     kind = "step_compensated"
-                transitions = self._stamped([Transition(kind, step.name, now), *marks])
-                self._log.update(uow, done, row.version, transitions)
+                new, follows, pending = self._then(done, now)
+                transitions = [Transition(kind, step.name, now), *marks, *follows]
+                self._log.update(uow, new, row.version, self._stamped(transitions))
         except SagaConflictError:
             raise
         except Exception as exc:
-            return self._failed(row, step, phase, exc)
-        return done
+            return self._failed(row, step, phase, exc), None
+        return new, pending
 
     def _failed(self, row: SagaRow, step: Step, phase: str, exc: Exception) -> SagaRow:
         """Record a failed try; return the row written (a retry timer, compensating, or
