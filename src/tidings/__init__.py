@@ -22,6 +22,7 @@ from tidings.domain.saga import (
     StepRefusedError,
     StepUnknownError,
 )
+from tidings.domain.saga_messages import SagaCommand, SagaReply
 from tidings.domain.saga_state import SagaResult
 from tidings.domain.saga_versions import SagaPosition, SagaUpcaster
 from tidings.errors import (
@@ -92,10 +93,12 @@ __all__ = [
     "ProjectionConflictError",
     "ProjectionError",
     "RetryPolicy",
+    "SagaCommand",
     "SagaConflictError",
     "SagaDefinition",
     "SagaError",
     "SagaPosition",
+    "SagaReply",
     "SagaResult",
     "SagaUpcaster",
     "SagaVersionError",

@@ -129,3 +129,20 @@ def test_recover_leaves_a_saga_of_an_unknown_version_alone_and_says_so(
     assert "v2-saga  cli-order v2  RUNNING" in listed
     shown = run_cli("sagas", "show", "--db", db, "v2-saga").stdout
     assert "saga v2-saga (cli-order v2): RUNNING" in shown
+
+
+def test_show_says_which_reply_a_waiting_saga_awaits_and_until_when(tmp_path: Path) -> None:
+    """A saga whose remote step sent its command: show names the step, its phase and the
+    step's deadline, and the saga's own deadline."""
+    from tests.contract.saga_remote_kit import REGISTRY, remote_saga
+
+    db = f"sqlite:///{tmp_path / 'waiting.db'}"
+    with tidings.connect(db, outbox=True, registry=tidings.EventRegistry(REGISTRY)) as store:
+        saga = store.sagas().start(remote_saga(deadline=30), {"order_id": "o-1"}, deadline=3600)
+    assert saga.state == "RUNNING"
+    shown = run_cli("sagas", "show", "--db", db, saga.saga_id)
+    assert shown.returncode == 0, shown.stderr
+    lines = shown.stdout.splitlines()
+    assert lines[1].startswith("  waiting for the reply to pay (action) until 20"), lines
+    assert lines[2].startswith("  saga deadline 20"), lines
+    assert "command_sent pay" in shown.stdout

@@ -20,6 +20,7 @@ from tidings.cli.options import Db, Prefix, Schema, open_store
 from tidings.cli.progress import Rate, reporting, stop_on_signals
 from tidings.cli.progress import console as progress_console
 from tidings.domain.saga import SagaDefinition
+from tidings.domain.saga_state import ACTIVE, SagaResult
 from tidings.domain.saga_versions import SagaUpcaster
 from tidings.errors import ConfigurationError
 from tidings.workers.sagas import SagaWorker
@@ -96,6 +97,9 @@ def show(db: Db, saga_id: str, prefix: Prefix = "tidings_", schema: Schema = "pu
         f"saga {saga_id} ({result.saga_type} v{result.definition_version}): {result.state}",
         markup=False,
     )
+    if result.state in ACTIVE:
+        for line in _waits(result):
+            console.print(f"  {line}", markup=False)
     for t in history:
         extra = "".join(
             [
@@ -106,6 +110,20 @@ def show(db: Db, saga_id: str, prefix: Prefix = "tidings_", schema: Schema = "pu
             ]
         )
         console.print(f"  {_when(t.at)}  {t.kind}{extra}", markup=False)
+
+
+def _waits(result: SagaResult) -> list[str]:
+    """What an active saga waits for: a remote step's reply, its deadlines, its timer."""
+    lines = []
+    if result.waiting:
+        step, _, phase = result.waiting.partition(":")
+        until = f" until {_when(result.step_deadline_at)}" if result.step_deadline_at else ""
+        lines.append(f"waiting for the reply to {step} ({phase}){until}")
+    elif result.wake_at:
+        lines.append(f"next move at {_when(result.wake_at)}")
+    if result.deadline_at:
+        lines.append(f"saga deadline {_when(result.deadline_at)}")
+    return lines
 
 
 def _operate(

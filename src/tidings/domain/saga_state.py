@@ -83,6 +83,10 @@ class SagaResult:
     wake_at: float
     saga_type: str = ""
     definition_version: int = 0
+    waiting: str = ""
+    """``step:phase`` while a remote step's reply is awaited, else empty."""
+    step_deadline_at: float = 0.0
+    deadline_at: float = 0.0
 
     @classmethod
     def of(cls, row: SagaRow) -> SagaResult:
@@ -98,4 +102,7 @@ class SagaResult:
             wake_at=row.wake_at,
             saga_type=row.saga_type,
             definition_version=row.definition_version,
+            waiting=row.waiting,
+            step_deadline_at=row.step_deadline_at,
+            deadline_at=row.deadline_at,
         )
