@@ -21,6 +21,7 @@ _COLUMNS = (
     " executed, compensated, errors, version, wake_at, deadline_at, step_deadline_at,"
     " waiting, unanswered, correlation_id"
 )
+_TRANSITION_COLUMNS = "saga_id, seq, sub, kind, step, at, detail, by_whom, amount"
 MEMORY_TABLES = {
     "sagas": "tidings_sagas",
     "prefix": "tidings_",
@@ -44,13 +45,23 @@ class SqlSagaLog:
 
     def create(self, uow: Any, row: SagaRow, transitions: list[Transition]) -> None:
         """Insert a new saga and its first transitions."""
-        uow.execute(
+        insert = (
             f"INSERT INTO {self._sagas} ({_COLUMNS}) VALUES (:saga_id, :saga_type,"
             " :definition_version, :state, :data, :step, :attempt, :started, :executed,"
             " :compensated, :errors, :version, :wake_at, :deadline_at, :step_deadline_at,"
-            " :waiting, :unanswered, :correlation_id)",
-            _params(row),
+            " :waiting, :unanswered, :correlation_id)"
         )
+        params = _params(row)
+        if uow.dialect == "postgresql" and transitions:  # one round trip for both
+            values, more = self._values(row, transitions)
+            uow.execute(
+                f"WITH made AS ({insert} RETURNING 1) INSERT INTO {self._transitions}"
+                f" ({_TRANSITION_COLUMNS}) SELECT v.* FROM (VALUES {values})"
+                f" AS v ({_TRANSITION_COLUMNS}) WHERE EXISTS (SELECT 1 FROM made)",
+                {**params, **more},
+            )
+            return
+        uow.execute(insert, params)
         self._record(uow, row, transitions)
 
     def update(
@@ -61,16 +72,32 @@ class SqlSagaLog:
         ``SagaConflictError`` (the caller's transaction then rolls back)."""
         params = _params(row)
         params["expected"] = expected_version
-        cursor = uow.execute(
+        moved = (
             f"UPDATE {self._sagas} SET state = :state, data = :data, step = :step,"
             " attempt = :attempt, started = :started, executed = :executed,"
             " compensated = :compensated, errors = :errors, version = :version,"
             " wake_at = :wake_at, definition_version = :definition_version,"
             " deadline_at = :deadline_at, step_deadline_at = :step_deadline_at,"
             " waiting = :waiting, unanswered = :unanswered"
-            " WHERE saga_id = :saga_id AND version = :expected",
-            params,
+            " WHERE saga_id = :saga_id AND version = :expected"
         )
+        if uow.dialect == "postgresql" and transitions:
+            # The update and its transitions in one statement (one round trip): the
+            # transitions are inserted only if the update found the saga at its version,
+            # so "nothing inserted" is the conflict.
+            values, more = self._values(row, transitions)
+            cursor = uow.execute(
+                f"WITH moved AS ({moved} RETURNING 1) INSERT INTO {self._transitions}"
+                f" ({_TRANSITION_COLUMNS}) SELECT v.* FROM (VALUES {values})"
+                f" AS v ({_TRANSITION_COLUMNS}) WHERE EXISTS (SELECT 1 FROM moved)",
+                {**params, **more},
+            )
+            if cursor.rowcount != len(transitions):
+                raise SagaConflictError(
+                    f"saga {row.saga_id} moved past version {expected_version} elsewhere"
+                )
+            return
+        cursor = uow.execute(moved, params)
         if cursor.rowcount != 1:
             raise SagaConflictError(
                 f"saga {row.saga_id} moved past version {expected_version} elsewhere"
@@ -81,11 +108,22 @@ class SqlSagaLog:
         """Insert the transitions of one write in one statement (one round trip)."""
         if not transitions:
             return
-        rows, params = [], {"saga_id": row.saga_id, "seq": row.version}
+        values, params = self._values(row, transitions)
+        uow.execute(
+            f"INSERT INTO {self._transitions} ({_TRANSITION_COLUMNS}) VALUES {values}", params
+        )
+
+    @staticmethod
+    def _values(row: SagaRow, transitions: list[Transition]) -> tuple[str, dict[str, Any]]:
+        """The rows of ``transitions`` as a VALUES list (typed, so that PostgreSQL reads
+        them alike in an INSERT and in a SELECT), and their parameters."""
+        rows, params = [], {"t_saga": row.saga_id, "t_seq": row.version}
         for sub, t in enumerate(transitions):
             rows.append(
-                f"(:saga_id, :seq, {sub}, :kind{sub}, :step{sub}, :at{sub}, :detail{sub},"
-                f" :by{sub}, :amount{sub})"
+                f"(CAST(:t_saga AS TEXT), CAST(:t_seq AS INTEGER), {sub},"
+                f" CAST(:kind{sub} AS TEXT), CAST(:step{sub} AS TEXT),"
+                f" CAST(:at{sub} AS DOUBLE PRECISION), CAST(:detail{sub} AS TEXT),"
+                f" CAST(:by{sub} AS TEXT), CAST(:amount{sub} AS DOUBLE PRECISION))"
             )
             params.update(
                 {
@@ -97,11 +135,7 @@ class SqlSagaLog:
                     f"amount{sub}": t.amount,
                 }
             )
-        uow.execute(
-            f"INSERT INTO {self._transitions} (saga_id, seq, sub, kind, step, at, detail,"
-            f" by_whom, amount) VALUES {', '.join(rows)}",
-            params,
-        )
+        return ", ".join(rows), params
 
     def get(self, uow: Any, saga_id: str) -> SagaRow | None:
         """The saga ``saga_id`` as stored, or None."""
