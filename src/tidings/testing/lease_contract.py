@@ -52,6 +52,37 @@ def expected_sizes(count: int, owners: int) -> list[int]:
     return [base + 1] * extra + [base] * (owners - extra)
 
 
+def race_inside_fence(
+    store: Store, old: dict[int, int], take: Callable[[str], dict[int, int]]
+) -> dict[str, dict[int, int]]:
+    """Owners b and c each call ``take`` while a transaction of owner a, fenced by
+    ``holds`` on ``old``, is open: both must still wait when it ends; return what each
+    got once they went on."""
+    leases = component_of(store)
+    results: dict[str, dict[int, int]] = {}
+    errors: list[BaseException] = []
+
+    def race(owner: str) -> None:
+        try:
+            results[owner] = take(owner)
+        except BaseException as exc:
+            errors.append(exc)
+
+    racers = [threading.Thread(target=race, args=(o,), daemon=True) for o in ("b", "c")]
+    with store.database.transaction() as tx:
+        assert leases.holds(tx, "a", SET, old)
+        for racer in racers:
+            racer.start()
+        wait_until_blocked(store, len(racers))
+        for racer in racers:
+            racer.join(timeout=0.5)  # a check of a negative: both must still wait
+            assert racer.is_alive(), "a takeover went ahead inside a fenced transaction"
+    for racer in racers:
+        racer.join(30)
+    assert errors == [], errors
+    return results
+
+
 class LeaseContract:
     """Fair shares, renewal, expiry and takeover, release, fencing and the count check."""
 
@@ -193,27 +224,9 @@ class LeaseContract:
         leases = component_of(store)
         old = leases.lease("a", SET, 1, TTL, NOW)
         later = NOW + TTL + 1  # a's lease ran out: the slot is free to take
-        results: dict[str, dict[int, int]] = {}
-        errors: list[BaseException] = []
-
-        def race(owner: str) -> None:
-            try:
-                results[owner] = leases.lease(owner, SET, 1, TTL, later)
-            except BaseException as exc:
-                errors.append(exc)
-
-        racers = [threading.Thread(target=race, args=(o,), daemon=True) for o in ("b", "c")]
-        with store.database.transaction() as tx:
-            assert leases.holds(tx, "a", SET, old)
-            for racer in racers:
-                racer.start()
-            wait_until_blocked(store, len(racers))
-            for racer in racers:
-                racer.join(timeout=0.5)  # a check of a negative: both must still wait
-                assert racer.is_alive(), "a takeover went ahead inside a fenced transaction"
-        for racer in racers:
-            racer.join(30)
-        assert errors == [], errors
+        results = race_inside_fence(
+            store, old, lambda owner: leases.lease(owner, SET, 1, TTL, later)
+        )
         assert sorted(results.values(), key=len) == [{}, {0: old[0] + 1}], results
         winner = next(owner for owner, held in results.items() if held)
         with store.database.transaction() as tx:
@@ -232,27 +245,9 @@ class LeaseContract:
         expired = NOW + TTL + 1
         # A third live owner whose share is none clears a's stale heartbeat first.
         assert leases.lease("d", SET, 2, TTL * 10, expired) == {}
-        results: dict[str, dict[int, int]] = {}
-        errors: list[BaseException] = []
-
-        def race(owner: str) -> None:
-            try:
-                results[owner] = leases.lease(owner, SET, 2, TTL * 10, expired + 1)
-            except BaseException as exc:
-                errors.append(exc)
-
-        racers = [threading.Thread(target=race, args=(o,), daemon=True) for o in ("b", "c")]
-        with store.database.transaction() as tx:
-            assert leases.holds(tx, "a", SET, old)
-            for racer in racers:
-                racer.start()
-            wait_until_blocked(store, len(racers))
-            for racer in racers:
-                racer.join(timeout=0.5)  # a check of a negative: both must still wait
-                assert racer.is_alive(), "a takeover went ahead inside a fenced transaction"
-        for racer in racers:
-            racer.join(30)
-        assert errors == [], errors
+        results = race_inside_fence(
+            store, old, lambda owner: leases.lease(owner, SET, 2, TTL * 10, expired + 1)
+        )
         assert sorted(results.values(), key=list) == [
             {0: old[0] + 1},
             {1: old[1] + 1},
