@@ -12,16 +12,15 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import tidings
+from tests.contract.saga_remote_kit import REGISTRY, ChargePayment, RefundPayment
 from tidings.adapters.brokers import open_publisher
 from tidings.application.handling import Handlers
 from tidings.application.unit_of_work import UnitOfWork
 from tidings.domain.saga import SagaDefinition, Step, StepContext
-from tidings.domain.saga_messages import SagaCommand, SagaReply
 
 from .test_consumer_faults import Feed, feed
 
@@ -30,22 +29,7 @@ __all__ = ["feed"]  # the broker fixture, parametrised over RabbitMQ and NATS
 PATIENCE = 60.0
 
 
-@dataclass(frozen=True, kw_only=True)
-class ChargePayment(SagaCommand):
-    """Order asks Payment to charge."""
-
-    order_id: str
-    amount: int
-
-
-@dataclass(frozen=True, kw_only=True)
-class RefundPayment(SagaCommand):
-    """Order asks Payment to give the money back."""
-
-    order_id: str
-
-
-MESSAGES = [ChargePayment, RefundPayment, SagaReply]
+MESSAGES = REGISTRY  # the Payment context's commands and the replies
 
 
 def set_status(status: str) -> Callable[[StepContext], None]:
