@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, cast
 from urllib.parse import unquote, urlsplit
 
+from tidings.adapters.extras import require
 from tidings.adapters.memory import MemoryDatabase
 from tidings.errors import ConfigurationError
 from tidings.ports import (
@@ -161,6 +162,7 @@ def open_backend(
         sqlite = SqliteDatabase(sqlite_path(url), prefix=prefix, synchronous=synchronous)
         return sqlite, SqliteEventStore(sqlite), SqliteSnapshotStore(sqlite), SqliteKeyStore(sqlite)
     if scheme in ("postgresql", "postgres"):
+        require("postgres", "a PostgreSQL database")
         from tidings.adapters.postgres import (
             PostgresDatabase,
             PostgresEventStore,

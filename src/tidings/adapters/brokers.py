@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import urlsplit
 
+from tidings.adapters.extras import require
 from tidings.errors import ConfigurationError
 from tidings.ports import Subscription, Transport
 
@@ -17,10 +18,13 @@ NATS_SCHEMES = frozenset({"nats", "tls"})
 
 
 def _kind(url: str) -> str:
+    """``rabbitmq`` or ``nats``, once its extra is known to be installed."""
     scheme = urlsplit(url).scheme.lower()
     if scheme in RABBITMQ_SCHEMES:
+        require("rabbitmq", f"RabbitMQ ({scheme}://)")
         return "rabbitmq"
     if scheme in NATS_SCHEMES:
+        require("nats", f"NATS ({scheme}://)")
         return "nats"
     raise ConfigurationError(
         f"no broker for the URL scheme {scheme + '://' if scheme else '(none)'}: use "

@@ -117,9 +117,18 @@ def schema_text(package: str, names: dict[str, str], parts: tuple[SchemaPart, ..
 
 
 def schema_file(package: str, file: str, names: dict[str, str]) -> str:
-    """One schema file of ``package`` with validated table names filled in."""
-    text = resources.files(package).joinpath(file).read_text(encoding="utf-8")
+    """One schema file of ``package`` with validated table names filled in. The file is
+    found through the package's parent, so the backend's package is not imported: the
+    DDL of PostgreSQL can be printed without its driver installed."""
+    parent, _, folder = package.rpartition(".")
+    text = resources.files(parent).joinpath(folder, file).read_text(encoding="utf-8")
     return text.format(**names)
+
+
+def postgres_schema(schema: str = "public", prefix: str = "tidings_") -> str:
+    """The PostgreSQL DDL for a schema and table prefix (no driver needed)."""
+    schema = identifier(schema, "PostgreSQL schema")
+    return schema_text("tidings.adapters.postgres", ddl_names(table_prefix(prefix), schema))
 
 
 def ensure_parts(

@@ -25,15 +25,18 @@ from contextlib import AbstractContextManager, contextmanager, nullcontext
 from typing import Any, Protocol
 from weakref import WeakKeyDictionary, ref
 
-from sqlalchemy import event
-from sqlalchemy.engine import Connection
-from sqlalchemy.orm import Session
-
+from tidings.adapters.extras import require
 from tidings.application.causation import Cause
 from tidings.application.unit_of_work import UnitOfWork
 from tidings.domain.aggregate import Aggregate
 from tidings.errors import ConfigurationError, StorageError
 from tidings.ports import Database, Params, Transaction
+
+require("sqlalchemy", "tidings.adapters.sqlalchemy")  # one line, not a traceback
+
+from sqlalchemy import event  # noqa: E402  (after the check above)
+from sqlalchemy.engine import Connection  # noqa: E402
+from sqlalchemy.orm import Session  # noqa: E402
 
 
 class JoinableStore(Protocol):

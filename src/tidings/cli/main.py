@@ -69,7 +69,7 @@ def schema(
 
         typer.echo(sqlite_schema(prefix))
     else:
-        from tidings.adapters.postgres.database import postgres_schema
+        from tidings.adapters.sql import postgres_schema
 
         typer.echo(postgres_schema(pg_schema, prefix))
 

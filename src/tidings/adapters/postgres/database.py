@@ -12,7 +12,7 @@ from tidings.adapters.sql import (
     ddl_names,
     ensure_parts,
     identifier,
-    schema_text,
+    postgres_schema,
     table_names,
     table_prefix,
 )
@@ -295,9 +295,3 @@ def _back_to_autocommit(conn: psycopg.Connection[Any]) -> None:
         conn.autocommit = True
     else:
         conn.close()
-
-
-def postgres_schema(schema: str = "public", prefix: str = "tidings_") -> str:
-    """The PostgreSQL DDL for a schema and table prefix."""
-    schema = identifier(schema, "PostgreSQL schema")
-    return schema_text("tidings.adapters.postgres", ddl_names(table_prefix(prefix), schema))
