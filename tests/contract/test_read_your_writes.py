@@ -226,3 +226,17 @@ def _same_database(
         registry=registry,
         schema=database.schema,  # type: ignore[attr-defined]
     )
+
+
+def test_a_unit_of_work_in_a_transaction_it_does_not_own_gives_its_token_on_that_commit(
+    store: tidings.Store,
+) -> None:
+    """Inside a consumer's batch (a transaction someone else commits), the token is
+    known only once that transaction has committed."""
+    counter = Counter("j-1")
+    counter.increment(1)
+    with store.database.transaction() as tx:
+        with store.unit_of_work_in(tx) as uow:
+            uow.track(counter)
+        assert uow.position is None  # written, not yet committed
+    assert uow.position == 1
