@@ -22,7 +22,8 @@
     │   └── BadMessageError        a received message is not a valid tidings CloudEvent
     ├── UnitOfWorkError           the unit of work was used out of order (e.g. reused after exit)
     ├── ProjectionError           a projection cannot run or be operated as asked
-    │   └── ProjectionConflictError another runner moved the checkpoint first (rolled back)
+    │   ├── ProjectionConflictError another runner moved the checkpoint first (rolled back)
+    │   └── ProjectionTimeoutError  a projection did not apply a consistency token in time
     ├── MigrationError            an event migration refused its input or failed its final check
     └── SagaError                 a saga cannot be started, found or driven as asked
         ├── SagaConflictError      another orchestrator moved the saga first (rolled back)
@@ -158,6 +159,17 @@ class ProjectionError(TidingsError):
 
 class ProjectionConflictError(ProjectionError):
     """Another runner moved the projection's checkpoint first; this batch was rolled back."""
+
+
+class ProjectionTimeoutError(ProjectionError):
+    """A projection had not applied a consistency token when the wait ran out.
+
+    ``projection``, ``token``, ``position`` (where it stood) and ``state`` say how far it
+    was; the message adds why it may be stuck (paused on an event, no runner)."""
+
+    def __init__(self, message: str, *, projection: str, token: int, position: int, state: str):
+        super().__init__(message)
+        self.projection, self.token, self.position, self.state = projection, token, position, state
 
 
 class MigrationError(TidingsError):

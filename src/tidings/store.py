@@ -11,6 +11,7 @@ from typing import Any, Self, TypeVar
 import msgspec
 
 from tidings.adapters.bus_transport import BusTransport
+from tidings.adapters.checkpoint_reader import checkpoint_reader
 from tidings.adapters.sql_projections import projection_parts
 from tidings.adapters.sql_sagas import MEMORY_TABLES, SqlSagaLog
 from tidings.adapters.sql_sagas import ddl as saga_ddl
@@ -19,6 +20,7 @@ from tidings.application.causation import Cause, current_cause
 from tidings.application.event_log import iter_log
 from tidings.application.handling import Delivery, Handlers, InboxProcessor
 from tidings.application.projections import Projection, ProjectionRunner
+from tidings.application.projections.waiting import Progress, ReadCheckpoint, wait_for
 from tidings.application.relayed_bus import RelayedBus
 from tidings.application.repository import EventSourcedRepository
 from tidings.application.sagas import Orchestrator, SagaResult
@@ -139,6 +141,9 @@ class Store:
         # lanes, and any worker's partitions (docs/leases.md).
         self.leases = leases
         self.source = source
+        # The runners built here wake read-your-writes waiters of this store through it.
+        self.projection_progress = Progress()
+        self._read_checkpoint: ReadCheckpoint | None = None
         # With an outbox, events reach handlers through a relay, at least once; handing
         # them to the bus after the commit as well would deliver them twice.
         self._publisher: Publisher = self.bus if outbox is None else RelayedBus(self.bus)
@@ -211,7 +216,22 @@ class Store:
         ``run_once()``, ``run(stop)``, ``status()``, ``retry``, ``skip``. Options go to
         ``ProjectionRunner`` (``batch``, ``poll``, ``clock``, ``on_lag``, ...)."""
         checkpoints, head, signal = projection_parts(self)
+        options.setdefault("progress", self.projection_progress)
+        options.setdefault("read_checkpoint", self._checkpoint_reader())
         return ProjectionRunner(self, projections, checkpoints, head, signal, **options)
+
+    def wait_for(self, token: int | None, projection: str, timeout: float = 5.0) -> int:
+        """Read-your-writes: block until ``projection`` has applied ``token`` (a unit of
+        work's ``position``) and return its position; raise ``ProjectionTimeoutError``
+        after ``timeout`` seconds (see ``ProjectionRunner.wait_for``). The projection may
+        run in this process (its runner wakes the wait) or in another (a short poll)."""
+        read = self._checkpoint_reader()
+        return wait_for(read, self.projection_progress, token, projection, timeout)
+
+    def _checkpoint_reader(self) -> ReadCheckpoint:
+        if self._read_checkpoint is None:
+            self._read_checkpoint = checkpoint_reader(self)
+        return self._read_checkpoint
 
     def unit_of_work_in(
         self,

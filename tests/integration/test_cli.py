@@ -258,3 +258,46 @@ def test_the_demo_tells_the_outbox_and_inbox_story_in_order(tmp_path: Path) -> N
     with sqlite3.connect(tmp_path / "inventory.db") as conn:
         assert conn.execute("SELECT on_hand FROM shop_stock").fetchall() == [(98,)]
         assert conn.execute("SELECT count(*) FROM tidings_inbox_dead_letters").fetchone() == (2,)
+
+
+def test_the_demo_tells_the_read_model_story_in_order(tmp_path: Path) -> None:
+    """Section 6: four read models built from the demo's events, the lag line while Hana's
+    order is not in yet, the spec's three answers, then the token waited on; the file
+    holds the read models and their checkpoints at the head."""
+    db = tmp_path / "shop.db"
+    result = run_cli("demo", "--db", str(db))
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    story = [
+        "6. CQRS: read models and read-your-writes (spec 6.4)",
+        "Caught up: each has read the 34 events of the global log",
+        "OrderSummary (customers): o-2001 PLACED, 2 items, €39.00.",
+        "CustomerOrders (a customer's list): erin@example.com has o-2002 DRAFT.",
+        "SalesAnalytics (BI): BOOK-42 €39.00, SCARF-2 €25.00; top customers",
+        "ShippingQueue (warehouse): o-2001 2 x BOOK-42; o-2003 1 x SCARF-2.",
+        "shop.order-summary v1  running  position 34 of 37  lag 3 events",
+        "1. The command's result: {'order_id': 'o-6001', 'status': 'PLACED'}.",
+        "which has no o-6001 yet: PROCESSING, and the UI polls.",
+        "3. A command-side query, orders.get('o-6001'): PLACED.",
+        "4. The token: uow.position is 37;",
+        "and the page reads PLACED, €27.00.",
+        "position 37 of 37  lag 0 events",
+    ]
+    positions = [out.find(line) for line in story]
+    assert -1 not in positions, [s for s, p in zip(story, positions, strict=True) if p < 0]
+    assert positions == sorted(positions)
+    assert out.find("5. Sagas") < positions[0]
+    with sqlite3.connect(db) as conn:
+        checkpoints = conn.execute(
+            "SELECT name, position FROM tidings_projections ORDER BY name"
+        ).fetchall()
+        summary = conn.execute(
+            "SELECT status, total_cents FROM shop_order_summary WHERE order_id = 'o-6001'"
+        ).fetchone()
+    assert checkpoints == [
+        ("shop.customer-orders", 37),
+        ("shop.order-summary", 37),
+        ("shop.sales-analytics", 37),
+        ("shop.shipping-queue", 37),
+    ]
+    assert summary == ("PLACED", 2_700)

@@ -1,5 +1,6 @@
-"""docs/cqrs.md runs as written: pattern 1 (a view and its query handler) and the
-projection with its query handler, each printing what the page says it prints."""
+"""docs/cqrs.md runs as written: pattern 1 (a view and its query handler), the
+projection with its query handler, and read-your-writes (the spec's three answers and the
+consistency token), each printing what the page says it prints."""
 
 from __future__ import annotations
 
@@ -17,12 +18,14 @@ DOC = Path(__file__).parents[2] / "docs" / "cqrs.md"
 def runnable_blocks() -> list[str]:
     """The page's Python blocks that open a store of their own."""
     blocks = re.findall(r"```python\n(.*?)```", DOC.read_text(), re.S)
-    found = [b for b in blocks if 'tidings.connect("sqlite:///shop.db")' in b]
-    assert len(found) == 2
+    found = [b for b in blocks if 'tidings.connect("sqlite:///shop.db"' in b]
+    assert len(found) == 3
     return found
 
 
-@pytest.mark.parametrize("index", [0, 1], ids=["pattern-1-view", "pattern-3-projection"])
+@pytest.mark.parametrize(
+    "index", [0, 1, 2], ids=["pattern-1-view", "pattern-3-projection", "read-your-writes"]
+)
 def test_the_cqrs_page_runs_as_written_and_prints_what_it_says(
     index: int,
     tmp_path: Path,

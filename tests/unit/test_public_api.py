@@ -36,6 +36,7 @@ EXPECTED_PUBLIC_NAMES = {
     "MigrationError",
     "ProjectionConflictError",
     "ProjectionError",
+    "ProjectionTimeoutError",
     "SagaConflictError",
     "SagaError",
     "SagaVersionError",

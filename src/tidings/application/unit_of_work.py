@@ -42,6 +42,10 @@ class UnitOfWork:
     failed commit, everything rolls back, nothing is published, and the events stay on
     the aggregates so the caller can retry.
 
+    After the commit, ``position`` is the global position of the last event it wrote
+    (None if it wrote none): a consistency token to wait on until a projection has
+    applied it (``ProjectionRunner.wait_for``, docs/cqrs.md).
+
     Given ``joined=tx`` it works inside a transaction someone else owns (an inbox handler
     runs in the consumer's batch transaction): it writes the events there, and takes them
     off the aggregates and publishes them only when that transaction commits.
@@ -78,6 +82,9 @@ class UnitOfWork:
         self.published: list[DomainEvent] = []
         self.sent: list[DomainEvent] = []  # the messages sent, stamped, once committed
         self._sent: list[DomainEvent] = []
+        # The consistency token: the highest global position written, once committed.
+        self.position: int | None = None
+        self._position: int | None = None
         self.handler_failures: list[object] = []
 
     def __enter__(self) -> Self:
@@ -162,7 +169,7 @@ class UnitOfWork:
             return
         try:
             metadata = self._metadata_bytes()
-            write_pending(
+            written = write_pending(
                 tx,
                 self._tracked.values(),
                 self._event_store,
@@ -173,6 +180,7 @@ class UnitOfWork:
             )
             if self._outgoing:
                 self._sent = self._outgoing.write(tx, self._codec, metadata)
+            self._position = max((r.position for r in written), default=None)
         except BaseException as failure:
             context.__exit__(type(failure), failure, failure.__traceback__)
             raise
@@ -197,6 +205,7 @@ class UnitOfWork:
         return _encode({**self.cause.metadata(), **self._metadata})
 
     def _publish(self) -> None:
+        self.position = self._position
         events = [event for agg in self._tracked.values() for event in agg.pull_events()]
         self.published, self.sent = events, self._sent
         handed = events + self._sent  # messages too, where no outbox takes them

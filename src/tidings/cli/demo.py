@@ -54,6 +54,9 @@ def run_demo(db: Path | None) -> None:
         from tidings.cli.demo_sagas import sagas  # it imports this module
 
         sagas(store)
+        from tidings.cli.demo_projections import projections  # it imports this module
+
+        projections(store)
     finally:
         store.close()
     say()

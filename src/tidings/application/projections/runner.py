@@ -24,6 +24,7 @@ from typing import Any
 
 from tidings.application.projections.definition import Handler, Projection
 from tidings.application.projections.status import LagAlarm, ProjectionStatus, status_of
+from tidings.application.projections.waiting import Progress, ReadCheckpoint, wait_for
 from tidings.domain.projection_state import PAUSED, RUNNING, STOPPED, Checkpoint, Skip
 from tidings.errors import (
     ProjectionConflictError,
@@ -67,6 +68,8 @@ class ProjectionRunner:
         clock: Clock = time.time,
         on_lag: Callable[[ProjectionStatus], None] | None = None,
         runner_id: str | None = None,
+        progress: Progress | None = None,
+        read_checkpoint: ReadCheckpoint | None = None,
     ) -> None:
         self._projections: dict[str, Projection] = {}
         for p in projections:
@@ -92,6 +95,8 @@ class ProjectionRunner:
         self._started = False
         self._handlers: dict[tuple[str, str], Handler | None] = {}
         self.applied = 0  # events read and passed to the projections (handled or not)
+        self.progress = progress or Progress()  # wakes read-your-writes waiters
+        self._read_checkpoint = read_checkpoint
 
     @property
     def names(self) -> list[str]:
@@ -133,9 +138,13 @@ class ProjectionRunner:
             if checkpoint.state == PAUSED:
                 continue
             try:
-                done += self._advance(p, checkpoint)
+                moved = self._advance(p, checkpoint)
             except ProjectionConflictError as exc:
                 log.warning("%s", exc)
+                continue
+            if moved:
+                self.progress.moved()
+            done += moved
         self.applied += done
         return done
 
@@ -276,6 +285,20 @@ class ProjectionRunner:
         for s in statuses:
             self._alarm.consider(s)
         return [s for s in statuses if s.lagging]
+
+    def wait_for(self, token: int | None, projection: str, timeout: float = 5.0) -> int:
+        """Read-your-writes: block until ``projection`` has applied position ``token``
+        (``uow.position`` after a commit) and return its position; woken by this
+        process's runners at once, by others' through a short poll of the checkpoint.
+        Raises ``ProjectionTimeoutError`` after ``timeout`` seconds, saying where the
+        projection stands (paused on an event, no runner, or how far behind)."""
+        return wait_for(self._checkpoint_of, self.progress, token, projection, timeout)
+
+    def _checkpoint_of(self, name: str) -> Checkpoint | None:
+        if self._read_checkpoint is not None:
+            return self._read_checkpoint(name)
+        with self._store.unit_of_work() as uow:
+            return self._checkpoints.get(uow, name)
 
     # -- operating ---------------------------------------------------------------------
 

@@ -66,6 +66,15 @@ class OrderPlaced(DomainEvent):
 
 
 @dataclass(frozen=True, kw_only=True)
+class OrderShipped(DomainEvent):
+    """A placed order left the warehouse."""
+
+    event_type = "orders.shipped"
+
+    carrier: str
+
+
+@dataclass(frozen=True, kw_only=True)
 class OrderCancelled(DomainEvent):
     """A placed order was called off."""
 
@@ -80,7 +89,7 @@ def item_added_v1_to_v2(v1: dict[str, Any]) -> dict[str, Any]:
     return {**v1, "unit_price_cents": int(euros) * 100 + int(cents.ljust(2, "0")[:2])}
 
 
-ORDER_EVENTS = (OrderCreated, ItemAdded, ItemRemoved, OrderPlaced, OrderCancelled)
+ORDER_EVENTS = (OrderCreated, ItemAdded, ItemRemoved, OrderPlaced, OrderShipped, OrderCancelled)
 ORDER_UPCASTERS = {("orders.item_added", 1): item_added_v1_to_v2}
 
 
@@ -150,6 +159,12 @@ class Order(EventSourcedAggregate):
             raise EmptyOrderError(f"order {self.id} has no lines; add a product first")
         self.record(OrderPlaced(total_cents=self.total_cents))
 
+    def ship(self, carrier: str) -> None:
+        """Hand a placed order to a carrier."""
+        if self.status is not OrderStatus.PLACED:
+            raise OrderNotPlacedError(f"order {self.id} is {self.status}, not PLACED")
+        self.record(OrderShipped(carrier=carrier))
+
     def cancel(self, reason: str) -> None:
         """Call off a placed order."""
         if self.status is not OrderStatus.PLACED:
@@ -179,6 +194,9 @@ class Order(EventSourcedAggregate):
     def _placed(self, event: OrderPlaced) -> None:
         self.status = OrderStatus.PLACED
 
+    def _shipped(self, event: OrderShipped) -> None:
+        self.status = OrderStatus.SHIPPED
+
     def _cancelled(self, event: OrderCancelled) -> None:
         self.status = OrderStatus.CANCELLED
 
@@ -187,6 +205,7 @@ class Order(EventSourcedAggregate):
         ItemAdded: _item_added,
         ItemRemoved: _item_removed,
         OrderPlaced: _placed,
+        OrderShipped: _shipped,
         OrderCancelled: _cancelled,
     }
 

@@ -14,6 +14,7 @@ class OrderStatus(StrEnum):
 
     DRAFT = "DRAFT"
     PLACED = "PLACED"
+    SHIPPED = "SHIPPED"
     CANCELLED = "CANCELLED"
 
 
