@@ -11,11 +11,13 @@ import pytest
 
 import tidings
 from tests.conftest import MakeStore
-from tests.contract.test_projections import rows, t, totals_projection, write
+from tests.contract.test_projections import _unique_tables, rows, t, totals_projection, write
 from tidings.application.projections import waiting
 from tidings.application.projections.waiting import Progress
 from tidings.errors import ProjectionError, ProjectionTimeoutError
 from tidings.testing.contract import Counted, Counter, Named
+
+__all__ = ["_unique_tables"]  # autouse: fresh table names for every test here too
 
 
 @pytest.fixture
