@@ -18,7 +18,7 @@ from tests.conftest import MakeStore
 from tidings.application.projections import Projection, VerifyError
 from tidings.application.projections.bulk import BulkWork, renamed
 from tidings.application.projections.verify import differences
-from tidings.errors import ProjectionError
+from tidings.errors import ProjectionConflictError, ProjectionError
 from tidings.testing.contract import Counted, Counter, Named
 
 TAG = ["x"]
@@ -130,6 +130,10 @@ def test_a_rebuild_serves_the_live_version_throughout_and_ends_equal_to_a_fresh_
     assert rows(store, tab("seen")) == rows(store, tab("freshseen"))
     [status] = [s for s in live.status() if s.name == "rb-totals"]
     assert (status.version, status.position) == (2, head)
+    with store.unit_of_work() as uow, pytest.raises(ProjectionConflictError):
+        job._checkpoints.advance(  # a version 1 batch begun before the swap: rolled back
+            uow, "rb-totals", start=head, end=head + 1, now=0.0, runner="v1", version=1
+        )
     write(store, [4])
     assert live.run_once() == 0  # the version 1 runner leaves version 2 alone ...
     new_runner = store.projections([totals(2)])

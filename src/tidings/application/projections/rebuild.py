@@ -50,8 +50,8 @@ class VerifyError(ProjectionError):
         super().__init__(
             f"projection {name!r}: the rebuilt version differs from the live read model in "
             f"{total} row(s), so it was not swapped in; the first ones:\n{lines}\n"
-            "fix the new version and run the rebuild again (it goes on from its checkpoint "
-            "only if the handlers did not change: start it again with --restart)"
+            "the live version goes on serving; fix the new version, then rebuild again with "
+            "--restart (the shadow holds what the wrong handlers wrote)"
         )
 
 
