@@ -223,6 +223,10 @@ def test_a_rebuild_is_run_verified_rolled_back_and_its_old_tables_dropped(
     )  # fmt: skip
     assert swapped.returncode == 0, swapped.stderr
     assert "version 2 swapped in at position 2 (verified equal)" in swapped.stdout
+    assert (
+        "(kept for: tidings projections rollback rb, or drop-old rb)"
+        in run_cli("projections", "status", "--db", db).stdout
+    )
     again = run_cli("projections", "rebuild", "rb", "--db", db, "--projections", "cli_rebuild:v2")
     assert again.returncode == 2
     assert "drop-old rb" in again.stderr
