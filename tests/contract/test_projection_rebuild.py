@@ -395,6 +395,8 @@ def test_bulk_inserts_keep_each_tables_order_and_refuse_to_be_read() -> None:
         (0, 11), (1, 11), (2, 11), (3, 11), (4, 0),
     ]  # fmt: skip
     assert work.sent_in_bulk == 4
+    with pytest.raises(ProjectionError, match="through uow.execute only"):
+        work.connection  # noqa: B018 - the property refuses
 
 
 def test_a_projection_to_rebuild_must_make_tables_and_keep_names_short(
@@ -414,3 +416,40 @@ def test_a_projection_to_rebuild_must_make_tables_and_keep_names_short(
         store.rebuild(totals(2)).step()
     with pytest.raises(ValueError, match="CREATE INDEX"):
         Projection("rb-bad", {Counted: lambda uow, e: None}, indexes=["DROP TABLE x"])
+
+
+def test_verify_needs_both_at_one_position_and_counts_a_new_table_as_a_difference(
+    store: tidings.Store,
+) -> None:
+    """A live version behind the shadow cannot be compared (its runner is not running):
+    verify says so, a plain swap takes the shadow's position; a table the live version
+    lacks is a difference; a rebuild of another version under way is not mixed in."""
+    write(store, [1])
+    live = store.projections([totals(1)])
+    catch_up(live)
+    write(store, [2])  # the live runner stops before this one
+    job = store.rebuild(totals(2))
+    job.begin()
+    job.catch_up()
+    with pytest.raises(ProjectionError, match="live read model is at position 1, behind"):
+        job.swap(verify=True)
+    with pytest.raises(ProjectionError, match="a rebuild to version 2 is under way"):
+        store.rebuild(totals(3)).begin()
+    with pytest.raises(ProjectionError, match="batch must be above 0"):
+        store.rebuild(totals(2), batch=0)
+    assert job.swap().position == 2
+    job.drop_old()
+    wider = Projection(
+        "rb-totals",
+        totals(3).handlers,
+        schema=[*totals(3).schema, f"CREATE TABLE {tab('extra')} (a INTEGER)"],
+        version=3,
+    )
+    catch_up(store.projections([totals(2)]))
+    more = store.rebuild(wider)
+    more.begin()
+    more.catch_up()
+    with store.unit_of_work() as uow:
+        uow.execute(f"INSERT INTO {tab('extra')}__new VALUES (1)")
+    with pytest.raises(VerifyError, match=rf"{tab('extra')} \('new table',\)"):
+        more.swap(verify=True)

@@ -50,6 +50,14 @@ class BulkWork:
         """The unit of work's dialect."""
         return str(self._uow.dialect)
 
+    @property
+    def connection(self) -> Any:
+        """Refused: statements sent on the driver's connection would miss the renaming."""
+        raise ProjectionError(
+            "during a rebuild a handler writes through uow.execute only: what goes through "
+            "uow.connection would write the live tables, not the shadow ones"
+        )
+
     def execute(self, sql: str, params: Params = ()) -> Any:
         """Run (or defer, for a single-table INSERT) one statement on the shadow tables."""
         plan = self._plans.get(sql)
@@ -80,7 +88,7 @@ class BulkWork:
             self._uow.execute(sql, params[0])
             return
         self.sent_in_bulk += len(params)
-        connection = self._uow.connection
+        connection = self._uow.connection  # the real unit of work's
         try:
             if self.dialect == "postgresql":
                 with connection.cursor() as cursor:
