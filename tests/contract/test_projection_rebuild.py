@@ -74,7 +74,7 @@ def rows(store: tidings.Store, table: str) -> list[tuple[Any, ...]]:
 
 
 def write(store: tidings.Store, steps: list[int], name: str = "") -> Counter:
-    counter = Counter(f"c-{uuid.uuid4().hex[:8]}")
+    counter = Counter(f"c-{uuid.uuid4().hex[:16]}")
     for step in steps:
         counter.increment(step)
     if name:

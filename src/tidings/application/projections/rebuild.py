@@ -171,10 +171,15 @@ class Rebuild:
         return len(records)
 
     def catch_up(self, stop: Callable[[], bool] = lambda: False) -> int:
-        """Apply batches until the shadow is at the head (or ``stop()`` says so)."""
+        """Apply batches until one comes short of ``batch`` (the shadow is at the head,
+        or close: writers may go on committing, and the swap applies the rest), or until
+        ``stop()`` says so."""
         total = 0
-        while not stop() and (done := self.step()):
+        while not stop():
+            done = self.step()
             total += done
+            if done < self.batch:
+                break
         return total
 
     def progress(self) -> Progress:
