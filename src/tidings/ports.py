@@ -516,9 +516,18 @@ class ProjectionCheckpoints(Protocol):
         """Every checkpoint, by name."""
 
     def advance(
-        self, uow: Any, name: str, *, start: int, end: int, now: float, runner: str
+        self,
+        uow: Any,
+        name: str,
+        *,
+        start: int,
+        end: int,
+        now: float,
+        runner: str,
+        version: int | None = None,
     ) -> None:
-        """Move from ``start`` to ``end`` (running), unless paused or moved elsewhere."""
+        """Move from ``start`` to ``end`` (running), unless paused, moved elsewhere or
+        (given ``version``) swapped to another version."""
 
     def pause(
         self,
@@ -547,6 +556,12 @@ class ProjectionCheckpoints(Protocol):
 
     def remove(self, uow: Any, name: str) -> bool:
         """Forget the checkpoint: the projection starts again from position 0."""
+
+    def put(self, uow: Any, checkpoint: Checkpoint) -> None:
+        """Write ``checkpoint`` whole, over the stored one of its name if any."""
+
+    def lock(self, uow: Any, name: str) -> None:
+        """Hold the row of ``name`` until the transaction ends."""
 
 
 class ProjectionLog(Protocol):

@@ -20,6 +20,7 @@ from tidings.application.causation import Cause, current_cause
 from tidings.application.event_log import iter_log
 from tidings.application.handling import Delivery, Handlers, InboxProcessor
 from tidings.application.projections import Projection, ProjectionRunner
+from tidings.application.projections.rebuild import Rebuild
 from tidings.application.projections.waiting import Progress, ReadCheckpoint, wait_for
 from tidings.application.relayed_bus import RelayedBus
 from tidings.application.repository import EventSourcedRepository
@@ -232,6 +233,14 @@ class Store:
         if self._read_checkpoint is None:
             self._read_checkpoint = checkpoint_reader(self)
         return self._read_checkpoint
+
+    def rebuild(self, projection: Projection, **options: Any) -> Rebuild:
+        """A blue/green rebuild of ``projection`` (its new version) on this store (see
+        docs/cqrs.md, Rebuilds): ``begin()``, ``catch_up()``, ``swap(verify=...)``, then
+        ``rollback()`` or ``drop_old()``. Options: ``batch``, ``clock``, ``runner_id``."""
+        checkpoints, head, signal = projection_parts(self)
+        signal.close()  # a rebuild does not wait for commits: it reads to the head
+        return Rebuild(self, projection, checkpoints, head, **options)
 
     def unit_of_work_in(
         self,

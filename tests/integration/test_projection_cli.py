@@ -159,3 +159,90 @@ def test_reset_asks_first_and_forgets_the_checkpoint(
     gone = run_cli("projections", "reset", "cli-totals", "--db", db, "--yes")
     assert gone.returncode == 2
     assert "no projection is named 'cli-totals'" in gone.stderr
+
+
+REBUILD = """
+from tidings.application.projections import Projection
+from tidings.testing.contract import Counted
+
+
+def projection(version, wrong=False):
+    def counted(uow, e):
+        uow.execute(
+            "INSERT INTO rb_totals VALUES (:id, :s) ON CONFLICT (id)"
+            " DO UPDATE SET total = rb_totals.total + excluded.total",
+            {"id": e.aggregate_id, "s": e.step + (1 if wrong else 0)},
+        )
+
+    return Projection(
+        "rb", {Counted: counted}, version=version,
+        schema=["CREATE TABLE IF NOT EXISTS rb_totals (id TEXT PRIMARY KEY, total INTEGER)"],
+    )
+
+
+v1, v2, wrong = projection(1), projection(2), projection(2, wrong=True)
+"""
+
+
+def test_a_rebuild_is_run_verified_rolled_back_and_its_old_tables_dropped(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A wrong version is refused by --verify (exit 2, the first differences listed);
+    --no-swap leaves it rebuilding in status; a right one swaps; rollback brings the old
+    version back; drop-old asks, then drops."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "cli_rebuild.py").write_text(REBUILD)
+    db = f"sqlite:///{tmp_path / 'rebuild.db'}"
+    with tidings.connect(db, registry=tidings.EventRegistry([Counted])) as store:
+        counter = Counter("o-1")
+        for step in (1, 2):
+            counter.increment(step)
+        with store.unit_of_work() as uow:
+            uow.track(counter)
+        store.projections([runpy.run_path("cli_rebuild.py")["v1"]]).run_once()
+    refused = run_cli(
+        "projections", "rebuild", "rb", "--db", db, "--projections", "cli_rebuild:wrong",
+        "--verify",
+    )  # fmt: skip
+    assert refused.returncode == 2, refused.stderr
+    assert "rb_totals ('o-1',) (id, total): live ('o-1', 3), new ('o-1', 5)" in refused.stdout
+    shown = run_cli("projections", "status", "--db", db)
+    assert "rb~rebuild v2  rebuilding  position 2 of 2" in shown.stdout
+    built = run_cli(
+        "projections", "rebuild", "rb", "--db", db, "--projections", "cli_rebuild:v2",
+        "--verify", "--restart", "--no-swap",
+    )  # fmt: skip
+    assert built.returncode == 0, built.stderr
+    assert (
+        "rb~rebuild v2  rebuilding  position 2 of 2"
+        in run_cli("projections", "status", "--db", db).stdout
+    )
+    swapped = run_cli(
+        "projections", "rebuild", "rb", "--db", db, "--projections", "cli_rebuild:v2",
+        "--verify",
+    )  # fmt: skip
+    assert swapped.returncode == 0, swapped.stderr
+    assert "version 2 swapped in at position 2 (verified equal)" in swapped.stdout
+    assert (
+        "(kept for: tidings projections rollback rb, or drop-old rb)"
+        in run_cli("projections", "status", "--db", db).stdout
+    )
+    again = run_cli("projections", "rebuild", "rb", "--db", db, "--projections", "cli_rebuild:v2")
+    assert again.returncode == 2
+    assert "drop-old rb" in again.stderr
+    back = run_cli("projections", "rollback", "rb", "--db", db, "--projections", "cli_rebuild:v2")
+    assert "version 1 is back at position 2" in back.stdout, back.stderr
+    run_cli("projections", "rebuild", "rb", "--db", db, "--projections", "cli_rebuild:v2")
+    kept = run_cli(
+        "projections", "drop-old", "rb", "--db", db, "--projections", "cli_rebuild:v2", stdin="n\n"
+    )
+    assert kept.returncode != 0
+    dropped = run_cli(
+        "projections", "drop-old", "rb", "--db", db, "--projections", "cli_rebuild:v2", "--yes"
+    )
+    assert "dropped rb_totals__old" in dropped.stdout, dropped.stderr
+    unknown = run_cli(
+        "projections", "rollback", "nope", "--db", db, "--projections", "cli_rebuild:v2"
+    )
+    assert unknown.returncode == 2
+    assert "has no projection named 'nope'" in unknown.stderr

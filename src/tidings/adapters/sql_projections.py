@@ -73,14 +73,24 @@ class SqlCheckpoints:
         return [_checkpoint(r) for r in rows]
 
     def advance(
-        self, uow: Any, name: str, *, start: int, end: int, now: float, runner: str
+        self,
+        uow: Any,
+        name: str,
+        *,
+        start: int,
+        end: int,
+        now: float,
+        runner: str,
+        version: int | None = None,
     ) -> None:
         """Move from ``start`` to ``end`` and note the runner alive, unless the checkpoint
-        is paused or was moved elsewhere (then ``ProjectionConflictError``)."""
+        is paused, was moved elsewhere, or (given ``version``) was swapped to another
+        version by a rebuild: then ``ProjectionConflictError``."""
         moved = uow.execute(
             f"UPDATE {self._table} SET position = :end, state = 'running', heartbeat = :now,"
             " runner = :runner, updated_at = :now"
-            " WHERE name = :name AND position = :start AND state <> :paused",
+            " WHERE name = :name AND position = :start AND state <> :paused"
+            + ("" if version is None else " AND version = :version"),
             {
                 "name": name,
                 "start": start,
@@ -88,12 +98,14 @@ class SqlCheckpoints:
                 "now": now,
                 "runner": runner,
                 "paused": PAUSED,
+                "version": version,
             },
         )
         if moved.rowcount != 1:
             raise ProjectionConflictError(
-                f"projection {name!r} was moved from position {start} (or paused) by someone "
-                "else while this batch ran; the batch was rolled back"
+                f"projection {name!r} was moved from position {start} (or paused, or swapped "
+                "to another version) by someone else while this batch ran; the batch was "
+                "rolled back"
             )
 
     def pause(
@@ -205,6 +217,25 @@ class SqlCheckpoints:
                 " WHERE name = :name",
                 {"name": name, "now": now, "runner": runner, "state": state, "paused": PAUSED},
             )
+
+    def put(self, uow: Any, checkpoint: Checkpoint) -> None:
+        """Write ``checkpoint`` whole, over the stored one of its name if any (a rebuild's
+        own row, and the swap of a rebuilt version in and out)."""
+        values = {f: getattr(checkpoint, f) for f in _COLUMNS.replace(" ", "").split(",")}
+        names = ", ".join(f":{f}" for f in values)
+        updates = ", ".join(f"{f} = excluded.{f}" for f in values if f != "name")
+        uow.execute(
+            f"INSERT INTO {self._table} ({_COLUMNS}) VALUES ({names})"
+            f" ON CONFLICT (name) DO UPDATE SET {updates}",
+            values,
+        )
+
+    def lock(self, uow: Any, name: str) -> None:
+        """Hold the row of ``name`` until the transaction ends (a runner's move of it
+        waits), where the database locks rows (PostgreSQL; SQLite holds the file)."""
+        uow.execute(
+            f"UPDATE {self._table} SET updated_at = updated_at WHERE name = :name", {"name": name}
+        )
 
     def remove(self, uow: Any, name: str) -> bool:
         """Forget the checkpoint of ``name`` (its skips stay, as history)."""

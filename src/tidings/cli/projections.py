@@ -1,8 +1,9 @@
 """``tidings projections``: run projections, show their lag, resume a paused one.
 
-``run`` needs the projections (``--projections module:attribute``, a Projection or a
-list of them); ``status``, ``retry``, ``skip`` and ``reset`` read and change only the
-checkpoints, so they need nothing but the database.
+``run``, ``rebuild``, ``rollback`` and ``drop-old`` need the projections
+(``--projections module:attribute``, a Projection or a list of them); ``status``,
+``retry``, ``skip`` and ``reset`` read and change only the checkpoints, so they need
+nothing but the database.
 """
 
 from __future__ import annotations
@@ -15,14 +16,14 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 
-from tidings.application.projections import Projection, ProjectionRunner
+from tidings.application.projections import Projection, ProjectionRunner, Rebuild, VerifyError
 from tidings.cli.loading import load
 from tidings.cli.options import Db, Prefix, Schema, open_store
 from tidings.cli.progress import Rate, reporting, stop_on_signals
 from tidings.cli.progress import console as progress
 from tidings.errors import ConfigurationError, ProjectionError
 
-app = typer.Typer(help="Run projections and operate them: status, retry, skip.")
+app = typer.Typer(help="Run projections and operate them: status, retry, skip, rebuild.")
 console = Console(highlight=False, soft_wrap=True)
 
 Name = Annotated[str, typer.Argument(help="The projection's name.")]
@@ -174,3 +175,129 @@ def reset(
             f"no projection is named {name!r} here: see tidings projections status"
         )
     console.print(f"projection {name}: starts again from position 0 on its next run", markup=False)
+
+
+Projections = Annotated[
+    str, typer.Option(help="Your Projection (or a list of them) as package.module:attr.")
+]
+
+
+def _one(path: str, name: str) -> Projection:
+    found = [p for p in _projections(path) if p.name == name]
+    if not found:
+        raise ConfigurationError(f"--projections {path} has no projection named {name!r}")
+    return found[0]
+
+
+@app.command()
+def rebuild(
+    db: Db,
+    name: Name,
+    projections: Projections,
+    verify: Annotated[
+        bool,
+        typer.Option(help="Compare with the live read model row by row; swap only if equal."),
+    ] = False,
+    restart: Annotated[
+        bool, typer.Option(help="Drop a rebuild under way and start again from position 0.")
+    ] = False,
+    swap: Annotated[bool, typer.Option(help="Swap once caught up (--no-swap: build only).")] = True,
+    registry: Annotated[
+        str | None,
+        typer.Option(help="Your EventRegistry as module:attr (default: the handlers' events)."),
+    ] = None,
+    batch: Annotated[int, typer.Option(help="Events per transaction.")] = 5000,
+    every: Annotated[float, typer.Option(help="Seconds between progress lines.")] = 10.0,
+    prefix: Prefix = "tidings_",
+    schema: Schema = "public",
+) -> None:
+    """Build NAME's new version into shadow tables while the live one serves, then swap
+    it in atomically (the old tables are kept for rollback). Resumes after a crash."""
+    projection = _one(projections, name)
+    events = load(registry, "--registry") if registry else None
+    stop = stop_on_signals()
+    with open_store(db, prefix, schema, registry=events) as store:
+        job = store.rebuild(projection, batch=batch)
+        shadow = job.begin(restart=restart)
+        progress.print(
+            f"rebuild {name} v{projection.version}: from position {shadow.position}, "
+            f"{store.database.describe()}",
+            markup=False,
+        )
+        with reporting(_rebuild_progress(job), every):
+            job.catch_up(stop.is_set)
+        if stop.is_set():
+            progress.print(f"rebuild {name}: stopped; run it again to go on", markup=False)
+            raise typer.Exit(1)
+        if not swap:
+            return
+        try:
+            swapped = job.swap(verify=verify)
+        except VerifyError as exc:
+            console.print(str(exc), markup=False)
+            raise typer.Exit(2) from None
+    console.print(
+        f"projection {name}: version {swapped.version} swapped in at position "
+        f"{swapped.position}{' (verified equal)' if verify else ''}; the old tables are kept: "
+        f"tidings projections rollback {name}, or drop-old {name}",
+        markup=False,
+    )
+
+
+def _rebuild_progress(job: Rebuild) -> Any:
+    rate = Rate()
+    speed = [0.0]
+
+    def line() -> str:
+        try:
+            p = job.progress()
+        except Exception as exc:  # the database may be down: say so, keep reporting
+            return f"rebuild {job.name}: position unknown ({type(exc).__name__})"
+        now = rate(job.applied)
+        speed[0] = now if not speed[0] else 0.5 * speed[0] + 0.5 * now
+        left = max(p.head - p.position, 0)
+        share = 100.0 * p.position / p.head if p.head else 100.0
+        eta = f"ETA {left / speed[0]:.0f} s" if speed[0] > 0 else "ETA unknown"
+        return (
+            f"rebuild {p.name} v{p.version}: position {p.position} of {p.head} "
+            f"({share:.0f}%), {now:.0f}/s, {eta}"
+        )
+
+    return line
+
+
+@app.command()
+def rollback(
+    db: Db,
+    name: Name,
+    projections: Projections,
+    prefix: Prefix = "tidings_",
+    schema: Schema = "public",
+) -> None:
+    """Swap the version before the last rebuild back in; the rebuilt tables are dropped."""
+    projection = _one(projections, name)
+    with open_store(db, prefix, schema) as store:
+        back = store.rebuild(projection).rollback()
+    console.print(
+        f"projection {name}: version {back.version} is back at position {back.position}; "
+        "run its runner with that version's code",
+        markup=False,
+    )
+
+
+@app.command("drop-old")
+def drop_old(
+    db: Db,
+    name: Name,
+    projections: Projections,
+    yes: Annotated[bool, typer.Option("--yes", help="Do not ask for confirmation.")] = False,
+    prefix: Prefix = "tidings_",
+    schema: Schema = "public",
+) -> None:
+    """Drop the tables of the version the last rebuild swapped out (no rollback after)."""
+    projection = _one(projections, name)
+    if not yes and not typer.confirm(f"Drop the old tables of {name!r}? No rollback after"):
+        raise typer.Abort
+    with open_store(db, prefix, schema) as store:
+        dropped = store.rebuild(projection).drop_old()
+    console.print(f"projection {name}: dropped {', '.join(dropped) or 'no tables'}", markup=False)

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 RUNNING = "running"
 STOPPED = "stopped"
 PAUSED = "paused"
-REBUILDING = "rebuilding"  # kept for the blue/green rebuild (not built yet)
+REBUILDING = "rebuilding"  # a rebuild's own row, NAME~rebuild: the shadow's position
 STATES = (RUNNING, STOPPED, PAUSED, REBUILDING)
 
 

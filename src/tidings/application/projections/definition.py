@@ -14,6 +14,14 @@ Handler = Callable[[Any, Any], None]
 """``handler(uow, event)``: writes the read model through ``uow.execute``."""
 
 _NAME = re.compile(r"[a-z][a-z0-9_.-]{0,62}\Z")
+_TABLE = re.compile(
+    r"\s*CREATE\s+TABLE\s+(?:IF\s+NOT\s+EXISTS\s+)?\"?([A-Za-z_][A-Za-z0-9_]*)\"?", re.I
+)
+_INDEX = re.compile(
+    r"\s*CREATE\s+(?:UNIQUE\s+)?INDEX\s+(?:IF\s+NOT\s+EXISTS\s+)?\"?([A-Za-z_][A-Za-z0-9_]*)\"?"
+    r"\s+ON\b",
+    re.I,
+)
 
 
 @dataclass(frozen=True)
@@ -24,9 +32,10 @@ class Projection:
     read model with ``uow.execute`` (select and transform: no business rules, which stay
     in the aggregates). Events of other classes pass by. ``schema`` holds the DDL of the
     read model's tables, each statement written to be safe to run again (``CREATE TABLE IF
-    NOT EXISTS``): it runs before the projection's first batch. Bump ``version`` when
-    the handlers change what they write. ``lag_threshold`` (seconds) is when the lag
-    check warns and calls the alert hook.
+    NOT EXISTS``): it runs before the projection's first batch. ``indexes`` holds its
+    ``CREATE INDEX`` statements apart, so that a rebuild creates them after the load.
+    Bump ``version`` when the handlers change what they write (then rebuild it).
+    ``lag_threshold`` (seconds) is when the lag check warns and calls the alert hook.
     """
 
     name: str
@@ -34,6 +43,19 @@ class Projection:
     schema: Sequence[str] = ()
     version: int = 1
     lag_threshold: float = 10.0
+    indexes: Sequence[str] = ()
+
+    @property
+    def tables(self) -> list[str]:
+        """The tables its ``schema`` creates (``CREATE TABLE name``), lower-cased: the
+        names a rebuild builds in the shadow and swaps."""
+        return [m.group(1).lower() for s in self.schema if (m := _TABLE.match(s))]
+
+    @property
+    def index_names(self) -> list[str]:
+        """The indexes its ``schema`` and ``indexes`` create, lower-cased."""
+        found = (_INDEX.match(s) for s in (*self.schema, *self.indexes))
+        return [m.group(1).lower() for m in found if m]
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not _NAME.match(self.name):
@@ -60,7 +82,14 @@ class Projection:
                 raise ValueError(
                     f"projection {self.name}: the handler of {cls.__name__} is not callable"
                 )
-        if isinstance(self.schema, str) or not all(isinstance(s, str) for s in self.schema):
-            raise ValueError(
-                f"projection {self.name}: schema is a list of SQL statements, one per item"
-            )
+        for what, statements in (("schema", self.schema), ("indexes", self.indexes)):
+            if isinstance(statements, str) or not all(isinstance(s, str) for s in statements):
+                raise ValueError(
+                    f"projection {self.name}: {what} is a list of SQL statements, one per item"
+                )
+        for statement in self.indexes:
+            if not _INDEX.match(statement):
+                raise ValueError(
+                    f"projection {self.name}: each of indexes is one CREATE INDEX name ON "
+                    f"table (...) statement, not {statement[:60]!r}"
+                )

@@ -94,6 +94,7 @@ class ProjectionRunner:
         self.runner_id = runner_id or f"{socket.gethostname()}:{os.getpid()}"
         self._started = False
         self._handlers: dict[tuple[str, str], Handler | None] = {}
+        self._swapped: set[str] = set()  # projections a rebuild took over, warned about
         self.applied = 0  # events read and passed to the projections (handled or not)
         self.progress = progress or Progress()  # wakes read-your-writes waiters
         self._read_checkpoint = read_checkpoint
@@ -106,19 +107,20 @@ class ProjectionRunner:
     # -- running -----------------------------------------------------------------------
 
     def start(self) -> None:
-        """Create each projection's tables and checkpoint if missing; refuse a projection
-        whose stored version differs from the code's (it needs a rebuild)."""
+        """Create each new projection's tables, indexes and checkpoint; refuse a
+        projection whose stored version differs from the code's (it needs a rebuild)."""
         for p in self._projections.values():
             with self._store.unit_of_work() as uow:
-                for statement in p.schema:
-                    uow.execute(statement)
+                found = self._checkpoints.get(uow, p.name)
+                if found is None:  # its tables are made once: a rebuild makes the next ones
+                    for statement in (*p.schema, *p.indexes):
+                        uow.execute(statement)
                 found = self._checkpoints.ensure(uow, p.name, p.version, p.lag_threshold)
             if found.version != p.version:
                 raise ProjectionError(
                     f"projection {p.name!r} was built by version {found.version} and the code "
-                    f"is version {p.version}: its read model must be built again. Rebuilds "
-                    f"are not built yet: drop or empty its tables, then run tidings "
-                    f"projections reset {p.name} so that it starts again from position 0"
+                    f"is version {p.version}: build the new version beside the live one and "
+                    f"swap them with tidings projections rebuild {p.name} (see docs/cqrs.md)"
                 )
         self._started = True
 
@@ -136,6 +138,17 @@ class ProjectionRunner:
                 with self._store.unit_of_work() as uow:
                     checkpoint = self._checkpoints.ensure(uow, name, p.version, p.lag_threshold)
             if checkpoint.state == PAUSED:
+                continue
+            if checkpoint.version != p.version:  # a rebuild swapped another version in
+                if name not in self._swapped:
+                    self._swapped.add(name)
+                    log.warning(
+                        "projection %s is now version %d (rebuilt) and this runner runs "
+                        "version %d: it leaves it alone; run the new code's runner",
+                        name,
+                        checkpoint.version,
+                        p.version,
+                    )
                 continue
             try:
                 moved = self._advance(p, checkpoint)
@@ -225,7 +238,13 @@ class ProjectionRunner:
             end = batch[-1].position if batch else start
             if poison is None:
                 self._checkpoints.advance(
-                    uow, p.name, start=start, end=end, now=self._clock(), runner=self.runner_id
+                    uow,
+                    p.name,
+                    start=start,
+                    end=end,
+                    now=self._clock(),
+                    runner=self.runner_id,
+                    version=p.version,
                 )
             else:
                 record, error = poison

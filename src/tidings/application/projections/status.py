@@ -63,6 +63,9 @@ class ProjectionStatus:
         )
         if self.stale:
             line += "  (no heartbeat: the runner is stuck or gone)"
+        if self.name.endswith("~old"):  # the version a rebuild swapped out
+            live = self.name.removesuffix("~old")
+            line += f"  (kept for: tidings projections rollback {live}, or drop-old {live})"
         if self.lagging:
             line += f"  (over the {self.lag_threshold:g} s threshold)"
         if self.error:
