@@ -228,10 +228,15 @@ def eventsourcing_catch_up(env: dict[str, str], events: int) -> Callable[[], int
     def run() -> int:
         with psycopg.connect(conninfo, autocommit=True) as conn:
             conn.execute(f"DELETE FROM {schema}.es_totals")
-            # the view's tracking rows (the table is named after the projection)
-            made = conn.execute("SELECT to_regclass(%s)", (f"{schema}.{TRACKING}",))
-            if made.fetchone()[0] is not None:
-                conn.execute(f"DELETE FROM {schema}.{TRACKING}")
+            # the view's tracking table (named after the projection) and the backups the
+            # library makes of it when it finds it empty: the next view starts afresh
+            found = conn.execute(
+                "SELECT table_name FROM information_schema.tables"
+                " WHERE table_schema = %s AND table_name LIKE %s",
+                (schema, f"%{TRACKING}"),
+            ).fetchall()
+            for (name,) in found:
+                conn.execute(f"DROP TABLE {schema}.{name}")
         with EsRunner(
             application_class=Shop,
             projection_class=TotalsProjection,
