@@ -68,7 +68,7 @@ DDL = "CREATE TABLE IF NOT EXISTS {t} (id TEXT PRIMARY KEY, items INTEGER, cents
 # -- the tidings projection ---------------------------------------------------------------
 
 
-def totals(table_name: str) -> Projection:
+def totals(table_name: str, name: str = "bench-totals") -> Projection:
     """The read model: one row per order, items and cents added up."""
     sql = UPSERT.format(t=table_name, m="?")
 
@@ -81,7 +81,7 @@ def totals(table_name: str) -> Projection:
         )
 
     return Projection(
-        "bench-totals",
+        name,
         {OrderCreated: created, ItemAdded: added},
         schema=[DDL.format(t=table_name)],
     )
@@ -563,6 +563,46 @@ def rss_mb() -> float:
     return float("nan")
 
 
+def partitioned_worker(url: str, owner: str, out: Any) -> None:
+    """In its own process: one of two workers of a 2-part projection, until every part
+    is at the head; sends its highest RSS back."""
+    store = connect(url)
+    runner = store.projections(
+        [totals("parted_totals", "bench-parted")], batch=PAGE, partitions=2, ttl=3.0,
+        runner_id=owner,
+    )  # fmt: skip
+    top = rss_mb()
+    while True:
+        if not runner.run_once():
+            if all(s.lag_events == 0 for s in runner.status(runner.names)):
+                break
+            time.sleep(0.05)
+        top = max(top, rss_mb())
+    runner.release()
+    store.close()
+    out.send(top)
+    out.close()
+
+
+def two_workers(url: str) -> tuple[float, list[float]]:
+    """The same catch-up by two partitioned worker processes: seconds, and each RSS."""
+    context = multiprocessing.get_context("spawn")
+    pipes = [context.Pipe(duplex=False) for _ in range(2)]
+    start = time.perf_counter()
+    workers = [
+        context.Process(target=partitioned_worker, args=(url, f"w{n}", pipes[n][1]))
+        for n in range(2)
+    ]
+    for w in workers:
+        w.start()
+    tops = [pipe[0].recv() for pipe in pipes]
+    took = time.perf_counter() - start
+    for w in workers:
+        w.join()
+    print(f"  two partitioned workers: {took:.0f} s ({load()})", flush=True)
+    return took, tops
+
+
 def large_catch_up(events: int) -> str:
     with servers.sqlite_file() as url:
         store = connect(url, synchronous="NORMAL")  # writing the log is not what is measured
@@ -574,7 +614,7 @@ def large_catch_up(events: int) -> str:
         store = connect(url)
         runner = store.projections([totals("totals")], batch=PAGE)
         runner.start()
-        samples: list[float] = []
+        samples = [rss_mb()]
         read = 0
         start = time.perf_counter()
         while done := runner.run_once():
@@ -584,6 +624,8 @@ def large_catch_up(events: int) -> str:
         took = time.perf_counter() - start
         runner.close()
         store.close()
+        print(f"  one runner: {took:.0f} s ({load()})", flush=True)
+        two = two_workers(url)
     first, top, last = samples[0], max(samples), samples[-1]
     return table(
         [
@@ -602,7 +644,15 @@ def large_catch_up(events: int) -> str:
                 per_second(read / took),
                 f"{first:.0f} / {top:.0f} / {last:.0f}",
                 load(),
-            ]
+            ],
+            [
+                "two partitioned workers (2 processes, 2 parts; from their start)",
+                f"{read:,}",
+                f"{two[0]:.0f}",
+                per_second(read / two[0]),
+                " / ".join(f"{mb:.0f} max" for mb in two[1]),
+                load(),
+            ],
         ],
     )
 
