@@ -244,3 +244,32 @@ def test_a_poison_event_pauses_its_part_only(store: tidings.Store, tables: tuple
     with store.unit_of_work() as uow:
         total = uow.execute(f"SELECT sum(events) FROM {parted}").fetchone()[0]
     assert total == 8 * 2 * 2 + 1
+
+
+def test_a_projection_run_unpartitioned_is_refused_partitioned(
+    store: tidings.Store, tables: tuple[str, str]
+) -> None:
+    """Its read model holds events no part's checkpoint knows of: applied again they
+    would count twice."""
+    parted, _ = tables
+    write(store, counters=2, steps=1)
+    plain = store.projections([steps_projection("parted", parted)])
+    while plain.run_once():
+        pass
+    with pytest.raises(ProjectionError, match="run unpartitioned up to position 2"):
+        worker(store, parted, "a", Clock()).run_once()
+    with pytest.raises(ProjectionError, match="ttl must be above 0"):
+        store.projections([steps_projection("parted", parted)], partitions=2, ttl=0)
+
+
+def test_a_changed_version_is_refused_until_each_part_is_reset(
+    store: tidings.Store, tables: tuple[str, str]
+) -> None:
+    parted, _ = tables
+    write(store, counters=2, steps=1)
+    worker(store, parted, "a", Clock()).run_once()
+    newer = steps_projection("parted", parted)
+    newer = Projection(newer.name, newer.handlers, newer.schema, version=2)
+    runner = store.projections([newer], partitions=PARTS, runner_id="a", clock=Clock())
+    with pytest.raises(ProjectionError, match="version 1 and the code is version 2"):
+        runner.run_once()
