@@ -161,13 +161,18 @@ class PartitionedRunner(ProjectionRunner):
             if not active:
                 continue
             try:
-                done += self._advance_parts(p, held, active)
+                moved = self._advance_parts(p, held, active)
             except _LostLeaseError:
                 self.lost_leases += 1
                 self._renew_at = 0.0  # renew first at the next pass
                 log.warning("projection %s: a partition was taken over; renewing", name)
+                continue
             except ProjectionConflictError as exc:
                 log.warning("%s", exc)
+                continue
+            if moved:
+                self.progress.moved()  # wakes read-your-writes waiters in this process
+            done += moved
         self.applied += done
         return done
 
