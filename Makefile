@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 
 .PHONY: demo test lint typecheck unit clean bench-es bench-relay bench-consumer bench-brokers \
-	bench-fast bench-sagas bench-saga-remote
+	bench-fast bench-sagas bench-saga-remote bench-projections
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -66,6 +66,11 @@ bench-sagas: $(VENV)/.installed-dev
 # Remote-step sagas over NATS: sagas/s, p50/p99, memory with 10,000 sagas waiting.
 bench-saga-remote: $(VENV)/.installed-dev
 	$(BIN)/python benchmarks/saga_remote.py $(ARGS)
+
+# Projections: catch-up beside eventsourcing's runner and a raw loop, live lag beside the
+# raw floor, and a large catch-up's memory (SQLite and PostgreSQL).
+bench-projections: $(VENV)/.installed-bench
+	$(BIN)/python benchmarks/projections.py $(ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .coverage

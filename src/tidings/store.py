@@ -20,6 +20,7 @@ from tidings.application.causation import Cause, current_cause
 from tidings.application.event_log import iter_log
 from tidings.application.handling import Delivery, Handlers, InboxProcessor
 from tidings.application.projections import Projection, ProjectionRunner
+from tidings.application.projections.partitioned import PartitionedRunner
 from tidings.application.projections.rebuild import Rebuild
 from tidings.application.projections.waiting import Progress, ReadCheckpoint, wait_for
 from tidings.application.relayed_bus import RelayedBus
@@ -215,10 +216,19 @@ class Store:
     ) -> ProjectionRunner:
         """A runner of ``projections`` on this store's global log (see docs/cqrs.md):
         ``run_once()``, ``run(stop)``, ``status()``, ``retry``, ``skip``. Options go to
-        ``ProjectionRunner`` (``batch``, ``poll``, ``clock``, ``on_lag``, ...)."""
+        ``ProjectionRunner`` (``batch``, ``poll``, ``clock``, ``on_lag``, ...). With
+        ``partitions=P`` it is a ``PartitionedRunner``: this worker's share of each
+        projection's P parts, leased from ``store.leases`` (``ttl`` seconds)."""
         checkpoints, head, signal = projection_parts(self)
         options.setdefault("progress", self.projection_progress)
         options.setdefault("read_checkpoint", self._checkpoint_reader())
+        if options.get("partitions") is not None:
+            if self.leases is None:
+                raise ConfigurationError("partitioned projections need the store's leases")
+            return PartitionedRunner(
+                self, projections, checkpoints, head, signal, leases=self.leases, **options
+            )
+        options.pop("partitions", None)
         return ProjectionRunner(self, projections, checkpoints, head, signal, **options)
 
     def wait_for(self, token: int | None, projection: str, timeout: float = 5.0) -> int:

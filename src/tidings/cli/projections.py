@@ -53,6 +53,16 @@ def run(
     batch: Annotated[int, typer.Option(help="Events per transaction.")] = 500,
     poll: Annotated[float, typer.Option(help="Seconds between looks without a signal.")] = 1.0,
     every: Annotated[float, typer.Option(help="Seconds between progress lines.")] = 10.0,
+    partitions: Annotated[
+        int | None,
+        typer.Option(
+            help="Run as one of several workers sharing each projection's P parts (the "
+            "same P for every worker; start this command once per worker)."
+        ),
+    ] = None,
+    ttl: Annotated[
+        float, typer.Option(help="Seconds a dead worker's parts wait before a takeover.")
+    ] = 15.0,
     prefix: Prefix = "tidings_",
     schema: Schema = "public",
 ) -> None:
@@ -61,7 +71,10 @@ def run(
     events = load(registry, "--registry") if registry else None
     stop = stop_on_signals()
     with open_store(db, prefix, schema, registry=events) as store:
-        runner = store.projections(chosen, batch=batch, poll=poll)
+        options: dict[str, Any] = {"batch": batch, "poll": poll}
+        if partitions is not None:
+            options.update(partitions=partitions, ttl=ttl)
+        runner = store.projections(chosen, **options)
         try:
             progress.print(
                 f"projections {', '.join(runner.names)}: {store.database.describe()}",

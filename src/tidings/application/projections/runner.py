@@ -20,6 +20,7 @@ import threading
 import time
 import traceback
 from collections.abc import Callable, Iterable, Sequence
+from contextlib import nullcontext
 from typing import Any
 
 from tidings.application.projections.definition import Handler, Projection
@@ -200,13 +201,21 @@ class ProjectionRunner:
             return 0
         batch: Sequence[EventRecord] = records
         poison: tuple[EventRecord, str] | None = None
-        while True:  # each failure shortens the batch: this ends
+        pipelined = True  # statements sent without waiting for each result (PostgreSQL)
+        while True:  # each failure shortens the batch (or ends the pipelining): this ends
             try:
-                self._commit(p, checkpoint.position, batch, poison)
+                self._commit(p, checkpoint.position, batch, poison, pipelined=pipelined)
                 break
             except _HandlerFailedError as failed:
+                if pipelined:  # a pipelined error may be an earlier statement's: find it
+                    pipelined = False
+                    continue
                 poison = (batch[failed.index], failed.error)
                 batch = batch[: failed.index]
+            except StorageError as exc:  # met when the pipeline synced, at the batch's end
+                if not pipelined or isinstance(exc, ServerUnavailableError):
+                    raise
+                pipelined = False
         if poison is not None:
             record, error = poison
             log.error(
@@ -229,12 +238,17 @@ class ProjectionRunner:
         start: int,
         batch: Sequence[EventRecord],
         poison: tuple[EventRecord, str] | None,
+        *,
+        pipelined: bool = False,
     ) -> None:
         """Apply ``batch`` and move the checkpoint in one unit of work; pause on
-        ``poison`` (the event after the batch) in the same one."""
+        ``poison`` (the event after the batch) in the same one. ``pipelined``: the
+        handlers' statements go out without a round trip each (PostgreSQL's pipeline
+        mode, synced before the checkpoint moves)."""
         with self._store.unit_of_work() as uow:
-            for index, record in enumerate(batch):
-                self._apply(p, uow, record, index)
+            with uow.transaction.pipeline() if pipelined else nullcontext():
+                for index, record in enumerate(batch):
+                    self._apply(p, uow, record, index)
             end = batch[-1].position if batch else start
             if poison is None:
                 self._checkpoints.advance(
