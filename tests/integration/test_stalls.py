@@ -271,11 +271,16 @@ def test_postgresql_paused_under_a_relay_and_a_consumer_dead_letters_nothing(
     try:
         wait_until(lambda: sink.count() >= 100, "the consumer applied 100 events")
         with postgres_paused():
-            wait_until(
-                lambda: relay.stats.broker_errors >= 1 and consumer.stats.outages >= 1,
-                "the relay and the consumer both reported the stalled database",
-                timeout=STALL_PATIENCE,
-            )
+            try:
+                wait_until(
+                    lambda: relay.stats.broker_errors >= 1 and consumer.stats.outages >= 1,
+                    "the relay and the consumer both reported the stalled database",
+                    timeout=STALL_PATIENCE,
+                )
+            except BaseException as failed:  # say which of the two stayed silent
+                raise AssertionError(
+                    f"{failed}: relay {relay.stats}, consumer {consumer.stats}"
+                ) from failed
         writer.write(200, per_commit=20)
         wait_until(lambda: outbox_counts(outbox)[1] == 0, "the relay published every event")
         wait_until(lambda: sink.count() >= writer.written, "the consumer applied every event")
