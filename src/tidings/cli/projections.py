@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import getpass
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict
 from typing import Annotated, Any
 
@@ -38,6 +40,18 @@ def _projections(path: str) -> list[Projection]:
     if not all(isinstance(p, Projection) for p in found):
         raise ConfigurationError(f"--projections {path} must be a Projection or a list of them")
     return list(found)
+
+
+@contextmanager
+def _runner(db: str, prefix: str, schema: str) -> Iterator[ProjectionRunner]:
+    """A runner of no projections on ``db``: for the commands that read or mend
+    checkpoints; closed with its store."""
+    with open_store(db, prefix, schema) as store:
+        runner = store.projections()
+        try:
+            yield runner
+        finally:
+            runner.close()
 
 
 @app.command()
@@ -110,12 +124,8 @@ def status(
     schema: Schema = "public",
 ) -> None:
     """Each projection: position, head, lag in events and seconds, state, heartbeat."""
-    with open_store(db, prefix, schema) as store:
-        runner = store.projections()
-        try:
-            found = runner.status()
-        finally:
-            runner.close()
+    with _runner(db, prefix, schema) as runner:
+        found = runner.status()
     if not found and not as_json:
         console.print("no projections have run on this database yet")
     for s in found:
@@ -128,12 +138,8 @@ def status(
 @app.command()
 def retry(db: Db, name: Name, prefix: Prefix = "tidings_", schema: Schema = "public") -> None:
     """Resume a paused projection after a fix: it applies the failed event again first."""
-    with open_store(db, prefix, schema) as store:
-        runner = store.projections()
-        try:
-            found = runner.retry(name)
-        finally:
-            runner.close()
+    with _runner(db, prefix, schema) as runner:
+        found = runner.retry(name)
     console.print(
         f"projection {name}: resumes at position {found.failed_position} "
         f"(event {found.failed_event_id}) when its runner next looks",
@@ -152,12 +158,8 @@ def skip(
     schema: Schema = "public",
 ) -> None:
     """Pass over the one event a paused projection failed on; the skip is recorded."""
-    with open_store(db, prefix, schema) as store:
-        runner = store.projections()
-        try:
-            skipped = runner.skip(name, position, by or getpass.getuser(), note)
-        finally:
-            runner.close()
+    with _runner(db, prefix, schema) as runner:
+        skipped = runner.skip(name, position, by or getpass.getuser(), note)
     console.print(
         f"projection {name}: skipped position {skipped.position} (event {skipped.event_id}, "
         f"{skipped.event_type}); it goes on from there",
@@ -177,12 +179,8 @@ def reset(
     question = f"Start projection {name!r} again from position 0? Its tables must be empty"
     if not yes and not typer.confirm(question):
         raise typer.Abort
-    with open_store(db, prefix, schema) as store:
-        runner = store.projections()
-        try:
-            gone = runner.reset(name)
-        finally:
-            runner.close()
+    with _runner(db, prefix, schema) as runner:
+        gone = runner.reset(name)
     if not gone:
         raise ProjectionError(
             f"no projection is named {name!r} here: see tidings projections status"
