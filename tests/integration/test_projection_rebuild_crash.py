@@ -8,9 +8,7 @@ import random
 import sqlite3
 import subprocess
 import sys
-import uuid
 from collections import Counter as Tally
-from collections.abc import Iterator
 from contextlib import closing
 from pathlib import Path
 from typing import Any
@@ -22,34 +20,11 @@ from tidings.testing.contract import Counted, Counter
 
 from .faults import kill_mid_work, to_be_killed
 from .projection_process import totals
+from .test_projection_crash import database, write
 
 ROOT = Path(__file__).parents[2]
 
-
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
-def database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[str, str]]:
-    """(URL, schema) of a fresh database for one run."""
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'rebuild.db'}", "public"
-        return
-    import psycopg
-
-    url: str = request.getfixturevalue("pg_url")
-    schema = f"rebuild_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(url, autocommit=True) as conn:
-        conn.execute(f"CREATE SCHEMA {schema}")
-    yield f"{url}?options=-csearch_path%3D{schema}", schema
-    with psycopg.connect(url, autocommit=True) as conn:
-        conn.execute(f"DROP SCHEMA {schema} CASCADE")
-
-
-def write(store: tidings.Store, counters: list[Counter], events: int, rng: random.Random) -> None:
-    for start in range(0, events, 10):
-        chosen = rng.sample(counters, 3)
-        for i in range(min(10, events - start)):
-            chosen[i % 3].increment(rng.randint(1, 9))
-        with store.unit_of_work() as uow:
-            uow.track(*chosen)
+__all__ = ["database"]  # the fixture: a fresh SQLite file or PostgreSQL schema per run
 
 
 def position(store: tidings.Store, name: str) -> int:
