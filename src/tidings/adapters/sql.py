@@ -69,7 +69,16 @@ SCHEMA_PARTS: tuple[SchemaPart, ...] = (
     SchemaPart("projections", 1, "projections.sql", ("projections", "projection_skips")),
     SchemaPart("messages", 1, "messages.sql", ("message_keys", "scheduled_messages")),
     # Version 2: deadlines, the reply a remote step waits for, the conversation id.
-    SchemaPart("sagas", 2, "sagas.sql", ("sagas", "saga_transitions"), ("sagas_v2.sql",)),
+    # Version 3: partial indexes on the transitions that metrics count.
+    SchemaPart(
+        "sagas",
+        3,
+        "sagas.sql",
+        ("sagas", "saga_transitions"),
+        ("sagas_v2.sql", "sagas_v3.sql"),
+    ),
+    # Heartbeats of the workers the tidings command runs (tidings status).
+    SchemaPart("workers", 1, "workers.sql", ("workers",)),
 )
 """Every part, in the order they are created; later capabilities append theirs."""
 

@@ -20,10 +20,11 @@ from rich.console import Console
 
 from tidings.application.projections import Projection, ProjectionRunner, Rebuild, VerifyError
 from tidings.cli.loading import load
-from tidings.cli.options import Db, Prefix, Schema, open_store
+from tidings.cli.options import Db, MetricsPort, Prefix, Schema, open_store
 from tidings.cli.progress import Rate, reporting, stop_on_signals
 from tidings.cli.progress import console as progress
 from tidings.errors import ConfigurationError, ProjectionError
+from tidings.observability.serving import observed
 
 app = typer.Typer(help="Run projections and operate them: status, retry, skip, rebuild.")
 console = Console(highlight=False, soft_wrap=True)
@@ -77,6 +78,7 @@ def run(
     ttl: Annotated[
         float, typer.Option(help="Seconds a dead worker's parts wait before a takeover.")
     ] = 15.0,
+    metrics_port: MetricsPort = None,
     prefix: Prefix = "tidings_",
     schema: Schema = "public",
 ) -> None:
@@ -94,7 +96,17 @@ def run(
                 f"projections {', '.join(runner.names)}: {store.database.describe()}",
                 markup=False,
             )
-            with reporting(_progress(runner), every):
+            with (
+                observed(
+                    store,
+                    kind="projections",
+                    name=", ".join(runner.names),
+                    worker_id=runner.runner_id,
+                    port=metrics_port,
+                    projections=runner,
+                ),
+                reporting(_progress(runner), every),
+            ):
                 runner.run(stop)
         finally:
             runner.close()

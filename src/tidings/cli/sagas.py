@@ -16,13 +16,15 @@ import typer
 from rich.console import Console
 
 from tidings.cli.loading import load
-from tidings.cli.options import Db, Prefix, Schema, open_store
+from tidings.cli.options import Db, MetricsPort, Prefix, Schema, open_store
 from tidings.cli.progress import Rate, reporting, stop_on_signals
 from tidings.cli.progress import console as progress_console
 from tidings.domain.saga import SagaDefinition
 from tidings.domain.saga_state import ACTIVE, SagaResult
 from tidings.domain.saga_versions import SagaUpcaster
 from tidings.errors import ConfigurationError
+from tidings.observability.readiness import flowing
+from tidings.observability.serving import observed
 from tidings.workers.sagas import SagaWorker
 
 app = typer.Typer(help="Look at sagas and operate the intervention queue.", no_args_is_help=True)
@@ -226,6 +228,7 @@ def run(
     every: Annotated[
         float, typer.Option(help="Seconds between progress lines off a terminal.")
     ] = 10.0,
+    metrics_port: MetricsPort = None,
     prefix: Prefix = "tidings_",
     schema: Schema = "public",
 ) -> None:
@@ -242,7 +245,18 @@ def run(
         progress_console.print(
             f"saga worker {worker.worker_id}: {store.database.describe()}", markup=False
         )
-        with reporting(worker_status(worker), every):
+        with (
+            observed(
+                store,
+                kind="saga worker",
+                name=definitions,
+                worker_id=worker.worker_id,
+                port=metrics_port,
+                checks=[flowing(worker.stats)],
+                saga_worker=worker,
+            ),
+            reporting(worker_status(worker), every),
+        ):
             worker.run(stop)
 
 

@@ -12,9 +12,12 @@ from tidings.adapters.brokers import open_publisher, open_subscription
 from tidings.application.backoff import Backoff
 from tidings.application.handling import Handlers
 from tidings.cli.loading import broker_options, load
-from tidings.cli.options import Db, Prefix, Schema, open_store
+from tidings.cli.options import Db, MetricsPort, Prefix, Schema, open_store
 from tidings.cli.progress import Rate, console, reporting, stop_on_signals
 from tidings.errors import ConfigurationError
+from tidings.observability.heartbeat import worker_id
+from tidings.observability.readiness import flowing, holds_lanes
+from tidings.observability.serving import observed
 from tidings.serialization.registry import EventRegistry
 from tidings.workers.consumer import dedup_window_warning, retry_horizon
 from tidings.workers.relay import Relay
@@ -35,6 +38,7 @@ def relay(
     max_attempts: Annotated[int, typer.Option(help="Attempts before a dead letter.")] = 10,
     option: Options = None,
     every: Every = 10.0,
+    metrics_port: MetricsPort = None,
     prefix: Prefix = "tidings_",
     schema: Schema = "public",
 ) -> None:
@@ -45,7 +49,19 @@ def relay(
     try:
         worker = store.relay(transport, lanes=lanes, batch_size=batch, max_attempts=max_attempts)
         console.print(f"relay {worker.relay_id}: {store.database.describe()} -> {to}")
-        with reporting(relay_status(worker), every):
+        checks = [flowing(worker.stats), holds_lanes(worker, store.database)]
+        with (
+            observed(
+                store,
+                kind="relay",
+                name=source,
+                worker_id=worker.relay_id,
+                port=metrics_port,
+                checks=checks,
+                relay=worker,
+            ),
+            reporting(relay_status(worker), every),
+        ):
             worker.run(stop)
     finally:
         transport.close()
@@ -99,6 +115,7 @@ def consume(
     ] = 168.0,
     option: Options = None,
     every: Every = 10.0,
+    metrics_port: MetricsPort = None,
     prefix: Prefix = "tidings_",
     schema: Schema = "public",
 ) -> None:
@@ -138,7 +155,18 @@ def consume(
                 f"outages {s.outages}"
             )
 
-        with reporting(status, every):
+        with (
+            observed(
+                store,
+                kind="consumer",
+                name=name,
+                worker_id=worker_id(name),
+                port=metrics_port,
+                checks=[flowing(worker.stats)],
+                consumer=worker,
+            ),
+            reporting(status, every),
+        ):
             worker.run(stop)
     finally:
         subscription.close()
