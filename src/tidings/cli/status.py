@@ -9,7 +9,6 @@ from typing import Annotated
 import typer
 
 from tidings.cli.options import Db, Prefix, Schema, open_store
-from tidings.cli.progress import console
 from tidings.domain.projection_state import PAUSED
 from tidings.observability.figures import Figures, ServiceFigures
 
@@ -43,9 +42,9 @@ def status(
         typer.echo(json.dumps({**asdict(found), "problems": problems}, sort_keys=True))
     else:
         for line in screen(found):
-            console.print(line, markup=False)
+            typer.echo(line)
         for problem in problems:
-            console.print(f"! {problem}", markup=False)
+            typer.echo(f"! {problem}")
     if check and problems:
         raise typer.Exit(1)
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Sequence
+from contextlib import suppress
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -25,9 +26,11 @@ class _Handler(BaseHTTPRequestHandler):
         elif path == "/healthz":
             self._answer(200, b"ok\n")
         elif path == "/readyz":
-            problems = [p for p in (check() for check in self.server.checks) if p]
-            if problems:
-                self._answer(503, ("not ready: " + "; ".join(problems) + "\n").encode())
+            # The first problem is the answer: a database that does not answer would
+            # make each later check wait for its connection timeout as well.
+            problem = next((p for p in (check() for check in self.server.checks) if p), None)
+            if problem:
+                self._answer(503, f"not ready: {problem}\n".encode())
             else:
                 self._answer(200, b"ready\n")
         else:
@@ -38,7 +41,8 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Type", kind)
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
-        self.wfile.write(body)
+        with suppress(BrokenPipeError, ConnectionResetError):  # the prober gave up waiting
+            self.wfile.write(body)
 
     def log_message(self, format: str, *args: Any) -> None:
         """Scrapes every few seconds would flood the worker's output: keep quiet."""

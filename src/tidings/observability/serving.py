@@ -39,7 +39,8 @@ def observed(
 
             registry = CollectorRegistry()
             collectors = register(registry, store=store, **workers)
-            server = MetricsServer(port, registry, [database_answers(store.database), *checks])
+            # The worker's own checks first: they answer at once while it is paused.
+            server = MetricsServer(port, registry, [*checks, database_answers(store.database)])
             stack.callback(server.close)
             for collector in collectors:
                 close = getattr(getattr(collector, "figures", None), "close", None)
