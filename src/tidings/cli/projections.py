@@ -24,7 +24,7 @@ from tidings.cli.options import Db, MetricsPort, Prefix, Schema, open_store
 from tidings.cli.progress import Rate, reporting, stop_on_signals
 from tidings.cli.progress import console as progress
 from tidings.errors import ConfigurationError, ProjectionError
-from tidings.observability.serving import observed
+from tidings.observability.serving import metrics_available, observed
 
 app = typer.Typer(help="Run projections and operate them: status, retry, skip, rebuild.")
 console = Console(highlight=False, soft_wrap=True)
@@ -83,6 +83,7 @@ def run(
     schema: Schema = "public",
 ) -> None:
     """Catch the projections up, then follow the log until SIGTERM or SIGINT."""
+    metrics_available(metrics_port)
     chosen = _projections(projections)
     events = load(registry, "--registry") if registry else None
     stop = stop_on_signals()

@@ -24,7 +24,7 @@ from tidings.domain.saga_state import ACTIVE, SagaResult
 from tidings.domain.saga_versions import SagaUpcaster
 from tidings.errors import ConfigurationError
 from tidings.observability.readiness import flowing
-from tidings.observability.serving import observed
+from tidings.observability.serving import metrics_available, observed
 from tidings.workers.sagas import SagaWorker
 
 app = typer.Typer(help="Look at sagas and operate the intervention queue.", no_args_is_help=True)
@@ -233,6 +233,7 @@ def run(
     schema: Schema = "public",
 ) -> None:
     """Drive due sagas (fired timers, interrupted steps) until SIGTERM or SIGINT."""
+    metrics_available(metrics_port)
     known = _definitions(definitions, True)
     if interval <= 0 or batch < 1:
         raise ConfigurationError(

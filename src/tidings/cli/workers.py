@@ -17,7 +17,7 @@ from tidings.cli.progress import Rate, console, reporting, stop_on_signals
 from tidings.errors import ConfigurationError
 from tidings.observability.heartbeat import worker_id
 from tidings.observability.readiness import flowing, holds_lanes
-from tidings.observability.serving import observed
+from tidings.observability.serving import metrics_available, observed
 from tidings.serialization.registry import EventRegistry
 from tidings.workers.consumer import dedup_window_warning, retry_horizon
 from tidings.workers.relay import Relay
@@ -43,6 +43,7 @@ def relay(
     schema: Schema = "public",
 ) -> None:
     """Publish the outbox to a broker until SIGTERM or SIGINT (at least once, in order)."""
+    metrics_available(metrics_port)
     stop = stop_on_signals()
     store = open_store(db, prefix, schema, outbox=True, source=source)
     transport = open_publisher(to, **broker_options(option))
@@ -120,6 +121,7 @@ def consume(
     schema: Schema = "public",
 ) -> None:
     """Handle a broker's events through the inbox until SIGTERM or SIGINT (exactly once)."""
+    metrics_available(metrics_port)
     chosen: Handlers = load(handlers, "--handlers")
     if not isinstance(chosen, Handlers):
         raise ConfigurationError(f"--handlers {handlers!r} is not a tidings Handlers registry")

@@ -12,6 +12,13 @@ from tidings.observability.heartbeat import Heartbeat
 from tidings.observability.readiness import Check, database_answers
 
 
+def metrics_available(port: int | None) -> None:
+    """With a metrics port, raise ``ConfigurationError`` naming the metrics extra if it is
+    missing: a worker command calls it first, before it opens anything."""
+    if port is not None:
+        require("metrics", "--metrics-port")
+
+
 @contextmanager
 def observed(
     store: Any,
@@ -31,7 +38,7 @@ def observed(
         if getattr(store.database, "tables", None) is not None:
             stack.enter_context(Heartbeat(store.database, kind, name, worker_id))
         if port is not None:
-            require("metrics", "--metrics-port")
+            metrics_available(port)
             from prometheus_client.registry import CollectorRegistry
 
             from tidings.observability.health import MetricsServer

@@ -1,0 +1,167 @@
+"""What observability costs: one scrape of the database gauges on a 1,000,000-row outbox,
+and the relay's throughput with its metrics on beside the same relay with them off.
+
+    make bench-observability            # or: .venv/bin/python benchmarks/observability.py
+    .venv/bin/python benchmarks/observability.py --rows 1000000 --events 100000 --runs 3
+
+1. Scrape: an outbox of ``--rows`` rows on PostgreSQL and on SQLite, in two shapes: all
+   published but 1,000 (a healthy service keeping a day of published rows), and all
+   waiting (a relay down for a long time: the worst case of the backlog count). One scrape
+   is ``generate_latest`` of a registry holding the database collector (every gauge
+   tidings reads from the database: outbox, inbox, sagas, projections, relays); its median
+   over 15 scrapes is set beside the median round trip of ``SELECT 1`` in the same run.
+2. Relay overhead: a backlog of ``--events`` rows drained to NATS JetStream by a relay
+   without metrics, then by one with its collector registered (the commit-to-ack
+   histogram counted for every acked group), alternating, ``--runs`` times each; the
+   ratio of the medians is the cost of the metrics.
+
+Not a test: nothing is asserted about time. Every figure is printed with the load.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import statistics
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+import psycopg
+import relay as relay_bench
+import relay_latency
+import servers
+from prometheus_client import generate_latest
+from prometheus_client.registry import CollectorRegistry
+from report import load, table
+
+import tidings
+from tidings.adapters.nats import NatsPublisher
+from tidings.observability.metrics import register
+
+SCRAPES = 15
+
+
+def median_seconds(work: Callable[[], object], times: int) -> float:
+    """The median seconds of ``times`` calls of ``work``."""
+    found = []
+    for _ in range(times):
+        start = time.perf_counter()
+        work()
+        found.append(time.perf_counter() - start)
+    return statistics.median(found)
+
+
+def mark_published(store: tidings.Store, waiting: int) -> None:
+    """Mark all but the last ``waiting`` rows published."""
+    db = store.database
+    outbox = db.tables["outbox"]  # type: ignore[attr-defined]
+    with db.transaction() as tx:
+        top = tx.execute(f"SELECT max(position) FROM {outbox}").fetchone()[0]
+        now = "now()" if db.dialect == "postgresql" else "strftime('%Y-%m-%dT%H:%M:%f+00:00')"
+        tx.execute(
+            f"UPDATE {outbox} SET published = TRUE, published_at = {now} "
+            f"WHERE position <= {int(top) - waiting}"
+        )
+    if db.dialect == "postgresql":
+        with psycopg.connect(db.url, autocommit=True) as conn:  # type: ignore[attr-defined]
+            conn.execute(f"ANALYZE {outbox}")
+
+
+def measure_scrape(setup: relay_bench.Setup, rows: int) -> list[list[str]]:
+    """Per database and shape: the median scrape, the median SELECT 1, their ratio."""
+    found = []
+    for db in ("postgresql", "sqlite"):
+        store = relay_latency.open_store(setup.url(db), setup.pg_schema)
+        try:
+            start = time.perf_counter()
+            relay_bench.fill(store, relay_bench.backlog(rows, max(rows // 5, 1)))
+            print(f"  {db}: {rows:,} rows written in {time.perf_counter() - start:.0f} s")
+            registry = CollectorRegistry()
+            register(registry, store=store)
+            for shape, waiting in (("1,000 waiting", 1_000), ("all waiting", rows)):
+                if waiting < rows:
+                    mark_published(store, waiting)
+                generate_latest(registry)  # warm: connections, the runner of projections
+                scrape = median_seconds(functools.partial(generate_latest, registry), SCRAPES)
+                ping = functools.partial(store.database.query, "SELECT 1")  # type: ignore[attr-defined]
+                trip = median_seconds(ping, SCRAPES)
+                row = [db, shape, f"{scrape * 1000:.1f} ms", f"{trip * 1e6:.0f} µs"]
+                row.append(f"{scrape / trip:.0f}x")
+                print(f"  {', '.join(row)} ({load()})")
+                found.append([*row, load()])
+                if waiting < rows:  # the next shape: everything waiting again
+                    with store.database.transaction() as tx:
+                        tx.execute(
+                            f"UPDATE {store.database.tables['outbox']} "  # type: ignore[attr-defined]
+                            "SET published = FALSE, published_at = NULL"
+                        )
+        finally:
+            store.close()
+    return found
+
+
+def measure_relay(setup: relay_bench.Setup, events: int, runs: int) -> list[list[str]]:
+    """Per database: events/s without and with metrics (medians), and the ratio."""
+    found = []
+    for db in ("postgresql", "sqlite"):
+        store = relay_latency.open_store(setup.url(db), setup.pg_schema)
+        transport = NatsPublisher(
+            servers.NATS, stream=setup.nats.stream, subject_prefix=setup.nats.prefix
+        )
+        off: list[float] = []
+        on: list[float] = []
+        try:
+            for _ in range(runs):
+                for metrics, series in ((False, off), (True, on)):
+                    relay_bench.fill(store, relay_bench.backlog(events, max(events // 5, 1)))
+                    relay = store.relay(transport)
+                    if metrics:
+                        register(CollectorRegistry(), relay=relay)
+                    start = time.perf_counter()
+                    relay.drain()
+                    series.append(events / (time.perf_counter() - start))
+                    relay.release()
+                    assert relay.stats.published == events
+                print(f"  {db}: off {off[-1]:,.0f}/s, on {on[-1]:,.0f}/s ({load()})")
+        finally:
+            transport.close()
+            store.close()
+        a, b = statistics.median(off), statistics.median(on)
+        found.append([db, f"{a:,.0f}", f"{b:,.0f}", f"{(a - b) / a:+.1%}", load()])
+    return found
+
+
+def main() -> None:
+    """Measure both and print the tables."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, default=1_000_000, help="outbox rows scraped")
+    parser.add_argument("--events", type=int, default=100_000, help="relay backlog")
+    parser.add_argument("--runs", type=int, default=3, help="relay runs per setting")
+    parser.add_argument("--skip", nargs="*", default=[], choices=["scrape", "relay"])
+    args = parser.parse_args()
+    print(f"tidings observability benchmark, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {load()}")
+    with (
+        servers.pg_schema() as schema,
+        servers.sqlite_file() as sqlite_url,
+        servers.nats_stream() as nats,
+    ):
+        if True:
+            setup = relay_bench.Setup(servers.PG_URL, schema, sqlite_url, nats, None)  # type: ignore[arg-type]
+            relay_rows = (
+                [] if "relay" in args.skip else measure_relay(setup, args.events, args.runs)
+            )
+            scrape_rows = [] if "scrape" in args.skip else measure_scrape(setup, args.rows)
+    if scrape_rows:
+        print(f"\nOne scrape of the database gauges, outbox of {args.rows:,} rows")
+        header = ["database", "outbox", "scrape", "SELECT 1", "ratio", "load"]
+        print(table(header, scrape_rows))
+    if relay_rows:
+        print(f"\nRelay to NATS, {args.events:,} events, median of {args.runs} runs")
+        header = ["database", "metrics off", "metrics on", "cost", "load"]
+        print(table(header, relay_rows))
+    print(f"\nfinished {datetime.now(UTC):%H:%M} UTC, {load()}")
+
+
+if __name__ == "__main__":
+    main()
