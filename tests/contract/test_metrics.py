@@ -11,8 +11,11 @@ from prometheus_client.registry import CollectorRegistry
 
 import tidings
 from tidings.adapters.memory_broker import MemoryPublisher, MemoryQueue, MemorySubscription
+from tidings.application.backoff import Backoff
+from tidings.application.handling import Handlers
+from tidings.application.unit_of_work import UnitOfWork
 from tidings.examples.shop.inventory import handlers
-from tidings.examples.shop.orders import SHOP_EVENTS, Order
+from tidings.examples.shop.orders import SHOP_EVENTS, Order, OrderPlaced
 from tidings.observability.metrics import register
 
 from ..conftest import MakeStore
@@ -94,3 +97,40 @@ def test_dead_letters_and_refusals_show_in_counters_and_gauges(
     assert found["tidings_relay_publish_failures_total"] == 3
     assert found["tidings_outbox_dead_letters"] == 3
     assert found["tidings_relay_published_total"] == 0
+
+
+def test_a_failed_handler_is_counted_and_every_run_of_the_others_is_timed(
+    make_sql_store: MakeStore,
+) -> None:
+    """A handler that fails its first attempt: one failure counted under its name; the
+    handler beside it ran twice (in the batch that was undone, then alone) and both runs
+    are timed; the redelivery finds it a duplicate."""
+    orders = make_sql_store(tidings.EventRegistry(SHOP_EVENTS), outbox=True)
+    inventory = make_sql_store(tidings.EventRegistry(SHOP_EVENTS))
+    queue = MemoryQueue()
+    relay = orders.relay(MemoryPublisher(queue))
+    failed: list[str] = []
+
+    def flaky(event: OrderPlaced, uow: UnitOfWork) -> None:
+        if not failed:
+            failed.append(event.aggregate_id)
+            raise RuntimeError("the first attempt fails")
+
+    chosen = Handlers()
+    chosen.add(OrderPlaced, "steady", lambda event, uow: None)
+    chosen.add(OrderPlaced, "flaky", flaky)
+    consumer = inventory.consumer(
+        MemorySubscription(queue), chosen, name="inventory", backoff=Backoff(base=0.0)
+    )
+    registry = CollectorRegistry()
+    register(registry, consumer=consumer)
+    place_orders(orders, 1)
+    relay.drain()
+    relay.release()
+    while consumer.run_once():
+        pass
+    found = scrape(registry)
+    assert found["tidings_handler_failures_total{handler=flaky}"] == 1
+    assert found["tidings_handler_seconds_count{handler=steady}"] == 2
+    assert found["tidings_handler_seconds_count{handler=flaky}"] == 1
+    assert found["tidings_inbox_duplicates_total"] == 1
