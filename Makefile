@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 
 .PHONY: demo test lint typecheck unit clean bench-es bench-relay bench-consumer bench-brokers \
-	bench-fast bench-sagas bench-saga-remote bench-projections
+	bench-fast bench-sagas bench-saga-remote bench-projections bench-observability
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -54,6 +54,10 @@ bench-consumer: $(VENV)/.installed-dev
 
 bench-brokers: $(VENV)/.installed-dev
 	$(BIN)/python benchmarks/raw_brokers.py $(ARGS)
+
+# The cost of observability: a scrape of a 1,000,000-row outbox, the relay with metrics on.
+bench-observability: $(VENV)/.installed-dev
+	$(BIN)/python benchmarks/observability.py $(ARGS)
 
 # Instructions per call of the per-event fast paths, under valgrind's callgrind.
 bench-fast: $(VENV)/.installed-dev

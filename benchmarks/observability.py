@@ -36,8 +36,10 @@ from prometheus_client.registry import CollectorRegistry
 from report import load, table
 
 import tidings
+from tidings.adapters.memory_broker import MemoryPublisher, MemoryQueue
 from tidings.adapters.nats import NatsPublisher
-from tidings.observability.metrics import register
+from tidings.observability.metrics import HandlerTimes, RelayCollector, register
+from tidings.ports import OutboxEntry
 
 SCRAPES = 15
 
@@ -132,13 +134,35 @@ def measure_relay(setup: relay_bench.Setup, events: int, runs: int) -> list[list
     return found
 
 
+def measure_hooks() -> list[list[str]]:
+    """CPU time the hot-path hooks add per event, alone (no I/O, so less at the mercy of
+    the load than the relay runs): the relay's commit-to-ack count for an acked group of
+    500, and the consumer's handler timing (``perf_counter`` twice and one count)."""
+    relay = tidings.connect("memory://", outbox=True).relay(MemoryPublisher(MemoryQueue()))
+    collector = RelayCollector(relay)
+    entries = [OutboxEntry(r, 0, 0) for r in relay_bench.backlog(500, 100)]
+    answers = [None] * len(entries)
+    group = median_seconds(lambda: collector.acked(entries, answers), 200) / len(entries)
+    times = HandlerTimes()
+
+    def handler_run() -> None:
+        began = time.perf_counter()
+        times.handled("h", time.perf_counter() - began)
+
+    run = median_seconds(lambda: [handler_run() for _ in range(500)], 200) / 500
+    return [
+        ["relay: commit-to-ack count, per event acked", f"{group * 1e9:.0f} ns", load()],
+        ["consumer: handler timing, per handler run", f"{run * 1e9:.0f} ns", load()],
+    ]
+
+
 def main() -> None:
     """Measure both and print the tables."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=1_000_000, help="outbox rows scraped")
     parser.add_argument("--events", type=int, default=100_000, help="relay backlog")
     parser.add_argument("--runs", type=int, default=3, help="relay runs per setting")
-    parser.add_argument("--skip", nargs="*", default=[], choices=["scrape", "relay"])
+    parser.add_argument("--skip", nargs="*", default=[], choices=["scrape", "relay", "hooks"])
     args = parser.parse_args()
     print(f"tidings observability benchmark, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {load()}")
     with (
@@ -152,6 +176,9 @@ def main() -> None:
                 [] if "relay" in args.skip else measure_relay(setup, args.events, args.runs)
             )
             scrape_rows = [] if "scrape" in args.skip else measure_scrape(setup, args.rows)
+    if "hooks" not in args.skip:
+        print("\nWhat the hooks add on the hot paths (CPU, median of 200 rounds)")
+        print(table(["hook", "cost", "load"], measure_hooks()))
     if scrape_rows:
         print(f"\nOne scrape of the database gauges, outbox of {args.rows:,} rows")
         header = ["database", "outbox", "scrape", "SELECT 1", "ratio", "load"]

@@ -33,6 +33,21 @@ from tidings.workers.relay import Relay
 from tidings.workers.sagas import SagaWorker
 
 
+class _WorkerCollector:
+    """A worker's families, read from its stats when Prometheus scrapes."""
+
+    def describe(self) -> Iterator[Metric]:
+        """The families, without samples (for the registry's name checks)."""
+        return self._families(with_samples=False)
+
+    def collect(self) -> Iterator[Metric]:
+        """The families as of now."""
+        return self._families(with_samples=True)
+
+    def _families(self, *, with_samples: bool) -> Iterator[Metric]:
+        raise NotImplementedError
+
+
 def _histogram(name: str, doc: str, label: str | None = None) -> HistogramMetricFamily:
     return HistogramMetricFamily(name, doc, labels=[label] if label else None)
 
@@ -41,7 +56,7 @@ def _add(family: HistogramMetricFamily, labels: list[str], buckets: Buckets) -> 
     family.add_metric(labels, buckets.cumulative(), buckets.total)
 
 
-class RelayCollector:
+class RelayCollector(_WorkerCollector):
     """A relay's counters (from its ``RelayStats``) and how long events took from their
     commit to the broker's ack."""
 
@@ -58,14 +73,6 @@ class RelayCollector:
             for e, answer in zip(entries, answers, strict=True)
             if answer is None
         )
-
-    def describe(self) -> Iterator[Metric]:
-        """The families, without samples (for the registry's name checks)."""
-        return self._families(with_samples=False)
-
-    def collect(self) -> Iterator[Metric]:
-        """The families as of now."""
-        return self._families(with_samples=True)
 
     def _families(self, *, with_samples: bool) -> Iterator[Metric]:
         s = self.relay.stats
@@ -123,21 +130,13 @@ class HandlerTimes:
         self.failures[handler] = self.failures.get(handler, 0) + 1
 
 
-class ConsumerCollector:
+class ConsumerCollector(_WorkerCollector):
     """A consumer's counters (from its ``ConsumerStats``) and its handlers' times."""
 
     def __init__(self, consumer: Consumer) -> None:
         self.consumer = consumer
         self.handlers = HandlerTimes()
         consumer.processor.observer = self.handlers
-
-    def describe(self) -> Iterator[Metric]:
-        """The families, without samples (for the registry's name checks)."""
-        return self._families(with_samples=False)
-
-    def collect(self) -> Iterator[Metric]:
-        """The families as of now."""
-        return self._families(with_samples=True)
 
     def _families(self, *, with_samples: bool) -> Iterator[Metric]:
         s = self.consumer.stats
@@ -178,19 +177,11 @@ class ConsumerCollector:
         yield failures
 
 
-class SagaWorkerCollector:
+class SagaWorkerCollector(_WorkerCollector):
     """A saga worker's transitions (from its ``SagaWorkerStats``)."""
 
     def __init__(self, worker: SagaWorker) -> None:
         self.worker = worker
-
-    def describe(self) -> Iterator[Metric]:
-        """The families, without samples (for the registry's name checks)."""
-        return self._families(with_samples=False)
-
-    def collect(self) -> Iterator[Metric]:
-        """The families as of now."""
-        return self._families(with_samples=True)
 
     def _families(self, *, with_samples: bool) -> Iterator[Metric]:
         s = self.worker.stats
@@ -206,19 +197,11 @@ class SagaWorkerCollector:
         )
 
 
-class ProjectionRunnerCollector:
+class ProjectionRunnerCollector(_WorkerCollector):
     """A projection runner's events applied."""
 
     def __init__(self, runner: Any) -> None:
         self.runner = runner
-
-    def describe(self) -> Iterator[Metric]:
-        """The families, without samples (for the registry's name checks)."""
-        return self._families(with_samples=False)
-
-    def collect(self) -> Iterator[Metric]:
-        """The families as of now."""
-        return self._families(with_samples=True)
 
     def _families(self, *, with_samples: bool) -> Iterator[Metric]:
         yield CounterMetricFamily(
