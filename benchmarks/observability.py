@@ -1,5 +1,5 @@
 """What observability costs: one scrape of the database gauges on a 1,000,000-row outbox,
-and the relay's throughput with its metrics on beside the same relay with them off.
+and the relay's and the consumer's throughput with metrics on beside them off.
 
     make bench-observability            # or: .venv/bin/python benchmarks/observability.py
     .venv/bin/python benchmarks/observability.py --rows 1000000 --events 100000 --runs 3
@@ -14,6 +14,11 @@ and the relay's throughput with its metrics on beside the same relay with them o
    without metrics, then by one with its collector registered (the commit-to-ack
    histogram counted for every acked group), alternating, ``--runs`` times each; the
    ratio of the medians is the cost of the metrics.
+3. Consumer overhead: ``consumer.py``'s consumer (NATS, the Inventory handler behind the
+   inbox) over ``--messages`` messages, without and with its collector (each handler run
+   timed), alternating, ``--runs`` times each.
+4. The hooks alone: the CPU time per event of the relay's commit-to-ack count and of the
+   consumer's handler timing, without I/O (less at the mercy of the load).
 
 Not a test: nothing is asserted about time. Every figure is printed with the load.
 """
@@ -27,6 +32,7 @@ import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 
+import consumer as consumer_bench
 import psycopg
 import relay as relay_bench
 import relay_latency
@@ -134,6 +140,37 @@ def measure_relay(setup: relay_bench.Setup, events: int, runs: int) -> list[list
     return found
 
 
+def measure_consumer(count: int, runs: int) -> list[list[str]]:
+    """Per database: messages/s of the benchmark consumer (``consumer.py``: NATS, the
+    Inventory handler behind the inbox) without and with metrics (medians), the ratio."""
+    found = []
+    with servers.nats_stream() as place, servers.sqlite_file() as sqlite_url:
+        setup = consumer_bench.Setup(servers.PG_URL, sqlite_url, place, None)  # type: ignore[arg-type]
+        for db in ("postgresql", "sqlite"):
+            off: list[float] = []
+            on: list[float] = []
+            with consumer_bench.open_store(setup, db) as store:
+                for _ in range(runs):
+                    consumer_bench.fill_nats(place, consumer_bench.bodies(count))
+                    for metrics, series in ((False, off), (True, on)):
+                        consumer_bench.reset(store)
+                        subscription = consumer_bench.subscription_of("nats", setup, "")
+                        consumer = store.consumer(subscription, consumer_bench.handlers(True))
+                        if metrics:
+                            register(CollectorRegistry(), consumer=consumer)
+                        try:
+                            start = time.perf_counter()
+                            while consumer.stats.received < count:
+                                consumer.run_once()
+                            series.append(count / (time.perf_counter() - start))
+                        finally:
+                            subscription.close()
+                    print(f"  {db}: off {off[-1]:,.0f}/s, on {on[-1]:,.0f}/s ({load()})")
+            a, b = statistics.median(off), statistics.median(on)
+            found.append([db, f"{a:,.0f}", f"{b:,.0f}", f"{(a - b) / a:+.1%}", load()])
+    return found
+
+
 def measure_hooks() -> list[list[str]]:
     """CPU time the hot-path hooks add per event, alone (no I/O, so less at the mercy of
     the load than the relay runs): the relay's commit-to-ack count for an acked group of
@@ -162,7 +199,10 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=1_000_000, help="outbox rows scraped")
     parser.add_argument("--events", type=int, default=100_000, help="relay backlog")
     parser.add_argument("--runs", type=int, default=3, help="relay runs per setting")
-    parser.add_argument("--skip", nargs="*", default=[], choices=["scrape", "relay", "hooks"])
+    parser.add_argument("--messages", type=int, default=20_000, help="consumer backlog")
+    parser.add_argument(
+        "--skip", nargs="*", default=[], choices=["scrape", "relay", "consumer", "hooks"]
+    )
     args = parser.parse_args()
     print(f"tidings observability benchmark, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {load()}")
     with (
@@ -176,6 +216,11 @@ def main() -> None:
                 [] if "relay" in args.skip else measure_relay(setup, args.events, args.runs)
             )
             scrape_rows = [] if "scrape" in args.skip else measure_scrape(setup, args.rows)
+    consumer_rows = [] if "consumer" in args.skip else measure_consumer(args.messages, args.runs)
+    if consumer_rows:
+        print(f"\nConsumer from NATS through the inbox, {args.messages:,} messages")
+        header = ["database", "metrics off", "metrics on", "cost", "load"]
+        print(table(header, consumer_rows))
     if "hooks" not in args.skip:
         print("\nWhat the hooks add on the hot paths (CPU, median of 200 rounds)")
         print(table(["hook", "cost", "load"], measure_hooks()))
