@@ -212,3 +212,50 @@ def test_status_check_fails_on_dead_letters_and_json_says_why(tmp_path: Path) ->
     assert "1 outbox dead letter(s)" in failing.stdout
     assert found["outbox"]["dead_letters"] == 1
     assert found["problems"] == ["1 outbox dead letter(s): tidings outbox dead-letters"]
+
+
+WORKERS = """
+from tidings.application.projections import Projection
+from tidings.domain.saga import SagaDefinition, Step
+from tidings.testing.contract import Counted
+
+projections = [Projection("metrics-seen", {Counted: lambda uow, e: None})]
+sagas = [SagaDefinition("metrics-saga", [Step("only", lambda ctx: None)])]
+"""
+
+
+@pytest.mark.parametrize(
+    ("command", "counter"),
+    [
+        pytest.param(
+            ["projections", "run", "--projections", "metrics_workers:projections"],
+            "tidings_projection_events_applied_total",
+            id="projections",
+        ),
+        pytest.param(
+            ["sagas", "run", "--definitions", "metrics_workers:sagas"],
+            "tidings_saga_transitions_total",
+            id="sagas",
+        ),
+    ],
+)
+def test_the_saga_worker_and_the_projection_runner_serve_their_metrics(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, command: list[str], counter: str
+) -> None:
+    """``tidings sagas run`` and ``tidings projections run`` with --metrics-port: ready,
+    their own counter and the database's gauges on /metrics, a heartbeat in status."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "metrics_workers.py").write_text(WORKERS)
+    db = f"sqlite:///{tmp_path / 'w.db'}"
+    port = free_port()
+    worker = start(*command[:2], "--db", db, *command[2:], "--metrics-port", str(port))
+    try:
+        wait_for("ready", lambda: get(port, "/readyz")[0] == 200, worker)
+        found = wait_for("scraped", lambda: scrape(port), worker)
+        seen = json.loads(status(db, "--json").stdout)
+    finally:
+        code, output = stop(worker)
+    assert code == 0, output
+    assert counter in found
+    assert found["tidings_database_up"] == 1
+    assert len(seen["workers"]) == 1
