@@ -11,9 +11,9 @@ and the relay's and the consumer's throughput with metrics on beside them off.
    tidings reads from the database: outbox, inbox, sagas, projections, relays); its median
    over 15 scrapes is set beside the median round trip of ``SELECT 1`` in the same run.
 2. Relay overhead: a backlog of ``--events`` rows drained to NATS JetStream by a relay
-   without metrics, then by one with its collector registered (the commit-to-ack
-   histogram counted for every acked group), alternating, ``--runs`` times each; the
-   ratio of the medians is the cost of the metrics.
+   without metrics and by one with its collector registered (the commit-to-ack
+   histogram counted for every acked group), ``--runs`` times each, which goes first
+   alternating from run to run; the ratio of the medians is the cost of the metrics.
 3. Consumer overhead: ``consumer.py``'s consumer (NATS, the Inventory handler behind the
    inbox) over ``--messages`` messages, without and with its collector (each handler run
    timed), alternating, ``--runs`` times each.
@@ -117,6 +117,15 @@ def measure_scrape(setup: relay_bench.Setup, rows: int) -> list[list[str]]:
     return found
 
 
+def in_turn(
+    run: int, off: list[float], on: list[float]
+) -> tuple[tuple[bool, list[float]], tuple[bool, list[float]]]:
+    """(metrics, where its figure goes), off first in even runs and on first in odd ones:
+    whatever the second of a pair meets (a warmer cache, a busier broker) falls on both."""
+    pair = ((False, off), (True, on))
+    return pair if run % 2 == 0 else (pair[1], pair[0])
+
+
 def measure_relay(setup: relay_bench.Setup, events: int, runs: int) -> list[list[str]]:
     """Per database: events/s without and with metrics (medians), and the ratio."""
     found = []
@@ -128,8 +137,8 @@ def measure_relay(setup: relay_bench.Setup, events: int, runs: int) -> list[list
         off: list[float] = []
         on: list[float] = []
         try:
-            for _ in range(runs):
-                for metrics, series in ((False, off), (True, on)):
+            for run in range(runs):
+                for metrics, series in in_turn(run, off, on):
                     relay_bench.fill(store, relay_bench.backlog(events, max(events // 5, 1)))
                     relay = store.relay(transport)
                     if metrics:
@@ -158,9 +167,9 @@ def measure_consumer(count: int, runs: int) -> list[list[str]]:
             off: list[float] = []
             on: list[float] = []
             with consumer_bench.open_store(setup, db) as store:
-                for _ in range(runs):
+                for run in range(runs):
                     consumer_bench.fill_nats(place, consumer_bench.bodies(count))
-                    for metrics, series in ((False, off), (True, on)):
+                    for metrics, series in in_turn(run, off, on):
                         consumer_bench.reset(store)
                         subscription = consumer_bench.subscription_of("nats", setup, "")
                         consumer = store.consumer(subscription, consumer_bench.handlers(True))
