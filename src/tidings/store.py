@@ -20,6 +20,7 @@ from tidings.application.causation import Cause, current_cause
 from tidings.application.event_log import iter_log
 from tidings.application.handling import Delivery, Handlers, InboxProcessor
 from tidings.application.projections import Projection, ProjectionRunner
+from tidings.application.projections.from_stream import SourceToken, wait_for_source
 from tidings.application.projections.partitioned import PartitionedRunner
 from tidings.application.projections.rebuild import Rebuild
 from tidings.application.projections.waiting import Progress, ReadCheckpoint, wait_for
@@ -231,13 +232,19 @@ class Store:
         options.pop("partitions", None)
         return ProjectionRunner(self, projections, checkpoints, head, signal, **options)
 
-    def wait_for(self, token: int | None, projection: str, timeout: float = 5.0) -> int:
+    def wait_for(
+        self, token: int | str | SourceToken | None, projection: str, timeout: float = 5.0
+    ) -> int:
         """Read-your-writes: block until ``projection`` has applied ``token`` (a unit of
         work's ``position``) and return its position; raise ``ProjectionTimeoutError``
         after ``timeout`` seconds (see ``ProjectionRunner.wait_for``). The projection may
-        run in this process (its runner wakes the wait) or in another (a short poll)."""
+        run in this process (its runner wakes the wait) or in another (a short poll).
+        Another service's token, ``"<source>:<position>"`` (``source_token``), waits for
+        a projection this store feeds from that service's stream (docs/cqrs.md)."""
         read = self._checkpoint_reader()
-        return wait_for(read, self.projection_progress, token, projection, timeout)
+        if token is None or isinstance(token, int):
+            return wait_for(read, self.projection_progress, token, projection, timeout)
+        return wait_for_source(self, token, projection, timeout, read_local=read)
 
     def _checkpoint_reader(self) -> ReadCheckpoint:
         if self._read_checkpoint is None:

@@ -1,6 +1,13 @@
 """CQRS projections: read models built from the global event log (see docs/cqrs.md)."""
 
 from tidings.application.projections.definition import Handler, Projection
+from tidings.application.projections.from_stream import (
+    SourceStatus,
+    SourceToken,
+    projection_handlers,
+    source_token,
+    stream_status,
+)
 from tidings.application.projections.rebuild import Rebuild, VerifyError
 from tidings.application.projections.runner import ProjectionRunner
 from tidings.application.projections.status import ProjectionStatus
@@ -11,5 +18,10 @@ __all__ = [
     "ProjectionRunner",
     "ProjectionStatus",
     "Rebuild",
+    "SourceStatus",
+    "SourceToken",
     "VerifyError",
+    "projection_handlers",
+    "source_token",
+    "stream_status",
 ]
