@@ -8,7 +8,7 @@ import uuid
 from typing import Any
 
 import tidings
-from tidings.application.projections import Projection, projection_handlers, source_token
+from tidings.application.projections import Projection, source_token
 from tidings.application.projections.waiting import Progress
 from tidings.ports import Subscription, Transport
 from tidings.testing.contract import Counted, Counter
@@ -72,7 +72,7 @@ def relay_all(store: tidings.Store, transport: Transport) -> int:
 
 def consumer_of(store: tidings.Store, subscription: Subscription, **options: Any) -> Any:
     """Service B's consumer, applying the projection."""
-    handlers = projection_handlers(store, totals_projection())
+    handlers = store.projection_handlers(totals_projection())
     options.setdefault("fetch_timeout", 0.2)
     return store.consumer(subscription, handlers, **options)
 

@@ -12,7 +12,7 @@ import pytest
 
 import tidings
 from tidings.adapters.memory_broker import MemoryPublisher, MemoryQueue, MemorySubscription
-from tidings.application.projections import Projection, SourceToken, stream_status
+from tidings.application.projections import Projection, SourceToken
 from tidings.errors import ProjectionError, ProjectionTimeoutError
 from tidings.ports import IncomingMessage, OutgoingMessage
 from tidings.serialization.cloudevents import to_message
@@ -81,7 +81,7 @@ def test_a_stream_projection_applies_another_services_events_and_checkpoints_its
     assert relay_all(a, MemoryPublisher(queue)) == 3
     consumer_of(b, MemorySubscription(queue)).run_once()
     assert read_model(b) == {first.id: (3, "1,2"), second.id: (5, "1")}
-    [status] = stream_status(b)
+    [status] = b.stream_status()
     assert (status.name, status.source, status.position, status.events) == (
         NAME,
         SOURCE,
@@ -106,13 +106,13 @@ def test_a_batch_delivered_again_after_a_crash_before_the_ack_changes_nothing(
     dying = DyingBeforeAck(queue)
     with pytest.raises(Crash):
         consumer_of(b, dying).run_once()
-    model, [status] = read_model(b), stream_status(b)
+    model, [status] = read_model(b), b.stream_status()
     dying.close()  # unacknowledged: the broker gives them back
     again = consumer_of(b, MemorySubscription(queue))
     assert again.run_once() == 3
     assert again.stats.duplicates == 3
     assert read_model(b) == model == {counter.id: (6, "1,2,3")}
-    [after] = stream_status(b)
+    [after] = b.stream_status()
     assert (after.position, after.events) == (status.position, status.events) == (3, 3)
     assert queue.depth() == 0
 
@@ -132,7 +132,7 @@ def test_an_aggregates_events_are_applied_in_order_whatever_order_they_arrive_in
     MemoryPublisher(queue).publish(list(reversed(recording.messages)))
     consumer_of(b, MemorySubscription(queue)).run_once()
     assert read_model(b) == {counter.id: (6, "1,2,3")}
-    [status] = stream_status(b)
+    [status] = b.stream_status()
     assert status.position == position(token)
 
 
@@ -179,7 +179,7 @@ def test_a_message_without_a_position_is_applied_and_its_lag_shows_as_unknown(
     MemoryPublisher(queue).publish([to_message(record, "legacy")])
     consumer_of(b, MemorySubscription(queue)).run_once()
     assert read_model(b) == {counter.id: (4, "1")}
-    [status] = stream_status(b)
+    [status] = b.stream_status()
     assert (status.source, status.position, status.events) == ("legacy", None, 1)
     assert "position unknown" in status.describe()
     with pytest.raises(ProjectionTimeoutError, match="carry no tidingsposition"):

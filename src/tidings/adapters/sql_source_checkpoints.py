@@ -9,33 +9,20 @@ SQLite, PostgreSQL and memory:// (whose statements run in an in-process SQLite).
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
 from importlib import resources
 from typing import Any
 
 from tidings.adapters.sql import split_statements
+from tidings.adapters.sql_projections import MEMORY_TABLES as CHECKPOINT_TABLES
+from tidings.adapters.sql_projections import SqlCheckpoints
+from tidings.adapters.sql_projections import ddl as checkpoint_ddl
+from tidings.domain.projection_sources import SourceCheckpoint
 
 MEMORY_TABLES = {
     "projection_sources": "tidings_projection_sources",
     "projection_positions": "tidings_projection_positions",
 }
 _COLUMNS = "name, source, position, event_time, applied_at, positioned, events"
-
-
-@dataclass(frozen=True)
-class SourceCheckpoint:
-    """Where a stream projection stands on one source: ``position`` is the highest
-    position of the source's log it applied (0: no message carried one yet),
-    ``event_time`` the time in the last message applied and ``applied_at`` when (seconds
-    since the epoch); ``positioned`` says whether that message carried its position."""
-
-    name: str
-    source: str
-    position: int
-    event_time: float
-    applied_at: float
-    positioned: bool
-    events: int
 
 
 def ddl(names: Mapping[str, str]) -> list[str]:
@@ -118,15 +105,16 @@ class SqlSourceCheckpoints:
             uow.execute(f"DELETE FROM {table} WHERE name = :name", {"name": name})
 
 
-def source_checkpoints(store: Any) -> SqlSourceCheckpoints:
-    """The adapter over ``store``'s tables (made in-process on memory://)."""
+def stream_parts(store: Any) -> tuple[SqlCheckpoints, SqlSourceCheckpoints]:
+    """The checkpoints table and the stream projections' tables of ``store`` (made
+    in-process on memory://, where your statements' tables live)."""
     tables = getattr(store.database, "tables", None)
     if tables is None:
         with store.unit_of_work() as uow:
-            for statement in ddl(MEMORY_TABLES):
+            for statement in (*checkpoint_ddl(CHECKPOINT_TABLES), *ddl(MEMORY_TABLES)):
                 uow.execute(statement)
-        return SqlSourceCheckpoints(MEMORY_TABLES)
-    return SqlSourceCheckpoints(tables)
+        return SqlCheckpoints(CHECKPOINT_TABLES), SqlSourceCheckpoints(MEMORY_TABLES)
+    return SqlCheckpoints(tables), SqlSourceCheckpoints(tables)
 
 
 class SourceReader:
@@ -136,7 +124,7 @@ class SourceReader:
 
     def __init__(self, store: Any) -> None:
         self._store = store
-        self._checkpoints = source_checkpoints(store)
+        self._checkpoints = stream_parts(store)[1]
         database = store.database
         tables = getattr(database, "tables", None)
         self._query = None if tables is None else database.query

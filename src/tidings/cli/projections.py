@@ -19,7 +19,6 @@ import typer
 from rich.console import Console
 
 from tidings.application.projections import Projection, ProjectionRunner, Rebuild, VerifyError
-from tidings.application.projections.from_stream import stream_status
 from tidings.application.projections.waiting import STREAM
 from tidings.cli.loading import load
 from tidings.cli.options import Db, Prefix, Schema, open_store
@@ -133,7 +132,7 @@ def status(
             found = [s for s in runner.status() if s.state != STREAM]
         finally:
             runner.close()
-        streams = stream_status(store)
+        streams = store.stream_status()
     if not found and not streams and not as_json:
         console.print("no projections have run on this database yet")
     for s in found:

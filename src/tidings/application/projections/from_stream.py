@@ -26,18 +26,13 @@ from typing import Any
 
 import msgspec
 
-from tidings.adapters.sql_projections import MEMORY_TABLES, SqlCheckpoints
-from tidings.adapters.sql_projections import ddl as checkpoint_ddl
-from tidings.adapters.sql_source_checkpoints import (
-    SourceCheckpoint,
-    SourceReader,
-    source_checkpoints,
-)
 from tidings.application.handling import Handlers, handled_record
 from tidings.application.projections.definition import Projection
 from tidings.application.projections.waiting import FIRST_LOOK, STREAM, ReadCheckpoint
 from tidings.domain.events import DomainEvent
+from tidings.domain.projection_sources import SourceCheckpoint
 from tidings.errors import ProjectionError, ProjectionTimeoutError
+from tidings.ports import ProjectionCheckpoints, SourceCheckpoints, SourcePositions
 from tidings.serialization.cloudevents import POSITION_ATTRIBUTE, POSITION_KEY
 
 HANDLER_PREFIX = "projection:"
@@ -79,37 +74,33 @@ def source_token(store: Any, position: int | None) -> str | None:
     return None if position is None else str(SourceToken(store.source, position))
 
 
-def projection_handlers(
+def stream_handlers(
     store: Any,
     projections: Projection | Iterable[Projection],
-    handlers: Handlers | None = None,
+    handlers: Handlers | None,
     *,
+    checkpoints: ProjectionCheckpoints,
+    sources: SourceCheckpoints,
     clock: Callable[[], float] = time.time,
 ) -> Handlers:
-    """Consumer handlers that apply ``projections`` to the events a broker delivers
-    (``store.consumer(subscription, projection_handlers(store, p))``), added to
-    ``handlers`` when given. Each projection's tables are made now, once, as a runner
-    makes them; a stored version other than the code's is refused."""
+    """Consumer handlers that apply ``projections`` to the events a broker delivers,
+    added to ``handlers`` when given (``store.projection_handlers`` gives the adapters).
+    Each projection's tables are made now, once, as a runner makes them; a stored
+    version other than the code's is refused."""
     chosen = [projections] if isinstance(projections, Projection) else list(projections)
     handlers = handlers if handlers is not None else Handlers()
-    checkpoints = source_checkpoints(store)
     for projection in chosen:
+        if not isinstance(projection, Projection):
+            raise ProjectionError(f"{projection!r} is not a tidings Projection")
         store.registry.register(*projection.handlers)
-        _make_tables(store, projection)
-        apply = _applier(store, projection, checkpoints, clock)
+        _make_tables(store, projection, checkpoints)
+        apply = _applier(store, projection, sources, clock)
         handlers.add(DomainEvent, HANDLER_PREFIX + projection.name, apply)
     return handlers
 
 
-def _make_tables(store: Any, projection: Projection) -> None:
+def _make_tables(store: Any, projection: Projection, checkpoints: ProjectionCheckpoints) -> None:
     """Its tables and its row in the checkpoints table (state ``stream``), once."""
-    tables = getattr(store.database, "tables", None)
-    if tables is None:
-        tables = MEMORY_TABLES
-        with store.unit_of_work() as uow:
-            for statement in checkpoint_ddl(MEMORY_TABLES):
-                uow.execute(statement)
-    checkpoints = SqlCheckpoints(tables)
     p = projection
     with store.unit_of_work() as uow:
         found = checkpoints.get(uow, p.name)
@@ -135,7 +126,7 @@ def _make_tables(store: Any, projection: Projection) -> None:
 
 
 def _applier(
-    store: Any, projection: Projection, checkpoints: Any, clock: Callable[[], float]
+    store: Any, projection: Projection, checkpoints: SourceCheckpoints, clock: Callable[[], float]
 ) -> Callable[[DomainEvent, Any], None]:
     """The inbox handler of one projection: its own handler of the event's class (none:
     the event passes by), then the move of the source's checkpoint, in the consumer's
@@ -212,18 +203,8 @@ class SourceStatus:
         return line
 
 
-def stream_status(
-    store: Any, name: str | None = None, *, now: float | None = None
-) -> list[SourceStatus]:
-    """The figures of each stream projection (``name``, or all) per source."""
-    now = time.time() if now is None else now
-    checkpoints = source_checkpoints(store)
-    with store.unit_of_work() as uow:
-        found = checkpoints.listing(uow, name)
-    return [_status(c, now) for c in found]
-
-
-def _status(c: SourceCheckpoint, now: float) -> SourceStatus:
+def status_of(c: SourceCheckpoint, now: float) -> SourceStatus:
+    """The figures of one stream projection's checkpoint on one source, at ``now``."""
     return SourceStatus(
         name=c.name,
         source=c.source,
@@ -242,6 +223,7 @@ def wait_for_source(
     timeout: float,
     *,
     read_local: ReadCheckpoint,
+    reader: SourcePositions,
     poll: float = 0.1,
 ) -> int:
     """Block until stream projection ``projection`` has applied the source position
@@ -263,7 +245,6 @@ def wait_for_source(
         )
     if wanted.position == 0:
         return 0
-    reader = SourceReader(store)
     progress = store.projection_progress
     deadline = time.monotonic() + timeout
     pause = FIRST_LOOK
