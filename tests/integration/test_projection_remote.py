@@ -15,15 +15,17 @@ from typing import Any
 import pytest
 
 import tidings
-from tests.contract.stream_kit import SOURCE, WaitSeen, relay_all, write
+from tests.contract.stream_kit import SOURCE, WaitSeen, relay_all, totals_projection, write
 from tests.integration.brokers import Harness, NatsHarness, RabbitHarness
+from tests.integration.cli import run_cli
+from tidings.adapters.memory_broker import MemoryPublisher, MemoryQueue, MemorySubscription
 from tidings.adapters.nats import NatsSubscription
 from tidings.adapters.rabbitmq import RabbitSubscription
 from tidings.application.projections import Projection, SourceToken
 from tidings.ports import IncomingMessage, Subscription
+from tidings.serialization.cloudevents import to_message
 from tidings.testing.contract import Counted, Counter, new_id
 
-pytestmark = pytest.mark.postgres
 NAME = "counter-documents"
 
 
@@ -138,6 +140,7 @@ class AcksLost:
         """Lose them."""
 
 
+@pytest.mark.postgres
 def test_a_reader_in_b_waits_for_as_write_and_returns_once_b_applied_it(
     broker: Harness, services: tuple[tidings.Store, tidings.Store]
 ) -> None:
@@ -177,6 +180,7 @@ def test_a_reader_in_b_waits_for_as_write_and_returns_once_b_applied_it(
     assert (status.source, status.position, status.events) == (SOURCE, position, 2)
 
 
+@pytest.mark.postgres
 def test_messages_delivered_again_after_the_consumer_died_before_its_ack_change_nothing(
     broker: Harness, services: tuple[tidings.Store, tidings.Store]
 ) -> None:
@@ -202,3 +206,48 @@ def test_messages_delivered_again_after_the_consumer_died_before_its_ack_change_
     assert [(s.position, s.events) for s in b.stream_status()] == [
         (s.position, s.events) for s in before
     ]
+
+
+def test_projections_status_shows_a_stream_projections_position_and_lag_per_source(
+    tmp_path: Path,
+) -> None:
+    """``tidings projections status`` gives a stream projection a line per source (its
+    position, its lag) instead of a position in the database's own log; a source whose
+    messages carry no position shows it as unknown."""
+    a = tidings.connect(
+        f"sqlite:///{tmp_path / 'a.db'}",
+        registry=tidings.EventRegistry([Counted]),
+        outbox=True,
+        source=SOURCE,
+    )
+    db = f"sqlite:///{tmp_path / 'b.db'}"
+    b = tidings.connect(db)
+    queue = MemoryQueue()
+    token = write(a, Counter(new_id()), 1, 2)
+    relay_all(a, MemoryPublisher(queue))
+    legacy = Counter(new_id())
+    legacy.increment(1)
+    MemoryPublisher(queue).publish([to_message(a.codec.encode(legacy.pending_events[0]), "old")])
+    handlers = b.projection_handlers(totals_projection())
+    b.consumer(MemorySubscription(queue), handlers, fetch_timeout=0.2).run_once()
+    a.close()
+    b.close()
+    shown = run_cli("projections", "status", "--db", db)
+    assert shown.returncode == 0, shown.stderr
+    lines = shown.stdout.splitlines()
+    assert len(lines) == 2, shown.stdout
+    assert lines[0].startswith(f"counter-totals <- {SOURCE}  stream  position {position_of(token)}")
+    assert "lag " in lines[0]
+    assert "2 events" in lines[0]
+    assert lines[1].startswith("counter-totals <- old  stream  position unknown")
+    as_json = run_cli("projections", "status", "--db", db, "--json")
+    assert [json.loads(line)["position"] for line in as_json.stdout.splitlines()] == [
+        position_of(token),
+        None,
+    ]
+
+
+def position_of(token: str | None) -> int:
+    """The position a token names."""
+    assert token is not None
+    return SourceToken.parse(token).position
