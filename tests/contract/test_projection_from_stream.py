@@ -232,3 +232,35 @@ def test_tokens_that_do_not_fit_the_projection_are_refused_with_what_to_do(
         a.wait_for("payments:1", "local", timeout=0.05)
     assert a.wait_for(token, "local", timeout=1.0) == position(token)  # its own source
     runner.close()
+
+
+def test_a_consumer_killed_mid_batch_leaves_neither_the_read_model_nor_the_checkpoint_moved(
+    make_store: MakeStore,
+) -> None:
+    """The consumer dies on the third message of its batch, before its commit: the two
+    applied before it are not in the read model, and the checkpoint has not moved; the
+    batch delivered again is applied whole, once."""
+    a, b = services(make_store)
+    queue = MemoryQueue()
+    counter = Counter(new_id())
+    token = write(a, counter, 1, 2, 3)
+    relay_all(a, MemoryPublisher(queue))
+    dying = MemorySubscription(queue)
+    consumer = consumer_of(b, dying)
+    real = consumer.processor.handlers.for_class(Counted)[0]
+
+    def dies_on_the_third(event: Counted, uow: object) -> None:
+        if event.aggregate_version == 3:
+            raise Crash
+        real.fn(event, uow)
+
+    consumer.processor.handlers.for_class(Counted)[0] = replace(real, fn=dies_on_the_third)
+    with pytest.raises(Crash):
+        consumer.run_once()
+    assert read_model(b) == {}
+    assert b.stream_status() == []
+    dying.close()
+    consumer_of(b, MemorySubscription(queue)).run_once()
+    assert read_model(b) == {counter.id: (6, "1,2,3")}
+    [status] = b.stream_status()
+    assert (status.position, status.events) == (position(token), 3)
