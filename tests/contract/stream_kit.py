@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import threading
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 import tidings
+from tests.contract.test_read_your_writes import Watched
 from tidings.application.projections import Projection, source_token
-from tidings.application.projections.waiting import Progress
 from tidings.ports import Subscription, Transport
 from tidings.testing.contract import Counted, Counter
 
@@ -77,14 +78,30 @@ def consumer_of(store: tidings.Store, subscription: Subscription, **options: Any
     return store.consumer(subscription, handlers, **options)
 
 
-class WaitSeen(Progress):
-    """A store's wake-up that says when a waiter has looked and gone to sleep."""
+def wait_while_held(
+    store: tidings.Store,
+    token: str | None,
+    projection: str,
+    read: Callable[[], object],
+    release: Callable[[], None],
+) -> dict[str, object]:
+    """A reader in ``store`` waits on ``token`` while the consumer is held; once it is
+    asleep (it looked and did not find the write), ``release`` runs the consumer. What
+    the reader got: the position the wait returned, and ``read()`` right after it."""
+    progress = store.projection_progress
+    assert isinstance(progress, Watched), "give the store a Watched progress first"
+    seen: dict[str, object] = {}
 
-    def __init__(self) -> None:
-        super().__init__()
-        self.sleeping = threading.Event()
+    def reader() -> None:
+        seen["position"] = store.wait_for(token, projection, timeout=60.0)
+        seen["read"] = read()
 
-    def wait(self, seen: int, timeout: float) -> None:
-        """Note the waiter asleep, then sleep as before."""
-        self.sleeping.set()
-        super().wait(seen, timeout)
+    waiter = threading.Thread(target=reader)
+    waiter.start()
+    try:
+        assert progress.sleeping.wait(10.0), "the waiter never went to sleep"
+        assert "position" not in seen  # it looked, did not find the write, and waits
+    finally:
+        release()  # the consumer runs only now
+        waiter.join(60.0)
+    return seen

@@ -3,7 +3,6 @@ service A writes counters (outbox, relay), service B applies them through its in
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Sequence
 from dataclasses import replace
 
@@ -19,7 +18,16 @@ from tidings.serialization.cloudevents import to_message
 from tidings.testing.contract import Counted, Counter, new_id
 
 from ..conftest import MakeStore
-from .stream_kit import SOURCE, WaitSeen, consumer_of, new_table, read_model, relay_all, write
+from .stream_kit import (
+    SOURCE,
+    Watched,
+    consumer_of,
+    new_table,
+    read_model,
+    relay_all,
+    wait_while_held,
+    write,
+)
 
 NAME = "counter-totals"
 
@@ -142,27 +150,14 @@ def test_a_waiter_in_b_returns_once_b_applied_as_write_and_not_before(
     """The waiter is asleep on A's token while B's consumer is held; once the consumer
     ran, the waiter returns and reads A's write in B's read model."""
     a, b = services(make_store)
-    b.projection_progress = progress = WaitSeen()
+    b.projection_progress = Watched()
     queue = MemoryQueue()
     counter = Counter(new_id())
     token = write(a, counter, 1, 2)
     relay_all(a, MemoryPublisher(queue))
     consumer = consumer_of(b, MemorySubscription(queue))
-    seen: dict[str, object] = {}
-
-    def reader() -> None:
-        seen["position"] = b.wait_for(token, NAME, timeout=30.0)
-        seen["model"] = read_model(b)
-
-    waiter = threading.Thread(target=reader)
-    waiter.start()
-    try:
-        assert progress.sleeping.wait(10.0), "the waiter never went to sleep"
-        assert "position" not in seen  # it looked, did not find the write, and waits
-    finally:
-        consumer.run_once()  # the consumer is released only now
-        waiter.join(30.0)
-    assert seen == {"position": position(token), "model": {counter.id: (3, "1,2")}}
+    seen = wait_while_held(b, token, NAME, lambda: read_model(b), consumer.run_once)
+    assert seen == {"position": position(token), "read": {counter.id: (3, "1,2")}}
 
 
 def test_a_message_without_a_position_is_applied_and_its_lag_shows_as_unknown(

@@ -5,7 +5,6 @@ A's counters (a JSONB row each, the spec's pattern 2) through its consumer and i
 from __future__ import annotations
 
 import json
-import threading
 import time
 import uuid
 from collections.abc import Iterator, Sequence
@@ -15,7 +14,14 @@ from typing import Any
 import pytest
 
 import tidings
-from tests.contract.stream_kit import SOURCE, WaitSeen, relay_all, totals_projection, write
+from tests.contract.stream_kit import (
+    SOURCE,
+    Watched,
+    relay_all,
+    totals_projection,
+    wait_while_held,
+    write,
+)
 from tests.integration.brokers import Harness, NatsHarness, RabbitHarness
 from tests.integration.cli import run_cli
 from tidings.adapters.memory_broker import MemoryPublisher, MemoryQueue, MemorySubscription
@@ -148,7 +154,7 @@ def test_a_reader_in_b_waits_for_as_write_and_returns_once_b_applied_it(
     then returns once the consumer applied the write, and reads it."""
     a, b = services
     table = f"docs_{uuid.uuid4().hex[:10]}"
-    b.projection_progress = progress = WaitSeen()
+    b.projection_progress = Watched()
     consumer = b.consumer(
         broker.subscription(),
         b.projection_handlers(documents(table)),
@@ -159,23 +165,10 @@ def test_a_reader_in_b_waits_for_as_write_and_returns_once_b_applied_it(
     token = write(a, counter, 1, 2)
     assert token is not None
     assert relay_all(a, broker.publisher()) == 2
-    seen: dict[str, Any] = {}
-
-    def reader() -> None:
-        seen["position"] = b.wait_for(token, NAME, timeout=60.0)
-        seen["documents"] = read(b, table)
-
-    waiter = threading.Thread(target=reader)
-    waiter.start()
-    try:
-        assert progress.sleeping.wait(10.0), "the waiter never went to sleep"
-        assert "position" not in seen  # it looked, did not find the write, and waits
-    finally:
-        consume(consumer, 2)  # B's consumer is released only now
-        waiter.join(60.0)
+    seen = wait_while_held(b, token, NAME, lambda: read(b, table), lambda: consume(consumer, 2))
     position = SourceToken.parse(token).position
     applied = {counter.id: {"total": 3, "versions": [1, 2]}}
-    assert seen == {"position": position, "documents": applied}
+    assert seen == {"position": position, "read": applied}
     [status] = b.stream_status()
     assert (status.source, status.position, status.events) == (SOURCE, position, 2)
 
