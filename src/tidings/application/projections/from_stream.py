@@ -119,9 +119,9 @@ def _make_tables(store: Any, projection: Projection, checkpoints: ProjectionChec
     if found.version != p.version:
         raise ProjectionError(
             f"projection {p.name!r} was built by version {found.version} and the code is "
-            f"version {p.version}: a projection fed by a broker cannot be rebuilt from a log "
-            "here; empty its tables, forget it (tidings projections reset) and replay the "
-            "stream into the new version"
+            f"version {p.version}: a projection fed by a broker has no log here to be rebuilt "
+            "from; build the new version under a new name from a replay of the stream "
+            "(docs/cqrs.md, pattern 2)"
         )
 
 
