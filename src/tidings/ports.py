@@ -639,6 +639,9 @@ class SourceCheckpoints(Protocol):
     def listing(self, uow: Any, name: str | None = None) -> list[SourceCheckpoint]:
         """The checkpoints of ``name`` (of every stream projection if None)."""
 
+    def forget_positions(self, uow: Any, before: float) -> int:
+        """Delete the kept positions applied before ``before``; return how many."""
+
 
 class SourcePositions(Protocol):
     """The same, read outside a unit of work by a waiter that looks many times a second."""

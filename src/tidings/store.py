@@ -276,6 +276,14 @@ class Store:
             self, projections, handlers, checkpoints=checkpoints, sources=sources, clock=clock
         )
 
+    def forget_stream_positions(self, older_than: float) -> int:
+        """Delete the source positions stream projections keep for waits, of events
+        applied more than ``older_than`` seconds ago; return how many. A wait on a token
+        older than that no longer finds it (their checkpoints stay)."""
+        _, sources = stream_parts(self)
+        with self.unit_of_work() as uow:
+            return sources.forget_positions(uow, time.time() - older_than)
+
     def stream_status(self, name: str | None = None) -> list[SourceStatus]:
         """The figures of the projections fed by a broker stream (``name``, or all), one
         per source service: position, events applied, lag in seconds."""

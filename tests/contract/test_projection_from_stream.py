@@ -98,6 +98,12 @@ def test_a_stream_projection_applies_another_services_events_and_checkpoints_its
     )
     assert f"position {position(token)}" in status.describe()
     assert b.wait_for(token, NAME, timeout=1.0) == position(token)
+    assert b.forget_stream_positions(older_than=3600) == 0
+    assert b.forget_stream_positions(older_than=-1) == 3  # all, applied before "now + 1 s"
+    with pytest.raises(ProjectionTimeoutError, match=f"highest position from {SOURCE} is"):
+        b.wait_for(token, NAME, timeout=0.05)
+    [kept] = b.stream_status()
+    assert (kept.position, kept.events) == (status.position, status.events)  # it stays
 
 
 def test_a_batch_delivered_again_after_a_crash_before_the_ack_changes_nothing(
