@@ -46,6 +46,7 @@ import servers
 from report import Series, load, per_second, table, verdict
 
 import tidings
+from tidings.application.unit_of_work import UnitOfWork
 from tidings.domain.saga import SagaDefinition, Step, StepContext
 
 SYNCHRONOUS = {"sqlite": "FULL", "sqlite, synchronous=NORMAL": "NORMAL"}
@@ -140,6 +141,9 @@ def open_store(db: str, url: str, schema: str) -> tuple[tidings.Store, str]:
 
 TRANSACTIONS: dict[str, float] = {}
 """Per database: transactions the orchestrator opened per saga (reads included)."""
+STATEMENTS: dict[str, float] = {}
+"""Per database: statements sent per saga, BEGIN and COMMIT included (the raw loop sends
+3 per commit: BEGIN, its INSERT, COMMIT)."""
 
 
 def saga_rate(store: tidings.Store, effects: str, count: int) -> tuple[float, int]:
@@ -155,13 +159,25 @@ def saga_rate(store: tidings.Store, effects: str, count: int) -> tuple[float, in
         opened[0] += 1
         return begin()
 
+    sent = [0]
+    execute = UnitOfWork.execute
+
+    def counted_execute(uow: UnitOfWork, sql: str, params: Any = ()) -> Any:
+        sent[0] += 1
+        return execute(uow, sql, params)
+
     database.transaction = counted  # counts every unit of work the orchestrator opens
+    UnitOfWork.execute = counted_execute  # type: ignore[method-assign]  # and its statements
     start = time.perf_counter()
-    for n in range(count):
-        result = sagas.start(saga, {"n": n}, saga_id=f"{run}-{n}")
-    elapsed = time.perf_counter() - start
-    database.transaction = begin
+    try:
+        for n in range(count):
+            result = sagas.start(saga, {"n": n}, saga_id=f"{run}-{n}")
+        elapsed = time.perf_counter() - start
+    finally:
+        database.transaction = begin
+        UnitOfWork.execute = execute  # type: ignore[method-assign]
     TRANSACTIONS[database.dialect] = opened[0] / count
+    STATEMENTS[database.dialect] = (sent[0] + 2 * opened[0]) / count
     if result.state != "COMPLETED":
         raise RuntimeError(f"the benchmark's saga ended {result.state}: {result.error}")
     with store.unit_of_work() as uow:
@@ -280,6 +296,11 @@ def print_tables(found: dict[str, dict[str, Any]]) -> None:
     )
     opened = ", ".join(f"{db} {n:g}" for db, n in TRANSACTIONS.items())
     print(f"Transactions the orchestrator opened per saga (the writes, and reads): {opened}")
+    sent = ", ".join(f"{db} {n:g}" for db, n in STATEMENTS.items())
+    print(
+        f"Statements per saga, BEGIN and COMMIT included: {sent}; the raw loop sends 3 per"
+        " commit (BEGIN, INSERT, COMMIT), 15 for the commits of one saga"
+    )
 
 
 def main() -> None:
