@@ -193,13 +193,15 @@ def _values(row: SagaRow, transitions: list[Transition]) -> tuple[str, dict[str,
     alike in an INSERT and in a SELECT), and their parameters."""
     params: dict[str, Any] = {"t_saga": row.saga_id, "t_seq": row.version}
     for sub, t in enumerate(transitions):
-        params[f"kind{sub}"] = t.kind
-        params[f"step{sub}"] = t.step
-        params[f"at{sub}"] = t.at
-        params[f"detail{sub}"] = t.detail
-        params[f"by{sub}"] = t.by
-        params[f"amount{sub}"] = t.amount
+        values = (t.kind, t.step, t.at, t.detail, t.by, t.amount)
+        params.update(zip(_names(sub), values, strict=True))
     return _values_list(len(transitions)), params
+
+
+@cache
+def _names(sub: int) -> tuple[str, ...]:
+    """The parameter names of the transition at position ``sub`` of one write."""
+    return tuple(f"{column}{sub}" for column in ("kind", "step", "at", "detail", "by", "amount"))
 
 
 @cache
