@@ -22,8 +22,9 @@ step's ``started`` (written before the action: the lease that lets another orche
 see an interrupted step), then 1 per step: its effect, its ``succeeded`` and what follows
 (the next step's ``started``, or the saga's completion) in the step's own transaction.
 Target: sagas/s >= 0.8 x the bound. The overhead per step is (1 / sagas/s - 1 / bare
-chain/s) / 4. ``--profile`` runs the saga loop once more under cProfile and prints the
-functions that take the most time.
+chain/s) / 4. Beside the commits it prints the statements a saga sends, BEGIN and COMMIT
+included (the raw loop sends 3 per commit). ``--profile`` runs the saga loop once more
+under cProfile and prints the functions that take the most time.
 
 Every configuration runs ``--runs`` times; tables show the median, with every run's figure
 and the machine's load. Not a test: nothing is asserted about time.
