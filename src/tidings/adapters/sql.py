@@ -79,6 +79,13 @@ SCHEMA_PARTS: tuple[SchemaPart, ...] = (
     ),
     # Heartbeats of the workers the tidings command runs (tidings status).
     SchemaPart("workers", 1, "workers.sql", ("workers",)),
+    # Projections fed by a broker stream: their checkpoint per source service.
+    SchemaPart(
+        "projection_sources",
+        1,
+        "projection_sources.sql",
+        ("projection_sources", "projection_positions"),
+    ),
 )
 """Every part, in the order they are created; later capabilities append theirs."""
 
