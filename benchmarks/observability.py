@@ -31,6 +31,7 @@ import statistics
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
+from typing import Any
 
 import consumer as consumer_bench
 import psycopg
@@ -45,7 +46,7 @@ import tidings
 from tidings.adapters.memory_broker import MemoryPublisher, MemoryQueue
 from tidings.adapters.nats import NatsPublisher
 from tidings.observability.metrics import HandlerTimes, RelayCollector, register
-from tidings.ports import OutboxEntry
+from tidings.ports import OutboxEntry, Transport
 
 SCRAPES = 15
 
@@ -117,6 +118,21 @@ def measure_scrape(setup: relay_bench.Setup, rows: int) -> list[list[str]]:
     return found
 
 
+def timed(hook: Any, spent: list[float]) -> Any:
+    """``hook`` with the seconds spent inside it added to ``spent[0]``: the direct measure
+    of its cost, which the load of others blurs far less than a throughput ratio (the
+    wrapper's own time counts too, so it errs on the high side)."""
+
+    def call(*args: Any) -> Any:
+        start = time.perf_counter()
+        try:
+            return hook(*args)
+        finally:
+            spent[0] += time.perf_counter() - start
+
+    return call
+
+
 def in_turn(
     run: int, off: list[float], on: list[float]
 ) -> tuple[tuple[bool, list[float]], tuple[bool, list[float]]]:
@@ -126,26 +142,41 @@ def in_turn(
     return pair if run % 2 == 0 else (pair[1], pair[0])
 
 
-def measure_relay(setup: relay_bench.Setup, events: int, runs: int) -> list[list[str]]:
-    """Per database: events/s without and with metrics (medians), and the ratio."""
+def measure_relay(setup: relay_bench.Setup, events: int, runs: int, broker: str) -> list[list[str]]:
+    """Per database: events/s without and with metrics (medians), and the ratio. With
+    ``broker`` "memory" the relay publishes to an in-process queue: no broker round trip
+    in the figures, so the relay's own CPU time (where the hook runs) weighs most."""
     found = []
     for db in ("postgresql", "sqlite"):
         store = relay_latency.open_store(setup.url(db), setup.pg_schema)
-        transport = NatsPublisher(
-            servers.NATS, stream=setup.nats.stream, subject_prefix=setup.nats.prefix
+        transport: Transport = (
+            MemoryPublisher(MemoryQueue())
+            if broker == "memory"
+            else NatsPublisher(
+                servers.NATS, stream=setup.nats.stream, subject_prefix=setup.nats.prefix
+            )
         )
         off: list[float] = []
         on: list[float] = []
+        cpu_off: list[float] = []  # events per CPU second of this process (all its threads):
+        cpu_on: list[float] = []  # less at the mercy of the others' load than the wall clock
+        shares: list[float] = []  # of the drain's time, spent inside the hook
         try:
             for run in range(runs):
                 for metrics, series in in_turn(run, off, on):
                     relay_bench.fill(store, relay_bench.backlog(events, max(events // 5, 1)))
                     relay = store.relay(transport)
+                    spent = [0.0]
                     if metrics:
                         register(CollectorRegistry(), relay=relay)
-                    start = time.perf_counter()
+                        relay.on_acked = timed(relay.on_acked, spent)
+                    start, cpu = time.perf_counter(), time.process_time()
                     relay.drain()
-                    series.append(events / (time.perf_counter() - start))
+                    elapsed = time.perf_counter() - start
+                    series.append(events / elapsed)
+                    (cpu_on if metrics else cpu_off).append(events / (time.process_time() - cpu))
+                    if metrics:
+                        shares.append(spent[0] / elapsed)
                     relay.release()
                     assert relay.stats.published == events
                 print(f"  {db}: off {off[-1]:,.0f}/s, on {on[-1]:,.0f}/s ({load()})")
@@ -153,7 +184,18 @@ def measure_relay(setup: relay_bench.Setup, events: int, runs: int) -> list[list
             transport.close()
             store.close()
         a, b = statistics.median(off), statistics.median(on)
-        found.append([db, f"{a:,.0f}", f"{b:,.0f}", f"{(a - b) / a:+.1%}", load()])
+        c, d = statistics.median(cpu_off), statistics.median(cpu_on)
+        found.append(
+            [
+                db,
+                f"{a:,.0f}",
+                f"{b:,.0f}",
+                f"{(a - b) / a:+.1%}",
+                f"{(c - d) / c:+.1%}",
+                f"{statistics.median(shares):.2%}",
+                load(),
+            ]
+        )
     return found
 
 
@@ -166,6 +208,7 @@ def measure_consumer(count: int, runs: int) -> list[list[str]]:
         for db in ("postgresql", "sqlite"):
             off: list[float] = []
             on: list[float] = []
+            shares: list[float] = []  # of the consumer's time, spent counting handler times
             with consumer_bench.open_store(setup, db) as store:
                 for run in range(runs):
                     consumer_bench.fill_nats(place, consumer_bench.bodies(count))
@@ -173,18 +216,25 @@ def measure_consumer(count: int, runs: int) -> list[list[str]]:
                         consumer_bench.reset(store)
                         subscription = consumer_bench.subscription_of("nats", setup, "")
                         consumer = store.consumer(subscription, consumer_bench.handlers(True))
+                        spent = [0.0]
                         if metrics:
-                            register(CollectorRegistry(), consumer=consumer)
+                            [collector] = register(CollectorRegistry(), consumer=consumer)
+                            times = collector.handlers  # type: ignore[union-attr]
+                            times.handled = timed(times.handled, spent)  # type: ignore[method-assign]
                         try:
                             start = time.perf_counter()
                             while consumer.stats.received < count:
                                 consumer.run_once()
-                            series.append(count / (time.perf_counter() - start))
+                            elapsed = time.perf_counter() - start
+                            series.append(count / elapsed)
+                            if metrics:
+                                shares.append(spent[0] / elapsed)
                         finally:
                             subscription.close()
                     print(f"  {db}: off {off[-1]:,.0f}/s, on {on[-1]:,.0f}/s ({load()})")
             a, b = statistics.median(off), statistics.median(on)
-            found.append([db, f"{a:,.0f}", f"{b:,.0f}", f"{(a - b) / a:+.1%}", load()])
+            share = f"{statistics.median(shares):.2%}"
+            found.append([db, f"{a:,.0f}", f"{b:,.0f}", f"{(a - b) / a:+.1%}", share, load()])
     return found
 
 
@@ -216,6 +266,7 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=1_000_000, help="outbox rows scraped")
     parser.add_argument("--events", type=int, default=100_000, help="relay backlog")
     parser.add_argument("--runs", type=int, default=3, help="relay runs per setting")
+    parser.add_argument("--relay-broker", choices=["nats", "memory"], default="nats")
     parser.add_argument("--messages", type=int, default=20_000, help="consumer backlog")
     parser.add_argument(
         "--skip", nargs="*", default=[], choices=["scrape", "relay", "consumer", "hooks"]
@@ -235,9 +286,11 @@ def main() -> None:
     ):
         setup = relay_bench.Setup(servers.PG_URL, schema, sqlite_url, nats, None)  # type: ignore[arg-type]
         if "relay" not in args.skip:
-            rows = measure_relay(setup, args.events, args.runs)
-            print(f"\nRelay to NATS, {args.events:,} events, median of {args.runs} runs")
-            print(table(throughput, rows))
+            rows = measure_relay(setup, args.events, args.runs, args.relay_broker)
+            to = "NATS" if args.relay_broker == "nats" else "an in-memory queue"
+            print(f"\nRelay to {to}, {args.events:,} events, median of {args.runs} runs")
+            header = [*throughput[:4], "cost in CPU time", "time in the hook", "load"]
+            print(table(header, rows))
         if "scrape" not in args.skip:
             rows = measure_scrape(setup, args.rows)
             print(f"\nOne scrape of the database gauges, outbox of {args.rows:,} rows")
@@ -245,7 +298,7 @@ def main() -> None:
     if "consumer" not in args.skip:
         rows = measure_consumer(args.messages, args.runs)
         print(f"\nConsumer from NATS through the inbox, {args.messages:,} messages")
-        print(table(throughput, rows))
+        print(table([*throughput[:4], "time in the hook", "load"], rows))
     print(f"\nfinished {datetime.now(UTC):%H:%M} UTC, {load()}")
 
 
