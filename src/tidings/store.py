@@ -42,6 +42,7 @@ from tidings.domain.ids import Clock, IdSource, utc_now, uuid7
 from tidings.domain.saga import SagaDefinition
 from tidings.domain.saga_versions import SagaUpcaster
 from tidings.errors import ConfigurationError, HandlerFailedError
+from tidings.observability.tracing import destination_of
 from tidings.ports import (
     Database,
     EventStore,
@@ -377,7 +378,8 @@ class Store:
         The consumer's ``name`` (what it fetched is recorded under it) is the
         subscription's durable consumer or queue unless given."""
         processor_options = {k: options.pop(k) for k in ("max_attempts", "backoff") if k in options}
-        processor = self.processor(handlers, **processor_options)
+        destination = destination_of(subscription)
+        processor = self.processor(handlers, destination=destination, **processor_options)
         options.setdefault("name", subscription_name(subscription))
         return Consumer(
             processor,

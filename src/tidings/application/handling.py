@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import random
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -28,6 +28,8 @@ from tidings.errors import (
     ServerUnavailableError,
     StorageError,
 )
+from tidings.observability import tracing
+from tidings.observability.logs import about
 from tidings.ports import Inbox, Transaction
 from tidings.records import EventRecord
 
@@ -101,6 +103,7 @@ class Delivery:
     body: bytes
     record: EventRecord | None
     problem: str | None = None
+    headers: Mapping[str, str] = field(default_factory=dict)  # the broker's, with its trace
 
 
 @dataclass(frozen=True)
@@ -165,6 +168,7 @@ class InboxProcessor:
     max_attempts: int = 5
     backoff: Backoff = field(default_factory=lambda: Backoff(base=1.0, cap=300.0))
     rng: random.Random = field(default_factory=random.Random)
+    destination: tracing.Destination = tracing.IN_PROCESS  # named on the consumer's spans
 
     def process(
         self, deliveries: Sequence[Delivery], finish: Finish | None = None
@@ -212,7 +216,9 @@ class InboxProcessor:
                     record = delivery.record
                     assert record is not None  # noqa: S101 - _read gives an event only with one
                     cause = Cause.of(record.event_id, record.metadata)
-                    verdicts.append(self._apply(tx, index, event, fresh, cause))
+                    headers = delivery.headers
+                    with tracing.processing(self.destination, record, cause.trace, headers):
+                        verdicts.append(self._apply(tx, index, event, fresh, cause))
             if finish is not None:
                 finish(tx, verdicts)
             return verdicts
@@ -277,23 +283,26 @@ class InboxProcessor:
             return self._bury(tx, delivery, delivery.problem or "")
         applied, duplicates, buried, delays = [], [], [], []
         cause = Cause.of(record.event_id, record.metadata)
-        for handler in self.handlers.for_class(type(event)):
-            try:
-                with tx.savepoint():
-                    if not handler.idempotent and not self.inbox.begin(tx, record, handler.name):
-                        duplicates.append(handler.name)
-                        continue
-                    if failed is not None and handler.name == failed.handler:
-                        raise failed.error  # its failure in the batch pass, not a second run
-                    with handling(cause), self.session.unit_of_work_in(tx) as uow:
-                        handler.fn(event, uow)
-                applied.append(handler.name)
-            except Exception as exc:  # the handler's writes are undone; count the attempt
-                delay, reason = self._failed(tx, delivery, record, handler.name, exc)
-                if reason is None:
-                    delays.append(delay)
-                else:
-                    buried.append(reason)
+        with tracing.processing(self.destination, record, cause.trace, delivery.headers):
+            for handler in self.handlers.for_class(type(event)):
+                try:
+                    with tx.savepoint():
+                        if not handler.idempotent and not self.inbox.begin(
+                            tx, record, handler.name
+                        ):
+                            duplicates.append(handler.name)
+                            continue
+                        if failed is not None and handler.name == failed.handler:
+                            raise failed.error  # its failure in the batch pass, not a second run
+                        with handling(cause), self.session.unit_of_work_in(tx) as uow:
+                            handler.fn(event, uow)
+                    applied.append(handler.name)
+                except Exception as exc:  # the handler's writes are undone; count the attempt
+                    delay, reason = self._failed(tx, delivery, record, handler.name, exc)
+                    if reason is None:
+                        delays.append(delay)
+                    else:
+                        buried.append(reason)
         if delays:
             return Verdict(False, min(delays), tuple(applied), tuple(duplicates), tuple(buried))
         return Verdict(True, 0.0, tuple(applied), tuple(duplicates), tuple(buried))
@@ -334,7 +343,9 @@ class InboxProcessor:
         if isinstance(exc, MessageRejectedError):  # retrying cannot help: bury it now
             reason = f"handler {name} rejected it: {exc}"
             self.inbox.bury(tx, delivery.body, reason, handler=name, record=record)
-            log.error("event %s buried for %s: %s", record.event_id, name, exc)
+            log.error(
+                "event %s buried for %s: %s", record.event_id, name, exc, extra=about(record, name)
+            )
             return 0.0, reason
         try:
             with tx.savepoint():
@@ -351,17 +362,34 @@ class InboxProcessor:
                     self.inbox.bury(tx, delivery.body, reason, handler=name, record=record)
             except DataRefusedError:  # not even its event id and type: the body alone
                 self.inbox.bury(tx, delivery.body, reason, handler=name)
-            log.error("event %s buried for %s: %s", record.event_id, name, refused)
+            log.error(
+                "event %s buried for %s: %s",
+                record.event_id,
+                name,
+                refused,
+                extra=about(record, name),
+            )
             return 0.0, reason
         if attempts >= self.max_attempts:
             reason = f"handler {name} failed {attempts} times; last: {error}"
             self.inbox.bury(
                 tx, delivery.body, reason, handler=name, record=record, attempts=attempts
             )
-            log.error("event %s buried for %s: %s", record.event_id, name, error)
+            log.error(
+                "event %s buried for %s: %s",
+                record.event_id,
+                name,
+                error,
+                extra=about(record, name),
+            )
             return 0.0, reason
         log.warning(
-            "event %s failed in %s (attempt %d): %s", record.event_id, name, attempts, error
+            "event %s failed in %s (attempt %d): %s",
+            record.event_id,
+            name,
+            attempts,
+            error,
+            extra=about(record, name),
         )
         return self.backoff.delay(attempts, self.rng), None
 

@@ -12,9 +12,10 @@ from tidings.adapters.brokers import open_publisher, open_subscription
 from tidings.application.backoff import Backoff
 from tidings.application.handling import Handlers
 from tidings.cli.loading import broker_options, load
-from tidings.cli.options import Db, Prefix, Schema, open_store
-from tidings.cli.progress import Rate, console, reporting, stop_on_signals
+from tidings.cli.options import Db, LogFormat, LogFormatOption, Prefix, Schema, open_store
+from tidings.cli.progress import Rate, reporting, say, stop_on_signals
 from tidings.errors import ConfigurationError
+from tidings.observability.logs import configure as configure_logs
 from tidings.serialization.registry import EventRegistry
 from tidings.workers.consumer import dedup_window_warning, retry_horizon
 from tidings.workers.relay import Relay
@@ -37,14 +38,16 @@ def relay(
     every: Every = 10.0,
     prefix: Prefix = "tidings_",
     schema: Schema = "public",
+    log_format: LogFormatOption = LogFormat.text,
 ) -> None:
     """Publish the outbox to a broker until SIGTERM or SIGINT (at least once, in order)."""
+    configure_logs(log_format)
     stop = stop_on_signals()
     store = open_store(db, prefix, schema, outbox=True, source=source)
     transport = open_publisher(to, **broker_options(option))
     try:
         worker = store.relay(transport, lanes=lanes, batch_size=batch, max_attempts=max_attempts)
-        console.print(f"relay {worker.relay_id}: {store.database.describe()} -> {to}")
+        say(f"relay {worker.relay_id}: {store.database.describe()} -> {to}")
         with reporting(relay_status(worker), every):
             worker.run(stop)
     finally:
@@ -101,8 +104,10 @@ def consume(
     every: Every = 10.0,
     prefix: Prefix = "tidings_",
     schema: Schema = "public",
+    log_format: LogFormatOption = LogFormat.text,
 ) -> None:
     """Handle a broker's events through the inbox until SIGTERM or SIGINT (exactly once)."""
+    configure_logs(log_format)
     chosen: Handlers = load(handlers, "--handlers")
     if not isinstance(chosen, Handlers):
         raise ConfigurationError(f"--handlers {handlers!r} is not a tidings Handlers registry")
@@ -117,7 +122,7 @@ def consume(
         horizons.append(("the broker's redelivery", ack_wait * 2))
     warning = dedup_window_warning(window, *horizons)
     if warning:
-        console.print(f"warning: {warning}", markup=False)
+        say(f"warning: {warning}")
     try:
         worker = store.consumer(
             subscription,
@@ -126,7 +131,7 @@ def consume(
             max_attempts=max_attempts,
             dedup_window_seconds=window,
         )
-        console.print(f"consumer {name}: {from_} -> {store.database.describe()}")
+        say(f"consumer {name}: {from_} -> {store.database.describe()}")
         rate = Rate()
 
         def status() -> str:

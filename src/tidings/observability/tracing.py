@@ -1,0 +1,326 @@
+"""OpenTelemetry traces, from the unit of work to the last handler (docs/tracing.md).
+
+Only ``opentelemetry-api`` is used (``pip install 'tidings[tracing]'``); which SDK,
+sampler and exporter run is the application's choice. Until an SDK's tracer provider is
+set as the global one, nothing here builds a span: every function returns at once, and a
+message's ``traceparent`` is handed on unchanged. Without the API installed it is never
+imported, and the same holds.
+
+The W3C trace context travels in two places:
+
+- stored with each event (its metadata's ``traceparent`` and ``tracestate``, the
+  CloudEvent's distributed-tracing extension on the wire): the context the event was
+  recorded in, written once and never rewritten, so a message sent again is the same
+  message;
+- in the broker headers of each publish: the relay's producer span, which a consumer takes
+  as the parent of its own span (the stored context when a message has no such header).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager, contextmanager, nullcontext
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+
+if TYPE_CHECKING:
+    from opentelemetry.context import Context
+    from opentelemetry.trace import Span, Tracer
+
+    from tidings.ports import OutgoingMessage
+    from tidings.records import EventRecord
+
+TRACER_NAME = "tidings"
+TRACE_KEYS = ("traceparent", "tracestate")
+_NOTHING: AbstractContextManager[None] = nullcontext()
+
+
+class _Stored(msgspec.Struct):
+    """The trace context kept in an event's metadata (the rest is not read)."""
+
+    traceparent: str | None = None
+    tracestate: str | None = None
+
+
+_read_stored = msgspec.json.Decoder(_Stored).decode
+
+
+@dataclass(frozen=True)
+class Destination:
+    """Where messages go or come from, as the messaging semantic conventions name it:
+    ``system`` (``rabbitmq``, ``nats``, ``tidings`` for the in-process bus), ``name``
+    (the exchange or stream) and, for a consumer, ``group`` (its queue or durable)."""
+
+    system: str
+    name: str
+    group: str = ""
+
+
+IN_PROCESS = Destination("tidings", "bus")
+
+
+class _Api:
+    """The parts of opentelemetry-api in use, imported once, and the tidings tracer of
+    the current global provider."""
+
+    def __init__(self) -> None:
+        from opentelemetry import context, trace
+        from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+        self.trace, self.context = trace, context
+        self.propagator = TraceContextTextMapPropagator()
+        self.placeholders = (trace.ProxyTracerProvider, trace.NoOpTracerProvider)
+        self.provider: object = None
+        self.tracer: Tracer | None = None
+
+    def live_tracer(self) -> Tracer | None:
+        """The tidings tracer, or None while no SDK provider is set globally."""
+        provider = self.trace.get_tracer_provider()
+        if provider is not self.provider:
+            self.provider = provider
+            live = not isinstance(provider, self.placeholders)
+            self.tracer = provider.get_tracer(TRACER_NAME) if live else None
+        return self.tracer
+
+
+_api: _Api | None = None
+_looked = False
+
+
+def _tracing() -> _Api | None:
+    """The API when it is installed (looked for once)."""
+    global _api, _looked  # noqa: PLW0603 - the import is tried once per process
+    if not _looked:
+        _looked = True
+        try:
+            _api = _Api()
+        except ImportError:
+            _api = None
+    return _api
+
+
+def _tracer() -> tuple[_Api, Tracer] | tuple[None, None]:
+    api = _tracing()
+    if api is None:
+        return None, None
+    tracer = api.live_tracer()
+    return (api, tracer) if tracer is not None else (None, None)
+
+
+def enabled() -> bool:
+    """True when spans are being made: the API is installed and an SDK provider is set."""
+    return _tracer()[1] is not None
+
+
+def current_context() -> dict[str, str]:
+    """The ``traceparent`` (and ``tracestate``) of the current span, to store with the
+    events recorded now; empty when tracing is off or no span is current."""
+    api, _ = _tracer()
+    if api is None or not api.trace.get_current_span().get_span_context().is_valid:
+        return {}
+    carrier: dict[str, str] = {}
+    api.propagator.inject(carrier)
+    return carrier
+
+
+def trace_id() -> str | None:
+    """The current trace id (32 hex digits), for log lines; None when there is none."""
+    api = _tracing()
+    if api is None:
+        return None
+    context = api.trace.get_current_span().get_span_context()
+    return f"{context.trace_id:032x}" if context.is_valid else None
+
+
+@contextmanager
+def _current(api: _Api, span: Span) -> Iterator[Span]:
+    """Make ``span`` current for the block and end it after, with the error if one left
+    the block."""
+    token = api.context.attach(api.trace.set_span_in_context(span))
+    try:
+        yield span
+    except BaseException as exc:
+        if span.is_recording():
+            span.record_exception(exc)
+            span.set_status(api.trace.Status(api.trace.StatusCode.ERROR, str(exc)))
+        raise
+    finally:
+        api.context.detach(token)
+        span.end()
+
+
+def unit_of_work() -> AbstractContextManager[Any]:
+    """The span of a unit of work that owns its transaction (the events it records carry
+    this span's context); nothing when tracing is off."""
+    api, tracer = _tracer()
+    if api is None or tracer is None:
+        return _NOTHING
+    return _current(api, tracer.start_span("tidings unit of work"))
+
+
+def _parent(api: _Api, *carriers: Mapping[str, str]) -> Context | None:
+    """The context of the first carrier with a ``traceparent``; None when none has one."""
+    for carrier in carriers:
+        if carrier.get("traceparent"):
+            return api.propagator.extract(carrier)
+    return None
+
+
+def processing(
+    destination: Destination,
+    record: EventRecord,
+    stored: Mapping[str, str],
+    headers: Mapping[str, str],
+) -> AbstractContextManager[Any]:
+    """A consumer's span around the handlers of one message; its parent is the message's
+    context: the relay's producer span from the broker headers, else the context stored
+    with the event (``stored``). Nothing when tracing is off."""
+    api, tracer = _tracer()
+    if api is None or tracer is None:
+        return _NOTHING
+    kind = api.trace.SpanKind.CONSUMER
+    parent = _parent(api, headers, stored)
+    span = tracer.start_span(f"process {destination.name}", parent, kind)
+    if span.is_recording():
+        span.set_attributes(_attributes(destination, record, "process", "process"))
+    return _current(api, span)
+
+
+def step(saga_id: str, saga_type: str, name: str, phase: str) -> AbstractContextManager[Any]:
+    """The span of one try of a saga step (its unit of work and the commands it sends
+    carry this context); its parent is the current context. Nothing when tracing is off."""
+    api, tracer = _tracer()
+    if api is None or tracer is None:
+        return _NOTHING
+    span = tracer.start_span(f"saga step {name}")
+    if span.is_recording():
+        span.set_attributes(
+            {
+                "tidings.saga.id": saga_id,
+                "tidings.saga.type": saga_type,
+                "tidings.saga.step": name,
+                "tidings.saga.phase": phase,
+            }
+        )
+    return _current(api, span)
+
+
+def applying(projection: str, record: EventRecord) -> AbstractContextManager[Any]:
+    """A projection's span around applying one event; its parent is the context stored
+    with the event. Nothing when tracing is off."""
+    api, tracer = _tracer()
+    if api is None or tracer is None:
+        return _NOTHING
+    parent = _parent(api, stored_context(record.metadata))
+    span = tracer.start_span(f"project {projection}", parent)
+    if span.is_recording():
+        span.set_attributes(
+            {
+                "tidings.projection": projection,
+                "tidings.position": record.position,
+                "cloudevents.event_id": record.event_id,
+                "cloudevents.event_type": record.event_type,
+            }
+        )
+    return _current(api, span)
+
+
+def stored_context(metadata: bytes) -> dict[str, str]:
+    """The trace context kept in an event's metadata (empty if it has none)."""
+    if b"traceparent" not in metadata:
+        return {}
+    try:
+        stored = _read_stored(metadata)
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        return {}
+    found = {"traceparent": stored.traceparent, "tracestate": stored.tracestate}
+    return {key: value for key, value in found.items() if value}
+
+
+class Sends:
+    """The relay's producer spans of one publish call, one per message: each is parented
+    by the context stored with its event, and its own context rides in the message's
+    headers. Empty (and free) when tracing is off."""
+
+    def __init__(self, destination: Destination) -> None:
+        self.destination = destination
+        self.spans: list[Span] = []
+
+    def start(
+        self, records: Sequence[EventRecord], messages: list[OutgoingMessage]
+    ) -> list[OutgoingMessage]:
+        """Start a span per message; return the messages with the span's context in
+        their headers (the same list when tracing is off)."""
+        self.spans = []
+        api, tracer = _tracer()
+        if api is None or tracer is None:
+            return messages
+        kind, carried = api.trace.SpanKind.PRODUCER, []
+        for record, message in zip(records, messages, strict=True):
+            parent = _parent(api, stored_context(record.metadata))
+            span = tracer.start_span(f"send {self.destination.name}", parent, kind)
+            if span.is_recording():
+                span.set_attributes(_attributes(self.destination, record, "send", "publish"))
+                if self.destination.system == "rabbitmq":
+                    span.set_attribute(
+                        "messaging.rabbitmq.destination.routing_key", message.routing_key
+                    )
+            headers = dict(message.headers)
+            api.propagator.inject(headers, api.trace.set_span_in_context(span))
+            carried.append(replace(message, headers=headers))
+            self.spans.append(span)
+        return carried
+
+    def end(
+        self, answers: Sequence[str | None] | Mapping[int, str | None], error: str = ""
+    ) -> None:
+        """End the spans: a refusal (its reason in ``answers``) or a message left
+        unanswered (``error``, the outage) marks its span as an error."""
+        if not self.spans:
+            return
+        api = _tracing()
+        assert api is not None  # noqa: S101 - spans exist only when the API does
+        status = api.trace.Status
+        for index, span in enumerate(self.spans):
+            if isinstance(answers, Mapping) and index not in answers:
+                reason: str | None = error or "no answer from the broker"
+            else:
+                reason = answers[index]
+            if reason is not None and span.is_recording():
+                span.set_status(status(api.trace.StatusCode.ERROR, reason))
+            span.end()
+        self.spans = []
+
+
+def _attributes(
+    destination: Destination, record: EventRecord, kind: str, name: str
+) -> dict[str, str | int]:
+    """A messaging span's attributes (OpenTelemetry messaging semantic conventions)."""
+    attributes: dict[str, str | int] = {
+        "messaging.system": destination.system,
+        "messaging.destination.name": destination.name,
+        "messaging.operation.type": kind,
+        "messaging.operation.name": name,
+        "messaging.operation": name,  # the older conventions' name, still read by backends
+        "messaging.message.id": record.event_id,
+        "cloudevents.event_id": record.event_id,
+        "cloudevents.event_type": record.event_type,
+        "cloudevents.event_subject": record.stream_id,
+    }
+    if destination.group:
+        attributes["messaging.consumer.group.name"] = destination.group
+    return attributes
+
+
+def destination_of(endpoint: object) -> Destination:
+    """The destination of a publisher or subscription, from what it is named after: a
+    RabbitMQ exchange (and queue), a NATS stream (and durable consumer), else the
+    in-process bus."""
+    system = getattr(endpoint, "messaging_system", None)
+    if system == "rabbitmq":
+        return Destination(system, endpoint.exchange, getattr(endpoint, "queue", ""))  # type: ignore[attr-defined]
+    if system == "nats":
+        return Destination(system, endpoint.stream, getattr(endpoint, "durable", ""))  # type: ignore[attr-defined]
+    return IN_PROCESS

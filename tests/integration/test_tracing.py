@@ -1,0 +1,228 @@
+"""One trace from the command in service A to the handler in service B (level 5, real
+RabbitMQ and NATS), with the OpenTelemetry SDK's in-memory exporter: A's unit of work, the
+relay's producer span, B's consumer span and the events B's handler records."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from opentelemetry import trace
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import SpanKind
+from opentelemetry.util._once import Once
+
+import tidings
+from tidings.adapters.brokers import open_publisher
+from tidings.application.handling import Delivery, Handlers
+from tidings.application.unit_of_work import UnitOfWork
+from tidings.observability import tracing
+from tidings.serialization.cloudevents import from_message
+from tidings.testing import RecordingTransport
+from tidings.testing.contract import Counted, Counter, Named, new_id
+
+from .test_consumer_faults import Feed, feed
+from .test_conversation import ChargePayment
+
+__all__ = ["feed"]  # the broker fixture, parametrised over RabbitMQ and NATS
+
+
+def _unset_global_provider() -> None:
+    """The API sets its global provider once per process; tests put it back unset, so
+    the tests after these run with tracing off, as they were written for."""
+    trace._TRACER_PROVIDER_SET_ONCE = Once()  # type: ignore[attr-defined]
+    trace._TRACER_PROVIDER = None  # type: ignore[attr-defined]
+
+
+@pytest.fixture
+def spans() -> Iterator[InMemorySpanExporter]:
+    """An SDK tracer provider, global for the test, whose spans end up in memory."""
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    _unset_global_provider()
+    trace.set_tracer_provider(provider)
+    try:
+        yield exporter
+    finally:
+        provider.shutdown()
+        _unset_global_provider()
+
+
+def parent_of(context: dict[str, str] | str) -> tuple[int, int]:
+    """(trace id, span id) of a ``traceparent``."""
+    value = context if isinstance(context, str) else context["traceparent"]
+    _, trace_id, span_id, _ = value.split("-")
+    return int(trace_id, 16), int(span_id, 16)
+
+
+def ids(span: ReadableSpan) -> tuple[int, int]:
+    """(trace id, span id) of a finished span."""
+    context = span.get_span_context()
+    assert context is not None
+    return context.trace_id, context.span_id
+
+
+def one(found: list[ReadableSpan], name: str) -> ReadableSpan:
+    """The one span called ``name``."""
+    named = [s for s in found if s.name == name]
+    assert len(named) == 1, [s.name for s in found]
+    return named[0]
+
+
+def stored_trace(store: tidings.Store, stream: str) -> tuple[int, int]:
+    """(trace id, span id) stored with the one event of ``stream``."""
+    [record] = list(store.events.read_stream(stream))
+    return parent_of(json.loads(record.metadata))
+
+
+def messaging_spans(
+    spans: InMemorySpanExporter, feed: Feed, event_id: str
+) -> tuple[int, int, ReadableSpan]:
+    """Check the command's, the relay's and the consumer's spans of one event: the
+    producer span is the command's child, the consumer span the producer's, with the
+    messaging attributes; return the trace id, the command's span id and the consumer span."""
+    finished = list(spans.get_finished_spans())
+    command = [s for s in finished if s.name == "tidings unit of work" and s.parent is None]
+    assert command, [s.name for s in finished]
+    trace_id, command_span = ids(command[0])
+
+    send = one(finished, f"send {feed.topic if feed.kind == 'rabbitmq' else feed.stream}")
+    assert send.kind is SpanKind.PRODUCER
+    assert send.parent is not None
+    assert (send.parent.trace_id, send.parent.span_id) == (trace_id, command_span)
+    attributes = dict(send.attributes or {})
+    assert attributes["messaging.system"] == feed.kind
+    assert attributes["messaging.message.id"] == event_id
+    assert attributes["messaging.operation.type"] == "send"
+
+    process = [s for s in finished if s.kind is SpanKind.CONSUMER]
+    assert len(process) == 1, [s.name for s in finished]
+    assert process[0].parent is not None
+    assert (process[0].parent.trace_id, process[0].parent.span_id) == ids(send)
+    attributes = dict(process[0].attributes or {})
+    assert attributes["messaging.operation.type"] == "process"
+    assert attributes["messaging.consumer.group.name"] == feed.name
+    assert attributes["messaging.message.id"] == event_id
+    return trace_id, command_span, process[0]
+
+
+def test_one_trace_runs_from_the_command_in_a_through_the_broker_to_b_and_its_events(
+    feed: Feed, tmp_path: Path, spans: InMemorySpanExporter
+) -> None:
+    """A's unit of work records Counted; its relay publishes it (a producer span, child of
+    the context stored with the event, its own context in the broker headers); B's
+    consumer handles it in a consumer span whose parent is that producer span; the
+    event and the command B's handler records carry the consumer span's context. One
+    trace id throughout, and the messaging attributes name the broker."""
+    registry = tidings.EventRegistry([Counted, Named, ChargePayment])
+    a = tidings.connect(f"sqlite:///{tmp_path / 'a.db'}", outbox=True, registry=registry)
+    b = tidings.connect(f"sqlite:///{tmp_path / 'b.db'}", outbox=True, registry=registry)
+    options = {"exchange": feed.topic} if feed.kind == "rabbitmq" else dict(feed.options)
+    publisher = open_publisher(feed.url, **options)
+    subscription = feed.subscription()
+    try:
+        counter = Counter(new_id("cart"))
+        counter.increment(1)
+        with a.unit_of_work() as uow:
+            uow.track(counter)
+        [counted] = uow.published
+        relay = a.relay(publisher)
+        assert relay.run_once() == 1
+        relay.release()
+
+        follower = Counter(new_id("payment"))
+
+        def follow(event: Counted, uow: UnitOfWork) -> None:
+            follower.rename(f"for {event.aggregate_id}")
+            uow.track(follower)
+            uow.send(ChargePayment(counter=event.aggregate_id), key=event.aggregate_id)
+
+        handlers = Handlers()
+        handlers.add(Counted, "payments.follow", follow)
+        consumer = b.consumer(subscription, handlers, fetch_timeout=0.5)
+        deadline = time.monotonic() + 30
+        while consumer.stats.applied < 1:
+            consumer.run_once()
+            assert time.monotonic() < deadline, "B never handled A's event"
+
+        trace_id, command, process = messaging_spans(spans, feed, counted.event_id)
+        assert stored_trace(a, counter.id) == (trace_id, command)
+
+        # What B's handler recorded carries B's consumer span on: in its log and on the wire.
+        assert stored_trace(b, follower.id) == ids(process)
+        out = RecordingTransport()
+        relay_b = b.relay(out)
+        assert relay_b.run_once() == 2
+        relay_b.release()
+        for body in (json.loads(m.body) for m in out.confirmed):
+            assert parent_of(body["traceparent"]) == ids(process), body["type"]
+    finally:
+        subscription.close()
+        publisher.close()
+        a.close()
+        b.close()
+
+
+def test_a_message_without_trace_headers_is_handled_in_the_context_stored_with_it(
+    tmp_path: Path, spans: InMemorySpanExporter
+) -> None:
+    """A relay that traced nothing sends no headers: the consumer span's parent is then
+    the context the event was recorded in, from the CloudEvent's ``traceparent``."""
+    registry = tidings.EventRegistry([Counted])
+    a = tidings.connect(f"sqlite:///{tmp_path / 'a.db'}", outbox=True, registry=registry)
+    b = tidings.connect(f"sqlite:///{tmp_path / 'b.db'}", registry=registry)
+    try:
+        counter = Counter(new_id("cart"))
+        counter.increment(1)
+        with a.unit_of_work() as uow:
+            uow.track(counter)
+        [record] = list(a.events.read_stream(counter.id))
+        body = a.encode(record).body
+        handlers = Handlers()
+        handlers.add(Counted, "noop", lambda event, uow: None)
+        [verdict] = b.processor(handlers).process([Delivery(body, from_message(body))])
+        assert verdict.applied == ("noop",)
+        process = [s for s in spans.get_finished_spans() if s.kind is SpanKind.CONSUMER]
+        assert len(process) == 1
+        assert process[0].parent is not None
+        assert (process[0].parent.trace_id, process[0].parent.span_id) == stored_trace(
+            a, counter.id
+        )
+    finally:
+        a.close()
+        b.close()
+
+
+def test_without_an_sdk_nothing_is_built_and_the_stored_context_passes_on(
+    tmp_path: Path,
+) -> None:
+    """With the API installed but no SDK provider set, no span is started (the unit of
+    work gets the shared do-nothing context, the relay's messages go out as they are) and
+    an event recorded while a message is handled keeps that message's ``traceparent``."""
+    _unset_global_provider()
+    assert not tracing.enabled()
+    assert tracing.unit_of_work() is tracing.unit_of_work()  # the one shared nullcontext
+    messages: list[Any] = []
+    assert tracing.Sends(tracing.IN_PROCESS).start([], messages) is messages
+    traceparent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+    store = tidings.connect(
+        f"sqlite:///{tmp_path / 'a.db'}", registry=tidings.EventRegistry([Counted])
+    )
+    try:
+        counter = Counter(new_id("cart"))
+        counter.increment(1)
+        with store.unit_of_work({"traceparent": traceparent}) as uow:
+            uow.track(counter)
+        assert (
+            json.loads(next(store.events.read_stream(counter.id)).metadata)["traceparent"]
+            == traceparent
+        )
+    finally:
+        store.close()
