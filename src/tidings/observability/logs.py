@@ -30,6 +30,9 @@ def about(record: EventRecord, handler: str | None = None) -> dict[str, Any]:
     extra = {"event_id": record.event_id, "aggregate": record.stream_id}
     if handler is not None:
         extra["handler"] = handler
+    stored = tracing.stored_context(record.metadata).get("traceparent", "").split("-")
+    if len(stored) == 4:  # the trace the event was recorded in
+        extra["trace_id"] = stored[1]
     return extra
 
 
