@@ -21,7 +21,9 @@ from opentelemetry.util._once import Once
 import tidings
 from tidings.adapters.brokers import open_publisher
 from tidings.application.handling import Delivery, Handlers
+from tidings.application.projections import Projection
 from tidings.application.unit_of_work import UnitOfWork
+from tidings.domain.saga import SagaDefinition, Step, StepContext, StepRefusedError
 from tidings.observability import tracing
 from tidings.serialization.cloudevents import from_message
 from tidings.testing import RecordingTransport
@@ -224,5 +226,76 @@ def test_without_an_sdk_nothing_is_built_and_the_stored_context_passes_on(
             json.loads(next(store.events.read_stream(counter.id)).metadata)["traceparent"]
             == traceparent
         )
+    finally:
+        store.close()
+
+
+def by_id(spans: InMemorySpanExporter) -> dict[int, ReadableSpan]:
+    """The finished spans by span id."""
+    return {ids(s)[1]: s for s in spans.get_finished_spans()}
+
+
+def test_a_projection_applies_each_event_in_a_span_under_the_one_that_recorded_it(
+    tmp_path: Path, spans: InMemorySpanExporter
+) -> None:
+    """The runner's span of an event it applies is a child of the context stored with
+    the event (the unit of work that recorded it), however much later it runs."""
+    store = tidings.connect(
+        f"sqlite:///{tmp_path / 'a.db'}", registry=tidings.EventRegistry([Counted])
+    )
+    try:
+        counter = Counter(new_id("cart"))
+        counter.increment(1)
+        with store.unit_of_work() as uow:
+            uow.track(counter)
+        seen = Projection("seen", {Counted: lambda uow, event: None})
+        runner = store.projections([seen])
+        try:
+            runner.run_once()
+        finally:
+            runner.close()
+        apply = one(list(spans.get_finished_spans()), "project seen")
+        assert apply.parent is not None
+        assert (apply.parent.trace_id, apply.parent.span_id) == stored_trace(store, counter.id)
+        assert dict(apply.attributes or {})["tidings.projection"] == "seen"
+    finally:
+        store.close()
+
+
+def test_a_saga_step_runs_in_a_span_and_what_it_records_carries_it_on(
+    tmp_path: Path, spans: InMemorySpanExporter
+) -> None:
+    """A saga started inside a request's span: each step's span is the request's child,
+    and the event a step records carries the context of the step's unit of work, a child
+    of the step's span; a step that fails ends its span as an error."""
+    store = tidings.connect(
+        f"sqlite:///{tmp_path / 'a.db'}", registry=tidings.EventRegistry([Counted])
+    )
+    counter = Counter(new_id("cart"))
+
+    def count(ctx: StepContext) -> None:
+        counter.increment(1)
+        ctx.uow.track(counter)
+
+    def refuse(ctx: StepContext) -> None:
+        raise StepRefusedError("out of stock")
+
+    saga = SagaDefinition("checkout", [Step("count", count), Step("reserve", refuse)])
+    try:
+        tracer = trace.get_tracer("the application")
+        with tracer.start_as_current_span("POST /checkout") as request:
+            store.sagas([saga]).start(saga, {})
+        found = by_id(spans)
+        steps = {s.name: s for s in found.values() if s.name.startswith("saga step")}
+        assert set(steps) == {"saga step count", "saga step reserve"}
+        for span in steps.values():
+            assert span.parent is not None
+            assert span.parent.span_id == request.get_span_context().span_id
+        assert steps["saga step count"].status.status_code is trace.StatusCode.UNSET
+        assert steps["saga step reserve"].status.status_code is trace.StatusCode.ERROR
+        unit = found[stored_trace(store, counter.id)[1]]
+        assert unit.name == "tidings unit of work"
+        assert unit.parent is not None
+        assert unit.parent.span_id == ids(steps["saga step count"])[1]
     finally:
         store.close()
