@@ -8,7 +8,6 @@ import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 from opentelemetry import trace
@@ -88,8 +87,9 @@ def messaging_spans(
     spans: InMemorySpanExporter, feed: Feed, event_id: str
 ) -> tuple[int, int, ReadableSpan]:
     """Check the command's, the relay's and the consumer's spans of one event: the
-    producer span is the command's child, the consumer span the producer's, with the
-    messaging attributes; return the trace id, the command's span id and the consumer span."""
+    producer span and the consumer span are both the command's children (the consumer's
+    parent is the context stored with the event), with the messaging attributes; return
+    the trace id, the command's span id and the consumer span."""
     finished = list(spans.get_finished_spans())
     command = [s for s in finished if s.name == "tidings unit of work" and s.parent is None]
     assert command, [s.name for s in finished]
@@ -107,7 +107,9 @@ def messaging_spans(
     process = [s for s in finished if s.kind is SpanKind.CONSUMER]
     assert len(process) == 1, [s.name for s in finished]
     assert process[0].parent is not None
-    assert (process[0].parent.trace_id, process[0].parent.span_id) == ids(send)
+    assert (process[0].parent.trace_id, process[0].parent.span_id) == (trace_id, command_span)
+    assert dict(send.attributes or {})["messaging.batch.message_count"] == 1
+    assert [ids(send)[0]] == [link.context.trace_id for link in send.links]
     attributes = dict(process[0].attributes or {})
     assert attributes["messaging.operation.type"] == "process"
     assert attributes["messaging.consumer.group.name"] == feed.name
@@ -119,9 +121,9 @@ def test_one_trace_runs_from_the_command_in_a_through_the_broker_to_b_and_its_ev
     feed: Feed, tmp_path: Path, spans: InMemorySpanExporter
 ) -> None:
     """A's unit of work records Counted; its relay publishes it (a producer span, child of
-    the context stored with the event, its own context in the broker headers); B's
-    consumer handles it in a consumer span whose parent is that producer span; the
-    event and the command B's handler records carry the consumer span's context. One
+    the context stored with the event and linked to it); B's consumer handles it in a
+    consumer span whose parent is the message's context, the one stored with the event;
+    the event and the command B's handler records carry the consumer span's context. One
     trace id throughout, and the messaging attributes name the broker."""
     registry = tidings.EventRegistry([Counted, Named, ChargePayment])
     a = tidings.connect(f"sqlite:///{tmp_path / 'a.db'}", outbox=True, registry=registry)
@@ -172,11 +174,11 @@ def test_one_trace_runs_from_the_command_in_a_through_the_broker_to_b_and_its_ev
         b.close()
 
 
-def test_a_message_without_trace_headers_is_handled_in_the_context_stored_with_it(
+def test_a_message_is_handled_in_the_context_stored_with_it(
     tmp_path: Path, spans: InMemorySpanExporter
 ) -> None:
-    """A relay that traced nothing sends no headers: the consumer span's parent is then
-    the context the event was recorded in, from the CloudEvent's ``traceparent``."""
+    """Whoever published it (here no relay at all), the consumer span's parent is the
+    context the event was recorded in, from the CloudEvent's ``traceparent``."""
     registry = tidings.EventRegistry([Counted])
     a = tidings.connect(f"sqlite:///{tmp_path / 'a.db'}", outbox=True, registry=registry)
     b = tidings.connect(f"sqlite:///{tmp_path / 'b.db'}", registry=registry)
@@ -206,28 +208,38 @@ def test_without_an_sdk_nothing_is_built_and_the_stored_context_passes_on(
     tmp_path: Path,
 ) -> None:
     """With the API installed but no SDK provider set, no span is started (the unit of
-    work gets the shared do-nothing context, the relay's messages go out as they are) and
-    an event recorded while a message is handled keeps that message's ``traceparent``."""
+    work gets the shared do-nothing context, the relay makes no span) and an event a
+    handler records keeps the ``traceparent`` of the message it handled."""
     _unset_global_provider()
     assert not tracing.enabled()
     assert tracing.unit_of_work() is tracing.unit_of_work()  # the one shared nullcontext
-    messages: list[Any] = []
-    assert tracing.Sends(tracing.IN_PROCESS).start([], messages) is messages
     traceparent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
-    store = tidings.connect(
-        f"sqlite:///{tmp_path / 'a.db'}", registry=tidings.EventRegistry([Counted])
-    )
+    registry = tidings.EventRegistry([Counted, Named])
+    a = tidings.connect(f"sqlite:///{tmp_path / 'a.db'}", registry=registry)
+    b = tidings.connect(f"sqlite:///{tmp_path / 'b.db'}", registry=registry)
     try:
         counter = Counter(new_id("cart"))
         counter.increment(1)
-        with store.unit_of_work({"traceparent": traceparent}) as uow:
+        with a.unit_of_work({"traceparent": traceparent}) as uow:
             uow.track(counter)
-        assert (
-            json.loads(next(store.events.read_stream(counter.id)).metadata)["traceparent"]
-            == traceparent
-        )
+        [record] = list(a.events.read_stream(counter.id))
+        sends = tracing.Sends(tracing.IN_PROCESS)
+        sends.start([record])
+        assert sends.span is None
+        follower = Counter(new_id("payment"))
+
+        def follow(event: Counted, uow: UnitOfWork) -> None:
+            follower.rename("for the cart")
+            uow.track(follower)
+
+        handlers = Handlers()
+        handlers.add(Counted, "follow", follow)
+        body = a.encode(record).body
+        b.processor(handlers).process([Delivery(body, from_message(body))])
+        assert stored_trace(b, follower.id) == parent_of(traceparent)
     finally:
-        store.close()
+        a.close()
+        b.close()
 
 
 def by_id(spans: InMemorySpanExporter) -> dict[int, ReadableSpan]:

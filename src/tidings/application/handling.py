@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import random
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -103,7 +103,6 @@ class Delivery:
     body: bytes
     record: EventRecord | None
     problem: str | None = None
-    headers: Mapping[str, str] = field(default_factory=dict)  # the broker's, with its trace
 
 
 @dataclass(frozen=True)
@@ -216,8 +215,7 @@ class InboxProcessor:
                     record = delivery.record
                     assert record is not None  # noqa: S101 - _read gives an event only with one
                     cause = Cause.of(record.event_id, record.metadata)
-                    headers = delivery.headers
-                    with tracing.processing(self.destination, record, cause.trace, headers):
+                    with tracing.processing(self.destination, record, cause.trace):
                         verdicts.append(self._apply(tx, index, event, fresh, cause))
             if finish is not None:
                 finish(tx, verdicts)
@@ -283,7 +281,7 @@ class InboxProcessor:
             return self._bury(tx, delivery, delivery.problem or "")
         applied, duplicates, buried, delays = [], [], [], []
         cause = Cause.of(record.event_id, record.metadata)
-        with tracing.processing(self.destination, record, cause.trace, delivery.headers):
+        with tracing.processing(self.destination, record, cause.trace):
             for handler in self.handlers.for_class(type(event)):
                 try:
                     with tx.savepoint():

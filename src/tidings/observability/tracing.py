@@ -6,21 +6,18 @@ set as the global one, nothing here builds a span: every function returns at onc
 message's ``traceparent`` is handed on unchanged. Without the API installed it is never
 imported, and the same holds.
 
-The W3C trace context travels in two places:
-
-- stored with each event (its metadata's ``traceparent`` and ``tracestate``, the
-  CloudEvent's distributed-tracing extension on the wire): the context the event was
-  recorded in, written once and never rewritten, so a message sent again is the same
-  message;
-- in the broker headers of each publish: the relay's producer span, which a consumer takes
-  as the parent of its own span (the stored context when a message has no such header).
+The W3C trace context is stored with each event (its metadata's ``traceparent`` and
+``tracestate``, the CloudEvent's distributed-tracing extension on the wire): the context
+the event was recorded in, written once and never rewritten, so a message sent again is
+the same message. Every span that handles the event later (a consumer's, a projection's)
+is its child.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import msgspec
@@ -29,7 +26,6 @@ if TYPE_CHECKING:
     from opentelemetry.context import Context
     from opentelemetry.trace import Span, Tracer
 
-    from tidings.ports import OutgoingMessage
     from tidings.records import EventRecord
 
 TRACER_NAME = "tidings"
@@ -160,31 +156,24 @@ def unit_of_work() -> AbstractContextManager[Any]:
     return _current(api, tracer.start_span("tidings unit of work"))
 
 
-def _parent(api: _Api, *carriers: Mapping[str, str]) -> Context | None:
-    """The context of the first carrier with a ``traceparent``; None when none has one."""
-    for carrier in carriers:
-        if carrier.get("traceparent"):
-            return api.propagator.extract(carrier)
-    return None
+def _parent(api: _Api, carrier: Mapping[str, str]) -> Context | None:
+    """The context a carrier holds; None when it has no ``traceparent``."""
+    return api.propagator.extract(carrier) if carrier.get("traceparent") else None
 
 
 def processing(
-    destination: Destination,
-    record: EventRecord,
-    stored: Mapping[str, str],
-    headers: Mapping[str, str],
+    destination: Destination, record: EventRecord, stored: Mapping[str, str]
 ) -> AbstractContextManager[Any]:
     """A consumer's span around the handlers of one message; its parent is the message's
-    context: the relay's producer span from the broker headers, else the context stored
-    with the event (``stored``). Nothing when tracing is off."""
+    context, the one its event was recorded in (``stored``, the CloudEvent's
+    ``traceparent``). Nothing when tracing is off."""
     api, tracer = _tracer()
     if api is None or tracer is None:
         return _NOTHING
     kind = api.trace.SpanKind.CONSUMER
-    parent = _parent(api, headers, stored)
-    span = tracer.start_span(f"process {destination.name}", parent, kind)
+    span = tracer.start_span(f"process {destination.name}", _parent(api, stored), kind)
     if span.is_recording():
-        span.set_attributes(_attributes(destination, record, "process", "process"))
+        span.set_attributes({**_attributes(destination, "process", "process"), **_about(record)})
     return _current(api, span)
 
 
@@ -240,63 +229,101 @@ def stored_context(metadata: bytes) -> dict[str, str]:
 
 
 class Sends:
-    """The relay's producer spans of one publish call, one per message: each is parented
-    by the context stored with its event, and its own context rides in the message's
-    headers. Empty (and free) when tracing is off."""
+    """The relay's producer span of one publish call (a batch of up to ``publish_chunk``
+    messages), linked to the context stored with each message's event.
+
+    One span a call, not one a message: the SDK's span costs about as much as publishing
+    the message does, and the conventions for batches ask for links. The span is a child of
+    the stored context when every message of the call was recorded in one trace (a call of
+    one message, or the events of one command), so that trace runs through the publish;
+    else it is a root. The messages go out as they were stored: their ``traceparent`` is
+    the context they were recorded in, which the consumer's span takes as its parent.
+    Nothing is made when tracing is off."""
 
     def __init__(self, destination: Destination) -> None:
         self.destination = destination
-        self.spans: list[Span] = []
+        self.span: Span | None = None
+        self.count = 0
 
-    def start(
-        self, records: Sequence[EventRecord], messages: list[OutgoingMessage]
-    ) -> list[OutgoingMessage]:
-        """Start a span per message; return the messages with the span's context in
-        their headers (the same list when tracing is off)."""
-        self.spans = []
+    def start(self, records: Sequence[EventRecord]) -> None:
+        """Start the span of a publish call of ``records``' messages."""
+        self.span, self.count = None, len(records)
         api, tracer = _tracer()
-        if api is None or tracer is None:
-            return messages
-        kind, carried = api.trace.SpanKind.PRODUCER, []
-        for record, message in zip(records, messages, strict=True):
-            parent = _parent(api, stored_context(record.metadata))
-            span = tracer.start_span(f"send {self.destination.name}", parent, kind)
-            if span.is_recording():
-                span.set_attributes(_attributes(self.destination, record, "send", "publish"))
-                if self.destination.system == "rabbitmq":
-                    span.set_attribute(
-                        "messaging.rabbitmq.destination.routing_key", message.routing_key
-                    )
-            headers = dict(message.headers)
-            api.propagator.inject(headers, api.trace.set_span_in_context(span))
-            carried.append(replace(message, headers=headers))
-            self.spans.append(span)
-        return carried
+        if api is None or tracer is None or not records:
+            return
+        stored = [stored_context(r.metadata) for r in records]
+        parents = [s.get("traceparent", "") for s in stored]
+        first = parents[0].split("-")
+        one_trace = len(first) == 4 and all(p.split("-")[1:2] == first[1:2] for p in parents)
+        parent = api.propagator.extract(stored[0]) if one_trace else None
+        links = [
+            api.trace.Link(context)
+            for context in map(_span_context, parents[:MAX_LINKS])
+            if context is not None
+        ]
+        kind = api.trace.SpanKind.PRODUCER
+        span = tracer.start_span(f"send {self.destination.name}", parent, kind, links=links)
+        if span.is_recording():
+            attributes = _attributes(self.destination, "send", "publish")
+            attributes["messaging.batch.message_count"] = len(records)
+            if len(records) == 1:
+                attributes.update(_about(records[0]))
+            span.set_attributes(attributes)
+        self.span = span
 
     def end(
         self, answers: Sequence[str | None] | Mapping[int, str | None], error: str = ""
     ) -> None:
-        """End the spans: a refusal (its reason in ``answers``) or a message left
-        unanswered (``error``, the outage) marks its span as an error."""
-        if not self.spans:
+        """End the span; refusals (their reasons in ``answers``) and messages left
+        unanswered (``error``: the outage) make it an error that says how many."""
+        span, self.span = self.span, None
+        if span is None:
             return
-        api = _tracing()
-        assert api is not None  # noqa: S101 - spans exist only when the API does
-        status = api.trace.Status
-        for index, span in enumerate(self.spans):
-            if isinstance(answers, Mapping) and index not in answers:
-                reason: str | None = error or "no answer from the broker"
+        if span.is_recording():
+            if isinstance(answers, Mapping):
+                failed = [answers.get(i, error or "unanswered") for i in range(self.count)]
             else:
-                reason = answers[index]
-            if reason is not None and span.is_recording():
-                span.set_status(status(api.trace.StatusCode.ERROR, reason))
-            span.end()
-        self.spans = []
+                failed = list(answers)
+            reasons = [reason for reason in failed if reason is not None]
+            if reasons:
+                api = _tracing()
+                assert api is not None  # noqa: S101 - a span exists only when the API does
+                text = f"{len(reasons)} of {len(failed)} not published; first: {reasons[0]}"
+                span.set_status(api.trace.Status(api.trace.StatusCode.ERROR, text))
+        span.end()
 
 
-def _attributes(
-    destination: Destination, record: EventRecord, kind: str, name: str
-) -> dict[str, str | int]:
+MAX_LINKS = 128
+"""Links a publish span carries at most (the SDK's default limit): the first messages'."""
+
+
+def _span_context(traceparent: str) -> Any:
+    """The remote span context of a ``traceparent``, parsed without the propagator (it
+    runs for every message published), or None when it is not one."""
+    parts = traceparent.split("-")
+    if len(parts) != 4 or len(parts[1]) != 32 or len(parts[2]) != 16 or len(parts[3]) != 2:
+        return None
+    api = _tracing()
+    assert api is not None  # noqa: S101 - called only with the API in use
+    try:
+        trace_id, span_id, flags = int(parts[1], 16), int(parts[2], 16), int(parts[3], 16)
+    except ValueError:
+        return None
+    context = api.trace.SpanContext(trace_id, span_id, True, api.trace.TraceFlags(flags))
+    return context if context.is_valid else None
+
+
+def _about(record: EventRecord) -> dict[str, str | int]:
+    """A span's attributes about the one message it is about."""
+    return {
+        "messaging.message.id": record.event_id,
+        "cloudevents.event_id": record.event_id,
+        "cloudevents.event_type": record.event_type,
+        "cloudevents.event_subject": record.stream_id,
+    }
+
+
+def _attributes(destination: Destination, kind: str, name: str) -> dict[str, str | int]:
     """A messaging span's attributes (OpenTelemetry messaging semantic conventions)."""
     attributes: dict[str, str | int] = {
         "messaging.system": destination.system,
@@ -304,10 +331,6 @@ def _attributes(
         "messaging.operation.type": kind,
         "messaging.operation.name": name,
         "messaging.operation": name,  # the older conventions' name, still read by backends
-        "messaging.message.id": record.event_id,
-        "cloudevents.event_id": record.event_id,
-        "cloudevents.event_type": record.event_type,
-        "cloudevents.event_subject": record.stream_id,
     }
     if destination.group:
         attributes["messaging.consumer.group.name"] = destination.group

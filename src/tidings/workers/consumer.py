@@ -216,7 +216,7 @@ class Consumer(Background):
 
     def _delivery(self, message: IncomingMessage) -> Delivery:
         try:
-            return Delivery(message.body, self.read(message.body), headers=message.headers)
+            return Delivery(message.body, self.read(message.body))
         except BadMessageError as exc:
             return Delivery(message.body, None, exc.reason)
         except Exception as exc:  # a reader's own failure on odd input is bad input too

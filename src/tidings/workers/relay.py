@@ -222,10 +222,12 @@ class Relay(Background):
         unanswered message is not an attempt, it is published again after the pause.
         """
         sent = self._send(group, frozenset(outcome.blocked))
-        sends = self._sends  # a producer span per message, when tracing is on
-        messages = sends.start([e.record for e in sent.ready], sent.messages)
+        sends = self._sends  # the producer span of the call, when tracing is on
+        sends.start([e.record for e in sent.ready])
         try:
-            results: Sequence[str | None] = self.transport.publish(messages) if messages else []
+            results: Sequence[str | None] = (
+                self.transport.publish(sent.messages) if sent.messages else []
+            )
         except BrokerUnavailableError as exc:
             sends.end(exc.answered, str(exc))
             self._record(outcome, sent.unencodable, now)

@@ -1,0 +1,159 @@
+"""What tracing costs the relay and the consumer, as ratios measured in one run.
+
+    make bench-tracing                  # or: .venv/bin/python benchmarks/tracing.py
+    .venv/bin/python benchmarks/tracing.py --events 20000 --messages 20000 --runs 3
+
+Three modes, taken in turn within every run so that the machine's drift hits them alike:
+
+- ``off``: as if opentelemetry-api were not installed (tidings never imports it);
+- ``api``: the API installed and no SDK configured, the library default: no span is made;
+- ``sdk``: the SDK's ``TracerProvider`` (always sampling) with a ``BatchSpanProcessor``
+  feeding an exporter that drops every span: the cost of making, ending and queueing the
+  spans and carrying their context, not of shipping them.
+
+The relay drains a backlog of ``--events`` outbox rows from PostgreSQL and from SQLite to
+NATS JetStream (``benchmarks/relay.py``'s drain), every event stored with a
+``traceparent`` as one recorded in a traced request is. The consumer takes ``--messages``
+CloudEvents (with a ``traceparent``) from NATS through the inbox into PostgreSQL and
+SQLite (``benchmarks/consumer.py``'s handler). The target: ``sdk`` at least 0.85 of
+``off`` (at most 15% cost), ``api`` within the noise of ``off``. Not a test: nothing is
+asserted about time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Callable, Sequence
+from contextlib import ExitStack
+from dataclasses import replace
+from datetime import UTC, datetime
+
+import consumer as consumer_bench
+import relay as relay_bench
+import relay_latency
+import servers
+from opentelemetry import trace
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
+from opentelemetry.util._once import Once
+from report import Series, load, per_second, table
+
+from tidings.observability import tracing
+from tidings.records import EventRecord
+
+MODES = ("off", "api", "sdk")
+TRACEPARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+METADATA = json.dumps({"correlation_id": "c-1", "traceparent": TRACEPARENT}).encode()
+
+
+class Dropping(SpanExporter):
+    """An exporter that takes every batch and keeps nothing."""
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        """Drop the batch."""
+        return SpanExportResult.SUCCESS
+
+    def shutdown(self) -> None:
+        """Nothing to release."""
+
+
+def switch(mode: str) -> Callable[[], None]:
+    """Put tracing in ``mode``; return what ends it (the SDK's provider is shut down)."""
+    trace._TRACER_PROVIDER_SET_ONCE = Once()  # type: ignore[attr-defined]
+    trace._TRACER_PROVIDER = None  # type: ignore[attr-defined]
+    tracing._api, tracing._looked = None, mode == "off"  # "off": as if it were not installed
+    if mode != "sdk":
+        return lambda: None
+    provider = TracerProvider()
+    provider.add_span_processor(BatchSpanProcessor(Dropping()))
+    trace.set_tracer_provider(provider)
+    return provider.shutdown
+
+
+def traced_backlog(count: int, aggregates: int) -> list[EventRecord]:
+    """The relay benchmark's backlog, each event stored with a trace context."""
+    return [replace(r, metadata=METADATA) for r in relay_bench.backlog(count, aggregates)]
+
+
+def traced_bodies(count: int) -> list[tuple[str, bytes]]:
+    """The consumer benchmark's CloudEvents, each with a ``traceparent``."""
+    extension = f',"traceparent":"{TRACEPARENT}"}}'.encode()
+    return [(i, body[:-1] + extension) for i, body in consumer_bench.bodies(count)]
+
+
+def measure(events: int, messages: int, runs: int) -> dict[tuple[str, str, str], Series]:
+    """Events/s per (worker, database, mode)."""
+    found: dict[tuple[str, str, str], Series] = {}
+    with ExitStack() as stack:
+        pg_url = stack.enter_context(servers.pg_database())
+        schema = stack.enter_context(servers.pg_schema())
+        sqlite_url = stack.enter_context(servers.sqlite_file())
+        consumer_sqlite = stack.enter_context(servers.sqlite_file())
+        place = stack.enter_context(servers.nats_stream())
+        urls = {"postgresql": servers.PG_URL, "sqlite": sqlite_url}  # the relay's, in schema
+        relay_stores = {
+            db: stack.enter_context(relay_latency.open_store(url, schema))
+            for db, url in urls.items()
+        }
+        setup = consumer_bench.Setup(pg_url, consumer_sqlite, place, None)  # type: ignore[arg-type]
+        consumer_stores = {
+            db: stack.enter_context(consumer_bench.open_store(setup, db)) for db in urls
+        }
+        relay_setup = relay_bench.Setup(servers.PG_URL, schema, sqlite_url, place, None)  # type: ignore[arg-type]
+        for run in range(runs):
+            for mode in MODES:
+                end = switch(mode)
+                try:
+                    for db, store in relay_stores.items():
+                        relay_bench.fill(store, traced_backlog(events, max(events // 5, 1)))
+                        with relay_bench.transport_to("nats", relay_setup) as transport:
+                            rate = relay_bench.drain(store, transport, events)
+                        found.setdefault(("relay", db, mode), Series(mode)).add(rate)
+                    consumer_bench.fill_nats(place, traced_bodies(messages))
+                    for db, store in consumer_stores.items():
+                        consumer_bench.reset(store)
+                        subscription = consumer_bench.subscription_of("nats", setup, "")
+                        try:
+                            rate = consumer_bench.consume(store, subscription, True, messages)
+                        finally:
+                            subscription.close()
+                        found.setdefault(("consumer", db, mode), Series(mode)).add(rate)
+                finally:
+                    end()
+            print(f"  run {run + 1}: {load()}")
+    return found
+
+
+def print_table(found: dict[tuple[str, str, str], Series]) -> None:
+    """Medians per mode and the ratios to ``off``."""
+    rows = []
+    for worker in ("relay", "consumer"):
+        for db in ("postgresql", "sqlite"):
+            off = found[(worker, db, "off")].median
+            cells = [f"{worker}, {db} <-> nats"]
+            for mode in MODES:
+                series = found[(worker, db, mode)]
+                cells.append(f"{per_second(series.median)} ({series.median / off:.2f})")
+            cells.append(" / ".join(s.spread() for s in (found[(worker, db, m)] for m in MODES)))
+            rows.append(cells)
+    header = ["events/s (ratio to off)", "off", "api, no SDK", "SDK, batch, dropped", "runs"]
+    print(table(header, rows))
+    print("target: SDK at least 0.85 of off (at most 15% cost); api within noise of off")
+
+
+def main() -> None:
+    """Measure every mode and print the table."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--events", type=int, default=20_000)
+    parser.add_argument("--messages", type=int, default=20_000)
+    parser.add_argument("--runs", type=int, default=3)
+    args = parser.parse_args()
+    print(f"tidings tracing benchmark, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {load()}")
+    found = measure(args.events, args.messages, args.runs)
+    print_table(found)
+    print(f"\nfinished {datetime.now(UTC):%H:%M} UTC, {load()}")
+
+
+if __name__ == "__main__":
+    main()
