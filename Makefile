@@ -74,3 +74,7 @@ bench-projections: $(VENV)/.installed-bench
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .coverage
+
+# The cost of tracing on the relay and the consumer (off, API alone, SDK); needs the servers.
+bench-tracing: $(VENV)/.installed-dev
+	$(BIN)/python benchmarks/tracing.py $(ARGS)

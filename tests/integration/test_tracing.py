@@ -5,7 +5,6 @@ relay's producer span, B's consumer span and the events B's handler records."""
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -29,7 +28,7 @@ from tidings.testing import RecordingTransport
 from tidings.testing.contract import Counted, Counter, Named, new_id
 
 from .test_consumer_faults import Feed, feed
-from .test_conversation import ChargePayment
+from .test_conversation import ChargePayment, count_and_relay, follow_in_b
 
 __all__ = ["feed"]  # the broker fixture, parametrised over RabbitMQ and NATS
 
@@ -132,29 +131,8 @@ def test_one_trace_runs_from_the_command_in_a_through_the_broker_to_b_and_its_ev
     publisher = open_publisher(feed.url, **options)
     subscription = feed.subscription()
     try:
-        counter = Counter(new_id("cart"))
-        counter.increment(1)
-        with a.unit_of_work() as uow:
-            uow.track(counter)
-        [counted] = uow.published
-        relay = a.relay(publisher)
-        assert relay.run_once() == 1
-        relay.release()
-
-        follower = Counter(new_id("payment"))
-
-        def follow(event: Counted, uow: UnitOfWork) -> None:
-            follower.rename(f"for {event.aggregate_id}")
-            uow.track(follower)
-            uow.send(ChargePayment(counter=event.aggregate_id), key=event.aggregate_id)
-
-        handlers = Handlers()
-        handlers.add(Counted, "payments.follow", follow)
-        consumer = b.consumer(subscription, handlers, fetch_timeout=0.5)
-        deadline = time.monotonic() + 30
-        while consumer.stats.applied < 1:
-            consumer.run_once()
-            assert time.monotonic() < deadline, "B never handled A's event"
+        counter, counted = count_and_relay(a, publisher)
+        follower = follow_in_b(b, subscription)
 
         trace_id, command, process = messaging_spans(spans, feed, counted.event_id)
         assert stored_trace(a, counter.id) == (trace_id, command)
