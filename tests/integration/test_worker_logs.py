@@ -20,6 +20,7 @@ import tidings
 from tidings.testing.contract import Counted, Counter, new_id
 
 from .brokers import unique
+from .cli import run_cli
 
 TRACE_ID = "0af7651916cd43dd8448eb211c80319c"
 TRACEPARENT = f"00-{TRACE_ID}-b7ad6b7169203331-01"
@@ -91,3 +92,18 @@ def test_the_relay_logs_json_lines_with_the_event_it_is_about(
     assert any(line["message"].startswith("relay ") for line in seen)  # the start line
     assert any(line["message"].startswith("published ") for line in seen)  # progress
     assert all({"time", "level", "logger", "message"} <= set(line) for line in seen)
+
+
+@pytest.mark.parametrize(
+    "command", [("relay",), ("consume",), ("sagas", "run"), ("projections", "run")]
+)
+def test_every_worker_takes_the_log_format_and_refuses_an_unknown_one(
+    command: tuple[str, ...],
+) -> None:
+    """``--log-format`` is on every long-running worker; a format it does not know is
+    refused before anything starts, naming the ones it knows."""
+    done = run_cli(*command, "--db", "sqlite:///nowhere.db", "--log-format", "xml")
+    assert done.returncode == 2
+    assert "--log-format" in done.stderr
+    assert "'text'" in done.stderr
+    assert "'json'" in done.stderr
