@@ -279,28 +279,39 @@ class InboxProcessor:
         record = delivery.record
         if event is None or record is None:
             return self._bury(tx, delivery, delivery.problem or "")
-        applied, duplicates, buried, delays = [], [], [], []
         cause = Cause.of(record.event_id, record.metadata)
         with tracing.processing(self.destination, record, cause.trace):
-            for handler in self.handlers.for_class(type(event)):
-                try:
-                    with tx.savepoint():
-                        if not handler.idempotent and not self.inbox.begin(
-                            tx, record, handler.name
-                        ):
-                            duplicates.append(handler.name)
-                            continue
-                        if failed is not None and handler.name == failed.handler:
-                            raise failed.error  # its failure in the batch pass, not a second run
-                        with handling(cause), self.session.unit_of_work_in(tx) as uow:
-                            handler.fn(event, uow)
-                    applied.append(handler.name)
-                except Exception as exc:  # the handler's writes are undone; count the attempt
-                    delay, reason = self._failed(tx, delivery, record, handler.name, exc)
-                    if reason is None:
-                        delays.append(delay)
-                    else:
-                        buried.append(reason)
+            return self._handlers(tx, delivery, record, event, cause=cause, failed=failed)
+
+    def _handlers(
+        self,
+        tx: Transaction,
+        delivery: Delivery,
+        record: EventRecord,
+        event: DomainEvent,
+        *,
+        cause: Cause,
+        failed: _BatchFailedError | None,
+    ) -> Verdict:
+        """Run the event's handlers, each in a savepoint with its inbox row."""
+        applied, duplicates, buried, delays = [], [], [], []
+        for handler in self.handlers.for_class(type(event)):
+            try:
+                with tx.savepoint():
+                    if not handler.idempotent and not self.inbox.begin(tx, record, handler.name):
+                        duplicates.append(handler.name)
+                        continue
+                    if failed is not None and handler.name == failed.handler:
+                        raise failed.error  # its failure in the batch pass, not a second run
+                    with handling(cause), self.session.unit_of_work_in(tx) as uow:
+                        handler.fn(event, uow)
+                applied.append(handler.name)
+            except Exception as exc:  # the handler's writes are undone; count the attempt
+                delay, reason = self._failed(tx, delivery, record, handler.name, exc)
+                if reason is None:
+                    delays.append(delay)
+                else:
+                    buried.append(reason)
         if delays:
             return Verdict(False, min(delays), tuple(applied), tuple(duplicates), tuple(buried))
         return Verdict(True, 0.0, tuple(applied), tuple(duplicates), tuple(buried))
