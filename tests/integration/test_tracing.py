@@ -289,3 +289,40 @@ def test_a_saga_step_runs_in_a_span_and_what_it_records_carries_it_on(
         assert unit.parent.span_id == ids(steps["saga step count"])[1]
     finally:
         store.close()
+
+
+def test_a_handler_that_fails_ends_the_consumer_span_as_an_error(
+    tmp_path: Path, spans: InMemorySpanExporter
+) -> None:
+    """The batch pass a handler fails is one error span with the exception; the message
+    handled again alone, where the failure is counted as an attempt, is another error
+    span; its next delivery, which succeeds, is a span without error. All three are
+    children of the message's stored context."""
+    registry = tidings.EventRegistry([Counted])
+    a = tidings.connect(f"sqlite:///{tmp_path / 'a.db'}", outbox=True, registry=registry)
+    b = tidings.connect(f"sqlite:///{tmp_path / 'b.db'}", registry=registry)
+    try:
+        counter, _ = count_and_relay(a, RecordingTransport())
+        [record] = list(a.events.read_stream(counter.id))
+        failures = [RuntimeError("the card service timed out")]
+
+        def flaky(event: Counted, uow: UnitOfWork) -> None:
+            if failures:
+                raise failures.pop()
+
+        handlers = Handlers()
+        handlers.add(Counted, "flaky", flaky)
+        processor = b.processor(handlers)
+        body = a.encode(record).body
+        for _ in range(2):
+            processor.process([Delivery(body, from_message(body))])
+        process = [s for s in spans.get_finished_spans() if s.kind is SpanKind.CONSUMER]
+        codes = [s.status.status_code for s in process]
+        assert codes == [trace.StatusCode.ERROR, trace.StatusCode.ERROR, trace.StatusCode.UNSET]
+        assert "the card service timed out" in str(process[0].events[0].attributes)
+        assert {(s.parent.trace_id, s.parent.span_id) for s in process if s.parent} == {
+            stored_trace(a, counter.id)
+        }
+    finally:
+        a.close()
+        b.close()

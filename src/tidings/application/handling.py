@@ -215,7 +215,7 @@ class InboxProcessor:
                     record = delivery.record
                     assert record is not None  # noqa: S101 - _read gives an event only with one
                     cause = Cause.of(record.event_id, record.metadata)
-                    with tracing.processing(self.destination, record, cause.trace):
+                    with tracing.processing(self.destination, record):
                         verdicts.append(self._apply(tx, index, event, fresh, cause))
             if finish is not None:
                 finish(tx, verdicts)
@@ -264,7 +264,10 @@ class InboxProcessor:
                     verdicts.append(Verdict(False, held[stream]))
                     continue
                 known = failed if failed is not None and failed.index == index else None
-                verdict = self._one(tx, delivery, known)
+                with tracing.processing(self.destination, delivery.record):
+                    verdict = self._one(tx, delivery, known)
+                    if verdict.buried or not verdict.ack:
+                        tracing.failed(", ".join(verdict.buried) or "a handler failed: retried")
                 if not verdict.ack and stream is not None:
                     held[stream] = verdict.retry_in
                 verdicts.append(verdict)
@@ -279,22 +282,8 @@ class InboxProcessor:
         record = delivery.record
         if event is None or record is None:
             return self._bury(tx, delivery, delivery.problem or "")
-        cause = Cause.of(record.event_id, record.metadata)
-        with tracing.processing(self.destination, record, cause.trace):
-            return self._handlers(tx, delivery, record, event, cause=cause, failed=failed)
-
-    def _handlers(
-        self,
-        tx: Transaction,
-        delivery: Delivery,
-        record: EventRecord,
-        event: DomainEvent,
-        *,
-        cause: Cause,
-        failed: _BatchFailedError | None,
-    ) -> Verdict:
-        """Run the event's handlers, each in a savepoint with its inbox row."""
         applied, duplicates, buried, delays = [], [], [], []
+        cause = Cause.of(record.event_id, record.metadata)
         for handler in self.handlers.for_class(type(event)):
             try:
                 with tx.savepoint():

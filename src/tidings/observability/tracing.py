@@ -172,20 +172,29 @@ def _parent(api: _Api, carrier: Mapping[str, str]) -> Context | None:
     return parent
 
 
-def processing(
-    destination: Destination, record: EventRecord, stored: Mapping[str, str]
-) -> AbstractContextManager[Any]:
+def processing(destination: Destination, record: EventRecord | None) -> AbstractContextManager[Any]:
     """A consumer's span around the handlers of one message; its parent is the message's
-    context, the one its event was recorded in (``stored``, the CloudEvent's
-    ``traceparent``). Nothing when tracing is off."""
+    context, the one its event was recorded in (the CloudEvent's ``traceparent``).
+    Nothing when tracing is off, or for a message that could not be read."""
     api, tracer = _tracer()
-    if api is None or tracer is None:
+    if api is None or tracer is None or record is None:
         return _NOTHING
+    parent = _parent(api, stored_context(record.metadata))
     kind = api.trace.SpanKind.CONSUMER
-    span = tracer.start_span(f"process {destination.name}", _parent(api, stored), kind)
+    span = tracer.start_span(f"process {destination.name}", parent, kind)
     if span.is_recording():
         span.set_attributes({**_attributes(destination, "process", "process"), **_about(record)})
     return _current(api, span)
+
+
+def failed(description: str) -> None:
+    """Mark the current span as failed (a handler failed and was counted, not raised)."""
+    api = _tracing()
+    if api is None:
+        return
+    span = api.trace.get_current_span()
+    if span.is_recording():
+        span.set_status(api.trace.Status(api.trace.StatusCode.ERROR, description))
 
 
 def step(saga_id: str, saga_type: str, name: str, phase: str) -> AbstractContextManager[Any]:
