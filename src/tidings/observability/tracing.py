@@ -29,7 +29,6 @@ if TYPE_CHECKING:
     from tidings.records import EventRecord
 
 TRACER_NAME = "tidings"
-TRACE_KEYS = ("traceparent", "tracestate")
 _NOTHING: AbstractContextManager[None] = nullcontext()
 
 
