@@ -15,8 +15,8 @@ is its child.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import AbstractContextManager, contextmanager, nullcontext
+from collections.abc import Mapping, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -129,21 +129,29 @@ def trace_id() -> str | None:
     return f"{context.trace_id:032x}" if context.is_valid else None
 
 
-@contextmanager
-def _current(api: _Api, span: Span) -> Iterator[Span]:
-    """Make ``span`` current for the block and end it after, with the error if one left
-    the block."""
-    token = api.context.attach(api.trace.set_span_in_context(span))
-    try:
-        yield span
-    except BaseException as exc:
-        if span.is_recording():
-            span.record_exception(exc)
-            span.set_status(api.trace.Status(api.trace.StatusCode.ERROR, str(exc)))
-        raise
-    finally:
-        api.context.detach(token)
-        span.end()
+class _Current:
+    """Makes a span current for a block and ends it after, with the error if one left
+    the block (a class: a generator's context manager costs more, once per message)."""
+
+    __slots__ = ("api", "span", "token")
+
+    def __init__(self, api: _Api, span: Span) -> None:
+        self.api, self.span = api, span
+        self.token: Any = None
+
+    def __enter__(self) -> Span:
+        self.token = self.api.context.attach(self.api.trace.set_span_in_context(self.span))
+        return self.span
+
+    def __exit__(self, exc_type: object, exc: BaseException | None, tb: object) -> None:
+        try:
+            if exc is not None and self.span.is_recording():
+                self.span.record_exception(exc)
+                status = self.api.trace.Status(self.api.trace.StatusCode.ERROR, str(exc))
+                self.span.set_status(status)
+        finally:
+            self.api.context.detach(self.token)
+            self.span.end()
 
 
 def unit_of_work() -> AbstractContextManager[Any]:
@@ -152,7 +160,7 @@ def unit_of_work() -> AbstractContextManager[Any]:
     api, tracer = _tracer()
     if api is None or tracer is None:
         return _NOTHING
-    return _current(api, tracer.start_span("tidings unit of work"))
+    return _Current(api, tracer.start_span("tidings unit of work"))
 
 
 def _parent(api: _Api, carrier: Mapping[str, str]) -> Context | None:
@@ -183,7 +191,7 @@ def processing(destination: Destination, record: EventRecord | None) -> Abstract
     span = tracer.start_span(f"process {destination.name}", parent, kind)
     if span.is_recording():
         span.set_attributes({**_attributes(destination, "process", "process"), **_about(record)})
-    return _current(api, span)
+    return _Current(api, span)
 
 
 def failed(description: str) -> None:
@@ -212,7 +220,7 @@ def step(saga_id: str, saga_type: str, name: str, phase: str) -> AbstractContext
                 "tidings.saga.phase": phase,
             }
         )
-    return _current(api, span)
+    return _Current(api, span)
 
 
 def applying(projection: str, record: EventRecord) -> AbstractContextManager[Any]:
@@ -232,7 +240,7 @@ def applying(projection: str, record: EventRecord) -> AbstractContextManager[Any
                 "cloudevents.event_type": record.event_type,
             }
         )
-    return _current(api, span)
+    return _Current(api, span)
 
 
 def stored_context(metadata: bytes) -> dict[str, str]:
