@@ -32,6 +32,25 @@ def written(store: tidings.Store) -> tuple[str, Counter]:
     return uow.published[0].event_id, counter
 
 
+def handle_twice(store: tidings.Store, body: bytes, *steady: str) -> None:
+    """``store``'s inbox handles the message twice: handler ``flaky`` fails the first
+    time (the card service timed out) and succeeds the second; the ``steady`` ones
+    always succeed."""
+    failures = [RuntimeError("the card service timed out")]
+
+    def flaky(event: Counted, uow: UnitOfWork) -> None:
+        if failures:
+            raise failures.pop()
+
+    handlers = Handlers()
+    handlers.add(Counted, "flaky", flaky)
+    for name in steady:
+        handlers.add(Counted, name, lambda event, uow: None)
+    processor = store.processor(handlers)
+    for _ in range(2):
+        processor.process([Delivery(body, from_message(body))])
+
+
 def test_trace_follows_an_event_from_the_writer_to_the_handlers_of_a_consumer(
     tmp_path: Path,
 ) -> None:
@@ -46,19 +65,7 @@ def test_trace_follows_an_event_from_the_writer_to_the_handlers_of_a_consumer(
         relay = a.relay(out)
         assert relay.run_once() == 1
         relay.release()
-        failures = [RuntimeError("the card service timed out")]
-
-        def flaky(event: Counted, uow: UnitOfWork) -> None:
-            if failures:
-                raise failures.pop()
-
-        handlers = Handlers()
-        handlers.add(Counted, "flaky", flaky)
-        handlers.add(Counted, "steady", lambda event, uow: None)
-        processor = b.processor(handlers)
-        body = out.confirmed[0].body
-        for _ in range(2):
-            processor.process([Delivery(body, from_message(body))])
+        handle_twice(b, out.confirmed[0].body, "steady")
     finally:
         a.close()
         b.close()

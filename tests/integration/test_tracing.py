@@ -27,6 +27,7 @@ from tidings.serialization.cloudevents import from_message
 from tidings.testing import RecordingTransport
 from tidings.testing.contract import Counted, Counter, Named, new_id
 
+from .test_cli_trace import handle_twice
 from .test_consumer_faults import Feed, feed
 from .test_conversation import ChargePayment, count_and_relay, follow_in_b
 
@@ -304,18 +305,7 @@ def test_a_handler_that_fails_ends_the_consumer_span_as_an_error(
     try:
         counter, _ = count_and_relay(a, RecordingTransport())
         [record] = list(a.events.read_stream(counter.id))
-        failures = [RuntimeError("the card service timed out")]
-
-        def flaky(event: Counted, uow: UnitOfWork) -> None:
-            if failures:
-                raise failures.pop()
-
-        handlers = Handlers()
-        handlers.add(Counted, "flaky", flaky)
-        processor = b.processor(handlers)
-        body = a.encode(record).body
-        for _ in range(2):
-            processor.process([Delivery(body, from_message(body))])
+        handle_twice(b, a.encode(record).body)
         process = [s for s in spans.get_finished_spans() if s.kind is SpanKind.CONSUMER]
         codes = [s.status.status_code for s in process]
         assert codes == [trace.StatusCode.ERROR, trace.StatusCode.ERROR, trace.StatusCode.UNSET]
