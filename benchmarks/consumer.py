@@ -78,13 +78,13 @@ def handlers(inbox: bool) -> Handlers:
     return registry
 
 
-def bodies(count: int) -> list[tuple[str, bytes]]:
-    """``count`` OrderPlaced CloudEvents over 100 products: (event id, body)."""
+def bodies(count: int, products: int = 100) -> list[tuple[str, bytes]]:
+    """``count`` OrderPlaced CloudEvents over ``products`` products: (event id, body)."""
     codec = JsonCodec(EventRegistry(SHOP_EVENTS))
     made = []
     for i in range(count):
         order = Order(f"order-{i}", "alice@example.com")
-        order.add_line(f"sku-{i % 100}", 1, 3_900)
+        order.add_line(f"sku-{i % products}", 1, 3_900)
         order.place()
         record = codec.encode(order.pending_events[0])
         made.append((record.event_id, to_message(record, "shop").body))
