@@ -29,6 +29,7 @@ import argparse
 import asyncio
 import sqlite3
 import time
+from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -139,8 +140,11 @@ def fill_rabbit(exchange: str, messages: list[tuple[str, bytes]]) -> None:
 # ---- the raw limits ------------------------------------------------------------------
 
 
-def raw_nats_consume(place: servers.NatsPlace, count: int) -> float:
-    """nats-py: a new durable pull consumer, fetch 500, ack each; messages/s."""
+def raw_nats_consume(
+    place: servers.NatsPlace, count: int, handle: Callable[[list[bytes]], None] | None = None
+) -> float:
+    """nats-py: a new durable pull consumer, fetch 500, ``handle`` the batch's bodies (when
+    given), then an ack each (written out without waiting); messages/s."""
 
     async def main() -> float:
         client = await nats.connect(servers.NATS)
@@ -149,9 +153,12 @@ def raw_nats_consume(place: servers.NatsPlace, count: int) -> float:
         )
         start, seen = time.perf_counter(), 0
         while seen < count:
-            for msg in await pull.fetch(500, timeout=5):
+            batch = await pull.fetch(500, timeout=5)
+            if handle is not None:
+                handle([msg.data for msg in batch])
+            for msg in batch:
                 await msg.ack()
-                seen += 1
+            seen += len(batch)
         await client.flush()
         elapsed = time.perf_counter() - start
         await pull.unsubscribe()
@@ -256,27 +263,8 @@ def loop_batch(conn: psycopg.Connection[Any], bodies: list[bytes]) -> None:
 def loop_nats_pg(place: servers.NatsPlace, pg_url: str, count: int) -> float:
     """nats-py: fetch 500, one PostgreSQL transaction per batch (``loop_batch``), then
     an ack each (written out without waiting); messages/s."""
-
-    async def main() -> float:
-        client = await nats.connect(servers.NATS)
-        pull = await client.jetstream().pull_subscribe(
-            f"{place.prefix}.>", servers.unique("loop"), stream=place.stream
-        )
-        with psycopg.connect(pg_url, autocommit=True) as conn:
-            start, seen = time.perf_counter(), 0
-            while seen < count:
-                batch = await pull.fetch(500, timeout=5)
-                loop_batch(conn, [msg.data for msg in batch])
-                for msg in batch:
-                    await msg.ack()
-                seen += len(batch)
-            await client.flush()
-            elapsed = time.perf_counter() - start
-        await pull.unsubscribe()
-        await client.close()
-        return count / elapsed
-
-    return asyncio.run(main())
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        return raw_nats_consume(place, count, lambda batch: loop_batch(conn, batch))
 
 
 def loop_pika_pg(queue: str, pg_url: str, count: int) -> float:
