@@ -398,6 +398,8 @@ class Store:
         """Release the database connections."""
         if self.outbox is not None:
             self.outbox.close()
+        if self.leases is not None:
+            self.leases.close()
         self.database.close()
 
     def __enter__(self) -> Self:
