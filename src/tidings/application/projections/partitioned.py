@@ -28,16 +28,11 @@ from tidings.application.projections.runner import ProjectionRunner, _HandlerFai
 from tidings.domain.projection_state import PAUSED, RUNNING, Checkpoint
 from tidings.errors import ProjectionConflictError, ProjectionError, StorageError
 from tidings.ports import Leases, renew_interval
-from tidings.records import EventRecord, shard_of
+from tidings.records import EventRecord, partition_of
 
 log = logging.getLogger("tidings.projections")
 
 SEPARATOR = "#"  # never in a projection's name, so a part's checkpoint is never another's
-
-
-def partition_of(stream_id: str, partitions: int) -> int:
-    """The part of ``partitions`` an aggregate's events belong to, the same everywhere."""
-    return shard_of(stream_id) % partitions
 
 
 def part_name(name: str, part: int) -> str:
