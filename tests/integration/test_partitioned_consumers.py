@@ -208,7 +208,7 @@ def start_partitioned_consumer(
 @pytest.mark.parametrize(
     "run",
     [
-        pytest.param((40, 25, 3), id="1000-events-3-kills"),
+        pytest.param((20, 30, 1), id="600-events-1-kill"),
         pytest.param((100, 100, 15), id="10000-events-15-kills", marks=pytest.mark.slow),
     ],
 )
@@ -218,7 +218,7 @@ def test_three_consumer_processes_one_killed_again_and_again_apply_each_event_on
     """Three ``tidings consume --partitions 6`` processes while the events of many
     aggregates flow; one of them, chosen at random each time, is SIGKILLed at a random
     moment and started again, ``kills`` times. Every event is handled once and every
-    aggregate's versions in order. The suite runs 1,000 events and 3 kills; ``-m slow``
+    aggregate's versions in order. The suite runs 600 events and 1 kill; ``-m slow``
     runs 10,000 and 15."""
     aggregates, versions, kills = run
     rng = random.Random(kills)
