@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 
 .PHONY: demo test lint typecheck unit clean bench-es bench-relay bench-consumer bench-brokers \
-	bench-fast bench-sagas bench-saga-remote bench-projections
+	bench-fast bench-sagas bench-saga-remote bench-projections bench-takeover
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -51,6 +51,10 @@ bench-relay: $(VENV)/.installed-dev
 
 bench-consumer: $(VENV)/.installed-dev
 	$(BIN)/python benchmarks/consumer.py $(ARGS)
+
+# A killed relay's lanes: time until a standby publishes, liveness locks against the lease.
+bench-takeover: $(VENV)/.installed-dev
+	$(BIN)/python benchmarks/takeover.py $(ARGS)
 
 bench-brokers: $(VENV)/.installed-dev
 	$(BIN)/python benchmarks/raw_brokers.py $(ARGS)
