@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 import tidings
+from tidings import ConfigurationError
 from tidings.adapters.brokers import open_partition
 from tidings.application.partitions import partitioned
 from tidings.ports import OutgoingMessage
@@ -183,6 +184,26 @@ def test_a_consumer_whose_partitions_were_taken_over_commits_nothing(
         assert seen_versions(store) == {}
     finally:
         stale.release()
+
+
+@pytest.mark.postgres
+def test_a_consumer_given_another_count_of_partitions_stops_and_says_which(
+    store: tidings.Store, parted: Feed
+) -> None:
+    """Events published into 3 partitions reach a consumer of 6: it stops with a
+    ``ConfigurationError`` naming both counts, having handled none of them."""
+    worker = consumer_in_process(store, parted, "miscounted")
+    parted.publish(partitioned_events(30, 1, 3))
+    stop = threading.Event()
+    timer = threading.Timer(30, stop.set)  # a consumer that reads on stops here
+    timer.start()
+    try:
+        with pytest.raises(ConfigurationError, match=r"into 3 partitions.*--partitions 6"):
+            worker.run(stop)
+    finally:
+        timer.cancel()
+    assert inbox_rows(store) == 0
+    assert worker.held == []
 
 
 def start_partitioned_consumer(
