@@ -39,6 +39,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import servers
+from report import load, percentile, table
 
 import tidings
 from tidings.adapters.lease_liveness import NoLiveness
@@ -210,12 +211,6 @@ def measure(run: Run, kills: int) -> list[float]:
     return times
 
 
-def percentile(values: list[float], q: float) -> float:
-    """The ``q`` quantile (0..1) of ``values``, nearest rank."""
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, max(0, round(q * len(ordered)) - 1))]
-
-
 def main() -> None:
     """Measure both modes and print the figures, the ratio and the load."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -236,15 +231,14 @@ def main() -> None:
             "lease only": measure(Run(url, schema, folder, args.ttl, True), args.slow_kills),
         }
     print(f"takeover after SIGKILL of the relay holding every lane ({args.db}, ttl {args.ttl} s)")
-    print(f"{'mode':<16}{'kills':>6}{'p50 s':>9}{'p99 s':>9}{'max s':>9}")
-    for mode, times in results.items():
-        print(
-            f"{mode:<16}{len(times):>6}{statistics.median(times):>9.3f}"
-            f"{percentile(times, 0.99):>9.3f}{max(times):>9.3f}"
-        )
+    rows = [
+        [mode, str(len(times))]
+        + [f"{v:.3f}" for v in (statistics.median(times), percentile(times, 99), max(times))]
+        for mode, times in results.items()
+    ]
+    print(table(["mode", "kills", "p50 s", "p99 s", "max s"], rows))
     gain = statistics.median(results["lease only"]) / statistics.median(results["liveness locks"])
-    print(f"median takeover, lease only / liveness locks: {gain:.1f}x")
-    print(f"load average: {Path('/proc/loadavg').read_text().strip()}")
+    print(f"median takeover, lease only / liveness locks: {gain:.1f}x ({load()})")
 
 
 if __name__ == "__main__":

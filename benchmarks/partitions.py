@@ -1,0 +1,148 @@
+"""Partitioned consumers: how one stream's handling scales with consumer processes.
+
+    make bench-partitions        # or: .venv/bin/python benchmarks/partitions.py --messages 20000
+
+For 1, 2 and 3 processes of ``tidings consume --partitions 6`` (NATS JetStream into a
+fresh PostgreSQL database each, the shop's Inventory handler behind the inbox): the
+processes start on an empty stream and lease their shares; once every partition is
+held by them, ``--messages`` OrderPlaced of as many orders are published into the six
+partitions, and the time from the first publish until the last event is in the inbox
+gives the rate. The table shows each rate and its ratio to one process, measured in
+the same run; ``--runs`` repeats each and shows the median. A two-core machine caps the
+ratio near 2 whatever the design: each process is one interpreter, and PostgreSQL and
+the broker share the same cores. Not a test.
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import psycopg
+import servers
+from report import Series, load, per_second, table
+
+from tidings.adapters.nats import NatsPublisher
+from tidings.application.partitions import partitioned
+from tidings.examples.shop.inventory import STOCK_DDL
+from tidings.examples.shop.orders import SHOP_EVENTS, Order
+from tidings.ports import OutgoingMessage
+from tidings.serialization.cloudevents import to_message
+from tidings.serialization.codec import JsonCodec
+from tidings.serialization.registry import EventRegistry
+
+PARTITIONS = 6
+HANDLERS = "tidings.examples.shop.inventory:handlers"
+
+
+def messages(count: int) -> list[OutgoingMessage]:
+    """``count`` OrderPlaced of as many orders, as a relay with ``--partitions`` sends."""
+    codec = JsonCodec(EventRegistry(SHOP_EVENTS))
+    encode = partitioned(lambda record: to_message(record, "shop"), PARTITIONS)
+    made = []
+    for i in range(count):
+        order = Order(f"order-{i}", "alice@example.com")
+        order.add_line(f"sku-{i % 100}", 1, 3_900)
+        order.place()
+        made.append(encode(codec.encode(order.pending_events[0])))
+    return made
+
+
+def start(db: str, place: servers.NatsPlace, log: Path) -> subprocess.Popen[bytes]:
+    """One ``tidings consume --partitions`` process."""
+    options = [f"stream={place.stream}", f"subject_prefix={place.prefix}", "ack_wait=5"]
+    with log.open("ab") as output:
+        return subprocess.Popen(  # noqa: S603 - the tidings command, arguments built here
+            [
+                *(sys.executable, "-m", "tidings", "consume", "--db", db),
+                *("--from", servers.NATS, "--name", "bench", "--handlers", HANDLERS),
+                *("--partitions", str(PARTITIONS), "--every", "60"),
+                *(part for option in options for part in ("-o", option)),
+            ],
+            stdout=output,
+            stderr=output,
+        )
+
+
+def scalar(db: str, sql: str) -> int:
+    """One number read from the database (0 while the table is not there yet)."""
+    try:
+        with psycopg.connect(db, autocommit=True) as conn:
+            row = conn.execute(sql).fetchone()
+    except psycopg.errors.UndefinedTable:
+        return 0
+    return int(row[0]) if row else 0
+
+
+def wait_for(check: object, what: str, seconds: float = 120.0) -> None:
+    """Poll ``check`` until it holds, or fail naming ``what``."""
+    deadline = time.monotonic() + seconds
+    while not check():  # type: ignore[operator]
+        if time.monotonic() > deadline:
+            raise SystemExit(f"timed out waiting until {what}")
+        time.sleep(0.02)
+
+
+def one_run(processes: int, count: int, batch: list[OutgoingMessage], folder: Path) -> float:
+    """Events per second handled by ``processes`` consumer processes."""
+    with servers.nats_stream() as place, servers.pg_database() as db:
+        with psycopg.connect(db, autocommit=True) as conn:
+            conn.execute(STOCK_DDL)  # before the processes race to make it
+        workers = [start(db, place, folder / f"consumer-{n}.log") for n in range(processes)]
+        try:
+            owners = "SELECT count(DISTINCT owner) FROM tidings_leases WHERE owner IS NOT NULL"
+            wait_for(lambda: scalar(db, owners) == processes, "every process holds its share")
+            wait_for(
+                lambda: (
+                    scalar(db, "SELECT count(*) FROM tidings_leases WHERE owner IS NOT NULL")
+                    == PARTITIONS
+                ),
+                "every partition is held",
+            )
+            publisher = NatsPublisher(
+                servers.NATS, stream=place.stream, subject_prefix=place.prefix
+            )
+            begun = time.perf_counter()
+            try:
+                for i in range(0, count, 1000):
+                    publisher.publish(batch[i : i + 1000])
+            finally:
+                publisher.close()
+            inbox = "SELECT count(*) FROM tidings_inbox"
+            wait_for(lambda: scalar(db, inbox) >= count, "every event is handled", 600.0)
+            return count / (time.perf_counter() - begun)
+        finally:
+            for worker in workers:
+                worker.terminate()
+            for worker in workers:
+                worker.wait()
+
+
+def main() -> None:
+    """Measure 1, 2 and 3 processes and print the rates, the ratios and the load."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--messages", type=int, default=20_000)
+    parser.add_argument("--runs", type=int, default=1)
+    args = parser.parse_args()
+    batch = messages(args.messages)
+    folder = Path(tempfile.mkdtemp(prefix="tidings-partitions-"))
+    found = {n: Series(f"{n} processes") for n in (1, 2, 3)}
+    for _ in range(args.runs):
+        for processes, series in found.items():  # interleaved: the load hits each alike
+            series.add(one_run(processes, args.messages, batch, folder))
+    base = found[1].median
+    rows = [
+        [s.name, per_second(s.median), f"{s.median / base:.2f}x", s.spread()]
+        for s in found.values()
+    ]
+    print(f"NATS -> PostgreSQL, {args.messages} events, {PARTITIONS} partitions, inbox on")
+    print(table(["consumers", "events/s", "vs 1", "runs"], rows))
+    print(load())
+
+
+if __name__ == "__main__":
+    main()
