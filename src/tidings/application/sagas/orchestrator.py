@@ -12,7 +12,6 @@ never as sleeping threads (see ``deadlines`` and ``remote`` beside this module).
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 import traceback
@@ -20,6 +19,8 @@ import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
+
+import msgspec
 
 from tidings.application.sagas.deadlines import begun, past_saga_deadline, timed_out, unanswered
 from tidings.application.sagas.remote import Context, SagaReplies
@@ -51,6 +52,9 @@ if TYPE_CHECKING:
     from tidings.application.handling import Handlers
 
 log = logging.getLogger("tidings.sagas")
+
+_to_json = msgspec.json.Encoder().encode
+_from_json = msgspec.json.decode
 
 Clock = Callable[[], float]
 Pending = tuple[Step, str]
@@ -339,7 +343,7 @@ class Orchestrator:
                 ctx = Context(row, step, phase, uow)
                 # As the log stores it (JSON): the next step sees the same data whether the
                 # row was read back or not.
-                returned = json.loads(json.dumps(call(ctx) or {}))
+                returned = _from_json(_to_json(call(ctx) or {}))
                 now = self._clock()
                 if row.step_deadline_at and now > row.step_deadline_at:
                     raise StepTimedOutError(  # raised inside the unit of work: its writes roll back
