@@ -32,21 +32,19 @@ import sys
 import tempfile
 import threading
 import time
-import uuid
 from collections.abc import Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
 import servers
+from relay_latency import open_store, write_steadily
 from report import load, percentile, table
 
 import tidings
 from tidings.adapters.lease_liveness import NoLiveness
 from tidings.adapters.sql_leases import SqlLeases
-from tidings.examples.shop.orders import SHOP_EVENTS, Order
 from tidings.ports import OutgoingMessage
-from tidings.serialization.registry import EventRegistry
 from tidings.workers.relay import Relay
 
 RATE = 200.0  # events per second from the writer
@@ -67,13 +65,6 @@ class StampTransport:
     def close(self) -> None:
         """Close the file."""
         self.out.close()
-
-
-def open_store(url: str, schema: str) -> tidings.Store:
-    """The shop's store with an outbox (the writer and every relay open it)."""
-    return tidings.connect(
-        url, schema=schema, outbox=True, source="shop", registry=EventRegistry(SHOP_EVENTS)
-    )
 
 
 @dataclass(frozen=True)
@@ -154,29 +145,13 @@ def alive_in_leases(store: tidings.Store, name: str) -> bool:
     return bool(rows)
 
 
-def write_steadily(store: tidings.Store, stop: threading.Event) -> None:
-    """Commit an order every 1/RATE seconds until ``stop``."""
-    run = uuid.uuid4().hex[:8]
-    start, i = time.perf_counter(), 0
-    while not stop.is_set():
-        pause = start + i / RATE - time.perf_counter()
-        if pause > 0:
-            time.sleep(pause)
-        order = Order(f"order-{run}-{i}", "alice@example.com")
-        order.add_line(f"sku-{i % 100}", 1, 3_900)
-        order.place()
-        with store.unit_of_work() as uow:
-            uow.track(order)
-        i += 1
-
-
 def measure(run: Run, kills: int) -> list[float]:
     """Seconds from each kill of the holder to the standby's first publish."""
     store = open_store(run.url, run.schema)
     mode = "lease" if run.lease_only else "lock"
     names = iter(f"relay-{mode}-{n:04d}" for n in range(kills + 2))
     stop = threading.Event()
-    writer = threading.Thread(target=write_steadily, args=(store, stop), daemon=True)
+    writer = threading.Thread(target=write_steadily, args=(store, RATE, 1 << 40, stop), daemon=True)
     writer.start()
     rng = random.Random(kills)
     running: list[tuple[str, subprocess.Popen[bytes]]] = []

@@ -6,8 +6,6 @@ handler recording every version it sees (``ordered_handlers``)."""
 from __future__ import annotations
 
 import random
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -25,9 +23,9 @@ from tidings.serialization.codec import JsonCodec
 from tidings.testing.contract import Counted, Counter, new_id
 from tidings.workers.partitioned_consumer import PartitionedConsumer, lease_set
 
-from .faults import PATIENCE, pika_channel, to_be_killed, wait_until
+from .faults import PATIENCE, pika_channel, wait_until
 from .ordered_handlers import handlers as ordered
-from .test_consumer_faults import Feed, feed, in_schema, inbox_rows
+from .test_consumer_faults import Feed, feed, in_schema, inbox_rows, start_consumer
 from .test_consumer_order import seen_versions
 
 __all__ = ["feed"]  # the broker fixture, parametrised over RabbitMQ and NATS
@@ -206,23 +204,7 @@ def test_a_consumer_given_another_count_of_partitions_stops_and_says_which(
     assert worker.held == []
 
 
-def start_partitioned_consumer(
-    db: str, schema: str, feed: Feed, log: Path, *, killed: bool = False
-) -> subprocess.Popen[bytes]:
-    """``tidings consume --partitions`` of the ordered handlers, output to ``log``."""
-    with log.open("ab") as output:
-        return subprocess.Popen(
-            [
-                *(sys.executable, "-m", "tidings", "consume", "--db", db, "--schema", schema),
-                *("--from", feed.url, "--name", feed.name, "--every", "5"),
-                *("--handlers", HANDLERS, "--batch", "100"),
-                *("--partitions", str(PARTITIONS)),
-                *feed.cli_options(),
-            ],
-            stdout=output,
-            stderr=output,
-            env=to_be_killed() if killed else None,
-        )
+PROCESS = ("--handlers", HANDLERS, "--batch", "100", "--partitions", str(PARTITIONS))
 
 
 @pytest.mark.postgres
@@ -247,7 +229,7 @@ def test_three_consumer_processes_one_killed_again_and_again_apply_each_event_on
     db = in_schema(pg_url, schema)
     events = partitioned_events(aggregates, versions, PARTITIONS)
     logs = [tmp_path / f"consumer-{n}.log" for n in range(3)]
-    workers = [start_partitioned_consumer(db, schema, parted, log, killed=True) for log in logs]
+    workers = [start_consumer(db, schema, parted, log, killed=True, extra=PROCESS) for log in logs]
     try:
         size = len(events) // (kills + 1) + 1
         chunks = [events[i : i + size] for i in range(0, len(events), size)]
@@ -260,8 +242,8 @@ def test_three_consumer_processes_one_killed_again_and_again_apply_each_event_on
             victim = rng.randrange(3)
             workers[victim].kill()
             workers[victim].wait()
-            workers[victim] = start_partitioned_consumer(
-                db, schema, parted, logs[victim], killed=True
+            workers[victim] = start_consumer(
+                db, schema, parted, logs[victim], killed=True, extra=PROCESS
             )
             publishing.join()
         parted.publish(chunks[-1])
