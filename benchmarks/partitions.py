@@ -7,10 +7,11 @@ fresh PostgreSQL database each, the shop's Inventory handler behind the inbox): 
 processes start on an empty stream and lease their shares; once every partition is
 held by them, ``--messages`` OrderPlaced of as many orders are published into the six
 partitions, and the time from the first publish until the last event is in the inbox
-gives the rate. The table shows each rate and its ratio to one process, measured in
-the same run; ``--runs`` repeats each and shows the median. A two-core machine caps the
-ratio near 2 whatever the design: each process is one interpreter, and PostgreSQL and
-the broker share the same cores. Not a test.
+gives the rate. The baseline, in the same run: one ``tidings consume`` without
+partitions, on the same events published unpartitioned. The table shows each rate and
+its ratio to the baseline; ``--runs`` repeats each and shows the median. A two-core
+machine caps the ratio near 2 whatever the design: each process is one interpreter, and
+PostgreSQL and the broker share the same cores. Not a test.
 """
 
 from __future__ import annotations
@@ -31,19 +32,26 @@ from tidings.application.partitions import partitioned
 from tidings.examples.shop.inventory import STOCK_DDL
 from tidings.examples.shop.orders import SHOP_EVENTS, Order
 from tidings.ports import OutgoingMessage
+from tidings.records import EventRecord
 from tidings.serialization.cloudevents import to_message
 from tidings.serialization.codec import JsonCodec
 from tidings.serialization.registry import EventRegistry
 
 PARTITIONS = 6
 HANDLERS = "tidings.examples.shop.inventory:handlers"
+OWNERS = "SELECT count(DISTINCT owner) FROM tidings_leases WHERE owner IS NOT NULL"
+HELD = "SELECT count(*) FROM tidings_leases WHERE owner IS NOT NULL"
 
 
-def messages(count: int) -> list[OutgoingMessage]:
-    """``count`` OrderPlaced of as many orders and products, as a relay with
-    ``--partitions`` sends them."""
+def messages(count: int, parts: bool) -> list[OutgoingMessage]:
+    """``count`` OrderPlaced of as many orders and products, as a relay sends them (with
+    ``--partitions`` when ``parts``)."""
     codec = JsonCodec(EventRegistry(SHOP_EVENTS))
-    encode = partitioned(lambda record: to_message(record, "shop"), PARTITIONS)
+
+    def plain(record: EventRecord) -> OutgoingMessage:
+        return to_message(record, "shop")
+
+    encode = partitioned(plain, PARTITIONS) if parts else plain
     made = []
     for i in range(count):
         order = Order(f"order-{i}", "alice@example.com")
@@ -56,15 +64,16 @@ def messages(count: int) -> list[OutgoingMessage]:
     return made
 
 
-def start(db: str, place: servers.NatsPlace, log: Path) -> subprocess.Popen[bytes]:
-    """One ``tidings consume --partitions`` process."""
+def start(db: str, place: servers.NatsPlace, log: Path, parts: bool) -> subprocess.Popen[bytes]:
+    """One ``tidings consume`` process (with ``--partitions`` when ``parts``)."""
     options = [f"stream={place.stream}", f"subject_prefix={place.prefix}", "ack_wait=5"]
     with log.open("ab") as output:
         return subprocess.Popen(  # noqa: S603 - the tidings command, arguments built here
             [
                 *(sys.executable, "-m", "tidings", "consume", "--db", db),
                 *("--from", servers.NATS, "--name", "bench", "--handlers", HANDLERS),
-                *("--partitions", str(PARTITIONS), "--every", "60"),
+                *(("--partitions", str(PARTITIONS)) if parts else ()),
+                *("--every", "60"),
                 *(part for option in options for part in ("-o", option)),
             ],
             stdout=output,
@@ -91,22 +100,22 @@ def wait_for(check: object, what: str, seconds: float = 120.0) -> None:
         time.sleep(0.02)
 
 
-def one_run(processes: int, count: int, batch: list[OutgoingMessage], folder: Path) -> float:
-    """Events per second handled by ``processes`` consumer processes."""
+def one_run(processes: int, count: int, folder: Path) -> float:
+    """Events per second handled by ``processes`` partitioned consumer processes, or by
+    one unpartitioned consumer for 0."""
+    parts = processes > 0
+    batch = messages(count, parts)
     with servers.nats_stream() as place, servers.pg_database() as db:
         with psycopg.connect(db, autocommit=True) as conn:
             conn.execute(STOCK_DDL)  # before the processes race to make it
-        workers = [start(db, place, folder / f"consumer-{n}.log") for n in range(processes)]
+        logs = [folder / f"consumer-{processes}-{n}.log" for n in range(max(processes, 1))]
+        workers = [start(db, place, log, parts) for log in logs]
         try:
-            owners = "SELECT count(DISTINCT owner) FROM tidings_leases WHERE owner IS NOT NULL"
-            wait_for(lambda: scalar(db, owners) == processes, "every process holds its share")
-            wait_for(
-                lambda: (
-                    scalar(db, "SELECT count(*) FROM tidings_leases WHERE owner IS NOT NULL")
-                    == PARTITIONS
-                ),
-                "every partition is held",
-            )
+            if parts:
+                wait_for(lambda: scalar(db, OWNERS) == processes, "each process leases")
+                wait_for(lambda: scalar(db, HELD) == PARTITIONS, "every partition is held")
+            else:
+                wait_for(lambda: "consumer bench:" in logs[0].read_text(), "the consumer runs")
             publisher = NatsPublisher(
                 servers.NATS, stream=place.stream, subject_prefix=place.prefix
             )
@@ -132,19 +141,18 @@ def main() -> None:
     parser.add_argument("--messages", type=int, default=20_000)
     parser.add_argument("--runs", type=int, default=1)
     args = parser.parse_args()
-    batch = messages(args.messages)
     folder = Path(tempfile.mkdtemp(prefix="tidings-partitions-"))
-    found = {n: Series(f"{n} processes") for n in (1, 2, 3)}
+    found = {n: Series(f"{n} processes" if n else "1, unpartitioned") for n in (0, 1, 2, 3)}
     for _ in range(args.runs):
         for processes, series in found.items():  # interleaved: the load hits each alike
-            series.add(one_run(processes, args.messages, batch, folder))
-    base = found[1].median
+            series.add(one_run(processes, args.messages, folder))
+    base = found[0].median
     rows = [
         [s.name, per_second(s.median), f"{s.median / base:.2f}x", s.spread()]
         for s in found.values()
     ]
     print(f"NATS -> PostgreSQL, {args.messages} events, {PARTITIONS} partitions, inbox on")
-    print(table(["consumers", "events/s", "vs 1", "runs"], rows))
+    print(table(["consumers", "events/s", "vs unpartitioned", "runs"], rows))
     print(load())
 
 
