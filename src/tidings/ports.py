@@ -14,6 +14,7 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from tidings.domain.events import DomainEvent
+from tidings.domain.projection_sources import SourceCheckpoint
 from tidings.domain.projection_state import Checkpoint, LogHead, Skip
 from tidings.domain.saga_state import SagaRow, Transition
 from tidings.records import EventRecord, SnapshotRecord, StreamInfo, SubjectKey
@@ -631,3 +632,37 @@ class SagaLog(Protocol):
 
     def total(self, uow: Any, kind: str, saga_type: str | None) -> tuple[int, float]:
         """The count and summed amount of transitions of ``kind``."""
+
+
+class SourceCheckpoints(Protocol):
+    """The checkpoints of projections fed by a broker stream, one per projection and
+    source service, written in the unit of work given (the consumer's batch), beside
+    the read model's rows; and each source position applied, for the waits on it."""
+
+    def applied(
+        self,
+        uow: Any,
+        name: str,
+        *,
+        source: str,
+        position: int | None,
+        event_time: float,
+        now: float,
+    ) -> None:
+        """Note one message applied: the highest position, the times, the position."""
+
+    def listing(self, uow: Any, name: str | None = None) -> list[SourceCheckpoint]:
+        """The checkpoints of ``name`` (of every stream projection if None)."""
+
+    def forget_positions(self, uow: Any, before: float) -> int:
+        """Delete the kept positions applied before ``before``; return how many."""
+
+
+class SourcePositions(Protocol):
+    """The same, read outside a unit of work by a waiter that looks many times a second."""
+
+    def has_applied(self, name: str, source: str, position: int) -> bool:
+        """True when ``name`` has applied the event at ``position`` of ``source``."""
+
+    def listing(self, name: str) -> list[SourceCheckpoint]:
+        """The checkpoints of ``name``, one per source."""

@@ -12,6 +12,8 @@ from __future__ import annotations
 import logging
 import random
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -37,6 +39,26 @@ DRIVERS = ("psycopg", "sqlite3")
 """Modules whose exceptions are database errors even when they escape a handler unwrapped."""
 
 HandlerFn = Callable[[Any, UnitOfWork], None]
+
+_handled: ContextVar[EventRecord | None] = ContextVar("tidings_handled_record", default=None)
+
+
+def handled_record() -> EventRecord | None:
+    """The record of the message a handler runs for in this context, or None: its
+    envelope beyond the event (the source, and the log position a stream projection
+    checkpoints, in its metadata)."""
+    return _handled.get()
+
+
+@contextmanager
+def _handling(record: EventRecord) -> Iterator[None]:
+    """Run a handler of ``record``: its cause is current, and so is the record."""
+    token = _handled.set(record)
+    try:
+        with handling(Cause.of(record.event_id, record.metadata)):
+            yield
+    finally:
+        _handled.reset(token)
 
 
 @dataclass(frozen=True)
@@ -211,14 +233,18 @@ class InboxProcessor:
                 else:
                     record = delivery.record
                     assert record is not None  # noqa: S101 - _read gives an event only with one
-                    cause = Cause.of(record.event_id, record.metadata)
-                    verdicts.append(self._apply(tx, index, event, fresh, cause))
+                    verdicts.append(self._apply(tx, index, event, fresh, record))
             if finish is not None:
                 finish(tx, verdicts)
             return verdicts
 
     def _apply(
-        self, tx: Transaction, index: int, event: DomainEvent, fresh: Iterator[bool], cause: Cause
+        self,
+        tx: Transaction,
+        index: int,
+        event: DomainEvent,
+        fresh: Iterator[bool],
+        record: EventRecord,
     ) -> Verdict:
         """Run the event's handlers whose inbox row is fresh (and the idempotent ones)."""
         applied, duplicates = [], []
@@ -227,7 +253,7 @@ class InboxProcessor:
                 duplicates.append(handler.name)
                 continue
             try:
-                with handling(cause), self.session.unit_of_work_in(tx) as uow:
+                with _handling(record), self.session.unit_of_work_in(tx) as uow:
                     handler.fn(event, uow)
             except Exception as exc:
                 raise _BatchFailedError(index, handler.name, exc) from exc
@@ -276,7 +302,6 @@ class InboxProcessor:
         if event is None or record is None:
             return self._bury(tx, delivery, delivery.problem or "")
         applied, duplicates, buried, delays = [], [], [], []
-        cause = Cause.of(record.event_id, record.metadata)
         for handler in self.handlers.for_class(type(event)):
             try:
                 with tx.savepoint():
@@ -285,7 +310,7 @@ class InboxProcessor:
                         continue
                     if failed is not None and handler.name == failed.handler:
                         raise failed.error  # its failure in the batch pass, not a second run
-                    with handling(cause), self.session.unit_of_work_in(tx) as uow:
+                    with _handling(record), self.session.unit_of_work_in(tx) as uow:
                         handler.fn(event, uow)
                 applied.append(handler.name)
             except Exception as exc:  # the handler's writes are undone; count the attempt

@@ -19,6 +19,7 @@ import typer
 from rich.console import Console
 
 from tidings.application.projections import Projection, ProjectionRunner, Rebuild, VerifyError
+from tidings.application.projections.waiting import STREAM
 from tidings.cli.loading import load
 from tidings.cli.options import Db, Prefix, Schema, open_store
 from tidings.cli.progress import Rate, reporting, stop_on_signals
@@ -123,16 +124,27 @@ def status(
     prefix: Prefix = "tidings_",
     schema: Schema = "public",
 ) -> None:
-    """Each projection: position, head, lag in events and seconds, state, heartbeat."""
-    with _runner(db, prefix, schema) as runner:
-        found = runner.status()
-    if not found and not as_json:
+    """Each projection: position, head, lag in events and seconds, state, heartbeat;
+    one fed by a broker stream: its position and lag per source service."""
+    with open_store(db, prefix, schema) as store:
+        runner = store.projections()
+        try:  # a projection fed by a stream has no place in this store's log: its own lines
+            found = [s for s in runner.status() if s.state != STREAM]
+        finally:
+            runner.close()
+        streams = store.stream_status()
+    if not found and not streams and not as_json:
         console.print("no projections have run on this database yet")
     for s in found:
         if as_json:
             typer.echo(json.dumps({**asdict(s), "stale": s.stale, "lagging": s.lagging}))
         else:
             console.print(s.describe(), markup=False)
+    for line in streams:
+        if as_json:
+            typer.echo(json.dumps(asdict(line)))
+        else:
+            console.print(line.describe(), markup=False)
 
 
 @app.command()

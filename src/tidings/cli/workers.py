@@ -12,6 +12,7 @@ from tidings.adapters.brokers import open_partition, open_publisher, open_subscr
 from tidings.application.backoff import Backoff
 from tidings.application.handling import Handlers
 from tidings.application.partitions import check_partitions, partitioned
+from tidings.application.projections import Projection
 from tidings.cli.loading import broker_options, load
 from tidings.cli.options import Db, Prefix, Schema, open_store
 from tidings.cli.progress import Rate, console, reporting, stop_on_signals
@@ -97,11 +98,23 @@ def last_error(error: str) -> str:
     return f" (last: {gist[:120]})"
 
 
+def _projections_in(found: object) -> list[Projection]:
+    """The projections ``--handlers`` names: a Projection, or a non-empty list of them."""
+    if isinstance(found, Projection):
+        return [found]
+    if isinstance(found, list | tuple) and found and all(isinstance(p, Projection) for p in found):
+        return list(found)
+    return []
+
+
 def consume(
     db: Db,
     from_: Annotated[str, typer.Option("--from", help="Broker URL: nats://... or amqp://...")],
     name: Annotated[str, typer.Option(help="Queue (RabbitMQ) or durable consumer (NATS).")],
-    handlers: Annotated[str, typer.Option(help="Your Handlers as package.module:attr.")],
+    handlers: Annotated[
+        str,
+        typer.Option(help="Your Handlers, or Projection(s) to keep, as package.module:attr."),
+    ],
     registry: Annotated[
         str | None,
         typer.Option(help="Your EventRegistry as module:attr (default: the handlers' events)."),
@@ -117,14 +130,22 @@ def consume(
     prefix: Prefix = "tidings_",
     schema: Schema = "public",
 ) -> None:
-    """Handle a broker's events through the inbox until SIGTERM or SIGINT (exactly once)."""
-    chosen: Handlers = load(handlers, "--handlers")
-    if not isinstance(chosen, Handlers):
-        raise ConfigurationError(f"--handlers {handlers!r} is not a tidings Handlers registry")
+    """Handle a broker's events through the inbox until SIGTERM or SIGINT (exactly once);
+    ``--handlers`` may name projections too, kept from the stream (docs/cqrs.md)."""
+    found = load(handlers, "--handlers")
+    projections = _projections_in(found)
+    if not (isinstance(found, Handlers) or projections):
+        raise ConfigurationError(
+            f"--handlers {handlers!r} is not a tidings Handlers registry, nor a Projection "
+            "or a list of them"
+        )
+    chosen: Handlers = found if isinstance(found, Handlers) else Handlers()
     events = load(registry, "--registry") if registry else EventRegistry(chosen.event_classes())
     counted = None if partitions is None else check_partitions(partitions)
     stop = stop_on_signals()
     store = open_store(db, prefix, schema, registry=events)
+    if projections:
+        chosen = store.projection_handlers(projections, chosen)
     options = broker_options(option)
     if counted is None:
         subscription = open_subscription(from_, name, **options)
