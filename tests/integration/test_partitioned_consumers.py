@@ -144,10 +144,10 @@ def test_two_consumers_share_the_partitions_and_apply_each_event_once_in_order(
         parted.publish(events)
         wait_until(lambda: inbox_rows(store) == len(events), "every event is applied")
         wait_until(
-            lambda: sorted(first.held + second.held) == list(range(PARTITIONS)),
-            "the partitions are shared",
+            lambda: sorted([len(first.held), len(second.held)]) == [3, 3],
+            "the partitions are shared three and three",
         )
-        assert sorted([len(first.held), len(second.held)]) == [3, 3]
+        assert sorted(first.held + second.held) == list(range(PARTITIONS))
     finally:
         first.stop()
         second.stop()
