@@ -35,6 +35,7 @@ from tidings.ports import (
     OutgoingMessage,
     Settlement,
     Transport,
+    renew_interval,
 )
 from tidings.records import EventRecord
 from tidings.workers.passes import Background, delete_in_batches, run_passes
@@ -182,7 +183,7 @@ class Relay(Background):
             self._held = self.leases.lease(
                 self.relay_id, OUTBOX_LANES, self.lanes, self.lease_ttl, now
             )
-            self._renew_at = now + self.lease_ttl / 3
+            self._renew_at = now + renew_interval(self.lease_ttl)
             self.stats.lanes_held = len(self._held)
         skip, parking = self._settler.unsettled()
         if len(skip) >= self.publish_chunk:
