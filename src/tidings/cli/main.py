@@ -17,6 +17,7 @@ from tidings.cli.outbox import app as outbox_app
 from tidings.cli.projections import app as projections_app
 from tidings.cli.sagas import app as sagas_app
 from tidings.cli.status import status as status_command
+from tidings.cli.trace import trace
 from tidings.errors import TidingsError
 
 app = typer.Typer(
@@ -35,6 +36,7 @@ app.command()(workers.relay)
 app.command()(workers.consume)
 app.add_typer(events_app, name="events")
 app.command("status")(status_command)
+app.command()(trace)
 
 
 class Dialect(enum.StrEnum):

@@ -21,10 +21,19 @@ from rich.console import Console
 from tidings.application.projections import Projection, ProjectionRunner, Rebuild, VerifyError
 from tidings.application.projections.waiting import STREAM
 from tidings.cli.loading import load
-from tidings.cli.options import Db, MetricsPort, Prefix, Schema, open_store
-from tidings.cli.progress import Rate, reporting, stop_on_signals
+from tidings.cli.options import (
+    Db,
+    LogFormat,
+    LogFormatOption,
+    MetricsPort,
+    Prefix,
+    Schema,
+    open_store,
+)
+from tidings.cli.progress import Rate, reporting, say, stop_on_signals
 from tidings.cli.progress import console as progress
 from tidings.errors import ConfigurationError, ProjectionError
+from tidings.observability.logs import configure as configure_logs
 from tidings.observability.serving import metrics_available, observed
 
 app = typer.Typer(help="Run projections and operate them: status, retry, skip, rebuild.")
@@ -82,8 +91,10 @@ def run(
     metrics_port: MetricsPort = None,
     prefix: Prefix = "tidings_",
     schema: Schema = "public",
+    log_format: LogFormatOption = LogFormat.text,
 ) -> None:
     """Catch the projections up, then follow the log until SIGTERM or SIGINT."""
+    configure_logs(log_format)
     metrics_available(metrics_port)
     chosen = _projections(projections)
     events = load(registry, "--registry") if registry else None
@@ -94,10 +105,7 @@ def run(
             options.update(partitions=partitions, ttl=ttl)
         runner = store.projections(chosen, **options)
         try:
-            progress.print(
-                f"projections {', '.join(runner.names)}: {store.database.describe()}",
-                markup=False,
-            )
+            say(f"projections {', '.join(runner.names)}: {store.database.describe()}")
             with (
                 observed(
                     store,

@@ -29,6 +29,7 @@ from tidings.observability.buckets import Buckets
 from tidings.observability.figures import Figures, ServiceFigures
 from tidings.ports import OutboxEntry
 from tidings.workers.consumer import Consumer
+from tidings.workers.partitioned_consumer import PartitionedConsumer
 from tidings.workers.relay import Relay
 from tidings.workers.sagas import SagaWorker
 
@@ -131,12 +132,15 @@ class HandlerTimes:
 
 
 class ConsumerCollector(_WorkerCollector):
-    """A consumer's counters (from its ``ConsumerStats``) and its handlers' times."""
+    """A consumer's counters (from its ``ConsumerStats``) and its handlers' times. A
+    ``PartitionedConsumer`` gives its counters added up over its partitions; its
+    partitions' handlers are not timed (each partition has a processor of its own)."""
 
-    def __init__(self, consumer: Consumer) -> None:
+    def __init__(self, consumer: Consumer | PartitionedConsumer) -> None:
         self.consumer = consumer
         self.handlers = HandlerTimes()
-        consumer.processor.observer = self.handlers
+        if isinstance(consumer, Consumer):
+            consumer.processor.observer = self.handlers
 
     def _families(self, *, with_samples: bool) -> Iterator[Metric]:
         s = self.consumer.stats
@@ -326,7 +330,7 @@ def register(
     *,
     store: Any = None,
     relay: Relay | None = None,
-    consumer: Consumer | None = None,
+    consumer: Consumer | PartitionedConsumer | None = None,
     saga_worker: SagaWorker | None = None,
     projections: Any = None,
 ) -> list[Collector]:

@@ -53,3 +53,12 @@ def holds_lanes(relay: Relay, database: Any) -> Check:
         return None if held else f"relay {relay.relay_id} holds no outbox lane"
 
     return check
+
+
+def holds_partitions(consumer: Any) -> Check:
+    """Ready while a partitioned consumer runs at least one partition."""
+
+    def check() -> str | None:
+        return None if consumer.held else f"consumer {consumer.name} holds no partition"
+
+    return check
