@@ -39,7 +39,9 @@ class SchemaPart:
 
 
 SCHEMA_PARTS: tuple[SchemaPart, ...] = (
-    SchemaPart("core", 1, "schema.sql", ("schema_version", "events")),
+    # Version 2: on PostgreSQL a trigger NOTIFYs the commit channel for every insert of
+    # events, so a projection runner wakes at commit without an outbox.
+    SchemaPart("core", 2, "schema.sql", ("schema_version", "events"), ("schema_v2.sql",)),
     # Version 2 dropped the index events_by_time: it cost every event written a fifth of
     # SQLite's time, and "as of" reads the stream's prefix in version order without it.
     SchemaPart(
@@ -91,7 +93,19 @@ def ddl_names(prefix: str, qualifier: str = "") -> dict[str, str]:
     upgrades that drop them), ``prefix`` and ``schema``."""
     dot = f"{qualifier}." if qualifier else ""
     retired = {t: f"{dot}{prefix}{t}" for part in SCHEMA_PARTS for t in part.retired}
-    return {"prefix": prefix, "schema": qualifier, **retired, **table_names(prefix, qualifier)}
+    return {
+        "prefix": prefix,
+        "schema": qualifier,
+        "commit_channel": commit_channel(prefix, qualifier),
+        **retired,
+        **table_names(prefix, qualifier),
+    }
+
+
+def commit_channel(prefix: str, schema: str) -> str:
+    """The PostgreSQL channel a commit of events or outbox rows NOTIFYs: relays and
+    projection runners LISTEN on it."""
+    return identifier(f"{prefix}outbox_{schema}"[:48], "channel")
 
 
 def identifier(name: str, what: str) -> str:

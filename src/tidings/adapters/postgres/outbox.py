@@ -11,7 +11,7 @@ from typing import Any
 import psycopg
 
 from tidings.adapters.postgres.database import PostgresDatabase, storage_error
-from tidings.adapters.sql import identifier
+from tidings.adapters.sql import commit_channel
 from tidings.adapters.sql_outbox import ROW, WRITTEN, SqlOutbox
 from tidings.ports import Leases, Transaction
 from tidings.records import EventRecord
@@ -35,7 +35,7 @@ class PostgresOutbox(SqlOutbox):
     def __init__(self, database: PostgresDatabase, leases: Leases) -> None:
         super().__init__(database.tables, leases)
         self._db = database
-        self.channel = identifier(f"{database.prefix}outbox_{database.schema}"[:48], "channel")
+        self.channel = commit_channel(database.prefix, database.schema)
         self._local = threading.local()  # one listening connection per waiting thread
         self._listeners: list[psycopg.Connection[Any]] = []
         self._listeners_lock = threading.Lock()
