@@ -68,7 +68,14 @@ SCHEMA_PARTS: tuple[SchemaPart, ...] = (
         ("inbox_v2.sql",),
     ),
     SchemaPart("personal_data", 1, "personal_data.sql", ("subject_keys",)),
-    SchemaPart("projections", 1, "projections.sql", ("projections", "projection_skips")),
+    # Version 2: started_at and started_position, a rebuild's rate and ETA in status.
+    SchemaPart(
+        "projections",
+        2,
+        "projections.sql",
+        ("projections", "projection_skips"),
+        ("projections_v2.sql",),
+    ),
     SchemaPart("messages", 1, "messages.sql", ("message_keys", "scheduled_messages")),
     # Version 2: deadlines, the reply a remote step waits for, the conversation id.
     SchemaPart("sagas", 2, "sagas.sql", ("sagas", "saga_transitions"), ("sagas_v2.sql",)),

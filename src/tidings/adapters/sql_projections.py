@@ -21,7 +21,8 @@ from tidings.records import EventRecord
 
 _COLUMNS = (
     "name, version, position, state, lag_threshold, heartbeat, runner, error,"
-    " failed_position, failed_event_id, failed_event_type, failed_at, updated_at"
+    " failed_position, failed_event_id, failed_event_type, failed_at, updated_at,"
+    " started_at, started_position"
 )
 MEMORY_TABLES = {
     "projections": "tidings_projections",
@@ -49,7 +50,7 @@ class SqlCheckpoints:
         threshold is the code's (it may have changed since)."""
         uow.execute(
             f"INSERT INTO {self._table} ({_COLUMNS}) VALUES (:name, :version, 0, :state,"
-            " :threshold, 0, '', '', 0, '', '', 0, 0) ON CONFLICT (name) DO NOTHING",
+            " :threshold, 0, '', '', 0, '', '', 0, 0, 0, 0) ON CONFLICT (name) DO NOTHING",
             {"name": name, "version": version, "state": STOPPED, "threshold": lag_threshold},
         )
         uow.execute(
@@ -346,6 +347,8 @@ def _checkpoint(r: Sequence[Any]) -> Checkpoint:
         failed_event_type=r[10],
         failed_at=float(r[11]),
         updated_at=float(r[12]),
+        started_at=float(r[13]),
+        started_position=int(r[14]),
     )
 
 

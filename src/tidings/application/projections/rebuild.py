@@ -134,15 +134,21 @@ class Rebuild:
                         f"under way and the code is version {p.version}; go on with that "
                         f"code, or start again with --restart"
                     )
+                now = self._clock()  # this run's rate counts from here
+                found = replace(
+                    found, started_at=now, started_position=found.position, heartbeat=now
+                )
+                self._checkpoints.put(uow, found)
                 return found
             for table in self._tables.values():
                 uow.execute(f"DROP TABLE IF EXISTS {table}")
             for statement in p.schema:
                 if not _is_index(statement):
                     uow.execute(renamed(statement, self._tables))
+            now = self._clock()
             fresh = Checkpoint(
-                self.row, p.version, 0, REBUILDING, p.lag_threshold, self._clock(),
-                self.runner_id, updated_at=self._clock(),
+                self.row, p.version, 0, REBUILDING, p.lag_threshold, now, self.runner_id,
+                updated_at=now, started_at=now,
             )  # fmt: skip
             self._checkpoints.put(uow, fresh)
         log.info("projection %s: rebuilding version %d from position 0", self.name, p.version)
