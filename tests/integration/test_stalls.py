@@ -9,8 +9,10 @@ from __future__ import annotations
 import os
 import pwd
 import signal
+import sys
 import threading
 import time
+import traceback
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -128,6 +130,16 @@ def quick_relay(store: tidings.Store, wire: Wire) -> Relay:
         backoff=Backoff(base=0.05, cap=0.1),
         outage_backoff=Backoff(base=0.2, cap=1.0),
         idle_wait=0.05,
+    )
+
+
+def thread_stacks() -> str:
+    """Where every thread of this process is, for a failure that a stuck worker explains."""
+    frames = sys._current_frames()
+    return "\n".join(
+        f"--- thread {t.name}\n" + "".join(traceback.format_stack(frames[t.ident]))
+        for t in threading.enumerate()
+        if t.ident in frames
     )
 
 
@@ -279,9 +291,9 @@ def test_postgresql_paused_under_a_relay_and_a_consumer_dead_letters_nothing(
                     # the message below says which, should it happen again.
                     timeout=STALL_PATIENCE * 2,
                 )
-            except BaseException as failed:  # say which of the two stayed silent
+            except BaseException as failed:  # say which of the two stayed silent, and where
                 raise AssertionError(
-                    f"{failed}: relay {relay.stats}, consumer {consumer.stats}"
+                    f"{failed}: relay {relay.stats}, consumer {consumer.stats}\n" + thread_stacks()
                 ) from failed
         writer.write(200, per_commit=20)
         wait_until(lambda: outbox_counts(outbox)[1] == 0, "the relay published every event")
