@@ -589,6 +589,11 @@ def partitioned_worker(url: str, owner: str, out: Any) -> None:
 
 def two_workers(url: str) -> tuple[float, list[float]]:
     """The same catch-up by two partitioned worker processes: seconds, and each RSS."""
+    store = connect(url)  # the tables once, before the workers: PostgreSQL's CREATE TABLE
+    store.projections(  # IF NOT EXISTS may fail in one of two racing transactions
+        [totals("parted_totals", "bench-parted")], partitions=2, runner_id="setup"
+    ).start()
+    store.close()
     context = multiprocessing.get_context("spawn")
     pipes = [context.Pipe(duplex=False) for _ in range(2)]
     start = time.perf_counter()
