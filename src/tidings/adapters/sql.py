@@ -39,9 +39,7 @@ class SchemaPart:
 
 
 SCHEMA_PARTS: tuple[SchemaPart, ...] = (
-    # Version 2: on PostgreSQL a trigger NOTIFYs the commit channel for every insert of
-    # events, so a projection runner wakes at commit without an outbox.
-    SchemaPart("core", 2, "schema.sql", ("schema_version", "events"), ("schema_v2.sql",)),
+    SchemaPart("core", 1, "schema.sql", ("schema_version", "events")),
     # Version 2 dropped the index events_by_time: it cost every event written a fifth of
     # SQLite's time, and "as of" reads the stream's prefix in version order without it.
     SchemaPart(
