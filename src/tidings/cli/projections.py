@@ -269,7 +269,7 @@ def rebuild(
             markup=False,
         )
         with reporting(_rebuild_progress(job), every):
-            job.catch_up(stop.is_set)
+            job.catch_up(stop.is_set, until_live=verify)
         if stop.is_set():
             progress.print(f"rebuild {name}: stopped; run it again to go on", markup=False)
             raise typer.Exit(1)
