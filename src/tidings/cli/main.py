@@ -10,6 +10,7 @@ import typer
 
 from tidings import __version__
 from tidings.cli import workers
+from tidings.cli.asyncapi import asyncapi
 from tidings.cli.events import app as events_app
 from tidings.cli.inbox import app as inbox_app
 from tidings.cli.options import Db, Prefix, Schema, open_store
@@ -33,6 +34,7 @@ app.add_typer(projections_app, name="projections")
 app.command()(workers.relay)
 app.command()(workers.consume)
 app.add_typer(events_app, name="events")
+app.command()(asyncapi)
 
 
 class Dialect(enum.StrEnum):
