@@ -11,6 +11,7 @@ import typer
 from tidings import __version__
 from tidings.cli import workers
 from tidings.cli.asyncapi import asyncapi
+from tidings.cli.console import console
 from tidings.cli.events import app as events_app
 from tidings.cli.inbox import app as inbox_app
 from tidings.cli.options import Db, Prefix, Schema, open_store
@@ -35,6 +36,7 @@ app.command()(workers.relay)
 app.command()(workers.consume)
 app.add_typer(events_app, name="events")
 app.command()(asyncapi)
+app.command()(console)
 
 
 class Dialect(enum.StrEnum):

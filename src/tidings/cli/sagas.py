@@ -36,7 +36,8 @@ By = Annotated[str | None, typer.Option("--by", help="Who acts (default: the OS 
 Why = Annotated[str, typer.Option("--note", help="Why: kept on the saga's history.")]
 
 
-def _definitions(path: str | None, needed: bool) -> list[SagaDefinition | SagaUpcaster]:
+def load_definitions(path: str | None, needed: bool) -> list[SagaDefinition | SagaUpcaster]:
+    """The definitions ``path`` names (none if unset); ``needed``: refuse an unset path."""
     if path is None:
         if needed:
             raise ConfigurationError(
@@ -138,7 +139,7 @@ def _operate(
 ) -> None:
     needed = action != "resolve"
     with open_store(db, prefix, schema) as store:
-        sagas = store.sagas(_definitions(definitions, needed))
+        sagas = store.sagas(load_definitions(definitions, needed))
         result = sagas.operate(saga_id, action, by or getpass.getuser(), why)
     console.print(f"saga {saga_id}: {result.state}", markup=False)
 
@@ -193,7 +194,7 @@ def recover(
 ) -> None:
     """Drive every due saga: timers that fired, steps whose owner's lease ran out."""
     with open_store(db, prefix, schema) as store:
-        sagas = store.sagas(_definitions(definitions, True))
+        sagas = store.sagas(load_definitions(definitions, True))
         moved = total = sagas.run_once()
         while moved:
             moved = sagas.run_once()
@@ -230,7 +231,7 @@ def run(
     schema: Schema = "public",
 ) -> None:
     """Drive due sagas (fired timers, interrupted steps) until SIGTERM or SIGINT."""
-    known = _definitions(definitions, True)
+    known = load_definitions(definitions, True)
     if interval <= 0 or batch < 1:
         raise ConfigurationError(
             f"--interval {interval} --batch {batch}: give an interval above 0 seconds and a"
