@@ -31,7 +31,10 @@ def _ship(ctx: object) -> None:
 
 SAGA = SagaDefinition(
     "console-order",
-    [Step("pay", lambda ctx: None, _refund, compensation_retry=RetryPolicy(0)), Step("ship", _ship)],
+    [
+        Step("pay", lambda ctx: None, _refund, compensation_retry=RetryPolicy(0)),
+        Step("ship", _ship),
+    ],
 )
 
 
