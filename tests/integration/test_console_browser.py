@@ -27,7 +27,7 @@ from tidings.testing import RecordingTransport, plain_message
 
 CHROMIUM = Path("/usr/bin/chromium")
 SHOTS = Path(__file__).resolve().parents[2] / "build" / "console-screenshots"
-TOKEN = "console-test-token"
+TOKEN = "console-test-token"  # noqa: S105 - a test's own token
 ARGS = [
     *("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run"),
     *("--disable-background-networking", "--disable-component-update", "--disable-sync"),
@@ -147,9 +147,11 @@ def test_the_overview_shows_the_databases_figures_and_refreshes_them(
     expect(metric("[data-metric='projection.shop.order-summary.lag_events']")).to_have_text("1")
     shot(page, "overview")
     events = tidings.EventRegistry(ORDER_EVENTS)
-    with tidings.connect(console.db(), registry=events, outbox=True) as store:
-        with store.unit_of_work() as uow:
-            store.repository(Order).save(uow, Order.create("o-9", "dora"))
+    with (
+        tidings.connect(console.db(), registry=events, outbox=True) as store,
+        store.unit_of_work() as uow,
+    ):
+        store.repository(Order).save(uow, Order.create("o-9", "dora"))
     expect(metric("[data-metric='outbox.backlog']")).to_have_text(str(backlog + 1), timeout=15_000)
 
 
