@@ -14,7 +14,8 @@ from tests.integration.cli import run_cli
 
 def test_binding_beyond_loopback_without_a_token_is_refused_in_one_line(tmp_path: Path) -> None:
     """--host 0.0.0.0 needs --token (or TIDINGS_CONSOLE_TOKEN); the error says so."""
-    done = run_cli("console", "--db", f"sqlite:///{tmp_path / 'c.db'}", "--host", "0.0.0.0")
+    everywhere = "0.0.0.0"  # noqa: S104 - the binding the console must refuse
+    done = run_cli("console", "--db", f"sqlite:///{tmp_path / 'c.db'}", "--host", everywhere)
     assert done.returncode == 2
     assert done.stderr.strip().count("\n") == 0
     assert "--token or TIDINGS_CONSOLE_TOKEN" in done.stderr
