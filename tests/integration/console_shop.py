@@ -8,6 +8,7 @@ NEEDS_INTERVENTION; a projection holds all events but the last (lag 1).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import tidings
 from tidings import RetryPolicy, SagaDefinition, Step
@@ -47,11 +48,11 @@ class Filled:
     projection: str
 
 
-def fill(db: str) -> Filled:
-    """Fill ``db`` (a URL) as the module docstring says."""
+def fill(db: str, **options: Any) -> Filled:
+    """Fill ``db`` (a URL; ``options`` for ``connect``) as the module docstring says."""
     registry = tidings.EventRegistry(ORDER_EVENTS)
     summary = read_models().order_summary
-    with tidings.connect(db, registry=registry, outbox=True, source="shop") as store:
+    with tidings.connect(db, registry=registry, outbox=True, source="shop", **options) as store:
         orders = store.repository(Order)
         for order_id, customer in (("o-1", "alice"), ("o-2", SCRIPT)):
             order = Order.create(order_id, customer)

@@ -12,7 +12,9 @@ import sqlite3
 import threading
 import urllib.error
 import urllib.request
+import uuid
 from collections.abc import Iterator
+from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -43,14 +45,29 @@ def _needs(what: str, how: str) -> None:
 
 @dataclass(frozen=True)
 class Running:
-    """A console serving a filled database."""
+    """A console serving a filled database (a PostgreSQL one in its own schema)."""
 
     url: str
-    path: Path
+    db: str
+    schema: str
     filled: Filled
 
-    def db(self) -> str:
-        return f"sqlite:///{self.path}"
+    def connect(self, **options: Any) -> tidings.Store:
+        """Another store on the console's tables, as a relay or an application would open."""
+        return tidings.connect(self.db, schema=self.schema, **options)
+
+    def count(self, table: str, where: str = "") -> int:
+        """Rows of a tidings table, counted by the driver itself (not through tidings)."""
+        sql = f"SELECT count(*) FROM {self.schema}.{table} {where}"
+        if self.db.startswith("sqlite"):
+            with closing(sqlite3.connect(self.db.removeprefix("sqlite:///"))) as db:
+                return int(db.execute(sql.replace(f"{self.schema}.", "")).fetchone()[0])
+        import psycopg
+
+        with psycopg.connect(self.db) as db:
+            row = db.execute(sql).fetchone()
+            assert row is not None
+            return int(row[0])
 
 
 def _free_port() -> int:
@@ -59,20 +76,28 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-@pytest.fixture(scope="module")
-def console(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
-    """The console (with a token) on a free port, in a thread, over the shop database."""
+@pytest.fixture(
+    scope="module", params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
+)
+def console(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Running]:
+    """The console (with a token) on a free port, in a thread, over the shop database on
+    SQLite, then on PostgreSQL."""
     import uvicorn
 
     from tidings.console.app import create_app
     from tidings.console.context import Console
     from tidings.console.security import Guard
 
-    path = tmp_path_factory.mktemp("console") / "shop.db"
-    filled = fill(f"sqlite:///{path}")
-    store = tidings.connect(
-        f"sqlite:///{path}", registry=tidings.EventRegistry(ORDER_EVENTS), outbox=True
-    )
+    schema = "public"
+    if request.param == "sqlite":
+        db = f"sqlite:///{tmp_path_factory.mktemp('console') / 'shop.db'}"
+    else:
+        db, schema = request.getfixturevalue("pg_database"), f"console_{uuid.uuid4().hex[:10]}"
+    filled = fill(db, schema=schema)
+    events = tidings.EventRegistry(ORDER_EVENTS)
+    store = tidings.connect(db, registry=events, outbox=True, schema=schema)
     app = create_app(Console(store, Guard(TOKEN), "ada (console)"))
     port = _free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
@@ -82,11 +107,16 @@ def console(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
         while not server.started:
             thread.join(0.05)
             assert thread.is_alive(), "the console did not start"
-        yield Running(f"http://127.0.0.1:{port}", path, filled)
+        yield Running(f"http://127.0.0.1:{port}", db, schema, filled)
     finally:
         server.should_exit = True
         thread.join(10)
         store.close()
+        if schema != "public":
+            import psycopg
+
+            with psycopg.connect(db, autocommit=True) as conn:
+                conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
 
 
 @pytest.fixture(scope="module")
@@ -117,13 +147,9 @@ def page(browser: Any, console: Running) -> Iterator[Any]:
 
 
 def shot(page: Any, name: str) -> None:
+    """A screenshot of the page (the PostgreSQL run writes over the SQLite one)."""
     SHOTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
-
-
-def _count(path: Path, sql: str) -> int:
-    with sqlite3.connect(path) as db:
-        return int(db.execute(sql).fetchone()[0])
 
 
 def test_the_overview_shows_the_databases_figures_and_refreshes_them(
@@ -134,21 +160,19 @@ def test_the_overview_shows_the_databases_figures_and_refreshes_them(
     from playwright.sync_api import expect
 
     metric = page.locator
-    backlog = _count(console.path, "SELECT count(*) FROM tidings_outbox WHERE published = 0")
+    backlog = console.count("tidings_outbox", "WHERE NOT published")
     expect(metric("[data-metric='outbox.backlog']")).to_have_text(str(backlog))
-    dead = _count(console.path, "SELECT count(*) FROM tidings_outbox_dead_letters")
+    dead = console.count("tidings_outbox_dead_letters")
     expect(metric("[data-metric='outbox.dead']")).to_have_text(str(dead))
-    inbox = _count(console.path, "SELECT count(*) FROM tidings_inbox_dead_letters")
+    inbox = console.count("tidings_inbox_dead_letters")
     expect(metric("[data-metric='inbox.dead']")).to_have_text(str(inbox))
-    stuck = "SELECT count(*) FROM tidings_sagas WHERE state = 'NEEDS_INTERVENTION'"
-    expect(metric(".card [data-metric='sagas.NEEDS_INTERVENTION']")).to_have_text(
-        str(_count(console.path, stuck))
-    )
+    stuck = console.count("tidings_sagas", "WHERE state = 'NEEDS_INTERVENTION'")
+    expect(metric(".card [data-metric='sagas.NEEDS_INTERVENTION']")).to_have_text(str(stuck))
     expect(metric("[data-metric='projection.shop.order-summary.lag_events']")).to_have_text("1")
     shot(page, "overview")
     events = tidings.EventRegistry(ORDER_EVENTS)
     with (
-        tidings.connect(console.db(), registry=events, outbox=True) as store,
+        console.connect(registry=events, outbox=True) as store,
         store.unit_of_work() as uow,
     ):
         store.repository(Order).save(uow, Order.create("o-9", "dora"))
@@ -178,7 +202,7 @@ def test_retrying_a_dead_letter_takes_it_off_the_list_and_the_relay_publishes_it
     page.locator(f"[data-event-id='{dead}'] button", has_text="Retry").click()
     expect(page.locator(".notice")).to_contain_text("1 dead letter(s) back in the outbox")
     expect(page.locator(f"[data-event-id='{dead}']")).to_have_count(0)
-    with tidings.connect(console.db(), outbox=True) as store:
+    with console.connect(outbox=True) as store:
         transport = RecordingTransport()
         relay = store.relay(transport, plain_message)
         while relay.run_once():
@@ -206,7 +230,7 @@ def test_resolving_a_saga_adds_the_action_with_who_and_why_to_its_timeline(
     expect(last).to_contain_text("ada (console)")
     expect(last).to_contain_text("refunded by hand in the PSP dashboard")
     shot(page, "saga")
-    with tidings.connect(console.db()) as store:
+    with console.connect() as store:
         history = store.sagas().history(saga_id)
     assert history[-1].by == "ada (console)"
 
@@ -236,8 +260,8 @@ def test_requests_without_the_token_or_the_csrf_field_are_refused(
         assert answer.status == 401
     finally:
         stranger.close()
-    before = _count(console.path, "SELECT count(*) FROM tidings_inbox_dead_letters")
+    before = console.count("tidings_inbox_dead_letters")
     for form in ({"all": "1", "confirm": "yes"}, {"all": "1", "confirm": "yes", "csrf": "x"}):
         answer = page.request.post(f"{console.url}/dead-letters/inbox/purge", form=form)
         assert answer.status == 403
-    assert _count(console.path, "SELECT count(*) FROM tidings_inbox_dead_letters") == before
+    assert console.count("tidings_inbox_dead_letters") == before
