@@ -18,6 +18,7 @@ from tidings.cli.options import Db, Prefix, Schema, open_store
 from tidings.cli.outbox import app as outbox_app
 from tidings.cli.projections import app as projections_app
 from tidings.cli.sagas import app as sagas_app
+from tidings.cli.trace import trace
 from tidings.errors import TidingsError
 
 app = typer.Typer(
@@ -37,6 +38,7 @@ app.command()(workers.consume)
 app.add_typer(events_app, name="events")
 app.command()(asyncapi)
 app.command()(console)
+app.command()(trace)
 
 
 class Dialect(enum.StrEnum):
