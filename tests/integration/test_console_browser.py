@@ -24,6 +24,8 @@ import pytest
 import tidings
 from tests.conftest import IN_CI
 from tests.integration.console_shop import SCRIPT, Filled, fill
+from tidings.asyncapi import Broker, document
+from tidings.examples.shop import inventory
 from tidings.examples.shop.es_orders import ORDER_EVENTS, Order
 from tidings.testing import RecordingTransport, plain_message
 
@@ -98,7 +100,8 @@ def console(
     filled = fill(db, schema=schema)
     events = tidings.EventRegistry(ORDER_EVENTS)
     store = tidings.connect(db, registry=events, outbox=True, schema=schema)
-    app = create_app(Console(store, Guard(TOKEN), "ada (console)"))
+    doc = document(ORDER_EVENTS, Broker("nats://127.0.0.1:4222"), consumes=inventory.handlers())
+    app = create_app(Console(store, Guard(TOKEN), "ada (console)", asyncapi=doc, sample_every=0.2))
     port = _free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
@@ -242,6 +245,38 @@ def test_the_projections_page_shows_position_head_and_lag(page: Any, console: Ru
     page.goto(f"{console.url}/projections")
     expect(page.locator("#shop\\.order-summary")).to_contain_text("position 4 of")
     shot(page, "projections")
+
+
+def test_a_projections_lag_chart_draws_the_samples_the_console_took(
+    page: Any, console: Running
+) -> None:
+    """The chart link opens an SVG of the lag in events; samples accumulate while the
+    console runs."""
+    from playwright.sync_api import expect
+
+    page.goto(f"{console.url}/projections")
+    page.locator("#shop\\.order-summary a.chart-link").click()
+    chart = page.locator("svg[data-samples]")
+    expect(chart).to_be_visible()
+    page.wait_for_timeout(600)  # a few more samples (every 0.2 s); the count is not timed
+    page.reload()
+    assert int(chart.get_attribute("data-samples")) >= 2
+    assert page.locator("polyline.lag").get_attribute("points")
+    shot(page, "projection-lag")
+
+
+def test_the_asyncapi_page_lists_the_channels_and_serves_the_document(
+    page: Any, console: Running
+) -> None:
+    """Each channel with its subject and operations; the JSON is the document itself."""
+    from playwright.sync_api import expect
+
+    page.goto(f"{console.url}/asyncapi")
+    row = page.locator("table.channels tr", has_text="tidings.orders.placed")
+    expect(row).to_contain_text("send")
+    shot(page, "asyncapi")
+    answer = page.request.get(f"{console.url}/asyncapi.json")
+    assert answer.json()["channels"]["orders.placed"]["address"] == "tidings.orders.placed"
 
 
 def test_requests_without_the_token_or_the_csrf_field_are_refused(

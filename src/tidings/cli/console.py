@@ -10,6 +10,7 @@ from typing import Annotated
 import typer
 
 from tidings.adapters.extras import require
+from tidings.cli import asyncapi
 from tidings.cli.loading import load
 from tidings.cli.options import Db, Prefix, Schema, open_store
 from tidings.cli.sagas import load_definitions
@@ -47,7 +48,15 @@ def console(
         typer.Option(help="Your saga definitions, module:attr (to retry or compensate)."),
     ] = None,
     handlers: Annotated[
-        str | None, typer.Option(help="Your Handlers, module:attr (to retry inbox dead letters).")
+        str | None,
+        typer.Option(help="Your Handlers, module:attr (to retry inbox dead letters)."),
+    ] = None,
+    registry: Annotated[
+        str | None,
+        typer.Option(help="What the relay publishes, module:attr, for the AsyncAPI page."),
+    ] = None,
+    to: Annotated[
+        str | None, typer.Option(help="The relay's broker URL, for the AsyncAPI page.")
     ] = None,
     prefix: Prefix = "tidings_",
     schema: Schema = "public",
@@ -68,9 +77,14 @@ def console(
     found = load(handlers, "--handlers") if handlers else None
     events = EventRegistry(found.event_classes()) if found is not None else None
     known = load_definitions(definitions, needed=False)
+    if (registry is None) != (to is None):
+        raise ConfigurationError("the AsyncAPI page needs both --registry and --to, or neither")
+    document = None
+    if registry and to:
+        document = asyncapi.build(registry, to, handlers, None, "tidings service", "1.0.0", None)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     who = f"{by or getpass.getuser()} (console)"
     with open_store(db, prefix, schema, outbox=True, registry=events) as store:
-        app = create_app(Console(store, Guard(token), who, known, found))
+        app = create_app(Console(store, Guard(token), who, known, found, document))
         typer.echo(f"tidings console on http://{host}:{port}/ over {store.database.describe()}")
         uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import asyncio
+import json
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
@@ -12,7 +15,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from tidings.cli.options import outbox_of
-from tidings.console import actions, reads
+from tidings.console import actions, lag, reads
 from tidings.console.context import HERE, Console
 from tidings.console.security import TokenMiddleware
 from tidings.errors import ConfigurationError
@@ -95,6 +98,36 @@ def projections(console: Console, request: Request) -> Response:
     return console.page(request, "projections.html", projections=reads.projections(console.store))
 
 
+def projection_lag(console: Console, request: Request) -> Response:
+    """A chart of one projection's lag (in events) since the console started, up to an hour."""
+    name = request.path_params["name"]
+    samples = console.lag.of(name)
+    return console.page(request, "lag.html", name=name, samples=samples, chart=lag.chart(samples))
+
+
+def asyncapi(console: Console, request: Request) -> Response:
+    """The service's AsyncAPI document: its channels, and the document itself."""
+    doc = console.asyncapi
+    if doc is None:
+        raise ConfigurationError(
+            "no AsyncAPI document: start the console with --registry module:attr and "
+            "--to nats://...|amqp://... (and --handlers for what it consumes)"
+        )
+    if request.url.path.endswith(".json"):
+        return JSONResponse(doc)
+    operations: dict[str, list[str]] = {}
+    for operation in doc["operations"].values():
+        channel = operation["channel"]["$ref"].rsplit("/", 1)[1]
+        operations.setdefault(channel, []).append(operation["action"])
+    return console.page(
+        request,
+        "asyncapi.html",
+        doc=doc,
+        operations=operations,
+        text=json.dumps(doc, indent=2),
+    )
+
+
 def create_app(console: Console) -> Starlette:
     """The console's ASGI app over ``console.store``; every request passes the token check."""
 
@@ -123,9 +156,28 @@ def create_app(console: Console) -> Starlette:
         Route("/sagas/{saga_id:str}", page(saga)),
         Route("/sagas/{saga_id:str}/{verb:str}", act(actions.saga_action), methods=["POST"]),
         Route("/projections", page(projections)),
+        Route("/asyncapi", page(asyncapi)),
+        Route("/asyncapi.json", page(asyncapi)),
+        Route("/projections/{name:str}/lag", page(projection_lag)),
         Route("/projections/{name:str}/retry", act(actions.projection_retry), methods=["POST"]),
         Route("/projections/{name:str}/skip", act(actions.projection_skip), methods=["POST"]),
         Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
     ]
     middleware = [Middleware(TokenMiddleware, guard=console.guard)]
-    return Starlette(routes=routes, middleware=middleware)
+    return Starlette(routes=routes, middleware=middleware, lifespan=sampling(console))
+
+
+def sampling(console: Console) -> Callable[[Starlette], AbstractAsyncContextManager[None]]:
+    """The app's lifespan: sample the projections' lag while it serves."""
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        task = asyncio.create_task(
+            console.lag.sample(lambda: reads.projections(console.store), console.sample_every)
+        )
+        try:
+            yield
+        finally:
+            task.cancel()
+
+    return lifespan

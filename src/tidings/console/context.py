@@ -14,6 +14,7 @@ from starlette.responses import HTMLResponse
 
 import tidings
 from tidings.application.handling import Handlers
+from tidings.console.lag import LagHistory
 from tidings.console.security import CSRF_FIELD, Guard
 from tidings.domain.saga import SagaDefinition
 from tidings.domain.saga_versions import SagaUpcaster
@@ -49,11 +50,14 @@ class Console:
     by: str
     definitions: list[SagaDefinition | SagaUpcaster] = field(default_factory=list)
     handlers: Handlers | None = None
+    asyncapi: dict[str, Any] | None = None
+    lag: LagHistory = field(default_factory=LagHistory)
+    sample_every: float = 10.0
     templates: jinja2.Environment = field(default_factory=_templates)
 
-    def page(self, request: Request, name: str, **context: Any) -> HTMLResponse:
+    def page(self, request: Request, template: str, **context: Any) -> HTMLResponse:
         """Render a page with what every page needs (the CSRF token, the notice)."""
-        html = self.templates.get_template(name).render(
+        html = self.templates.get_template(template).render(
             csrf_field=CSRF_FIELD,
             csrf=self.guard.csrf(),
             notice=request.query_params.get("notice", ""),
