@@ -265,6 +265,20 @@ def test_a_projections_lag_chart_draws_the_samples_the_console_took(
     shot(page, "projection-lag")
 
 
+def test_looking_an_event_up_by_id_shows_its_path(page: Any, console: Running) -> None:
+    """Written, its outbox row (a dead letter here, or published after the retry), and
+    the inbox dead letter is not a handling."""
+    from playwright.sync_api import expect
+
+    page.goto(f"{console.url}/events")
+    page.fill("input[name=id]", console.filled.dead_event_id)
+    page.locator("button", has_text="Look up").click()
+    trail = page.locator("pre.trail")
+    expect(trail).to_contain_text("written: orders.created to stream o-2 version 1")
+    expect(trail).to_contain_text("outbox: ")
+    shot(page, "event")
+
+
 def test_the_asyncapi_page_lists_the_channels_and_serves_the_document(
     page: Any, console: Running
 ) -> None:

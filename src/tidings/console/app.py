@@ -15,10 +15,12 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from tidings.cli.options import outbox_of
+from tidings.cli.trace import describe
 from tidings.console import actions, lag, reads
 from tidings.console.context import HERE, Console
 from tidings.console.security import TokenMiddleware
 from tidings.errors import ConfigurationError
+from tidings.observability.trail import check_event_id, follow
 
 View = Callable[[Console, Request], Response]
 
@@ -105,6 +107,16 @@ def projection_lag(console: Console, request: Request) -> Response:
     return console.page(request, "lag.html", name=name, samples=samples, chart=lag.chart(samples))
 
 
+def event(console: Console, request: Request) -> Response:
+    """Where one event is: written, its outbox row, which handlers took it (``tidings
+    trace``, on the console's database)."""
+    event_id = request.query_params.get("id", "")
+    lines: list[str] = []
+    if event_id:
+        lines = describe(follow(console.store, check_event_id(event_id)))
+    return console.page(request, "event.html", event_id=event_id, lines=lines)
+
+
 def asyncapi(console: Console, request: Request) -> Response:
     """The service's AsyncAPI document: its channels, and the document itself."""
     doc = console.asyncapi
@@ -156,6 +168,7 @@ def create_app(console: Console) -> Starlette:
         Route("/sagas/{saga_id:str}", page(saga)),
         Route("/sagas/{saga_id:str}/{verb:str}", act(actions.saga_action), methods=["POST"]),
         Route("/projections", page(projections)),
+        Route("/events", page(event)),
         Route("/asyncapi", page(asyncapi)),
         Route("/asyncapi.json", page(asyncapi)),
         Route("/projections/{name:str}/lag", page(projection_lag)),
