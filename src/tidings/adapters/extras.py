@@ -15,6 +15,7 @@ EXTRAS: dict[str, tuple[str, ...]] = {
     "sqlalchemy": ("sqlalchemy",),
     "crypto": ("cryptography",),
     "metrics": ("prometheus_client",),
+    "console": ("starlette", "jinja2", "uvicorn", "multipart"),
 }
 """Each extra of ``pip install 'tidings[...]'`` and the modules it brings."""
 

@@ -10,6 +10,8 @@ import typer
 
 from tidings import __version__
 from tidings.cli import workers
+from tidings.cli.asyncapi import asyncapi
+from tidings.cli.console import console
 from tidings.cli.events import app as events_app
 from tidings.cli.inbox import app as inbox_app
 from tidings.cli.options import Db, Prefix, Schema, open_store
@@ -36,6 +38,8 @@ app.command()(workers.relay)
 app.command()(workers.consume)
 app.add_typer(events_app, name="events")
 app.command("status")(status_command)
+app.command()(asyncapi)
+app.command()(console)
 app.command()(trace)
 
 

@@ -46,7 +46,8 @@ By = Annotated[str | None, typer.Option("--by", help="Who acts (default: the OS 
 Why = Annotated[str, typer.Option("--note", help="Why: kept on the saga's history.")]
 
 
-def _definitions(path: str | None, needed: bool) -> list[SagaDefinition | SagaUpcaster]:
+def load_definitions(path: str | None, needed: bool) -> list[SagaDefinition | SagaUpcaster]:
+    """The definitions ``path`` names (none if unset); ``needed``: refuse an unset path."""
     if path is None:
         if needed:
             raise ConfigurationError(
@@ -148,7 +149,7 @@ def _operate(
 ) -> None:
     needed = action != "resolve"
     with open_store(db, prefix, schema) as store:
-        sagas = store.sagas(_definitions(definitions, needed))
+        sagas = store.sagas(load_definitions(definitions, needed))
         result = sagas.operate(saga_id, action, by or getpass.getuser(), why)
     console.print(f"saga {saga_id}: {result.state}", markup=False)
 
@@ -203,7 +204,7 @@ def recover(
 ) -> None:
     """Drive every due saga: timers that fired, steps whose owner's lease ran out."""
     with open_store(db, prefix, schema) as store:
-        sagas = store.sagas(_definitions(definitions, True))
+        sagas = store.sagas(load_definitions(definitions, True))
         moved = total = sagas.run_once()
         while moved:
             moved = sagas.run_once()
@@ -244,7 +245,7 @@ def run(
     """Drive due sagas (fired timers, interrupted steps) until SIGTERM or SIGINT."""
     configure_logs(log_format)
     metrics_available(metrics_port)
-    known = _definitions(definitions, True)
+    known = load_definitions(definitions, True)
     if interval <= 0 or batch < 1:
         raise ConfigurationError(
             f"--interval {interval} --batch {batch}: give an interval above 0 seconds and a"
