@@ -182,6 +182,19 @@ def test_the_overview_shows_the_databases_figures_and_refreshes_them(
     expect(metric("[data-metric='outbox.backlog']")).to_have_text(str(backlog + 1), timeout=15_000)
 
 
+def test_the_overview_lists_the_workers_that_beat(page: Any, console: Running) -> None:
+    """A worker's heartbeat row shows on the overview with its kind, name and id (the
+    rows ``tidings status`` reads)."""
+    from playwright.sync_api import expect
+
+    from tidings.observability.heartbeat import Heartbeat
+
+    with console.connect() as store:
+        Heartbeat(store.database, "consume", "inventory", "consume-w1").beat()
+    page.reload()
+    expect(page.get_by_text("consume inventory (consume-w1): alive")).to_be_visible()
+
+
 def test_a_body_holding_a_script_tag_shows_as_text(page: Any, console: Running) -> None:
     """Event bodies and inbox messages are user data: escaped, never run."""
     page.goto(f"{console.url}/dead-letters")

@@ -16,7 +16,6 @@ MaxAge = Annotated[
     float, typer.Option(help="--check: most seconds the oldest unpublished event may wait.")
 ]
 MaxLag = Annotated[float, typer.Option(help="--check: most seconds a projection may lag.")]
-ALIVE_WITHIN = 15.0  # seconds: three heartbeats of a worker missed count it as gone
 
 
 def status(
@@ -105,12 +104,9 @@ def screen(f: Figures) -> list[str]:
     if not f.relays:
         lines.append("relay       none seen alive")
     for r in f.relays:
-        lines.append(f"relay       {r.owner}: {r.lanes} lane(s), lease {r.alive_for:.1f} s left")
+        lines.append(f"relay       {r.describe()}")
     if not f.workers:
         lines.append("worker      none seen (workers started by the tidings command beat here)")
     for w in f.workers:
-        alive = "alive" if w.seen_ago <= ALIVE_WITHIN else "gone?"
-        lines.append(
-            f"worker      {w.kind} {w.name} ({w.worker_id}): {alive}, seen {w.seen_ago:.1f} s ago"
-        )
+        lines.append(f"worker      {w.describe()}")
     return lines

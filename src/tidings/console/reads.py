@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 from contextlib import closing
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -14,6 +13,7 @@ from tidings.application.projections.waiting import STREAM
 from tidings.cli.options import outbox_of
 from tidings.domain import saga_state as st
 from tidings.domain.saga_state import SagaResult
+from tidings.observability.figures import Figures, ServiceFigures
 
 INTERVENTION = st.NEEDS_INTERVENTION
 SAGA_STATES = (INTERVENTION, *st.ACTIVE, st.COMPLETED, st.COMPENSATED, st.RESOLVED)
@@ -60,18 +60,25 @@ class Overview:
 
 def overview(store: tidings.Store) -> Overview:
     """Outbox backlog and dead letters, inbox dead letters, sagas by state (those needing
-    intervention listed), projections with their lag, and the workers alive."""
-    stats = outbox_of(store).stats(time.time())
-    sagas = store.sagas()
+    intervention listed), projections with their lag, and the workers alive: the figures
+    ``tidings status`` and the metrics read (``ServiceFigures``)."""
+    outbox_of(store)  # a store without an outbox is refused with the CLI's message
+    with closing(ServiceFigures(store)) as reader:
+        f = reader.read()
+    assert f.outbox is not None  # noqa: S101 - outbox_of refused a store without one
+    by_state: dict[str, int] = {}
+    for states in f.sagas.values():
+        for state, count in states.items():
+            by_state[state] = by_state.get(state, 0) + count
     return Overview(
-        backlog=stats.backlog,
-        oldest_age_seconds=stats.oldest_age_seconds,
-        outbox_dead=stats.dead_letters,
-        inbox_dead=len(store.inbox.dead_letters(LIST_LIMIT)) if store.inbox else 0,
-        saga_counts=sagas.counts(),
-        needs_intervention=sagas.listing(INTERVENTION, 20),
-        projections=projections(store),
-        workers=workers(store),
+        backlog=f.outbox.backlog,
+        oldest_age_seconds=f.outbox.oldest_age_seconds,
+        outbox_dead=f.outbox.dead_letters,
+        inbox_dead=f.inbox_dead_letters,
+        saga_counts=by_state,
+        needs_intervention=store.sagas().listing(INTERVENTION, 20),
+        projections=[p for p in f.projections if p.state != STREAM],
+        workers=workers(f),
     )
 
 
@@ -81,11 +88,12 @@ def projections(store: tidings.Store) -> list[ProjectionStatus]:
         return [s for s in runner.status() if s.state != STREAM]
 
 
-def workers(store: tidings.Store) -> list[dict[str, Any]]:
-    """Relays and consumers alive. The place where ``tidings status`` plugs in: until it
-    does, nothing is claimed here that the console cannot read from one source."""
-    del store
-    return []
+def workers(f: Figures) -> list[dict[str, Any]]:
+    """Relays holding lanes and workers that beat, each as a name and a line."""
+    return [
+        *({"name": "relay", "detail": r.describe()} for r in f.relays),
+        *({"name": w.kind, "detail": w.describe()} for w in f.workers),
+    ]
 
 
 def sagas(store: tidings.Store, state: str | None, saga_type: str | None) -> list[SagaResult]:

@@ -11,6 +11,8 @@ from tidings.application.projections import ProjectionStatus
 from tidings.domain.saga_state import NEEDS_INTERVENTION
 from tidings.ports import OUTBOX_LANES, OutboxStats
 
+ALIVE_WITHIN = 15.0  # seconds: three heartbeats of a worker missed count it as gone
+
 
 @dataclass(frozen=True)
 class RelaySeen:
@@ -20,6 +22,10 @@ class RelaySeen:
     owner: str
     lanes: int
     alive_for: float
+
+    def describe(self) -> str:
+        """One line for an operator."""
+        return f"{self.owner}: {self.lanes} lane(s), lease {self.alive_for:.1f} s left"
 
 
 @dataclass(frozen=True)
@@ -32,6 +38,18 @@ class WorkerSeen:
     name: str
     started_at: float
     seen_ago: float
+
+    @property
+    def alive(self) -> bool:
+        """Seen within three heartbeats."""
+        return self.seen_ago <= ALIVE_WITHIN
+
+    def describe(self) -> str:
+        """One line for an operator."""
+        alive = "alive" if self.alive else "gone?"
+        return (
+            f"{self.kind} {self.name} ({self.worker_id}): {alive}, seen {self.seen_ago:.1f} s ago"
+        )
 
 
 @dataclass(frozen=True)
