@@ -188,7 +188,7 @@ def test_a_poison_event_pauses_its_projection_alone_and_retry_resumes_exactly_th
     broken: set[int] = {13}
     failing, healthy = totals_projection("failing", fail_on=broken), totals_projection("healthy")
     runner = store.projections([failing, healthy], batch=100)
-    with caplog.at_level(logging.ERROR, "tidings.projections"):
+    with caplog.at_level(logging.ERROR, "tidings.application.projections.runner"):
         assert runner.run_once() == 2 + 5
     statuses = {s.name: s for s in runner.status()}
     paused, other = statuses["failing"], statuses["healthy"]
@@ -318,7 +318,7 @@ def test_status_figures_lag_in_events_and_seconds_heartbeat_and_the_alert(
     assert s.heartbeat_age == pytest.approx(3.0)
     assert s.lagging
     assert not s.stale
-    with caplog.at_level(logging.WARNING, "tidings.projections"):
+    with caplog.at_level(logging.WARNING, "tidings.application.projections.runner"):
         assert [x.name for x in runner.check_lag()] == ["totals"]
         runner.check_lag()  # still over: no second alert
     assert [a.name for a in alerts] == ["totals"]
@@ -449,7 +449,7 @@ def test_a_running_runner_waits_out_an_outage_and_goes_on(
         return listing(uow)
 
     runner._checkpoints.listing = flaky  # type: ignore[method-assign]
-    with caplog.at_level(logging.WARNING, "tidings.projections"):
+    with caplog.at_level(logging.WARNING, "tidings.application.projections.runner"):
         runner.run(stop)
     assert caplog.text.count("the database is away; trying again in") == 2
     assert rows(store, f"SELECT total FROM {t('totals')}") == [(4,)]

@@ -166,7 +166,7 @@ def test_a_compensation_failing_past_its_retries_puts_the_saga_in_the_interventi
         "pay", [Step("pay", lambda ctx: None, broken_refund), Step("ship", refuse)]
     )
     sagas = store.sagas(clock=clock, on_intervention=alerts.append)
-    with caplog.at_level(logging.ERROR, logger="tidings.sagas"):
+    with caplog.at_level(logging.ERROR, logger="tidings.application.sagas.orchestrator"):
         saga = sagas.start(definition, {})
         while (now := sagas.get(saga.saga_id)) is not None and now.state == "COMPENSATING":
             clock.now = now.wake_at

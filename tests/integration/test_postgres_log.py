@@ -120,7 +120,7 @@ def test_a_fresh_reader_stops_at_a_hole_whose_writer_is_open_and_says_what_holds
         store.events.append(tx, records, 0)  # takes position 2 and keeps it open
         holder_xid = int(tx.execute("SELECT pg_current_xact_id()::text").fetchone()[0])
         save(store, "third")
-        with caplog.at_level(logging.WARNING, logger="tidings.event_store"):
+        with caplog.at_level(logging.WARNING, logger="tidings.adapters.postgres.reader_hold"):
             assert reader.read_all(1) == []
             assert fresh_reader(store).read_all(1) == []
             assert reader.read_all(1) == []
@@ -130,7 +130,11 @@ def test_a_fresh_reader_stops_at_a_hole_whose_writer_is_open_and_says_what_holds
         assert hold.oldest_xid is not None
         assert hold.oldest_xid <= holder_xid
         assert reader.reader_held_seconds == hold.held_seconds >= 0.0
-        warnings = [r.getMessage() for r in caplog.records if r.name == "tidings.event_store"]
+        warnings = [
+            r.getMessage()
+            for r in caplog.records
+            if r.name == "tidings.adapters.postgres.reader_hold"
+        ]
         assert len(warnings) == 1, warnings
         assert "held for" in warnings[0]
         assert "before position 2" in warnings[0]

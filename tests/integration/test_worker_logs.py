@@ -85,7 +85,7 @@ def test_the_relay_logs_json_lines_with_the_event_it_is_about(
         assert relay.stdout.read() == ""
     [refused] = [line for line in seen if line.get("event_id") == event_id]
     assert refused["level"] == "WARNING"
-    assert refused["logger"] == "tidings.relay"
+    assert refused["logger"] == "tidings.workers.relay"
     assert refused["aggregate"] == counter.id
     assert refused["trace_id"] == TRACE_ID
     assert "unroutable" in refused["message"]

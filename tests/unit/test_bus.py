@@ -135,7 +135,7 @@ def test_a_raising_handler_is_reported_logged_and_does_not_stop_the_others(
     bus.subscribe(Ping, broken, name="reserve-stock")
     bus.subscribe(Ping, recorder(seen, "after"))
     event = ping("evt-42")
-    with caplog.at_level(logging.ERROR, logger="tidings.bus"):
+    with caplog.at_level(logging.ERROR, logger="tidings.application.bus"):
         failures = bus.publish([event])
     assert seen == [("before", "evt-42"), ("after", "evt-42")]
     assert len(failures) == 1
@@ -148,7 +148,7 @@ def test_a_raising_handler_is_reported_logged_and_does_not_stop_the_others(
         "handler 'reserve-stock' failed on Ping evt-42: "
         "RuntimeError('inventory service down for evt-42')"
     )
-    logged = [r for r in caplog.records if r.name == "tidings.bus"]
+    logged = [r for r in caplog.records if r.name == "tidings.application.bus"]
     assert len(logged) == 1
     assert logged[0].levelno == logging.ERROR
     assert "evt-42" in logged[0].getMessage()

@@ -37,7 +37,7 @@ def test_a_reader_that_fails_on_a_message_buries_it_and_the_consumer_goes_on(
         return from_message(body)
 
     consumer = Consumer(store.processor(handlers), MemorySubscription(queue), read)
-    with caplog.at_level(logging.ERROR, "tidings.consumer"):
+    with caplog.at_level(logging.ERROR, "tidings.workers.consumer"):
         assert consumer.run_once() == 3
     assert seen == [messages[0].message_id, messages[2].message_id]
     assert store.inbox is not None

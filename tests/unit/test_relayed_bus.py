@@ -31,7 +31,7 @@ def warnings_of(caplog: pytest.LogCaptureFixture) -> list[str]:
     return [
         r.getMessage()
         for r in caplog.records
-        if r.name == "tidings.bus" and r.levelno == logging.WARNING
+        if r.name == "tidings.application.relayed_bus" and r.levelno == logging.WARNING
     ]
 
 
@@ -43,7 +43,7 @@ def test_subscribers_and_no_relay_get_one_warning_at_the_first_commit(
     store = outbox_store()
     seen: list[str] = []
     store.bus.subscribe(Counted, lambda e: seen.append(e.event_id))
-    with caplog.at_level(logging.WARNING, logger="tidings.bus"):
+    with caplog.at_level(logging.WARNING, logger="tidings.application.relayed_bus"):
         for _ in range(3):
             commit_one(store)
     [warning] = warnings_of(caplog)
@@ -62,7 +62,7 @@ def test_a_relay_to_the_bus_made_before_the_first_commit_means_no_warning(
     seen: list[str] = []
     store.bus.subscribe(Counted, lambda e: seen.append(e.event_id))
     relay = store.relay()
-    with caplog.at_level(logging.WARNING, logger="tidings.bus"):
+    with caplog.at_level(logging.WARNING, logger="tidings.application.relayed_bus"):
         commit_one(store)
     assert warnings_of(caplog) == []
     relay.drain()
@@ -79,7 +79,7 @@ def test_no_warning_without_subscribers_or_without_an_outbox(
     seen: list[str] = []
     if not outbox:
         store.bus.subscribe(Counted, lambda e: seen.append(e.event_id))
-    with caplog.at_level(logging.WARNING, logger="tidings.bus"):
+    with caplog.at_level(logging.WARNING, logger="tidings.application.relayed_bus"):
         commit_one(store)
     assert warnings_of(caplog) == []
     assert len(seen) == (0 if outbox else 1)

@@ -35,7 +35,7 @@ if TYPE_CHECKING:
     import nats.js
 
 T = TypeVar("T")
-log = logging.getLogger("tidings.nats")
+log = logging.getLogger(__name__)
 
 DEFAULT_STREAM = "TIDINGS"
 DEFAULT_PREFIX = "tidings"

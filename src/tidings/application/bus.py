@@ -9,7 +9,7 @@ from typing import TypeVar
 
 from tidings.domain.events import DomainEvent
 
-log = logging.getLogger("tidings.bus")
+log = logging.getLogger(__name__)
 
 E = TypeVar("E", bound=DomainEvent)
 Handler = Callable[[E], None]

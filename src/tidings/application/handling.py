@@ -36,7 +36,7 @@ from tidings.observability.logs import about
 from tidings.ports import Inbox, Transaction
 from tidings.records import EventRecord
 
-log = logging.getLogger("tidings.inbox")
+log = logging.getLogger(__name__)
 
 DRIVERS = ("psycopg", "sqlite3")
 """Modules whose exceptions are database errors even when they escape a handler unwrapped."""

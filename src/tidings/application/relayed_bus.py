@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from tidings.application.bus import InMemoryBus
 from tidings.domain.events import DomainEvent
 
-log = logging.getLogger("tidings.bus")
+log = logging.getLogger(__name__)
 
 
 class RelayedBus:

@@ -15,7 +15,7 @@ from tidings.ports import Database, EventStore, SnapshotStore, Transaction
 from tidings.serialization.codec import JsonCodec
 from tidings.serialization.snapshots import SnapshotCodec, check_snapshots
 
-log = logging.getLogger("tidings.repository")
+log = logging.getLogger(__name__)
 
 A = TypeVar("A", bound=EventSourcedAggregate)
 

@@ -15,7 +15,7 @@ from rich.live import Live
 from tidings.observability.logs import json_lines
 
 console = Console(highlight=False, soft_wrap=True, stderr=True)
-log = logging.getLogger("tidings.cli")
+log = logging.getLogger(__name__)
 
 
 def say(text: str) -> None:

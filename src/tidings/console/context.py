@@ -20,7 +20,7 @@ from tidings.domain.saga import SagaDefinition
 from tidings.domain.saga_versions import SagaUpcaster
 
 HERE = Path(__file__).parent
-log = logging.getLogger("tidings.console")
+log = logging.getLogger(__name__)
 
 
 def when(at: float) -> str:

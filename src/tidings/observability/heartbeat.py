@@ -14,7 +14,7 @@ from typing import Any, Self
 
 from tidings.errors import StorageError
 
-log = logging.getLogger("tidings.workers")
+log = logging.getLogger(__name__)
 
 INTERVAL = 5.0
 """Seconds between two beats: one small upsert each, whatever the worker's load."""

@@ -32,7 +32,7 @@ from tidings.ports import (
 from tidings.records import EventRecord
 from tidings.workers.passes import Background, delete_in_batches, run_passes
 
-log = logging.getLogger("tidings.consumer")
+log = logging.getLogger(__name__)
 
 Read = Callable[[bytes], EventRecord]
 HOLD_MARGIN = 0.5  # seconds a held message comes back after the event it waits behind

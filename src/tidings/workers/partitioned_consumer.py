@@ -32,7 +32,7 @@ from tidings.workers.consumer import Consumer, ConsumerStats
 from tidings.workers.passes import Background
 from tidings.workers.relay import new_relay_id
 
-log = logging.getLogger("tidings.consumer")
+log = logging.getLogger(__name__)
 
 Fence = Callable[[Transaction], None]
 MakeConsumer = Callable[[int, Fence], Consumer]

@@ -10,7 +10,7 @@ from collections.abc import Callable
 
 from tidings.application.backoff import Backoff
 
-log = logging.getLogger("tidings.workers")
+log = logging.getLogger(__name__)
 
 
 def run_passes(

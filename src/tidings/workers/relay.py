@@ -41,7 +41,7 @@ from tidings.records import EventRecord
 from tidings.workers.passes import Background, delete_in_batches, run_passes
 from tidings.workers.settler import INTERVAL_SECONDS, Handed, Settler
 
-log = logging.getLogger("tidings.relay")
+log = logging.getLogger(__name__)
 
 Encode = Callable[[EventRecord], OutgoingMessage]
 Acked = Callable[[Sequence[OutboxEntry], Sequence[str | None]], None]

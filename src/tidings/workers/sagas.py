@@ -27,7 +27,7 @@ from tidings.domain.saga_versions import SagaUpcaster
 from tidings.errors import StorageError
 from tidings.workers.passes import Background, run_passes
 
-log = logging.getLogger("tidings.sagas")
+log = logging.getLogger(__name__)
 
 
 @dataclass

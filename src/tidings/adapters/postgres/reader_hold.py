@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-log = logging.getLogger("tidings.event_store")
+log = logging.getLogger(__name__)
 
 XID_WRAP = 2**32
 """pg_stat_activity shows 32-bit transaction ids; the snapshot gives 64-bit ones."""

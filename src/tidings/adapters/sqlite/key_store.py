@@ -8,7 +8,7 @@ import time
 from tidings.adapters.sql_key_store import SqlKeyStore
 from tidings.adapters.sqlite.database import SqliteDatabase
 
-log = logging.getLogger("tidings.personal_data")
+log = logging.getLogger(__name__)
 CHECKPOINT_TRIES = 50  # a reader holding an old snapshot blocks the WAL reset; wait a bit
 
 

@@ -37,7 +37,7 @@ from tidings.errors import (
 from tidings.ports import Leases, renew_interval
 from tidings.records import EventRecord, partition_of
 
-log = logging.getLogger("tidings.projections")
+log = logging.getLogger(__name__)
 
 SEPARATOR = "#"  # never in a projection's name, so a part's checkpoint is never another's
 

@@ -35,7 +35,7 @@ from tidings.errors import ProjectionError, ServerUnavailableError, UnknownEvent
 from tidings.ports import ProjectionCheckpoints, ProjectionLog
 from tidings.records import EventRecord
 
-log = logging.getLogger("tidings.projections")
+log = logging.getLogger(__name__)
 
 SHADOW, OLD, ALT = "__new", "__old", "__alt"
 REBUILD_ROW, OLD_ROW = "~rebuild", "~old"  # '~' is never in a projection's name

@@ -39,7 +39,7 @@ from tidings.observability import tracing
 from tidings.ports import CommitSignal, ProjectionCheckpoints, ProjectionLog
 from tidings.records import EventRecord
 
-log = logging.getLogger("tidings.projections")
+log = logging.getLogger(__name__)
 
 Clock = Callable[[], float]
 

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from tidings.domain.projection_state import REBUILDING, RUNNING, Checkpoint, LogHead
 
-log = logging.getLogger("tidings.projections")
+log = logging.getLogger(__name__)
 
 STALE_AFTER = 10.0
 """Seconds without a heartbeat after which a running projection's runner counts as stuck

@@ -52,7 +52,7 @@ from tidings.ports import SagaLog
 if TYPE_CHECKING:
     from tidings.application.handling import Handlers
 
-log = logging.getLogger("tidings.sagas")
+log = logging.getLogger(__name__)
 
 _to_json = msgspec.json.Encoder().encode
 _from_json = msgspec.json.decode
