@@ -1,14 +1,17 @@
 """The sagas schema part, version 1 to 2: a database whose saga tables an older tidings
 made gains the deadline and reply columns on connect, and its running sagas go on; version
-2 to 3: it gains the partial indexes the metrics count failed compensations through."""
+2 to 3: it gains the partial indexes the metrics count failed compensations through;
+version 3 to 4: it gains the trace context each saga was started in."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import tidings
 from tests.integration.test_schema_migration import part_versions, url_and_options
 from tidings.domain.saga import RetryPolicy, SagaDefinition, Step, StepContext
+from tidings.domain.saga_state import SagaRow, Transition
 
 __all__ = ["url_and_options"]  # the SQLite and PostgreSQL fixture
 
@@ -35,6 +38,16 @@ def make_sagas_version_1(store: tidings.Store) -> None:
         tx.execute(f"UPDATE {versions} SET version = 1 WHERE component = 'sagas'")
 
 
+def paying(done: list[int]) -> tuple[SagaDefinition, Callable[[StepContext], None]]:
+    """The old saga type: one step, ``pay``, retried once, that keeps each saga's ``n``
+    in ``done``; and that step's action."""
+
+    def pay(ctx: StepContext) -> None:
+        done.append(ctx.data["n"])
+
+    return SagaDefinition("old", [Step("pay", pay, retry=RetryPolicy(1))]), pay
+
+
 def test_a_version_1_saga_table_gains_the_deadline_columns_and_its_sagas_go_on(
     url_and_options: tuple[str, dict[str, str]],
 ) -> None:
@@ -44,13 +57,9 @@ def test_a_version_1_saga_table_gains_the_deadline_columns_and_its_sagas_go_on(
     with tidings.connect(url, **options) as old:
         make_sagas_version_1(old)
     done: list[int] = []
-
-    def pay(ctx: StepContext) -> None:
-        done.append(ctx.data["n"])
-
-    definition = SagaDefinition("old", [Step("pay", pay, retry=RetryPolicy(1))])
+    definition, pay = paying(done)
     with tidings.connect(url, **options) as upgraded:
-        assert part_versions(upgraded)["sagas"] == 3
+        assert part_versions(upgraded)["sagas"] == 4
         sagas = upgraded.sagas([definition], clock=lambda: 1_001.0)
         assert sagas.run_once() > 0
         end = sagas.get("old-1")
@@ -59,7 +68,7 @@ def test_a_version_1_saga_table_gains_the_deadline_columns_and_its_sagas_go_on(
         timed = SagaDefinition("timed", [Step("pay", pay, deadline=5)], deadline=60)
         assert sagas.start(timed, {"n": 2}).state == "COMPLETED"
     with tidings.connect(url, **options) as again:  # nothing left to do
-        assert part_versions(again)["sagas"] == 3
+        assert part_versions(again)["sagas"] == 4
 
 
 METRICS_INDEXES = ("saga_transitions_compensation_failed", "saga_transitions_discrepancy")
@@ -81,8 +90,8 @@ def metrics_indexes(store: tidings.Store) -> list[bool]:
 def test_a_version_2_saga_part_gains_the_indexes_metrics_count_through(
     url_and_options: tuple[str, dict[str, str]],
 ) -> None:
-    """A database at sagas version 2 (no partial indexes) is at version 3 with both after
-    the next connect."""
+    """A database at sagas version 2 (no partial indexes) has both after the next
+    connect."""
     url, options = url_and_options
     with tidings.connect(url, **options) as old:
         database: Any = old.database
@@ -90,11 +99,64 @@ def test_a_version_2_saga_part_gains_the_indexes_metrics_count_through(
         with database.transaction() as tx:
             for name in METRICS_INDEXES:
                 tx.execute(f"DROP INDEX {prefix}{name}")
+            # Version 2 had no trace context either (version 4 adds it).
+            tx.execute(f"ALTER TABLE {database.tables['sagas']} DROP COLUMN trace_context")
             tx.execute(
                 f"UPDATE {database.tables['schema_version']} SET version = 2"
                 " WHERE component = 'sagas'"
             )
         assert metrics_indexes(old) == [False, False]
     with tidings.connect(url, **options) as upgraded:
-        assert part_versions(upgraded)["sagas"] == 3
+        assert part_versions(upgraded)["sagas"] == 4
         assert metrics_indexes(upgraded) == [True, True]
+
+
+TRACEPARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+
+
+def make_sagas_version_3(store: tidings.Store) -> None:
+    """Put the saga table back as version 3 had it (no trace_context), with one saga
+    waiting on a retry timer of step ``pay``, and the version row saying 3."""
+    database: Any = store.database
+    sagas, versions = database.tables["sagas"], database.tables["schema_version"]
+    with database.transaction() as tx:
+        tx.execute(f"ALTER TABLE {sagas} DROP COLUMN trace_context")
+        tx.execute(
+            f"INSERT INTO {sagas} (saga_id, saga_type, definition_version, state, data, step,"
+            " attempt, started, executed, compensated, errors, version, wake_at)"
+            " VALUES ('old-3', 'old', 1, 'RUNNING', '{\"n\": 3}', 0, 1, 0, '[]', '[]',"
+            ' \'[{"step": "pay", "error": "down"}]\', 3, 1001.0)'
+        )
+        tx.execute(f"UPDATE {versions} SET version = 3 WHERE component = 'sagas'")
+
+
+def test_a_version_3_saga_table_gains_the_trace_context_and_its_sagas_go_on(
+    url_and_options: tuple[str, dict[str, str]],
+) -> None:
+    """After the upgrade the old saga reads with no trace context and completes on its
+    retry; a saga written with a context reads it back as written."""
+    url, options = url_and_options
+    with tidings.connect(url, **options) as old:
+        make_sagas_version_3(old)
+    done: list[int] = []
+    definition, _ = paying(done)
+    traced = SagaRow(
+        "new-4", "old", 1, "COMPLETED", {}, trace_context=f'{{"traceparent":"{TRACEPARENT}"}}'
+    )
+    with tidings.connect(url, **options) as upgraded:
+        assert part_versions(upgraded)["sagas"] == 4
+        sagas = upgraded.sagas([definition], clock=lambda: 1_001.0)
+        with upgraded.unit_of_work() as uow:
+            before = sagas.saga_log.get(uow, "old-3")
+            sagas.saga_log.create(uow, traced, [Transition("saga_started", at=1_001.0)])
+        assert before is not None
+        assert before.trace_context == ""
+        assert sagas.run_once() > 0
+        end = sagas.get("old-3")
+        assert end is not None
+        assert (end.state, done) == ("COMPLETED", [3])
+        with upgraded.unit_of_work() as uow:
+            written = sagas.saga_log.get(uow, "new-4")
+        assert written == traced
+    with tidings.connect(url, **options) as again:
+        assert part_versions(again)["sagas"] == 4

@@ -77,12 +77,13 @@ SCHEMA_PARTS: tuple[SchemaPart, ...] = (
     SchemaPart("messages", 1, "messages.sql", ("message_keys", "scheduled_messages")),
     # Version 2: deadlines, the reply a remote step waits for, the conversation id.
     # Version 3: partial indexes on the transitions that metrics count.
+    # Version 4: trace_context, the trace a saga was started in, for its later steps.
     SchemaPart(
         "sagas",
-        3,
+        4,
         "sagas.sql",
         ("sagas", "saga_transitions"),
-        ("sagas_v2.sql", "sagas_v3.sql"),
+        ("sagas_v2.sql", "sagas_v3.sql", "sagas_v4.sql"),
     ),
     # Heartbeats of the workers the tidings command runs (tidings status).
     SchemaPart("workers", 1, "workers.sql", ("workers",)),

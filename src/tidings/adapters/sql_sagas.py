@@ -21,7 +21,7 @@ from tidings.errors import SagaConflictError
 _COLUMNS = (
     "saga_id, saga_type, definition_version, state, data, step, attempt, started,"
     " executed, compensated, errors, version, wake_at, deadline_at, step_deadline_at,"
-    " waiting, unanswered, correlation_id"
+    " waiting, unanswered, correlation_id, trace_context"
 )
 _TRANSITION_COLUMNS = "saga_id, seq, sub, kind, step, at, detail, by_whom, amount"
 _encode = msgspec.json.Encoder().encode
@@ -51,7 +51,7 @@ class SqlSagaLog:
             f"INSERT INTO {self._sagas} ({_COLUMNS}) VALUES (:saga_id, :saga_type,"
             " :definition_version, :state, :data, :step, :attempt, :started, :executed,"
             " :compensated, :errors, :version, :wake_at, :deadline_at, :step_deadline_at,"
-            " :waiting, :unanswered, :correlation_id)"
+            " :waiting, :unanswered, :correlation_id, :trace_context)"
         )
         self._moved = (
             f"UPDATE {self._sagas} SET state = :state, data = :data, step = :step,"
@@ -66,6 +66,8 @@ class SqlSagaLog:
     def create(self, uow: Any, row: SagaRow, transitions: list[Transition]) -> None:
         """Insert a new saga and its first transitions."""
         insert, params = self._insert, _params(row)
+        # Written here only: a saga's trace context never changes, so no update sets it.
+        params["trace_context"] = row.trace_context
         if uow.dialect == "postgresql" and transitions:  # one round trip for both
             values, more = _values(row, transitions)
             uow.execute(
@@ -265,4 +267,5 @@ def _row(r: Any) -> SagaRow:
         waiting=r[15],
         unanswered=_decode(r[16]),
         correlation_id=r[17],
+        trace_context=r[18],
     )

@@ -28,7 +28,12 @@ class SagaRow:
     deadline, ``step_deadline_at`` the current try's. ``waiting`` is ``step:phase`` while
     a command of that step is out and unanswered; ``unanswered`` the steps whose command was
     never answered, compensated as if they had succeeded. A running saga's ``wake_at`` is
-    never later than its deadline."""
+    never later than its deadline.
+
+    ``trace_context`` is the W3C trace context the saga was started in (its
+    ``traceparent`` and ``tracestate`` as JSON; empty when tracing was off): stored with
+    the saga's first write and never changed, it ties the steps run later, by another
+    process, to the trace that started the saga."""
 
     saga_id: str
     saga_type: str
@@ -48,6 +53,7 @@ class SagaRow:
     waiting: str = ""
     unanswered: list[str] = field(default_factory=list)
     correlation_id: str = ""
+    trace_context: str = ""
 
     def next(self, **changes: Any) -> Self:
         """The row after one more transition (a running saga wakes by its deadline)."""

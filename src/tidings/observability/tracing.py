@@ -204,13 +204,27 @@ def failed(description: str) -> None:
         span.set_status(api.trace.Status(api.trace.StatusCode.ERROR, description))
 
 
-def step(saga_id: str, saga_type: str, name: str, phase: str) -> AbstractContextManager[Any]:
+def step(
+    saga_id: str, saga_type: str, name: str, phase: str, saga_context: str = ""
+) -> AbstractContextManager[Any]:
     """The span of one try of a saga step (its unit of work and the commands it sends
-    carry this context); its parent is the current context. Nothing when tracing is off."""
+    carry this context). ``saga_context`` is the trace context the saga was started in
+    (as its row stores it): the parent when no span is current (a worker running the
+    step later); else the current span stays the parent, linked to the saga's context
+    when it is in another trace. Nothing when tracing is off."""
     api, tracer = _tracer()
     if api is None or tracer is None:
         return _NOTHING
-    span = tracer.start_span(f"saga step {name}")
+    parent, links = None, None
+    started = _parent(api, stored_context(saga_context.encode())) if saga_context else None
+    if started is not None:
+        current = api.trace.get_current_span().get_span_context()
+        saga = api.trace.get_current_span(started).get_span_context()
+        if not current.is_valid:
+            parent = started
+        elif current.trace_id != saga.trace_id:
+            links = [api.trace.Link(saga)]
+    span = tracer.start_span(f"saga step {name}", parent, links=links)
     if span.is_recording():
         span.set_attributes(
             {

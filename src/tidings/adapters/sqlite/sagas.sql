@@ -4,7 +4,9 @@
 -- is next due: a retry's durable timer, the lease of a step being run, or the deadline
 -- of a step waiting for a reply (never later than the saga's deadline while it runs).
 -- Version 2 added the deadlines, the reply awaited, the steps whose command was never
--- answered, and the conversation the saga's messages belong to.
+-- answered, and the conversation the saga's messages belong to. Version 4 added
+-- trace_context: the W3C trace context the saga was started in (JSON, '' without one),
+-- written with the saga's first insert and never updated.
 CREATE TABLE IF NOT EXISTS {sagas} (
     saga_id            TEXT PRIMARY KEY,
     saga_type          TEXT NOT NULL,
@@ -23,7 +25,8 @@ CREATE TABLE IF NOT EXISTS {sagas} (
     step_deadline_at   DOUBLE PRECISION NOT NULL DEFAULT 0,
     waiting            TEXT NOT NULL DEFAULT '',
     unanswered         TEXT NOT NULL DEFAULT '[]',
-    correlation_id     TEXT NOT NULL DEFAULT ''
+    correlation_id     TEXT NOT NULL DEFAULT '',
+    trace_context      TEXT NOT NULL DEFAULT ''
 );
 CREATE INDEX IF NOT EXISTS {prefix}sagas_due ON {sagas} (state, wake_at);
 

@@ -122,7 +122,14 @@ class Orchestrator:
         )
         first = definition.steps[0]
         with self._store.unit_of_work() as uow:
-            row = replace(row, correlation_id=uow.cause.correlation_id)
+            # The context of the unit of work's span (a child of the caller's, if any):
+            # the steps a worker runs later, with no span current, join this trace.
+            carrier = tracing.current_context()
+            row = replace(
+                row,
+                correlation_id=uow.cause.correlation_id,
+                trace_context=_to_json(carrier).decode() if carrier else "",
+            )
             # The first try's start commits with the saga: one commit fewer, and the
             # try is still recorded as begun before its action runs.
             row = replace(begun(row, first, now, self._lease), version=row.version)
@@ -341,7 +348,7 @@ class Orchestrator:
             raise SagaError(f"step {step.name!r} has no compensation to run")
         try:
             with (
-                tracing.step(row.saga_id, row.saga_type, step.name, phase),
+                tracing.step(row.saga_id, row.saga_type, step.name, phase, row.trace_context),
                 self._store.unit_of_work(correlation_id=row.correlation_id or None) as uow,
             ):
                 ctx = Context(row, step, phase, uow)
