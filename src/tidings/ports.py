@@ -349,6 +349,17 @@ class Outbox(Protocol):
 OUTBOX_LANES = "outbox"
 """The lease set the relays' lanes are leased under (``Leases``)."""
 
+TAKEOVER_CHECK = 0.5
+"""Seconds at most between two leases of a worker: each lease also takes over the slots
+of owners whose process died (a liveness lock), so this bounds the takeover time."""
+
+
+def renew_interval(ttl: float) -> float:
+    """Seconds until a worker leases again: a third of its ``ttl`` (renewed well before
+    it runs out), and no more than ``TAKEOVER_CHECK``, so a dead owner's slots are taken
+    over within about that long. A lease is one short transaction: cheap at this rate."""
+    return min(ttl / 3, TAKEOVER_CHECK)
+
 
 class Leases(Protocol):
     """Numbered slots shared fairly among live owners, each slot held by one owner at a
@@ -378,6 +389,10 @@ class Leases(Protocol):
         ``tokens`` under that token. Until ``tx`` ends, no other owner can take those
         slots over, so writes made in ``tx`` after a True are fenced (a lease that ran
         out but was not taken over still holds: no one else can have written)."""
+
+    def close(self) -> None:
+        """Let go of what this component holds for its owners in this process (the locks
+        that tell others at once when the process dies)."""
 
 
 class OutboxDeadLetters(Protocol):

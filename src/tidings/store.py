@@ -50,6 +50,7 @@ from tidings.domain.ids import Clock, IdSource, utc_now, uuid7
 from tidings.domain.saga import SagaDefinition
 from tidings.domain.saga_versions import SagaUpcaster
 from tidings.errors import ConfigurationError, HandlerFailedError
+from tidings.observability.tracing import destination_of
 from tidings.ports import (
     Database,
     EventStore,
@@ -72,6 +73,11 @@ from tidings.serialization.codec import JsonCodec
 from tidings.serialization.personal import PersonalDataCipher
 from tidings.serialization.registry import EventRegistry
 from tidings.workers.consumer import Consumer, subscription_name
+from tidings.workers.partitioned_consumer import (
+    CheckedSubscription,
+    PartitionedConsumer,
+    partition_name,
+)
 from tidings.workers.relay import Encode, Relay
 
 A = TypeVar("A", bound=EventSourcedAggregate)
@@ -430,7 +436,8 @@ class Store:
         The consumer's ``name`` (what it fetched is recorded under it) is the
         subscription's durable consumer or queue unless given."""
         processor_options = {k: options.pop(k) for k in ("max_attempts", "backoff") if k in options}
-        processor = self.processor(handlers, **processor_options)
+        destination = destination_of(subscription)
+        processor = self.processor(handlers, destination=destination, **processor_options)
         options.setdefault("name", subscription_name(subscription))
         return Consumer(
             processor,
@@ -439,6 +446,39 @@ class Store:
             inbox=self.inbox,
             in_flight=self.in_flight,
             **options,
+        )
+
+    def partitioned_consumer(
+        self,
+        subscribe: Callable[[int], Subscription],
+        handlers: Handlers,
+        *,
+        name: str,
+        partitions: int,
+        ttl: float = 15.0,
+        owner: str | None = None,
+        **options: Any,
+    ) -> PartitionedConsumer:
+        """This process's share of the consumer ``name`` of a stream published into
+        ``partitions`` partitions (``tidings relay --partitions``): ``subscribe(p)`` opens
+        partition p's queue or durable consumer (``brokers.open_partition``); the
+        partitions are leased from ``self.leases`` (``ttl`` seconds), each handling
+        transaction fenced by its partition's token. Options go to each ``Consumer``."""
+        if self.leases is None:
+            raise ConfigurationError("partitioned consumers need the store's leases")
+
+        def make(partition: int, fence: Callable[[Transaction], None]) -> Consumer:
+            subscription = CheckedSubscription(subscribe(partition), partitions)
+            return self.consumer(
+                subscription,
+                handlers,
+                name=partition_name(name, partition),
+                fence=fence,
+                **options,
+            )
+
+        return PartitionedConsumer(
+            make, self.leases, name=name, partitions=partitions, ttl=ttl, owner=owner
         )
 
     def iter_all(self, after_position: int = 0, page: int = 1000) -> Iterator[DomainEvent]:
@@ -451,6 +491,8 @@ class Store:
         """Release the database connections."""
         if self.outbox is not None:
             self.outbox.close()
+        if self.leases is not None:
+            self.leases.close()
         self.database.close()
 
     def __enter__(self) -> Self:

@@ -24,8 +24,8 @@ class Calls:
 
 
 class WatchedOutbox:
-    """An outbox that notes claims and waits; a commit lands at the end of every wait (the
-    latest it can end, so the most upkeep falls due meanwhile) and wakes the relay."""
+    """An outbox that notes claims and waits; a commit lands near the end of every wait
+    (which the relay makes no longer than until its next renewal) and wakes the relay."""
 
     def __init__(self, inner: Outbox, calls: Calls, store: tidings.Store) -> None:
         self._inner, self._calls, self._store = inner, calls, store
@@ -36,9 +36,9 @@ class WatchedOutbox:
         return self._inner.claim(*args, **kwargs)
 
     def wait_for_work(self, timeout: float) -> None:
-        """A commit lands and wakes the relay as the wait runs out."""
+        """A commit lands and wakes the relay just before the wait would run out."""
         self._calls.seen.append("wait")
-        self._calls.now += timeout
+        self._calls.now += 0.95 * timeout
         self._calls.waits_left -= 1
         if self._calls.waits_left == 0:
             self._calls.stop.set()
@@ -65,7 +65,7 @@ def test_a_woken_relay_claims_before_it_renews_its_leases_or_releases_messages()
     """Every wake-up is followed by the claim; renewals and releases come after the
     publish, before the next wait (a renewal due within the wait is made before it)."""
     store = tidings.connect("memory://", outbox=True, registry=tidings.EventRegistry([Counted]))
-    calls = Calls(waits=30)  # 15 s: renewals fall due during waits
+    calls = Calls(waits=30)  # about 14 s: renewals (every 0.5 s) fall due during waits
     assert store.outbox is not None
     assert store.leases is not None
     assert store.messages is not None

@@ -30,6 +30,8 @@ from tidings.errors import (
     ServerUnavailableError,
     StorageError,
 )
+from tidings.observability import tracing
+from tidings.observability.logs import about
 from tidings.ports import Inbox, Transaction
 from tidings.records import EventRecord
 
@@ -187,6 +189,7 @@ class InboxProcessor:
     max_attempts: int = 5
     backoff: Backoff = field(default_factory=lambda: Backoff(base=1.0, cap=300.0))
     rng: random.Random = field(default_factory=random.Random)
+    destination: tracing.Destination = tracing.IN_PROCESS  # named on the consumer's spans
 
     def process(
         self, deliveries: Sequence[Delivery], finish: Finish | None = None
@@ -233,7 +236,8 @@ class InboxProcessor:
                 else:
                     record = delivery.record
                     assert record is not None  # noqa: S101 - _read gives an event only with one
-                    verdicts.append(self._apply(tx, index, event, fresh, record))
+                    with tracing.processing(self.destination, record):
+                        verdicts.append(self._apply(tx, index, event, fresh, record))
             if finish is not None:
                 finish(tx, verdicts)
             return verdicts
@@ -286,7 +290,10 @@ class InboxProcessor:
                     verdicts.append(Verdict(False, held[stream]))
                     continue
                 known = failed if failed is not None and failed.index == index else None
-                verdict = self._one(tx, delivery, known)
+                with tracing.processing(self.destination, delivery.record):
+                    verdict = self._one(tx, delivery, known)
+                    if verdict.buried or not verdict.ack:
+                        tracing.failed(", ".join(verdict.buried) or "a handler failed: retried")
                 if not verdict.ack and stream is not None:
                     held[stream] = verdict.retry_in
                 verdicts.append(verdict)
@@ -359,7 +366,9 @@ class InboxProcessor:
         if isinstance(exc, MessageRejectedError):  # retrying cannot help: bury it now
             reason = f"handler {name} rejected it: {exc}"
             self.inbox.bury(tx, delivery.body, reason, handler=name, record=record)
-            log.error("event %s buried for %s: %s", record.event_id, name, exc)
+            log.error(
+                "event %s buried for %s: %s", record.event_id, name, exc, extra=about(record, name)
+            )
             return 0.0, reason
         try:
             with tx.savepoint():
@@ -376,17 +385,34 @@ class InboxProcessor:
                     self.inbox.bury(tx, delivery.body, reason, handler=name, record=record)
             except DataRefusedError:  # not even its event id and type: the body alone
                 self.inbox.bury(tx, delivery.body, reason, handler=name)
-            log.error("event %s buried for %s: %s", record.event_id, name, refused)
+            log.error(
+                "event %s buried for %s: %s",
+                record.event_id,
+                name,
+                refused,
+                extra=about(record, name),
+            )
             return 0.0, reason
         if attempts >= self.max_attempts:
             reason = f"handler {name} failed {attempts} times; last: {error}"
             self.inbox.bury(
                 tx, delivery.body, reason, handler=name, record=record, attempts=attempts
             )
-            log.error("event %s buried for %s: %s", record.event_id, name, error)
+            log.error(
+                "event %s buried for %s: %s",
+                record.event_id,
+                name,
+                error,
+                extra=about(record, name),
+            )
             return 0.0, reason
         log.warning(
-            "event %s failed in %s (attempt %d): %s", record.event_id, name, attempts, error
+            "event %s failed in %s (attempt %d): %s",
+            record.event_id,
+            name,
+            attempts,
+            error,
+            extra=about(record, name),
         )
         return self.backoff.delay(attempts, self.rng), None
 

@@ -21,10 +21,11 @@ from rich.console import Console
 from tidings.application.projections import Projection, ProjectionRunner, Rebuild, VerifyError
 from tidings.application.projections.waiting import STREAM
 from tidings.cli.loading import load
-from tidings.cli.options import Db, Prefix, Schema, open_store
-from tidings.cli.progress import Rate, reporting, stop_on_signals
+from tidings.cli.options import Db, LogFormat, LogFormatOption, Prefix, Schema, open_store
+from tidings.cli.progress import Rate, reporting, say, stop_on_signals
 from tidings.cli.progress import console as progress
 from tidings.errors import ConfigurationError, ProjectionError
+from tidings.observability.logs import configure as configure_logs
 
 app = typer.Typer(help="Run projections and operate them: status, retry, skip, rebuild.")
 console = Console(highlight=False, soft_wrap=True)
@@ -80,8 +81,10 @@ def run(
     ] = 15.0,
     prefix: Prefix = "tidings_",
     schema: Schema = "public",
+    log_format: LogFormatOption = LogFormat.text,
 ) -> None:
     """Catch the projections up, then follow the log until SIGTERM or SIGINT."""
+    configure_logs(log_format)
     chosen = _projections(projections)
     events = load(registry, "--registry") if registry else None
     stop = stop_on_signals()
@@ -91,10 +94,7 @@ def run(
             options.update(partitions=partitions, ttl=ttl)
         runner = store.projections(chosen, **options)
         try:
-            progress.print(
-                f"projections {', '.join(runner.names)}: {store.database.describe()}",
-                markup=False,
-            )
+            say(f"projections {', '.join(runner.names)}: {store.database.describe()}")
             with reporting(_progress(runner), every):
                 runner.run(stop)
         finally:

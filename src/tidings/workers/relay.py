@@ -24,6 +24,8 @@ from dataclasses import dataclass, field
 
 from tidings.application.backoff import Backoff
 from tidings.errors import BrokerUnavailableError, StorageError, TidingsError
+from tidings.observability import tracing
+from tidings.observability.logs import about
 from tidings.ports import (
     OUTBOX_LANES,
     Leases,
@@ -33,6 +35,7 @@ from tidings.ports import (
     OutgoingMessage,
     Settlement,
     Transport,
+    renew_interval,
 )
 from tidings.records import EventRecord
 from tidings.workers.passes import Background, delete_in_batches, run_passes
@@ -111,6 +114,7 @@ class Relay(Background):
         self._stop = threading.Event()
         self._thread = None
         self._settler = Settler(outbox, self.relay_id, settle_interval)
+        self._sends = tracing.Sends(tracing.destination_of(transport))
         self.messages, self.release_interval = messages, release_interval
         self._release_at = 0.0
 
@@ -213,11 +217,14 @@ class Relay(Background):
         unanswered message is not an attempt, it is published again after the pause.
         """
         sent = self._send(group, frozenset(outcome.blocked))
+        sends = self._sends  # the producer span of the call, when tracing is on
+        sends.start([e.record for e in sent.ready])
         try:
             results: Sequence[str | None] = (
                 self.transport.publish(sent.messages) if sent.messages else []
             )
         except BrokerUnavailableError as exc:
+            sends.end(exc.answered, str(exc))
             self._record(outcome, sent.unencodable, now)
             answered = [(e, exc.answered[i]) for i, e in enumerate(sent.ready) if i in exc.answered]
             self._record(outcome, answered, now)
@@ -225,6 +232,10 @@ class Relay(Background):
                 e.record.stream_id for i, e in enumerate(sent.ready) if i not in exc.answered
             )
             raise
+        except BaseException as exc:
+            sends.end({}, str(exc))
+            raise
+        sends.end(results)
         self._record(outcome, [*sent.unencodable, *zip(sent.ready, results, strict=True)], now)
 
     def _send(self, group: Sequence[OutboxEntry], blocked: frozenset[str]) -> _Sent:
@@ -297,6 +308,7 @@ class Relay(Background):
                 entry.record.stream_id,
                 attempt,
                 error,
+                extra=about(entry.record),
             )
         else:
             retry.append((position, now + self.backoff.delay(attempt, self.rng), error))
@@ -306,6 +318,7 @@ class Relay(Background):
                 entry.record.stream_id,
                 attempt,
                 error,
+                extra=about(entry.record),
             )
 
     def _count(self, outcome: Settlement) -> None:
@@ -342,8 +355,10 @@ class Relay(Background):
         # or a renewal in front of it cost that event a transaction's round trip.
         now = self.clock()
         self._release(now)
-        if now + min(self.idle_wait, self.lease_ttl / 6) >= self._renew_at:
-            self._renew(now)  # renewed before the wait rather than when it ends
+        # A renewal due within the last tenth of its interval is made now: the wait that
+        # follows would otherwise end, woken by a commit, with the renewal due.
+        if now + renew_interval(self.lease_ttl) / 10 >= self._renew_at:
+            self._renew(now)
         self._clean_up()
         if not full:
             # Every due row was claimed: whatever commits from now on, or committed while
@@ -362,7 +377,7 @@ class Relay(Background):
     def _renew(self, now: float) -> None:
         """Lease (or renew) this relay's lanes."""
         self._held = self.leases.lease(self.relay_id, OUTBOX_LANES, self.lanes, self.lease_ttl, now)
-        self._renew_at = now + self.lease_ttl / 3
+        self._renew_at = now + renew_interval(self.lease_ttl)
         self.stats.lanes_held = len(self._held)
 
     def _paused(self, exc: Exception) -> None:

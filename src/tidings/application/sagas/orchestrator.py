@@ -46,6 +46,7 @@ from tidings.domain.saga_state import (
 )
 from tidings.domain.saga_versions import SagaUpcaster
 from tidings.errors import SagaConflictError, SagaError, SagaVersionError
+from tidings.observability import tracing
 from tidings.ports import SagaLog
 
 if TYPE_CHECKING:
@@ -185,7 +186,7 @@ class Orchestrator:
                 moved += self._drive(saga_id)[0]
             except SagaVersionError as exc:
                 self.refused[saga_id] = str(exc)
-                log.error("saga %s refused: %s", saga_id, exc)
+                log.error("saga %s refused: %s", saga_id, exc, extra={"saga_id": saga_id})
         return moved
 
     recover = run_once
@@ -339,7 +340,10 @@ class Orchestrator:
         if call is None:
             raise SagaError(f"step {step.name!r} has no compensation to run")
         try:
-            with self._store.unit_of_work(correlation_id=row.correlation_id or None) as uow:
+            with (
+                tracing.step(row.saga_id, row.saga_type, step.name, phase),
+                self._store.unit_of_work(correlation_id=row.correlation_id or None) as uow,
+            ):
                 ctx = Context(row, step, phase, uow)
                 # As the log stores it (JSON): the next step sees the same data whether the
                 # row was read back or not.
@@ -439,12 +443,17 @@ class Orchestrator:
             step.name,
             row.attempt,
             row.errors[-1]["error"],
+            extra={"saga_id": row.saga_id},
         )
         if self._alert is not None:
             try:
                 self._alert(SagaResult.of(row))
             except Exception:
-                log.exception("the saga alert hook failed for saga %s", row.saga_id)
+                log.exception(
+                    "the saga alert hook failed for saga %s",
+                    row.saga_id,
+                    extra={"saga_id": row.saga_id},
+                )
 
     # -- operator actions -------------------------------------------------------------
 
