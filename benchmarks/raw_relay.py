@@ -1,10 +1,10 @@
 """The floor under the relay's commit -> ack latency: a hand-written relay, drivers only.
 
-It does the least work that takes a committed outbox row to the broker: block on
-``LISTEN`` (the channel the outbox's writers ``NOTIFY``), read the rows after the last one
-it sent with a plain ``SELECT``, publish each one and wait for the broker's ack (nats-py on
-one asyncio loop that also listens, through psycopg's async connection; pika's
-``BlockingConnection`` with confirms in one thread), note the ack's time. No leases, no
+It does the least work that takes a committed outbox row to the broker, on one asyncio
+loop: wait on ``LISTEN`` (the channel the outbox's writers ``NOTIFY``; psycopg's async
+connection), read the rows after the last one it sent with a plain ``SELECT``, publish
+them all at once and await every ack (nats-py; aio-pika with publisher confirms), note
+the time. One loop and one thread: no hand-over between threads anywhere on the path. No leases, no
 retries, no settling, no order per aggregate beyond the single writer's: nothing tidings
 promises, only the path. ``relay_latency.measure`` runs it in place of the relay, with the
 same writer, the same clocks and the same count, so the two figures compare as they are.
@@ -15,14 +15,17 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
+import aio_pika
 import nats
-import pika
 import psycopg
 
 AMQP = "amqp://guest:guest@127.0.0.1:5672/"
 NATS = "nats://127.0.0.1:4222"
+Publish = Callable[[tuple[Any, ...]], Awaitable[None]]
+Close = Callable[[], Awaitable[Any]]
 READ = (
     "SELECT position, event_id, event_type, payload::text FROM {} "
     "WHERE position > %s ORDER BY position"
@@ -39,8 +42,7 @@ class RawRelay:
         self.acked: dict[str, float] = {}
         self.listening = threading.Event()
         self._stop = threading.Event()
-        work = self._nats if broker == "nats" else self._rabbitmq
-        self._thread = threading.Thread(target=work, name="raw-relay", daemon=True)
+        self._thread = threading.Thread(target=self._run, name="raw-relay", daemon=True)
 
     def start(self) -> None:
         """Listen and relay on a thread of its own; returns once it listens."""
@@ -52,12 +54,11 @@ class RawRelay:
         self._stop.set()
         self._thread.join(10)
 
-    def _nats(self) -> None:
-        asyncio.run(self._nats_loop())
+    def _run(self) -> None:
+        asyncio.run(self._relay())
 
-    async def _nats_loop(self) -> None:
-        client = await nats.connect(NATS)
-        js = client.jetstream()
+    async def _relay(self) -> None:
+        publish, close = await (self._nats() if self.broker == "nats" else self._rabbitmq())
         async with (
             await psycopg.AsyncConnection.connect(self.url, autocommit=True) as listener,
             await psycopg.AsyncConnection.connect(self.url, autocommit=True) as reader,
@@ -67,36 +68,38 @@ class RawRelay:
             last = 0
             while not self._stop.is_set():
                 rows = await (await reader.execute(self.read, (last,))).fetchall()
-                for position, event_id, event_type, payload in rows:
-                    subject = f"{self.place}.{event_type}"
-                    await js.publish(subject, payload.encode(), headers={"Nats-Msg-Id": event_id})
-                    self.acked[event_id] = time.perf_counter()
-                    last = position
+                if rows:
+                    # Every row read goes out at once, and the acks are awaited together.
+                    await asyncio.gather(*(publish(row) for row in rows))
+                    now = time.perf_counter()
+                    for row in rows:
+                        self.acked[row[1]] = now
+                    last = rows[-1][0]
                 async for _ in listener.notifies(timeout=0.1, stop_after=1):
                     pass
-        await client.close()
+        await close()
 
-    def _rabbitmq(self) -> None:
-        connection = pika.BlockingConnection(pika.URLParameters(AMQP))
-        channel: Any = connection.channel()
-        channel.confirm_delivery()
-        with (
-            psycopg.connect(self.url, autocommit=True) as listener,
-            psycopg.connect(self.url, autocommit=True) as reader,
-        ):
-            listener.execute(f"LISTEN {self.channel}")
-            self.listening.set()
-            last = 0
-            while not self._stop.is_set():
-                for position, event_id, event_type, payload in reader.execute(
-                    self.read, (last,)
-                ).fetchall():
-                    properties = pika.BasicProperties(delivery_mode=2, message_id=event_id)
-                    channel.basic_publish(
-                        self.place, event_type, payload.encode(), properties, mandatory=True
-                    )
-                    self.acked[event_id] = time.perf_counter()
-                    last = position
-                for _ in listener.notifies(timeout=0.1, stop_after=1):
-                    pass
-        connection.close()
+    async def _nats(self) -> tuple[Publish, Close]:
+        client = await nats.connect(NATS)
+        js = client.jetstream()
+
+        async def publish(row: tuple[Any, ...]) -> None:
+            _, event_id, event_type, payload = row
+            subject = f"{self.place}.{event_type}"
+            await js.publish(subject, payload.encode(), headers={"Nats-Msg-Id": event_id})
+
+        return publish, client.close
+
+    async def _rabbitmq(self) -> tuple[Publish, Close]:
+        connection = await aio_pika.connect(AMQP)
+        channel = await connection.channel(publisher_confirms=True)
+        exchange = await channel.get_exchange(self.place)
+
+        async def publish(row: tuple[Any, ...]) -> None:
+            _, event_id, event_type, payload = row
+            persistent = aio_pika.DeliveryMode.PERSISTENT
+            body = payload.encode()
+            message = aio_pika.Message(body, delivery_mode=persistent, message_id=event_id)
+            await exchange.publish(message, event_type, mandatory=True)
+
+        return publish, connection.close
