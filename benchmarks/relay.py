@@ -12,13 +12,15 @@
    broker round trip per wave (docs/outbox.md). The backlog is written with the outbox
    adapter's own ``write`` (the unit of work's path) in transactions of 5,000 rows.
 2. Latency from commit to broker acknowledgement at a steady 1,000 events/s
-   (``relay_latency.py`` explains the method).
+   (``relay_latency.py`` explains the method), and from PostgreSQL its floor: a
+   hand-written relay (``raw_relay.py``: LISTEN, a plain SELECT, publish -> ack on one
+   asyncio loop) run just after it with the same writer and measured the same way.
 3. The raw limits in the same run: claiming 100 rows at a time with ``FOR UPDATE SKIP
    LOCKED`` (one and two workers), NATS JetStream publish with async acks (nats-py),
    RabbitMQ publish with confirms (aio-pika, 1,000 in flight), LISTEN/NOTIFY wake-up, and
    the round trip of one message at a time from publish to the broker's ack (nats-py,
-   pika), idle and beside the latency runs' steady writer (the floor under the relay's
-   commit -> ack latency: the writer's commits share the disk and cores with the broker).
+   pika), idle and beside the latency runs' steady writer (the writer's commits share the
+   disk and cores with the broker).
 
 Every configuration runs ``--runs`` times; tables show the median, with every run's
 figure and the machine's load. Not a test: nothing is asserted about time.
@@ -282,8 +284,8 @@ def round_trips(setup: Setup, broker: str, batch: list[OutgoingMessage], into: l
 def measure_floor(setup: Setup, seconds: float, runs: int) -> dict[str, tuple[Series, Series]]:
     """Per broker, p50 and p99 seconds of the raw client's publish -> ack round trip, one
     message at a time, while the same steady writer as in the latency runs commits 1,000
-    events/s to PostgreSQL (no relay): the floor under the relay's latency, on a machine
-    whose disk and cores the writer shares with the broker."""
+    events/s to PostgreSQL (no relay): the broker's part of the floor, on a machine whose
+    disk and cores the writer shares with the broker."""
     count = int(1_000 * (seconds + 1.0))
     sent = int(1_000 * seconds)  # the publisher starts a second after the writer
     found = {}
