@@ -24,8 +24,10 @@ model of one row per order (items and cents, added up by an upsert per event).
    the raw floor measured in the same run: a follower that wakes as tidings' runner does
    (PRAGMA data_version every 5 ms on SQLite, LISTEN on the outbox channel on PostgreSQL)
    and applies what it finds in one read-model transaction. Target: p50 <= 2x the floor.
-3. A large catch-up (``--large`` events, SQLite): time, and the runner's RSS sampled
-   every batch: it should stay flat.
+3. A large catch-up (``--large`` events, SQLite and PostgreSQL): time and RSS (sampled
+   every 100 batches: it should stay flat) of one runner, of a blue/green rebuild of the
+   same read model (``Rebuild``: shadow tables, batch 5,000, swapped in), and of two
+   partitioned worker processes (two parts), each worker's highest RSS.
 
 Every catch-up runs ``--runs`` times (median shown, every run's figure and the load
 beside). Not a test: nothing is asserted about time.
@@ -68,7 +70,7 @@ DDL = "CREATE TABLE IF NOT EXISTS {t} (id TEXT PRIMARY KEY, items INTEGER, cents
 # -- the tidings projection ---------------------------------------------------------------
 
 
-def totals(table_name: str, name: str = "bench-totals") -> Projection:
+def totals(table_name: str, name: str = "bench-totals", version: int = 1) -> Projection:
     """The read model: one row per order, items and cents added up."""
     sql = UPSERT.format(t=table_name, m="?")
 
@@ -84,6 +86,7 @@ def totals(table_name: str, name: str = "bench-totals") -> Projection:
         name,
         {OrderCreated: created, ItemAdded: added},
         schema=[DDL.format(t=table_name)],
+        version=version,
     )
 
 
@@ -586,6 +589,11 @@ def partitioned_worker(url: str, owner: str, out: Any) -> None:
 
 def two_workers(url: str) -> tuple[float, list[float]]:
     """The same catch-up by two partitioned worker processes: seconds, and each RSS."""
+    store = connect(url)  # the tables once, before the workers: PostgreSQL's CREATE TABLE
+    store.projections(  # IF NOT EXISTS may fail in one of two racing transactions
+        [totals("parted_totals", "bench-parted")], partitions=2, runner_id="setup"
+    ).start()
+    store.close()
     context = multiprocessing.get_context("spawn")
     pipes = [context.Pipe(duplex=False) for _ in range(2)]
     start = time.perf_counter()
@@ -603,33 +611,64 @@ def two_workers(url: str) -> tuple[float, list[float]]:
     return took, tops
 
 
-def large_catch_up(events: int) -> str:
-    with servers.sqlite_file() as url:
-        store = connect(url, synchronous="NORMAL")  # writing the log is not what is measured
-        print(f"SQLite: writing {events:,} events ...", flush=True)
+def one_runner(url: str) -> tuple[int, float, list[float]]:
+    """The catch-up by one runner in this process: events, seconds, RSS samples."""
+    store = connect(url)
+    runner = store.projections([totals("totals")], batch=PAGE)
+    runner.start()
+    samples = [rss_mb()]
+    read = 0
+    start = time.perf_counter()
+    while done := runner.run_once():
+        read += done
+        if read % (PAGE * 100) == 0:
+            samples.append(rss_mb())
+    took = time.perf_counter() - start
+    runner.close()
+    store.close()
+    print(f"  one runner: {took:.0f} s ({load()})", flush=True)
+    return read, took, samples
+
+
+def rebuilt(url: str) -> tuple[float, list[float]]:
+    """A blue/green rebuild of the same read model (version 2, the CLI's batch of 5,000)
+    into shadow tables, swapped in: seconds and RSS samples."""
+    store = connect(url)
+    samples = [rss_mb()]
+
+    def sample() -> bool:  # called before each batch
+        samples.append(rss_mb())
+        return False
+
+    job = store.rebuild(totals("totals", version=2), batch=5000)
+    start = time.perf_counter()
+    job.begin(restart=True)
+    job.catch_up(sample)
+    job.swap()
+    took = time.perf_counter() - start
+    job.drop_old()
+    store.close()
+    print(f"  rebuild: {took:.0f} s ({load()})", flush=True)
+    return took, samples
+
+
+def large_catch_up(events: int, backend: str) -> str:
+    places = {"SQLite": servers.sqlite_file, "PostgreSQL": servers.pg_database}
+    with places[backend]() as url:
+        options = {"synchronous": "NORMAL"} if backend == "SQLite" else {}
+        store = connect(url, **options)  # writing the log is not what is measured
+        print(f"{backend}: writing {events:,} events ...", flush=True)
         start = time.perf_counter()
         write_orders(store, events)
         print(f"  written in {time.perf_counter() - start:.0f} s", flush=True)
         store.close()
-        store = connect(url)
-        runner = store.projections([totals("totals")], batch=PAGE)
-        runner.start()
-        samples = [rss_mb()]
-        read = 0
-        start = time.perf_counter()
-        while done := runner.run_once():
-            read += done
-            if read % (PAGE * 100) == 0:
-                samples.append(rss_mb())
-        took = time.perf_counter() - start
-        runner.close()
-        store.close()
-        print(f"  one runner: {took:.0f} s ({load()})", flush=True)
+        read, took, samples = one_runner(url)
+        rebuild = rebuilt(url)
         two = two_workers(url)
     first, top, last = samples[0], max(samples), samples[-1]
     return table(
         [
-            "large catch-up (SQLite)",
+            f"large catch-up ({backend})",
             "events",
             "seconds",
             "events/s",
@@ -643,6 +682,14 @@ def large_catch_up(events: int) -> str:
                 f"{took:.0f}",
                 per_second(read / took),
                 f"{first:.0f} / {top:.0f} / {last:.0f}",
+                load(),
+            ],
+            [
+                "rebuild (shadow tables, batch 5,000, swapped)",
+                f"{read:,}",
+                f"{rebuild[0]:.0f}",
+                per_second(read / rebuild[0]),
+                f"{rebuild[1][0]:.0f} / {max(rebuild[1]):.0f} / {rebuild[1][-1]:.0f}",
                 load(),
             ],
             [
@@ -679,7 +726,10 @@ def main() -> None:
     if "lag" not in args.skip:
         out.append(live_lag(args.rate, args.seconds, args.only))
     if args.large:
-        out.append(large_catch_up(args.large))
+        if args.only in ("", "sqlite"):
+            out.append(large_catch_up(args.large, "SQLite"))
+        if args.only in ("", "postgresql"):
+            out.append(large_catch_up(args.large, "PostgreSQL"))
     print()
     print("\n\n".join(out))
 

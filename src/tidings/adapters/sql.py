@@ -66,10 +66,26 @@ SCHEMA_PARTS: tuple[SchemaPart, ...] = (
         ("inbox_v2.sql",),
     ),
     SchemaPart("personal_data", 1, "personal_data.sql", ("subject_keys",)),
-    SchemaPart("projections", 1, "projections.sql", ("projections", "projection_skips")),
+    # Version 2: started_at and started_position, a rebuild's rate and ETA in status.
+    SchemaPart(
+        "projections",
+        2,
+        "projections.sql",
+        ("projections", "projection_skips"),
+        ("projections_v2.sql",),
+    ),
     SchemaPart("messages", 1, "messages.sql", ("message_keys", "scheduled_messages")),
     # Version 2: deadlines, the reply a remote step waits for, the conversation id.
-    SchemaPart("sagas", 2, "sagas.sql", ("sagas", "saga_transitions"), ("sagas_v2.sql",)),
+    # Version 3: partial indexes on the transitions that metrics count.
+    SchemaPart(
+        "sagas",
+        3,
+        "sagas.sql",
+        ("sagas", "saga_transitions"),
+        ("sagas_v2.sql", "sagas_v3.sql"),
+    ),
+    # Heartbeats of the workers the tidings command runs (tidings status).
+    SchemaPart("workers", 1, "workers.sql", ("workers",)),
     # Projections fed by a broker stream: their checkpoint per source service.
     SchemaPart(
         "projection_sources",
@@ -98,7 +114,19 @@ def ddl_names(prefix: str, qualifier: str = "") -> dict[str, str]:
     upgrades that drop them), ``prefix`` and ``schema``."""
     dot = f"{qualifier}." if qualifier else ""
     retired = {t: f"{dot}{prefix}{t}" for part in SCHEMA_PARTS for t in part.retired}
-    return {"prefix": prefix, "schema": qualifier, **retired, **table_names(prefix, qualifier)}
+    return {
+        "prefix": prefix,
+        "schema": qualifier,
+        "commit_channel": commit_channel(prefix, qualifier),
+        **retired,
+        **table_names(prefix, qualifier),
+    }
+
+
+def commit_channel(prefix: str, schema: str) -> str:
+    """The PostgreSQL channel a commit of events or outbox rows NOTIFYs: relays and
+    projection runners LISTEN on it."""
+    return identifier(f"{prefix}outbox_{schema}"[:48], "channel")
 
 
 def identifier(name: str, what: str) -> str:

@@ -21,7 +21,8 @@ from tidings.records import EventRecord
 
 _COLUMNS = (
     "name, version, position, state, lag_threshold, heartbeat, runner, error,"
-    " failed_position, failed_event_id, failed_event_type, failed_at, updated_at"
+    " failed_position, failed_event_id, failed_event_type, failed_at, updated_at,"
+    " started_at, started_position"
 )
 MEMORY_TABLES = {
     "projections": "tidings_projections",
@@ -49,7 +50,7 @@ class SqlCheckpoints:
         threshold is the code's (it may have changed since)."""
         uow.execute(
             f"INSERT INTO {self._table} ({_COLUMNS}) VALUES (:name, :version, 0, :state,"
-            " :threshold, 0, '', '', 0, '', '', 0, 0) ON CONFLICT (name) DO NOTHING",
+            " :threshold, 0, '', '', 0, '', '', 0, 0, 0, 0) ON CONFLICT (name) DO NOTHING",
             {"name": name, "version": version, "state": STOPPED, "threshold": lag_threshold},
         )
         uow.execute(
@@ -346,15 +347,18 @@ def _checkpoint(r: Sequence[Any]) -> Checkpoint:
         failed_event_type=r[10],
         failed_at=float(r[11]),
         updated_at=float(r[12]),
+        started_at=float(r[13]),
+        started_position=int(r[14]),
     )
 
 
 def projection_parts(store: Any) -> tuple[ProjectionCheckpoints, ProjectionLog, CommitSignal]:
     """The checkpoints, the log head and the commit signal of a store's backend.
 
-    The signal is the relay's: LISTEN on the outbox channel on PostgreSQL (every unit of
-    work that writes an outbox row notifies it at commit), ``PRAGMA data_version`` on
-    SQLite (any commit by another connection), the log's length in memory.
+    The signal is the relay's: LISTEN on the commit channel on PostgreSQL (the outbox's
+    rows NOTIFY it at commit, and so does every insert of events once the trigger this
+    installs is there, with or without an outbox), ``PRAGMA data_version`` on SQLite
+    (any commit by another connection), the log's length in memory.
     """
     database = store.database
     tables = getattr(database, "tables", None)
@@ -370,4 +374,8 @@ def projection_parts(store: Any) -> tuple[ProjectionCheckpoints, ProjectionLog, 
     from tidings.backends import leases_of, outbox_of
 
     signal = outbox_of(database, leases_of(database))  # only its wait_for_work is used
+    if database.dialect == "postgresql":
+        from tidings.adapters.postgres.outbox import install_commit_trigger
+
+        install_commit_trigger(database)
     return SqlCheckpoints(tables), SqlProjectionLog(tables["events"]), signal

@@ -18,7 +18,9 @@ class Checkpoint:
     ``position`` is the last event the read model holds (applied, or skipped by an
     operator). A paused projection names the event it failed on (``failed_*``) and the
     error; ``error`` is empty otherwise. Times are seconds since the epoch; ``heartbeat``
-    is when a runner last said it was alive (0.0: never).
+    is when a runner last said it was alive (0.0: never). A rebuild's row (``NAME~rebuild``)
+    notes when its run began (``started_at``) and its position then (``started_position``),
+    for its rate.
     """
 
     name: str
@@ -34,6 +36,8 @@ class Checkpoint:
     failed_event_type: str = ""
     failed_at: float = 0.0
     updated_at: float = 0.0
+    started_at: float = 0.0
+    started_position: int = 0
 
 
 @dataclass(frozen=True)

@@ -3,6 +3,8 @@
 -- transaction that writes the read model, so the two never disagree. state is running,
 -- stopped or paused (on the event at failed_position, with its error). Times are seconds
 -- since the epoch by the runner's clock; heartbeat tells a live runner from a stuck one.
+-- started_at and started_position: when a rebuild's run began and its shadow's position
+-- then (its rate and ETA); 0 on other rows.
 CREATE TABLE IF NOT EXISTS {projections} (
     name              TEXT PRIMARY KEY,
     version           INTEGER NOT NULL,
@@ -16,7 +18,9 @@ CREATE TABLE IF NOT EXISTS {projections} (
     failed_event_id   TEXT NOT NULL,
     failed_event_type TEXT NOT NULL,
     failed_at         DOUBLE PRECISION NOT NULL,
-    updated_at        DOUBLE PRECISION NOT NULL
+    updated_at        DOUBLE PRECISION NOT NULL,
+    started_at        DOUBLE PRECISION NOT NULL DEFAULT 0,
+    started_position  BIGINT NOT NULL DEFAULT 0
 );
 
 -- Every event an operator skipped, with the error it had caused, who skipped it and why.

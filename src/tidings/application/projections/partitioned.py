@@ -21,12 +21,19 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Iterable, Sequence
+from contextlib import nullcontext
 from typing import Any
 
+from tidings.application.projections.batching import MergingWork
 from tidings.application.projections.definition import Projection
 from tidings.application.projections.runner import ProjectionRunner, _HandlerFailedError
 from tidings.domain.projection_state import PAUSED, RUNNING, Checkpoint
-from tidings.errors import ProjectionConflictError, ProjectionError, StorageError
+from tidings.errors import (
+    ProjectionConflictError,
+    ProjectionError,
+    ServerUnavailableError,
+    StorageError,
+)
 from tidings.ports import Leases, renew_interval
 from tidings.records import EventRecord, partition_of
 
@@ -189,12 +196,20 @@ class PartitionedRunner(ProjectionRunner):
         if not page:
             return 0
         stops: dict[int, tuple[EventRecord, str]] = {}  # part -> the event it fails on
-        while True:  # each failure stops one more part: this ends
+        merged = True  # as the runner: pipelined, runs merged; one statement at a time after
+        while True:  # each failure stops one more part (or ends the merging): this ends
             try:
-                self._commit_parts(p, tokens, active, page, stops)
+                self._commit_parts(p, tokens, active, page, stops, merged=merged)
                 break
             except _PartFailedError as failed:
+                if merged:  # a merged run's error may be an earlier event's: find it
+                    merged = False
+                    continue
                 stops[failed.part] = (failed.record, failed.error)
+            except StorageError as exc:  # met when the held run went out, at the end
+                if not merged or isinstance(exc, ServerUnavailableError):
+                    raise
+                merged = False
         for part, (record, error) in sorted(stops.items()):
             log.error(
                 "projection %s paused on the event at position %d (%s, %s): %s; fix the "
@@ -215,26 +230,22 @@ class PartitionedRunner(ProjectionRunner):
         active: dict[int, Checkpoint],
         page: Sequence[EventRecord],
         stops: dict[int, tuple[EventRecord, str]],
+        *,
+        merged: bool = False,
     ) -> None:
         """One transaction: check the leases, apply each active part's events of the
         page after its checkpoint (up to its failed event, if it has one), move or pause
-        each part's checkpoint."""
+        each part's checkpoint. ``merged``: pipelined on PostgreSQL, and consecutive
+        writes of the same SQL sent as one ``executemany`` (``MergingWork``)."""
         end = page[-1].position
         with self._store.unit_of_work() as uow:
             if not self._leases.holds(uow.transaction, self.runner_id, lease_set(p.name), tokens):
                 raise _LostLeaseError
-            for index, record in enumerate(page):
-                part = partition_of(record.stream_id, self.partitions)
-                checkpoint = active.get(part)
-                if checkpoint is None or record.position <= checkpoint.position:
-                    continue
-                stop = stops.get(part)
-                if stop is not None and record.position >= stop[0].position:
-                    continue
-                try:
-                    self._apply(p, uow, record, index)
-                except _HandlerFailedError as failed:
-                    raise _PartFailedError(part, record, failed.error) from failed
+            with uow.transaction.pipeline() if merged else nullcontext():
+                work = MergingWork(uow) if merged else uow
+                self._apply_page(p, work, active, page, stops)
+                if merged:
+                    work.flush()
             for part, checkpoint in active.items():
                 if end <= checkpoint.position:
                     continue
@@ -260,6 +271,29 @@ class PartitionedRunner(ProjectionRunner):
                         error=error,
                         now=self._clock(),
                     )
+
+    def _apply_page(
+        self,
+        p: Projection,
+        uow: Any,
+        active: dict[int, Checkpoint],
+        page: Sequence[EventRecord],
+        stops: dict[int, tuple[EventRecord, str]],
+    ) -> None:
+        """Apply each active part's events of the page after its checkpoint, up to its
+        failed event if it has one."""
+        for index, record in enumerate(page):
+            part = partition_of(record.stream_id, self.partitions)
+            checkpoint = active.get(part)
+            if checkpoint is None or record.position <= checkpoint.position:
+                continue
+            stop = stops.get(part)
+            if stop is not None and record.position >= stop[0].position:
+                continue
+            try:
+                self._apply(p, uow, record, index)
+            except _HandlerFailedError as failed:
+                raise _PartFailedError(part, record, failed.error) from failed
 
     def beat(self, state: str = RUNNING) -> None:
         """Note this worker alive (or stopped) on the parts it holds."""

@@ -134,26 +134,36 @@ class Rebuild:
                         f"under way and the code is version {p.version}; go on with that "
                         f"code, or start again with --restart"
                     )
+                now = self._clock()  # this run's rate counts from here
+                found = replace(
+                    found, started_at=now, started_position=found.position, heartbeat=now
+                )
+                self._checkpoints.put(uow, found)
                 return found
             for table in self._tables.values():
                 uow.execute(f"DROP TABLE IF EXISTS {table}")
             for statement in p.schema:
                 if not _is_index(statement):
                     uow.execute(renamed(statement, self._tables))
+            now = self._clock()
             fresh = Checkpoint(
-                self.row, p.version, 0, REBUILDING, p.lag_threshold, self._clock(),
-                self.runner_id, updated_at=self._clock(),
+                self.row, p.version, 0, REBUILDING, p.lag_threshold, now, self.runner_id,
+                updated_at=now, started_at=now,
             )  # fmt: skip
             self._checkpoints.put(uow, fresh)
         log.info("projection %s: rebuilding version %d from position 0", self.name, p.version)
         return fresh
 
-    def step(self) -> int:
+    def step(self, *, until_live: bool = False) -> int:
         """Apply one batch of the log to the shadow and move its checkpoint, in one
-        transaction; return how many events were read (0: at the head)."""
+        transaction; return how many events were read (0: at the head). ``until_live``:
+        not past the live version's position (what ``swap(verify=True)`` compares at)."""
         with self._store.unit_of_work() as uow:
             shadow = self._shadow(uow)
             records = self._store.events.read_all(shadow.position, self.batch)
+            live = self._checkpoints.get(uow, self.name) if until_live else None
+            if live is not None:
+                records = [r for r in records if r.position <= live.position]
             if not records:
                 return 0
             self._apply(uow, records)
@@ -170,13 +180,17 @@ class Rebuild:
         self.applied += len(records)
         return len(records)
 
-    def catch_up(self, stop: Callable[[], bool] = lambda: False) -> int:
+    def catch_up(
+        self, stop: Callable[[], bool] = lambda: False, *, until_live: bool = False
+    ) -> int:
         """Apply batches until one comes short of ``batch`` (the shadow is at the head,
         or close: writers may go on committing, and the swap applies the rest), or until
-        ``stop()`` says so."""
+        ``stop()`` says so. ``until_live`` (for a verified swap): the shadow stays at or
+        behind the live version, whose runner a writer may keep busy, so that the swap
+        brings the shadow to the live position and compares the two there."""
         total = 0
         while not stop():
-            done = self.step()
+            done = self.step(until_live=until_live)
             total += done
             if done < self.batch:
                 break

@@ -23,6 +23,7 @@ from collections.abc import Callable, Iterable, Sequence
 from contextlib import nullcontext
 from typing import Any
 
+from tidings.application.projections.batching import MergingWork
 from tidings.application.projections.definition import Handler, Projection
 from tidings.application.projections.status import LagAlarm, ProjectionStatus, status_of
 from tidings.application.projections.waiting import Progress, ReadCheckpoint, wait_for
@@ -250,11 +251,16 @@ class ProjectionRunner:
         """Apply ``batch`` and move the checkpoint in one unit of work; pause on
         ``poison`` (the event after the batch) in the same one. ``pipelined``: the
         handlers' statements go out without a round trip each (PostgreSQL's pipeline
-        mode, synced before the checkpoint moves)."""
+        mode, synced before the checkpoint moves), and consecutive writes of the same SQL
+        as one ``executemany`` (``MergingWork``); on a failure the batch is applied again
+        one statement at a time, to find the event that failed."""
         with self._store.unit_of_work() as uow:
             with uow.transaction.pipeline() if pipelined else nullcontext():
+                work = MergingWork(uow) if pipelined else uow
                 for index, record in enumerate(batch):
-                    self._apply(p, uow, record, index)
+                    self._apply(p, work, record, index)
+                if pipelined:
+                    work.flush()
             end = batch[-1].position if batch else start
             if poison is None:
                 self._checkpoints.advance(

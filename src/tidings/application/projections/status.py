@@ -6,7 +6,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from tidings.domain.projection_state import RUNNING, Checkpoint, LogHead
+from tidings.domain.projection_state import REBUILDING, RUNNING, Checkpoint, LogHead
 
 log = logging.getLogger("tidings.projections")
 
@@ -22,7 +22,10 @@ class ProjectionStatus:
     ``lag_events`` counts the committed events after ``position``; ``lag_seconds`` is the
     commit time of the head minus that of the last event the projection holds (0.0 when
     it holds the head). ``heartbeat_age`` is how long ago a runner last said it was alive
-    (None: never), by the clock the status was taken with.
+    (None: never), by the clock the status was taken with. A rebuild under way (its row
+    ``NAME~rebuild``, state ``rebuilding``) has a ``rate``: events per second since its
+    run began (or resumed) to its last batch, and ``eta_seconds``: the events left to the
+    head at that rate (both None before its first batch, and for other rows).
     """
 
     name: str
@@ -39,6 +42,8 @@ class ProjectionStatus:
     failed_position: int = 0
     failed_event_id: str = ""
     failed_event_type: str = ""
+    rate: float | None = None
+    eta_seconds: float | None = None
 
     @property
     def lagging(self) -> bool:
@@ -61,6 +66,8 @@ class ProjectionStatus:
             f"{self.head}  lag {self.lag_events} events, {self.lag_seconds:.1f} s  "
             f"heartbeat {beat}"
         )
+        if self.rate is not None and self.eta_seconds is not None:
+            line += f"  {self.rate:,.0f} events/s, ETA {self.eta_seconds:,.0f} s"
         if self.stale:
             line += "  (no heartbeat: the runner is stuck or gone)"
         if self.name.endswith("~old"):  # the version a rebuild swapped out
@@ -96,7 +103,20 @@ def status_of(checkpoint: Checkpoint, head: LogHead, now: float) -> ProjectionSt
         failed_position=checkpoint.failed_position,
         failed_event_id=checkpoint.failed_event_id,
         failed_event_type=checkpoint.failed_event_type,
+        **_pace(checkpoint, head.head),
     )
+
+
+def _pace(checkpoint: Checkpoint, head: int) -> dict[str, float]:
+    """A rebuild's rate (events/s since its run began, to its last batch) and its ETA."""
+    if checkpoint.state != REBUILDING or not checkpoint.started_at:
+        return {}
+    took = checkpoint.heartbeat - checkpoint.started_at
+    done = checkpoint.position - checkpoint.started_position
+    if took <= 0 or done <= 0:
+        return {}
+    rate = done / took
+    return {"rate": rate, "eta_seconds": max(head - checkpoint.position, 0) / rate}
 
 
 class LagAlarm:
