@@ -23,8 +23,8 @@ import queue
 import threading
 import time
 import uuid
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol
 
 import tidings
 from tidings.examples.shop.orders import SHOP_EVENTS, Order
@@ -92,38 +92,61 @@ def _writer_process(url: str, schema: str, per_second: float, count: int, out: A
         store.close()
 
 
+class TidingsRelay:
+    """``Relay.run`` on a thread, as ``relay.start()`` runs it, with an ``AckClock``."""
+
+    def __init__(self, store: tidings.Store, transport: Transport) -> None:
+        clock = AckClock(transport)
+        self.acked = clock.acked
+        self.relay = store.relay(clock)
+        self.relay.start()
+
+    def stop(self) -> None:
+        """Stop the relay (it settles and gives up its lanes)."""
+        self.relay.stop()
+
+
+class Relaying(Protocol):
+    """A running relay whose acks are timed: ``TidingsRelay`` or ``raw_relay.RawRelay``."""
+
+    acked: dict[str, float]
+
+    def stop(self) -> None:
+        """Stop relaying."""
+
+
 def measure(
     url: str,
     schema: str,
-    transport: Transport,
+    relay: Callable[[tidings.Store], Relaying],
     *,
     per_second: float,
     seconds: float,
     writer: str,
     warmup: float = 0.0,
-) -> list[float]:
+) -> tuple[list[float], float]:
     """Latencies (seconds) of every event a steady writer committed for ``seconds`` after
-    ``warmup`` seconds whose events are relayed but not counted."""
+    ``warmup`` seconds whose events are relayed but not counted, and the rate (events/s)
+    the writer reached: on a loaded machine it may fall short of ``per_second``."""
     count = int(per_second * (seconds + warmup))
     store = open_store(url, schema)
-    clock = AckClock(transport)
-    relay = store.relay(clock)
-    relay.start()
+    running = relay(store)
     try:
         if writer == "thread":  # the application's own store, as with relay.start()
             committed = write_steadily(store, per_second, count)
         else:
             committed = write_in_process(url, schema, per_second, count)
         deadline = time.monotonic() + 30
-        while len(clock.acked) < count and time.monotonic() < deadline:
+        while len(running.acked) < count and time.monotonic() < deadline:
             time.sleep(0.01)
     finally:
-        relay.stop()
+        running.stop()
         store.close()
-    missing = [event_id for event_id, _ in committed if event_id not in clock.acked]
+    missing = [event_id for event_id, _ in committed if event_id not in running.acked]
     assert not missing, f"{len(missing)} events never acknowledged"
     counted = committed[int(per_second * warmup) :]
-    return [clock.acked[event_id] - at for event_id, at in counted]
+    reached = (len(counted) - 1) / (counted[-1][1] - counted[0][1])
+    return [running.acked[event_id] - at for event_id, at in counted], reached
 
 
 def write_in_process(url: str, schema: str, per_second: float, count: int) -> list[Any]:

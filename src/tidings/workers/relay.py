@@ -164,7 +164,7 @@ class Relay(Background):
             raise
         self._take_settled(wait=True)
 
-    def _step(self) -> tuple[int, bool]:
+    def _step(self, *, release: bool = True) -> tuple[int, bool]:
         """One pass, whose settling may still be going on when it returns: how many rows
         it claimed, and whether the claim was full (more rows may be due already).
 
@@ -179,16 +179,10 @@ class Relay(Background):
         """
         self._take_settled(wait=False)  # a lease found lost is renewed below
         now = self.clock()
-        if self.messages is not None and now >= self._release_at:
-            # Scheduled messages that fell due join the outbox (and this claim).
-            self._release_at = now + self.release_interval
-            self.stats.released += self.messages.release_due(now, self.batch_size)
+        if release:
+            self._release(now)  # scheduled messages that fell due join this claim
         if now >= self._renew_at:
-            self._held = self.leases.lease(
-                self.relay_id, OUTBOX_LANES, self.lanes, self.lease_ttl, now
-            )
-            self._renew_at = now + renew_interval(self.lease_ttl)
-            self.stats.lanes_held = len(self._held)
+            self._renew(now)
         skip, parking = self._settler.unsettled()
         if len(skip) >= self.publish_chunk:
             # A backlog: the groups of the last batch already settled while later ones were
@@ -362,7 +356,16 @@ class Relay(Background):
             self.release()
 
     def _pass(self) -> None:
-        _, full = self._step()
+        _, full = self._step(release=False)
+        # The relay's own upkeep happens after a pass, not before the next claim: a commit
+        # that wakes the relay then finds it going straight to the claim, where a release
+        # or a renewal in front of it cost that event a transaction's round trip.
+        now = self.clock()
+        self._release(now)
+        # A renewal due within the last tenth of its interval is made now: the wait that
+        # follows would otherwise end, woken by a commit, with the renewal due.
+        if now + renew_interval(self.lease_ttl) / 10 >= self._renew_at:
+            self._renew(now)
         self._clean_up()
         if not full:
             # Every due row was claimed: whatever commits from now on, or committed while
@@ -370,6 +373,19 @@ class Relay(Background):
             # the database version). Claiming again first found nothing, most of the time
             # at a steady flow, and cost a query per event.
             self.outbox.wait_for_work(self._idle_timeout())
+
+    def _release(self, now: float) -> None:
+        """Move the scheduled messages that fell due into the outbox, at most every
+        ``release_interval``."""
+        if self.messages is not None and now >= self._release_at:
+            self._release_at = now + self.release_interval
+            self.stats.released += self.messages.release_due(now, self.batch_size)
+
+    def _renew(self, now: float) -> None:
+        """Lease (or renew) this relay's lanes."""
+        self._held = self.leases.lease(self.relay_id, OUTBOX_LANES, self.lanes, self.lease_ttl, now)
+        self._renew_at = now + renew_interval(self.lease_ttl)
+        self.stats.lanes_held = len(self._held)
 
     def _paused(self, exc: Exception) -> None:
         self.stats.broker_errors += 1
