@@ -5,7 +5,8 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 
 .PHONY: demo test lint typecheck unit clean bench-es bench-relay bench-consumer bench-brokers \
-	bench-fast bench-sagas bench-saga-remote bench-projections
+	bench-fast bench-sagas bench-saga-remote bench-projections bench-takeover \
+	bench-partitions
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -52,6 +53,14 @@ bench-relay: $(VENV)/.installed-dev
 bench-consumer: $(VENV)/.installed-dev
 	$(BIN)/python benchmarks/consumer.py $(ARGS)
 
+# A killed relay's lanes: time until a standby publishes, liveness locks against the lease.
+bench-takeover: $(VENV)/.installed-dev
+	$(BIN)/python benchmarks/takeover.py $(ARGS)
+
+# One stream's handling over 1, 2 and 3 `tidings consume --partitions` processes.
+bench-partitions: $(VENV)/.installed-dev
+	$(BIN)/python benchmarks/partitions.py $(ARGS)
+
 bench-brokers: $(VENV)/.installed-dev
 	$(BIN)/python benchmarks/raw_brokers.py $(ARGS)
 
@@ -74,3 +83,7 @@ bench-projections: $(VENV)/.installed-bench
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .coverage
+
+# The cost of tracing on the relay and the consumer (off, API alone, SDK); needs the servers.
+bench-tracing: $(VENV)/.installed-dev
+	$(BIN)/python benchmarks/tracing.py $(ARGS)

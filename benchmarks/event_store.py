@@ -28,6 +28,7 @@ from typing import Any
 from contenders_eventsourcing import EventsourcingLibrary
 from contenders_raw import RawPostgres, RawSqlite
 from contenders_tidings import TidingsLibrary
+from report import on_terminal
 from rich.console import Console
 from rich.table import Table
 
@@ -293,7 +294,7 @@ def ratio(mine: float, theirs: float | None, higher_is_better: bool) -> str:
 
 
 def show(figures: list[Figure]) -> None:
-    """Print the table (also as Markdown, for the README)."""
+    """Print the table: framed on a terminal, and always as Markdown."""
     table = Table(
         title="tidings vs eventsourcing vs the raw driver (speed ratios: above 1 is faster)"
     )
@@ -325,8 +326,9 @@ def show(figures: list[Figure]) -> None:
         ]
         table.add_row(*cells)
         lines.append("| " + " | ".join(cells) + " |")
-    console.print(table)
-    print("\n".join(lines))  # Markdown, for the README
+    if on_terminal():  # a framed table is cut to unreadable columns in a narrow log
+        console.print(table)
+    print("\n".join(lines))  # Markdown, for the README and for logs
 
 
 def number(value: float | None) -> str:

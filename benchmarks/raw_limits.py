@@ -75,3 +75,19 @@ def notify_wakeup(url: str, channel: str, samples: int = 300) -> float:
             time.sleep(0.002)
     listener.join()
     return statistics.median(w - s for s, w in zip(sent, woke, strict=True))
+
+
+def claim_latency(url: str, outbox: str, samples: int = 300) -> float:
+    """Median seconds of one read of the first due rows, as the relay claims at a steady
+    trickle: a plain SELECT (its lanes' leases fence the rows, so no row lock and no
+    commit on the way to the broker; marking them published happens off that path)."""
+    taken: list[float] = []
+    with psycopg.connect(url, autocommit=True) as conn:
+        for _ in range(samples):
+            start = time.perf_counter()
+            conn.execute(
+                f"SELECT position, event_id, aggregate_id, payload::text FROM {outbox} "
+                f"WHERE published = FALSE ORDER BY position LIMIT {CLAIM_BATCH}"
+            ).fetchall()
+            taken.append(time.perf_counter() - start)
+    return statistics.median(taken)

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import multiprocessing
 import queue
+import threading
 import time
 import uuid
 from collections.abc import Sequence
@@ -59,13 +60,18 @@ def open_store(url: str, schema: str) -> tidings.Store:
     )
 
 
-def write_steadily(store: tidings.Store, per_second: float, count: int) -> list[tuple[str, float]]:
-    """Commit ``count`` orders, one per unit of work, at ``per_second``; (event id, commit
-    time) each. A writer that falls behind catches up without sleeping."""
+def write_steadily(
+    store: tidings.Store, per_second: float, count: int, stop: threading.Event | None = None
+) -> list[tuple[str, float]]:
+    """Commit ``count`` orders (fewer if ``stop`` is set first), one per unit of work, at
+    ``per_second``; (event id, commit time) each. A writer that falls behind catches up
+    without sleeping."""
     committed: list[tuple[str, float]] = []
     run = uuid.uuid4().hex[:8]  # fresh aggregates in every run
     start = time.perf_counter()
     for i in range(count):
+        if stop is not None and stop.is_set():
+            break
         pause = start + i / per_second - time.perf_counter()
         if pause > 0:
             time.sleep(pause)

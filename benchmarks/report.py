@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import statistics
+import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -52,6 +53,12 @@ def percentile(values: Sequence[float], p: float) -> float:
         return float("nan")
     rank = max(0, min(len(ordered) - 1, round(p / 100 * len(ordered) + 0.5) - 1))
     return ordered[rank]
+
+
+def on_terminal() -> bool:
+    """True when the output is a terminal: only there may a table be framed (rich); in a
+    log or a pipe the benchmarks print plain Markdown."""
+    return sys.stdout.isatty()
 
 
 def table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:

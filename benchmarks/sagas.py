@@ -22,8 +22,9 @@ step's ``started`` (written before the action: the lease that lets another orche
 see an interrupted step), then 1 per step: its effect, its ``succeeded`` and what follows
 (the next step's ``started``, or the saga's completion) in the step's own transaction.
 Target: sagas/s >= 0.8 x the bound. The overhead per step is (1 / sagas/s - 1 / bare
-chain/s) / 4. ``--profile`` runs the saga loop once more under cProfile and prints the
-functions that take the most time.
+chain/s) / 4. Beside the commits it prints the statements a saga sends, BEGIN and COMMIT
+included (the raw loop sends 3 per commit). ``--profile`` runs the saga loop once more
+under cProfile and prints the functions that take the most time.
 
 Every configuration runs ``--runs`` times; tables show the median, with every run's figure
 and the machine's load. Not a test: nothing is asserted about time.
@@ -46,6 +47,7 @@ import servers
 from report import Series, load, per_second, table, verdict
 
 import tidings
+from tidings.application.unit_of_work import UnitOfWork
 from tidings.domain.saga import SagaDefinition, Step, StepContext
 
 SYNCHRONOUS = {"sqlite": "FULL", "sqlite, synchronous=NORMAL": "NORMAL"}
@@ -140,6 +142,9 @@ def open_store(db: str, url: str, schema: str) -> tuple[tidings.Store, str]:
 
 TRANSACTIONS: dict[str, float] = {}
 """Per database: transactions the orchestrator opened per saga (reads included)."""
+STATEMENTS: dict[str, float] = {}
+"""Per database: statements sent per saga, BEGIN and COMMIT included (the raw loop sends
+3 per commit: BEGIN, its INSERT, COMMIT)."""
 
 
 def saga_rate(store: tidings.Store, effects: str, count: int) -> tuple[float, int]:
@@ -155,13 +160,25 @@ def saga_rate(store: tidings.Store, effects: str, count: int) -> tuple[float, in
         opened[0] += 1
         return begin()
 
+    sent = [0]
+    execute = UnitOfWork.execute
+
+    def counted_execute(uow: UnitOfWork, sql: str, params: Any = ()) -> Any:
+        sent[0] += 1
+        return execute(uow, sql, params)
+
     database.transaction = counted  # counts every unit of work the orchestrator opens
+    UnitOfWork.execute = counted_execute  # type: ignore[method-assign]  # and its statements
     start = time.perf_counter()
-    for n in range(count):
-        result = sagas.start(saga, {"n": n}, saga_id=f"{run}-{n}")
-    elapsed = time.perf_counter() - start
-    database.transaction = begin
+    try:
+        for n in range(count):
+            result = sagas.start(saga, {"n": n}, saga_id=f"{run}-{n}")
+        elapsed = time.perf_counter() - start
+    finally:
+        database.transaction = begin
+        UnitOfWork.execute = execute  # type: ignore[method-assign]
     TRANSACTIONS[database.dialect] = opened[0] / count
+    STATEMENTS[database.dialect] = (sent[0] + 2 * opened[0]) / count
     if result.state != "COMPLETED":
         raise RuntimeError(f"the benchmark's saga ended {result.state}: {result.error}")
     with store.unit_of_work() as uow:
@@ -280,6 +297,11 @@ def print_tables(found: dict[str, dict[str, Any]]) -> None:
     )
     opened = ", ".join(f"{db} {n:g}" for db, n in TRANSACTIONS.items())
     print(f"Transactions the orchestrator opened per saga (the writes, and reads): {opened}")
+    sent = ", ".join(f"{db} {n:g}" for db, n in STATEMENTS.items())
+    print(
+        f"Statements per saga, BEGIN and COMMIT included: {sent}; the raw loop sends 3 per"
+        " commit (BEGIN, INSERT, COMMIT), 15 for the commits of one saga"
+    )
 
 
 def main() -> None:

@@ -14,6 +14,7 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from tidings.domain.events import DomainEvent
+from tidings.domain.projection_sources import SourceCheckpoint
 from tidings.domain.projection_state import Checkpoint, LogHead, Skip
 from tidings.domain.saga_state import SagaRow, Transition
 from tidings.records import EventRecord, SnapshotRecord, StreamInfo, SubjectKey
@@ -348,6 +349,17 @@ class Outbox(Protocol):
 OUTBOX_LANES = "outbox"
 """The lease set the relays' lanes are leased under (``Leases``)."""
 
+TAKEOVER_CHECK = 0.5
+"""Seconds at most between two leases of a worker: each lease also takes over the slots
+of owners whose process died (a liveness lock), so this bounds the takeover time."""
+
+
+def renew_interval(ttl: float) -> float:
+    """Seconds until a worker leases again: a third of its ``ttl`` (renewed well before
+    it runs out), and no more than ``TAKEOVER_CHECK``, so a dead owner's slots are taken
+    over within about that long. A lease is one short transaction: cheap at this rate."""
+    return min(ttl / 3, TAKEOVER_CHECK)
+
 
 class Leases(Protocol):
     """Numbered slots shared fairly among live owners, each slot held by one owner at a
@@ -377,6 +389,10 @@ class Leases(Protocol):
         ``tokens`` under that token. Until ``tx`` ends, no other owner can take those
         slots over, so writes made in ``tx`` after a True are fenced (a lease that ran
         out but was not taken over still holds: no one else can have written)."""
+
+    def close(self) -> None:
+        """Let go of what this component holds for its owners in this process (the locks
+        that tell others at once when the process dies)."""
 
 
 class OutboxDeadLetters(Protocol):
@@ -616,3 +632,37 @@ class SagaLog(Protocol):
 
     def total(self, uow: Any, kind: str, saga_type: str | None) -> tuple[int, float]:
         """The count and summed amount of transitions of ``kind``."""
+
+
+class SourceCheckpoints(Protocol):
+    """The checkpoints of projections fed by a broker stream, one per projection and
+    source service, written in the unit of work given (the consumer's batch), beside
+    the read model's rows; and each source position applied, for the waits on it."""
+
+    def applied(
+        self,
+        uow: Any,
+        name: str,
+        *,
+        source: str,
+        position: int | None,
+        event_time: float,
+        now: float,
+    ) -> None:
+        """Note one message applied: the highest position, the times, the position."""
+
+    def listing(self, uow: Any, name: str | None = None) -> list[SourceCheckpoint]:
+        """The checkpoints of ``name`` (of every stream projection if None)."""
+
+    def forget_positions(self, uow: Any, before: float) -> int:
+        """Delete the kept positions applied before ``before``; return how many."""
+
+
+class SourcePositions(Protocol):
+    """The same, read outside a unit of work by a waiter that looks many times a second."""
+
+    def has_applied(self, name: str, source: str, position: int) -> bool:
+        """True when ``name`` has applied the event at ``position`` of ``source``."""
+
+    def listing(self, name: str) -> list[SourceCheckpoint]:
+        """The checkpoints of ``name``, one per source."""

@@ -18,6 +18,12 @@ def shard_of(aggregate_id: str) -> int:
     return zlib.crc32(aggregate_id.encode())
 
 
+def partition_of(aggregate_id: str, partitions: int) -> int:
+    """The partition of ``partitions`` an aggregate's events belong to, the same in every
+    process: a projection's part, a consumer's partition."""
+    return shard_of(aggregate_id) % partitions
+
+
 @dataclass(frozen=True, slots=True)
 class EventRecord:
     """One event as a store keeps it: identity, place in its stream, and encoded payload.

@@ -15,11 +15,19 @@ from tidings.adapters.checkpoint_reader import checkpoint_reader
 from tidings.adapters.sql_projections import projection_parts
 from tidings.adapters.sql_sagas import MEMORY_TABLES, SqlSagaLog
 from tidings.adapters.sql_sagas import ddl as saga_ddl
+from tidings.adapters.sql_source_checkpoints import SourceReader, stream_parts
 from tidings.application.bus import InMemoryBus
 from tidings.application.causation import Cause, current_cause
 from tidings.application.event_log import iter_log
 from tidings.application.handling import Delivery, Handlers, InboxProcessor
 from tidings.application.projections import Projection, ProjectionRunner
+from tidings.application.projections.from_stream import (
+    SourceStatus,
+    SourceToken,
+    stream_handlers,
+    wait_for_source,
+)
+from tidings.application.projections.from_stream import status_of as stream_status_of
 from tidings.application.projections.partitioned import PartitionedRunner
 from tidings.application.projections.rebuild import Rebuild
 from tidings.application.projections.waiting import Progress, ReadCheckpoint, wait_for
@@ -42,6 +50,7 @@ from tidings.domain.ids import Clock, IdSource, utc_now, uuid7
 from tidings.domain.saga import SagaDefinition
 from tidings.domain.saga_versions import SagaUpcaster
 from tidings.errors import ConfigurationError, HandlerFailedError
+from tidings.observability.tracing import destination_of
 from tidings.ports import (
     Database,
     EventStore,
@@ -64,6 +73,11 @@ from tidings.serialization.codec import JsonCodec
 from tidings.serialization.personal import PersonalDataCipher
 from tidings.serialization.registry import EventRegistry
 from tidings.workers.consumer import Consumer, subscription_name
+from tidings.workers.partitioned_consumer import (
+    CheckedSubscription,
+    PartitionedConsumer,
+    partition_name,
+)
 from tidings.workers.relay import Encode, Relay
 
 A = TypeVar("A", bound=EventSourcedAggregate)
@@ -146,6 +160,7 @@ class Store:
         # The runners built here wake read-your-writes waiters of this store through it.
         self.projection_progress = Progress()
         self._read_checkpoint: ReadCheckpoint | None = None
+        self._source_reader: SourceReader | None = None
         # With an outbox, events reach handlers through a relay, at least once; handing
         # them to the bus after the commit as well would deliver them twice.
         self._publisher: Publisher = self.bus if outbox is None else RelayedBus(self.bus)
@@ -231,13 +246,57 @@ class Store:
         options.pop("partitions", None)
         return ProjectionRunner(self, projections, checkpoints, head, signal, **options)
 
-    def wait_for(self, token: int | None, projection: str, timeout: float = 5.0) -> int:
+    def wait_for(
+        self, token: int | str | SourceToken | None, projection: str, timeout: float = 5.0
+    ) -> int:
         """Read-your-writes: block until ``projection`` has applied ``token`` (a unit of
         work's ``position``) and return its position; raise ``ProjectionTimeoutError``
         after ``timeout`` seconds (see ``ProjectionRunner.wait_for``). The projection may
-        run in this process (its runner wakes the wait) or in another (a short poll)."""
+        run in this process (its runner wakes the wait) or in another (a short poll).
+        Another service's token, ``"<source>:<position>"`` (``source_token``), waits for
+        a projection this store feeds from that service's stream (docs/cqrs.md)."""
         read = self._checkpoint_reader()
-        return wait_for(read, self.projection_progress, token, projection, timeout)
+        if token is None or isinstance(token, int):
+            return wait_for(read, self.projection_progress, token, projection, timeout)
+        if self._source_reader is None:
+            self._source_reader = SourceReader(self)
+        return wait_for_source(
+            self, token, projection, timeout, read_local=read, reader=self._source_reader
+        )
+
+    def projection_handlers(
+        self,
+        projections: Projection | Iterable[Projection],
+        handlers: Handlers | None = None,
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> Handlers:
+        """Consumer handlers that keep ``projections`` from the events a broker delivers
+        (another service's, the spec's pattern 2; see docs/cqrs.md): give them to
+        ``store.consumer(subscription, handlers)``. The inbox drops duplicates; each
+        projection's writes and its checkpoint of the message's source (the highest
+        position applied, and the time) commit in the consumer's batch. Added to
+        ``handlers`` when given; each projection's tables are made now."""
+        checkpoints, sources = stream_parts(self)
+        return stream_handlers(
+            self, projections, handlers, checkpoints=checkpoints, sources=sources, clock=clock
+        )
+
+    def forget_stream_positions(self, older_than: float) -> int:
+        """Delete the source positions stream projections keep for waits, of events
+        applied more than ``older_than`` seconds ago; return how many. A wait on a token
+        older than that no longer finds it (their checkpoints stay)."""
+        _, sources = stream_parts(self)
+        with self.unit_of_work() as uow:
+            return sources.forget_positions(uow, time.time() - older_than)
+
+    def stream_status(self, name: str | None = None) -> list[SourceStatus]:
+        """The figures of the projections fed by a broker stream (``name``, or all), one
+        per source service: position, events applied, lag in seconds."""
+        _, sources = stream_parts(self)
+        now = time.time()
+        with self.unit_of_work() as uow:
+            return [stream_status_of(c, now) for c in sources.listing(uow, name)]
 
     def _checkpoint_reader(self) -> ReadCheckpoint:
         if self._read_checkpoint is None:
@@ -377,7 +436,8 @@ class Store:
         The consumer's ``name`` (what it fetched is recorded under it) is the
         subscription's durable consumer or queue unless given."""
         processor_options = {k: options.pop(k) for k in ("max_attempts", "backoff") if k in options}
-        processor = self.processor(handlers, **processor_options)
+        destination = destination_of(subscription)
+        processor = self.processor(handlers, destination=destination, **processor_options)
         options.setdefault("name", subscription_name(subscription))
         return Consumer(
             processor,
@@ -386,6 +446,39 @@ class Store:
             inbox=self.inbox,
             in_flight=self.in_flight,
             **options,
+        )
+
+    def partitioned_consumer(
+        self,
+        subscribe: Callable[[int], Subscription],
+        handlers: Handlers,
+        *,
+        name: str,
+        partitions: int,
+        ttl: float = 15.0,
+        owner: str | None = None,
+        **options: Any,
+    ) -> PartitionedConsumer:
+        """This process's share of the consumer ``name`` of a stream published into
+        ``partitions`` partitions (``tidings relay --partitions``): ``subscribe(p)`` opens
+        partition p's queue or durable consumer (``brokers.open_partition``); the
+        partitions are leased from ``self.leases`` (``ttl`` seconds), each handling
+        transaction fenced by its partition's token. Options go to each ``Consumer``."""
+        if self.leases is None:
+            raise ConfigurationError("partitioned consumers need the store's leases")
+
+        def make(partition: int, fence: Callable[[Transaction], None]) -> Consumer:
+            subscription = CheckedSubscription(subscribe(partition), partitions)
+            return self.consumer(
+                subscription,
+                handlers,
+                name=partition_name(name, partition),
+                fence=fence,
+                **options,
+            )
+
+        return PartitionedConsumer(
+            make, self.leases, name=name, partitions=partitions, ttl=ttl, owner=owner
         )
 
     def iter_all(self, after_position: int = 0, page: int = 1000) -> Iterator[DomainEvent]:
@@ -398,6 +491,8 @@ class Store:
         """Release the database connections."""
         if self.outbox is not None:
             self.outbox.close()
+        if self.leases is not None:
+            self.leases.close()
         self.database.close()
 
     def __enter__(self) -> Self:

@@ -126,6 +126,14 @@ def broker(request: pytest.FixtureRequest) -> Iterator[Broker]:
         rabbit.cleanup()
 
 
+def partition_names(broker: Broker, name: str, partitions: int | None) -> list[str]:
+    """The queues (RabbitMQ) or durable consumers (NATS) a consumer ``name`` reads."""
+    if partitions is None:
+        return [name]
+    between = "-" if broker.url.startswith("nats") else "."
+    return [f"{name}{between}{part}" for part in range(partitions)]
+
+
 def wait_until_subscribed(broker: Broker, name: str, consumer: subprocess.Popen[str]) -> None:
     """Poll until the consumer ``name`` is subscribed; fail if it exits or 60 s pass."""
     deadline = time.monotonic() + 60
@@ -140,11 +148,14 @@ def wait_until_subscribed(broker: Broker, name: str, consumer: subprocess.Popen[
         time.sleep(0.1)
 
 
+@pytest.mark.parametrize("partitions", [None, 3], ids=["unpartitioned", "3-partitions"])
 def test_orders_flow_through_relay_and_consumer_and_both_stop_cleanly(
-    tmp_path: Path, broker: Broker
+    tmp_path: Path, broker: Broker, partitions: int | None
 ) -> None:
     """Thirty orders placed before the workers start reach Inventory's stock exactly; on
-    SIGTERM both finish their batch and exit 0."""
+    SIGTERM both finish their batch and exit 0. With ``--partitions 3`` on both, the
+    relay publishes into three partitions and the consumer subscribes to each."""
+    parts = [] if partitions is None else ["--partitions", str(partitions)]
     url = broker.url
     orders_db, inventory_db = tmp_path / "orders.db", tmp_path / "inventory.db"
     with tidings.connect(
@@ -170,8 +181,10 @@ def test_orders_flow_through_relay_and_consumer_and_both_stop_cleanly(
         "--every",
         "1",
         *broker.consumer_options,
+        *parts,
     )
-    wait_until_subscribed(broker, queue, consumer)  # before the relay publishes
+    for name in partition_names(broker, queue, partitions):
+        wait_until_subscribed(broker, name, consumer)  # before the relay publishes
     relay = start(
         "relay",
         "--db",
@@ -183,6 +196,7 @@ def test_orders_flow_through_relay_and_consumer_and_both_stop_cleanly(
         "--every",
         "1",
         *broker.relay_options,
+        *parts,
     )
     try:
         on_hand = 100

@@ -14,6 +14,8 @@ from tidings import Message
 from tidings.adapters.brokers import open_publisher
 from tidings.application.handling import Handlers
 from tidings.application.unit_of_work import UnitOfWork
+from tidings.domain.events import DomainEvent
+from tidings.ports import Subscription, Transport
 from tidings.testing import RecordingTransport
 from tidings.testing.contract import Counted, Counter, Named, new_id
 
@@ -29,6 +31,44 @@ class ChargePayment(Message):
     """The command service B sends on."""
 
     counter: str
+
+
+def count_and_relay(
+    a: tidings.Store,
+    publisher: Transport,
+    metadata: dict[str, str] | None = None,
+    correlation_id: str | None = None,
+) -> tuple[Counter, DomainEvent]:
+    """A's unit of work records Counted on a new counter; A's relay publishes it. Return
+    the counter and the event."""
+    counter = Counter(new_id("cart"))
+    counter.increment(1)
+    with a.unit_of_work(metadata, correlation_id=correlation_id) as uow:
+        uow.track(counter)
+    relay = a.relay(publisher)
+    assert relay.run_once() == 1
+    relay.release()
+    return counter, uow.published[0]
+
+
+def follow_in_b(b: tidings.Store, subscription: Subscription) -> Counter:
+    """B's consumer handles A's Counted event: its handler renames a new counter (a Named
+    event) and sends ChargePayment. Return that counter once the handler has run."""
+    follower = Counter(new_id("payment"))
+
+    def follow(event: Counted, uow: UnitOfWork) -> None:
+        follower.rename(f"for {event.aggregate_id}")
+        uow.track(follower)
+        uow.send(ChargePayment(counter=event.aggregate_id), key=event.aggregate_id)
+
+    handlers = Handlers()
+    handlers.add(Counted, "payments.follow", follow)
+    consumer = b.consumer(subscription, handlers, fetch_timeout=0.5)
+    deadline = time.monotonic() + 30
+    while consumer.stats.applied < 1:
+        consumer.run_once()
+        assert time.monotonic() < deadline, "B never handled A's event"
+    return follower
 
 
 def test_a_conversation_keeps_its_correlation_id_and_causation_chain_across_services(
@@ -55,29 +95,9 @@ def test_a_conversation_keeps_its_correlation_id_and_causation_chain_across_serv
     publisher = open_publisher(feed.url, **options)
     subscription = feed.subscription()
     try:
-        counter = Counter(new_id("cart"))
-        counter.increment(1)
-        with a.unit_of_work({"traceparent": TRACE}, correlation_id="checkout-1") as uow:
-            uow.track(counter)
-        [first] = uow.published
-        relay_a = a.relay(publisher)
-        assert relay_a.run_once() == 1
-        relay_a.release()
+        counter, first = count_and_relay(a, publisher, {"traceparent": TRACE}, "checkout-1")
 
-        follower = Counter(new_id("payment"))
-
-        def follow(event: Counted, uow: UnitOfWork) -> None:
-            follower.rename(f"for {event.aggregate_id}")
-            uow.track(follower)
-            uow.send(ChargePayment(counter=event.aggregate_id), key=event.aggregate_id)
-
-        handlers = Handlers()
-        handlers.add(Counted, "payments.follow", follow)
-        consumer = b.consumer(subscription, handlers, fetch_timeout=0.5)
-        deadline = time.monotonic() + 30
-        while consumer.stats.applied < 1:
-            consumer.run_once()
-            assert time.monotonic() < deadline, "B never handled A's event"
+        follower = follow_in_b(b, subscription)
 
         [stored] = list(b.events.read_stream(follower.id))
         metadata = json.loads(stored.metadata)

@@ -54,3 +54,24 @@ def open_subscription(url: str, name: str, **options: Any) -> Subscription:
     from tidings.adapters.nats import NatsSubscription
 
     return NatsSubscription(url, name, **options)
+
+
+def open_partition(url: str, name: str, partition: int, **options: Any) -> Subscription:
+    """The subscription of one partition of a stream published with ``--partitions``.
+
+    RabbitMQ: the queue ``<name>.<partition>``, bound with each binding key behind the
+    partition's token (``3.#``), with a single active consumer, so a process that hangs
+    while holding it is never read beside its successor. NATS: the durable consumer
+    ``<name>-<partition>`` filtered on ``<prefix>.<partition>.<filter>``."""
+    if _kind(url) == "rabbitmq":
+        from tidings.adapters.rabbitmq import RabbitSubscription
+
+        keys = options.pop("binding_keys", ("#",))
+        keys = [keys] if isinstance(keys, str) else list(keys)
+        options["binding_keys"] = [f"{partition}.{key}" for key in keys]
+        options["single_active_consumer"] = True
+        return RabbitSubscription(url, f"{name}.{partition}", **options)
+    from tidings.adapters.nats import NatsSubscription
+
+    options["filter_subject"] = f"{partition}.{options.get('filter_subject', '>')}"
+    return NatsSubscription(url, f"{name}-{partition}", **options)

@@ -91,3 +91,6 @@ class MemoryLeases:
                 if slot is None or slot.owner != owner or slot.token != token:
                     return False
             return True
+
+    def close(self) -> None:
+        """Nothing held outside the dicts."""

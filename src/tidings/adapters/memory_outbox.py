@@ -19,6 +19,7 @@ from tidings.ports import (
     Transaction,
 )
 from tidings.records import EventRecord, shard_of
+from tidings.serialization.cloudevents import with_position
 
 
 @dataclass
@@ -55,8 +56,11 @@ class MemoryOutbox:
         for record in records:
             position = self._next_position
             self._next_position += 1
+            metadata = with_position(record.metadata, record.position)  # for the wire
             row = _Row(
-                replace(record, position=position), shard_of(record.stream_id), self._clock()
+                replace(record, position=position, metadata=metadata),
+                shard_of(record.stream_id),
+                self._clock(),
             )
             self._rows[position] = row
             added.append(position)

@@ -312,6 +312,8 @@ class NatsPublisher:
     missing, unless ``ensure_stream`` is False.
     """
 
+    messaging_system = "nats"  # named on trace spans (docs/tracing.md)
+
     def __init__(
         self,
         url: str,
@@ -478,6 +480,8 @@ class NatsSubscription:
     limit); an existing consumer is used as it is. On ``close`` the messages fetched but
     not settled are negatively acknowledged, so the next subscriber gets them at once.
     """
+
+    messaging_system = "nats"  # named on trace spans (docs/tracing.md)
 
     def __init__(
         self,

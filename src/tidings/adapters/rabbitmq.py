@@ -169,6 +169,8 @@ class RabbitPublisher:
     hand each batch to and back, which the relay's latency and throughput both feel.
     """
 
+    messaging_system = "rabbitmq"  # named on trace spans (docs/tracing.md)
+
     def __init__(
         self,
         url: str,
@@ -349,6 +351,8 @@ class RabbitSubscription:
     taken from aiormq's channel under aio-pika: its wrapper costs two tasks per message
     and limits a consumer to a third of the rate.
     """
+
+    messaging_system = "rabbitmq"  # named on trace spans (docs/tracing.md)
 
     def __init__(
         self,

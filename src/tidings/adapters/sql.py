@@ -79,6 +79,13 @@ SCHEMA_PARTS: tuple[SchemaPart, ...] = (
     SchemaPart("messages", 1, "messages.sql", ("message_keys", "scheduled_messages")),
     # Version 2: deadlines, the reply a remote step waits for, the conversation id.
     SchemaPart("sagas", 2, "sagas.sql", ("sagas", "saga_transitions"), ("sagas_v2.sql",)),
+    # Projections fed by a broker stream: their checkpoint per source service.
+    SchemaPart(
+        "projection_sources",
+        1,
+        "projection_sources.sql",
+        ("projection_sources", "projection_positions"),
+    ),
 )
 """Every part, in the order they are created; later capabilities append theirs."""
 

@@ -9,17 +9,21 @@ that takes a slot checks again that it is free, so even without the turns two ow
 never both take one. ``holds`` reads the slots under ``FOR SHARE`` on PostgreSQL: a
 takeover (an update of the row) waits until the transaction that checked has ended.
 
-A faster takeover (a session advisory lock or a file lock that the server or the kernel
-frees the moment an owner's process dies) can be put in front of ``lease`` later: the
-table stays the record of tokens and the fallback for an owner that hangs without dying.
+A dead owner is seen at once through its liveness lock (``lease_liveness``: a session
+advisory lock on PostgreSQL, a file lock beside the SQLite file, which the server or the
+kernel frees the moment the owner's process dies): its heartbeat and slots are cleared at
+the next lease of any other owner, and taken over under new tokens. The table stays the
+record of tokens, and the lease the fallback for an owner that hangs without dying.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from contextlib import AbstractContextManager
+from pathlib import Path
 from typing import Any
 
+from tidings.adapters.lease_liveness import FileLocks, Liveness, NoLiveness, SessionLocks
 from tidings.adapters.leasing import check_lease, fair_share
 from tidings.errors import ConfigurationError, LeaseCountError
 from tidings.ports import Transaction
@@ -34,6 +38,7 @@ class SqlLeases:
         *,
         dialect: str,
         transaction: Callable[[], AbstractContextManager[Transaction]],
+        liveness: Liveness | None = None,
     ) -> None:
         if dialect not in ("sqlite", "postgresql"):
             raise ConfigurationError(
@@ -44,13 +49,16 @@ class SqlLeases:
         self._m = "%s" if self._postgres else "?"
         self._for_share = " FOR SHARE" if self._postgres else ""
         self._transaction = transaction
+        self._liveness: Liveness = liveness if liveness is not None else NoLiveness()
 
     def lease(self, owner: str, name: str, count: int, ttl: float, now: float) -> dict[int, int]:
         """Renew, give back what is over the fair share, take free or expired slots."""
         check_lease(owner, name, count, ttl)
         m, slots, owners = self._m, self._slots, self._owners
+        self._liveness.hold(owner, name)  # before it holds anything, or it looks dead
         with self._transaction() as tx:
             self._take_turn(tx, name)
+            self._clear_dead(tx, owner, name)
             self._resize(tx, name, count, now)
             tx.execute(f"DELETE FROM {owners} WHERE name = {m} AND alive_until < {m}", (name, now))
             tx.execute(f"DELETE FROM {owners} WHERE name = {m} AND owner = {m}", (name, owner))
@@ -93,6 +101,26 @@ class SqlLeases:
         if self._postgres:
             tx.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"{self._slots}:{name}",))
 
+    def _clear_dead(self, tx: Transaction, owner: str, name: str) -> None:
+        """Forget the owners of ``name`` whose liveness lock nobody holds: their processes
+        died. Their heartbeats go and their slots are free (each keeps its token: whoever
+        takes it bumps it), so they are taken over now, not once their leases ran out."""
+        m = self._m
+        known = tx.execute(
+            f"SELECT owner FROM {self._owners} WHERE name = {m} AND owner <> {m} UNION "
+            f"SELECT owner FROM {self._slots} WHERE name = {m} AND owner IS NOT NULL "
+            f"AND owner <> {m}",
+            (name, owner, name, owner),
+        ).fetchall()
+        others = {row[0] for row in known}
+        for dead in sorted(others - self._liveness.alive(tx, name, others)):
+            tx.execute(
+                f"UPDATE {self._slots} SET owner = NULL, lease_until = 0 "
+                f"WHERE name = {m} AND owner = {m}",
+                (name, dead),
+            )
+            tx.execute(f"DELETE FROM {self._owners} WHERE name = {m} AND owner = {m}", (name, dead))
+
     def _resize(self, tx: Transaction, name: str, count: int, now: float) -> None:
         """Make the set ``count`` slots unless live owners hold it at another count; new
         slots start at the highest token the set had, so no slot's token goes back."""
@@ -134,6 +162,11 @@ class SqlLeases:
             tx.execute(
                 f"DELETE FROM {self._owners} WHERE name = {m} AND owner = {m}", (name, owner)
             )
+        self._liveness.drop(owner, name)  # after the release: it never looks dead holding
+
+    def close(self) -> None:
+        """Let go of the liveness locks of this process's owners."""
+        self._liveness.close()
 
     def holds(self, tx: Transaction, owner: str, name: str, tokens: Mapping[int, int]) -> bool:
         """Whether ``owner`` holds these slots with these tokens, checked in ``tx``; the
@@ -152,5 +185,17 @@ class SqlLeases:
 
 
 def sql_leases(database: Any) -> SqlLeases:
-    """The lease component of an SQLite or PostgreSQL database of tidings."""
-    return SqlLeases(database.tables, dialect=database.dialect, transaction=database.transaction)
+    """The lease component of an SQLite or PostgreSQL database of tidings, with the
+    liveness locks of its backend."""
+    liveness: Liveness
+    if database.dialect == "postgresql":
+        liveness = SessionLocks(database, database.tables["leases"])
+    else:
+        path = Path(database.path)
+        liveness = FileLocks(path.with_name(path.name + "-leases"))
+    return SqlLeases(
+        database.tables,
+        dialect=database.dialect,
+        transaction=database.transaction,
+        liveness=liveness,
+    )

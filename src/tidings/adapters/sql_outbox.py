@@ -24,6 +24,7 @@ from tidings.ports import (
     Transaction,
 )
 from tidings.records import EventRecord, shard_of
+from tidings.serialization.cloudevents import with_position
 
 WRITTEN = (
     "event_id, event_type, aggregate_id, aggregate_version, schema_version, occurred_at, "
@@ -74,7 +75,8 @@ class SqlOutbox:
             r.schema_version,
             r.occurred_at,
             r.data.decode(),
-            r.metadata.decode(),
+            # The event's log position rides in the headers to the wire (tidingsposition).
+            with_position(r.metadata, r.position).decode(),
             shard_of(r.stream_id),
         )
 

@@ -12,6 +12,8 @@ from __future__ import annotations
 import logging
 import random
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -30,6 +32,8 @@ from tidings.errors import (
     ServerUnavailableError,
     StorageError,
 )
+from tidings.observability import tracing
+from tidings.observability.logs import about
 from tidings.ports import Inbox, Transaction
 from tidings.records import EventRecord
 
@@ -39,6 +43,26 @@ DRIVERS = ("psycopg", "sqlite3")
 """Modules whose exceptions are database errors even when they escape a handler unwrapped."""
 
 HandlerFn = Callable[[Any, UnitOfWork], None]
+
+_handled: ContextVar[EventRecord | None] = ContextVar("tidings_handled_record", default=None)
+
+
+def handled_record() -> EventRecord | None:
+    """The record of the message a handler runs for in this context, or None: its
+    envelope beyond the event (the source, and the log position a stream projection
+    checkpoints, in its metadata)."""
+    return _handled.get()
+
+
+@contextmanager
+def _handling(record: EventRecord) -> Iterator[None]:
+    """Run a handler of ``record``: its cause is current, and so is the record."""
+    token = _handled.set(record)
+    try:
+        with handling(Cause.of(record.event_id, record.metadata)):
+            yield
+    finally:
+        _handled.reset(token)
 
 
 @dataclass(frozen=True)
@@ -169,6 +193,7 @@ class InboxProcessor:
     max_attempts: int = 5
     backoff: Backoff = field(default_factory=lambda: Backoff(base=1.0, cap=300.0))
     rng: random.Random = field(default_factory=random.Random)
+    destination: tracing.Destination = tracing.IN_PROCESS  # named on the consumer's spans
 
     def process(
         self, deliveries: Sequence[Delivery], finish: Finish | None = None
@@ -220,8 +245,10 @@ class InboxProcessor:
                 else:
                     record = delivery.record
                     assert record is not None  # noqa: S101 - _read gives an event only with one
-                    cause = Cause.of(record.event_id, record.metadata)
-                    verdicts.append(self._apply(tx, work, index, event, fresh=fresh, cause=cause))
+                    with tracing.processing(self.destination, record):
+                        verdicts.append(
+                            self._apply(tx, work, index, event, fresh=fresh, record=record)
+                        )
             work.flush()  # within the handlers' pass, so an error in it is theirs to redo
             if finish is not None:
                 finish(tx, verdicts)
@@ -235,7 +262,7 @@ class InboxProcessor:
         event: DomainEvent,
         *,
         fresh: Iterator[bool],
-        cause: Cause,
+        record: EventRecord,
     ) -> Verdict:
         """Run the event's handlers whose inbox row is fresh (and the idempotent ones),
         each with its own unit of work seen through the batch's ``work``."""
@@ -245,7 +272,7 @@ class InboxProcessor:
                 duplicates.append(handler.name)
                 continue
             try:
-                with handling(cause), self.session.unit_of_work_in(tx) as uow:
+                with _handling(record), self.session.unit_of_work_in(tx) as uow:
                     work.serve(uow)
                     handler.fn(event, work)  # type: ignore[arg-type] # it acts as the uow
             except Exception as exc:
@@ -279,7 +306,10 @@ class InboxProcessor:
                     verdicts.append(Verdict(False, held[stream]))
                     continue
                 known = failed if failed is not None and failed.index == index else None
-                verdict = self._one(tx, delivery, known)
+                with tracing.processing(self.destination, delivery.record):
+                    verdict = self._one(tx, delivery, known)
+                    if verdict.buried or not verdict.ack:
+                        tracing.failed(", ".join(verdict.buried) or "a handler failed: retried")
                 if not verdict.ack and stream is not None:
                     held[stream] = verdict.retry_in
                 verdicts.append(verdict)
@@ -295,7 +325,6 @@ class InboxProcessor:
         if event is None or record is None:
             return self._bury(tx, delivery, delivery.problem or "")
         applied, duplicates, buried, delays = [], [], [], []
-        cause = Cause.of(record.event_id, record.metadata)
         for handler in self.handlers.for_class(type(event)):
             try:
                 with tx.savepoint():
@@ -304,7 +333,7 @@ class InboxProcessor:
                         continue
                     if failed is not None and handler.name == failed.handler:
                         raise failed.error  # its failure in the batch pass, not a second run
-                    with handling(cause), self.session.unit_of_work_in(tx) as uow:
+                    with _handling(record), self.session.unit_of_work_in(tx) as uow:
                         handler.fn(event, uow)
                 applied.append(handler.name)
             except Exception as exc:  # the handler's writes are undone; count the attempt
@@ -353,7 +382,9 @@ class InboxProcessor:
         if isinstance(exc, MessageRejectedError):  # retrying cannot help: bury it now
             reason = f"handler {name} rejected it: {exc}"
             self.inbox.bury(tx, delivery.body, reason, handler=name, record=record)
-            log.error("event %s buried for %s: %s", record.event_id, name, exc)
+            log.error(
+                "event %s buried for %s: %s", record.event_id, name, exc, extra=about(record, name)
+            )
             return 0.0, reason
         try:
             with tx.savepoint():
@@ -370,17 +401,34 @@ class InboxProcessor:
                     self.inbox.bury(tx, delivery.body, reason, handler=name, record=record)
             except DataRefusedError:  # not even its event id and type: the body alone
                 self.inbox.bury(tx, delivery.body, reason, handler=name)
-            log.error("event %s buried for %s: %s", record.event_id, name, refused)
+            log.error(
+                "event %s buried for %s: %s",
+                record.event_id,
+                name,
+                refused,
+                extra=about(record, name),
+            )
             return 0.0, reason
         if attempts >= self.max_attempts:
             reason = f"handler {name} failed {attempts} times; last: {error}"
             self.inbox.bury(
                 tx, delivery.body, reason, handler=name, record=record, attempts=attempts
             )
-            log.error("event %s buried for %s: %s", record.event_id, name, error)
+            log.error(
+                "event %s buried for %s: %s",
+                record.event_id,
+                name,
+                error,
+                extra=about(record, name),
+            )
             return 0.0, reason
         log.warning(
-            "event %s failed in %s (attempt %d): %s", record.event_id, name, attempts, error
+            "event %s failed in %s (attempt %d): %s",
+            record.event_id,
+            name,
+            attempts,
+            error,
+            extra=about(record, name),
         )
         return self.backoff.delay(attempts, self.rng), None
 

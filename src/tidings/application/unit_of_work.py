@@ -16,6 +16,7 @@ from tidings.application.statements import for_psycopg
 from tidings.domain.aggregate import Aggregate
 from tidings.domain.events import DomainEvent
 from tidings.errors import UnitOfWorkError
+from tidings.observability import tracing
 from tidings.ports import (
     Database,
     EventStore,
@@ -29,6 +30,7 @@ from tidings.records import EventRecord
 from tidings.serialization.codec import JsonCodec
 
 _encode = msgspec.json.Encoder().encode
+_NO_SPAN: AbstractContextManager[Any] = nullcontext()
 
 
 class UnitOfWork:
@@ -77,6 +79,7 @@ class UnitOfWork:
         self._tracked: dict[int, Aggregate] = {}
         self._outgoing = Outgoing(messages, self._writers)
         self._tx_context: AbstractContextManager[Transaction] | None = None
+        self._span: AbstractContextManager[Any] = _NO_SPAN
         self._tx: Transaction | None = None
         self._done = False
         self.published: list[DomainEvent] = []
@@ -93,8 +96,17 @@ class UnitOfWork:
         if self._joined is not None:
             self._tx_context = nullcontext(self._joined)
         else:
+            # Its own span, current for the block: the events it records carry its context.
+            # Joined, it runs in its caller's span (a consumer's, for a handler).
+            self._span = tracing.unit_of_work()
+            self._span.__enter__()
             self._tx_context = self._database.transaction()
-        self._tx = self._tx_context.__enter__()
+        try:
+            self._tx = self._tx_context.__enter__()
+        except BaseException as failure:
+            span, self._span = self._span, _NO_SPAN
+            span.__exit__(type(failure), failure, failure.__traceback__)
+            raise
         return self
 
     @property
@@ -160,6 +172,20 @@ class UnitOfWork:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
+        span, self._span = self._span, _NO_SPAN
+        try:
+            self._finish(exc_type, exc, tb)
+        except BaseException as failure:
+            span.__exit__(type(failure), failure, failure.__traceback__)
+            raise
+        span.__exit__(exc_type, exc, tb)
+
+    def _finish(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
         context, tx = self._tx_context, self._tx
         self._tx_context, self._tx, self._done = None, None, True
         if context is None or tx is None:
@@ -199,10 +225,11 @@ class UnitOfWork:
         return self._cause
 
     def _metadata_bytes(self) -> bytes:
-        """What is stored with each event: the cause's keys, then yours (yours win)."""
+        """What is stored with each event: the cause's keys, the current span's trace
+        context (which replaces the cause's), then yours (yours win)."""
         if not self._outgoing and not any(a.pending_events for a in self._tracked.values()):
             return b"{}"
-        return _encode({**self.cause.metadata(), **self._metadata})
+        return _encode({**self.cause.metadata(), **tracing.current_context(), **self._metadata})
 
     def _publish(self) -> None:
         self.position = self._position

@@ -16,6 +16,7 @@ from tidings.cli.options import Db, Prefix, Schema, open_store
 from tidings.cli.outbox import app as outbox_app
 from tidings.cli.projections import app as projections_app
 from tidings.cli.sagas import app as sagas_app
+from tidings.cli.trace import trace
 from tidings.errors import TidingsError
 
 app = typer.Typer(
@@ -33,6 +34,7 @@ app.add_typer(projections_app, name="projections")
 app.command()(workers.relay)
 app.command()(workers.consume)
 app.add_typer(events_app, name="events")
+app.command()(trace)
 
 
 class Dialect(enum.StrEnum):

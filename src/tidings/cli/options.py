@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Sequence
 from typing import Annotated, Any, TypeVar
 
@@ -22,6 +23,22 @@ Db = Annotated[
     ),
 ]
 Prefix = Annotated[str, typer.Option(help="Prefix of every table name.")]
+
+
+class LogFormat(enum.StrEnum):
+    """How a worker writes its log: plain lines, or one JSON object a line."""
+
+    text = "text"
+    json = "json"
+
+
+LogFormatOption = Annotated[
+    LogFormat,
+    typer.Option(
+        "--log-format",
+        help="text, or json: one JSON object a line (event id, handler, trace id...).",
+    ),
+]
 Schema = Annotated[str, typer.Option("--schema", help="PostgreSQL schema of the tables.")]
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import signal
 import threading
 import time
@@ -11,7 +12,19 @@ from contextlib import contextmanager
 from rich.console import Console
 from rich.live import Live
 
+from tidings.observability.logs import json_lines
+
 console = Console(highlight=False, soft_wrap=True, stderr=True)
+log = logging.getLogger("tidings.cli")
+
+
+def say(text: str) -> None:
+    """A line for the operator: on the console, or a log line when the worker writes its
+    log as JSON lines (``--log-format json``), so that a log shipper reads every line."""
+    if json_lines():
+        log.info("%s", text)
+    else:
+        console.print(text, markup=False)
 
 
 @contextmanager
@@ -20,13 +33,13 @@ def reporting(status: Callable[[], str], every: float) -> Iterator[None]:
     stop = threading.Event()
 
     def loop() -> None:
-        if console.is_terminal:
+        if console.is_terminal and not json_lines():
             with Live(status(), console=console, refresh_per_second=4) as live:
                 while not stop.wait(min(every, 1.0)):
                     live.update(status())
         else:
             while not stop.wait(every):
-                console.print(status(), markup=False)
+                say(status())
 
     thread = threading.Thread(target=loop, name="tidings-progress", daemon=True)
     thread.start()
@@ -35,7 +48,7 @@ def reporting(status: Callable[[], str], every: float) -> Iterator[None]:
     finally:
         stop.set()
         thread.join(5)
-        console.print(status(), markup=False)
+        say(status())
 
 
 def stop_on_signals() -> threading.Event:
@@ -43,7 +56,7 @@ def stop_on_signals() -> threading.Event:
     stop = threading.Event()
 
     def handle(signum: int, _frame: object) -> None:
-        console.print(f"{signal.Signals(signum).name}: finishing the batch in hand, then stopping")
+        say(f"{signal.Signals(signum).name}: finishing the batch in hand, then stopping")
         stop.set()
 
     signal.signal(signal.SIGTERM, handle)

@@ -19,11 +19,13 @@ import typer
 from rich.console import Console
 
 from tidings.application.projections import Projection, ProjectionRunner, Rebuild, VerifyError
+from tidings.application.projections.waiting import STREAM
 from tidings.cli.loading import load
-from tidings.cli.options import Db, Prefix, Schema, open_store
-from tidings.cli.progress import Rate, reporting, stop_on_signals
+from tidings.cli.options import Db, LogFormat, LogFormatOption, Prefix, Schema, open_store
+from tidings.cli.progress import Rate, reporting, say, stop_on_signals
 from tidings.cli.progress import console as progress
 from tidings.errors import ConfigurationError, ProjectionError
+from tidings.observability.logs import configure as configure_logs
 
 app = typer.Typer(help="Run projections and operate them: status, retry, skip, rebuild.")
 console = Console(highlight=False, soft_wrap=True)
@@ -79,8 +81,10 @@ def run(
     ] = 15.0,
     prefix: Prefix = "tidings_",
     schema: Schema = "public",
+    log_format: LogFormatOption = LogFormat.text,
 ) -> None:
     """Catch the projections up, then follow the log until SIGTERM or SIGINT."""
+    configure_logs(log_format)
     chosen = _projections(projections)
     events = load(registry, "--registry") if registry else None
     stop = stop_on_signals()
@@ -90,10 +94,7 @@ def run(
             options.update(partitions=partitions, ttl=ttl)
         runner = store.projections(chosen, **options)
         try:
-            progress.print(
-                f"projections {', '.join(runner.names)}: {store.database.describe()}",
-                markup=False,
-            )
+            say(f"projections {', '.join(runner.names)}: {store.database.describe()}")
             with reporting(_progress(runner), every):
                 runner.run(stop)
         finally:
@@ -123,16 +124,27 @@ def status(
     prefix: Prefix = "tidings_",
     schema: Schema = "public",
 ) -> None:
-    """Each projection: position, head, lag in events and seconds, state, heartbeat."""
-    with _runner(db, prefix, schema) as runner:
-        found = runner.status()
-    if not found and not as_json:
+    """Each projection: position, head, lag in events and seconds, state, heartbeat;
+    one fed by a broker stream: its position and lag per source service."""
+    with open_store(db, prefix, schema) as store:
+        runner = store.projections()
+        try:  # a projection fed by a stream has no place in this store's log: its own lines
+            found = [s for s in runner.status() if s.state != STREAM]
+        finally:
+            runner.close()
+        streams = store.stream_status()
+    if not found and not streams and not as_json:
         console.print("no projections have run on this database yet")
     for s in found:
         if as_json:
             typer.echo(json.dumps({**asdict(s), "stale": s.stale, "lagging": s.lagging}))
         else:
             console.print(s.describe(), markup=False)
+    for line in streams:
+        if as_json:
+            typer.echo(json.dumps(asdict(line)))
+        else:
+            console.print(line.describe(), markup=False)
 
 
 @app.command()

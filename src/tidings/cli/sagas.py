@@ -16,13 +16,13 @@ import typer
 from rich.console import Console
 
 from tidings.cli.loading import load
-from tidings.cli.options import Db, Prefix, Schema, open_store
-from tidings.cli.progress import Rate, reporting, stop_on_signals
-from tidings.cli.progress import console as progress_console
+from tidings.cli.options import Db, LogFormat, LogFormatOption, Prefix, Schema, open_store
+from tidings.cli.progress import Rate, reporting, say, stop_on_signals
 from tidings.domain.saga import SagaDefinition
 from tidings.domain.saga_state import ACTIVE, SagaResult
 from tidings.domain.saga_versions import SagaUpcaster
 from tidings.errors import ConfigurationError
+from tidings.observability.logs import configure as configure_logs
 from tidings.workers.sagas import SagaWorker
 
 app = typer.Typer(help="Look at sagas and operate the intervention queue.", no_args_is_help=True)
@@ -228,8 +228,10 @@ def run(
     ] = 10.0,
     prefix: Prefix = "tidings_",
     schema: Schema = "public",
+    log_format: LogFormatOption = LogFormat.text,
 ) -> None:
     """Drive due sagas (fired timers, interrupted steps) until SIGTERM or SIGINT."""
+    configure_logs(log_format)
     known = _definitions(definitions, True)
     if interval <= 0 or batch < 1:
         raise ConfigurationError(
@@ -239,9 +241,7 @@ def run(
     stop = stop_on_signals()
     with open_store(db, prefix, schema) as store:
         worker = SagaWorker(store, known, interval=interval, batch=batch, lease=lease, by=by)
-        progress_console.print(
-            f"saga worker {worker.worker_id}: {store.database.describe()}", markup=False
-        )
+        say(f"saga worker {worker.worker_id}: {store.database.describe()}")
         with reporting(worker_status(worker), every):
             worker.run(stop)
 

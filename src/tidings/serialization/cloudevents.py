@@ -9,9 +9,14 @@ A message we publish is a JSON object any CloudEvents SDK reads::
 
 ``schemaversion`` and ``aggregateversion`` are extension attributes (CloudEvents
 integers); ``traceparent`` and ``tracestate`` follow the distributed-tracing extension and
-appear only when the event's metadata has them. ``from_message`` is strict: anything
-that is not such a document raises ``BadMessageError`` whose reason names what is wrong,
-so a consumer can park it in its dead letters and go on.
+appear only when the event's metadata has them. ``tidingsposition`` is the event's
+position in the source's global log (a CloudEvents String of decimal digits, since an
+Integer is 32-bit and a log may outgrow it): the relay sends it for every event the
+outbox took from the event log, so a reader in another service can wait for a write
+(docs/cqrs.md); messages without it (other producers, sent messages) read as before.
+``from_message`` is strict: anything that is not such a document raises
+``BadMessageError`` whose reason names what is wrong, so a consumer can park it in its
+dead letters and go on.
 """
 
 from __future__ import annotations
@@ -58,6 +63,11 @@ MAX_KEY_CHARACTERS = 256
 of the consumer's tables (the inbox's, the in-flight record's), and a database index takes
 keys of a few kilobytes at most (PostgreSQL: about 2,700 bytes, UTF-8 up to 4 a character)."""
 _KEY_ATTRIBUTES = ("id", "subject")
+POSITION_KEY = "source_position"
+"""Metadata key of an event's position in the source's log: in an outbox row's headers
+(``with_position``) and in the metadata of a received record."""
+POSITION_ATTRIBUTE = "tidingsposition"
+_MAX_POSITION = 2**63 - 1  # a BIGINT: the widest position column of any store
 
 NonEmpty = Annotated[str, msgspec.Meta(min_length=1)]
 # A CloudEvents Integer is 32-bit signed; the stores' version columns are too.
@@ -82,6 +92,7 @@ class _Envelope(msgspec.Struct):
     tracestate: str | None = None
     correlationid: NonEmpty | None = None
     causationid: NonEmpty | None = None
+    tidingsposition: str | int | None = None
 
 
 _encoder = msgspec.json.Encoder()
@@ -157,6 +168,10 @@ def from_message(body: bytes, *, max_bytes: int = DEFAULT_MAX_BYTES) -> EventRec
     except (UnicodeDecodeError, RecursionError) as exc:
         raise BadMessageError(f"not valid JSON: {exc}") from exc
     _check(envelope)
+    metadata = _metadata_of(envelope)
+    position = _position_of(envelope.tidingsposition)
+    if position is not None:
+        metadata[POSITION_KEY] = position
     return EventRecord(
         event_id=envelope.id,
         stream_id=envelope.subject,
@@ -165,7 +180,36 @@ def from_message(body: bytes, *, max_bytes: int = DEFAULT_MAX_BYTES) -> EventRec
         schema_version=envelope.schemaversion,
         occurred_at=_in_utc(envelope.time),
         data=bytes(envelope.data),
-        metadata=_encoder.encode(_metadata_of(envelope)),
+        metadata=_encoder.encode(metadata),
+    )
+
+
+def with_position(metadata: bytes, position: int) -> bytes:
+    """``metadata`` (a JSON object) with the event's log position added, as an outbox row
+    keeps it for the relay to put on the wire. The bytes are spliced, not parsed: this
+    runs for every event an outbox writes. A key of the same name already there stays
+    in the document, before ours, and ours is the one a decoder keeps (the last)."""
+    if position <= 0:
+        return metadata  # not from the event log (a sent message): nothing to say
+    stamp = b'"%s":%d}' % (POSITION_KEY.encode(), position)
+    body = metadata.rstrip()
+    if body in (b"", b"{}"):
+        return b"{" + stamp
+    return body[:-1] + b"," + stamp
+
+
+def _position_of(value: str | int | None) -> int | None:
+    """The log position a message carries, None when it carries none, or
+    ``BadMessageError`` when the attribute is there but no position."""
+    if value is None:
+        return None
+    if isinstance(value, str) and value.isascii() and value.isdigit():
+        value = int(value)
+    if isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= _MAX_POSITION:
+        return value
+    raise BadMessageError(
+        f"{POSITION_ATTRIBUTE} is {value!r}; it is the event's position in its source's "
+        f"log, a string of decimal digits from 1 to {_MAX_POSITION} (or leave it out)"
     )
 
 
@@ -238,9 +282,9 @@ def _too_long(name: str, value: str) -> str:
     )
 
 
-def _metadata_of(envelope: _Envelope) -> dict[str, str]:
+def _metadata_of(envelope: _Envelope) -> dict[str, Any]:
     """What the record keeps of the envelope beyond its own fields."""
-    metadata = {"source": envelope.source}
+    metadata: dict[str, Any] = {"source": envelope.source}
     for key, attribute in _WIRE_KEYS.items():
         value = getattr(envelope, attribute)
         if value is not None:
@@ -250,18 +294,22 @@ def _metadata_of(envelope: _Envelope) -> dict[str, str]:
 
 def _wire_context(metadata: bytes) -> dict[str, str]:
     """The extension attributes a record's metadata puts on the wire: the W3C trace
-    context, the correlation and causation ids."""
+    context, the correlation and causation ids, the position in the source's log."""
     if metadata in (b"", b"{}"):
         return {}
     try:
         values = _metadata_decoder.decode(metadata)
     except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError) as exc:
         raise SerializationError(f"event metadata is not a JSON object: {exc}") from exc
-    return {
+    context = {
         attribute: values[key]
         for key, attribute in _WIRE_KEYS.items()
         if isinstance(values.get(key), str) and values[key]
     }
+    position = values.get(POSITION_KEY)
+    if isinstance(position, int) and not isinstance(position, bool) and position > 0:
+        context[POSITION_ATTRIBUTE] = str(position)
+    return context
 
 
 def _rfc3339(moment: datetime) -> str:

@@ -7,9 +7,15 @@ clock: every lease is made at an explicit ``now``.
 
 from __future__ import annotations
 
+import json
+import signal
+import subprocess
+import sys
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
 
 import pytest
 
@@ -81,6 +87,51 @@ def race_inside_fence(
         racer.join(30)
     assert errors == [], errors
     return results
+
+
+def holder_url(store: Store) -> tuple[str, str, str]:
+    """URL, schema and table prefix another process opens ``store``'s database with."""
+    database: Any = store.database
+    if database.dialect == "postgresql":
+        return database.url, database.schema, database.prefix
+    if database.dialect == "sqlite":
+        return f"sqlite:///{database.path}", "public", database.prefix
+    pytest.skip("in-memory leases live in one process: no holder can die apart from it")
+
+
+@contextmanager
+def holder_process(store: Store, owner: str, count: int) -> Iterator[tuple[Any, dict[int, int]]]:
+    """A process (``lease_holder``) that leased ``count`` slots as ``owner`` at ``NOW``;
+    yields it and what it holds, and kills it at the end."""
+    url, schema, prefix = holder_url(store)
+    args = [url, schema, prefix, owner, SET, str(count), str(TTL), str(NOW)]
+    process = subprocess.Popen(  # noqa: S603 - our own module, our own arguments
+        [sys.executable, "-m", "tidings.testing.lease_holder", *args],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        line = process.stdout.readline() if process.stdout else ""
+        assert line, "the lease holder process ended before it leased"
+        yield process, {int(slot): token for slot, token in json.loads(line).items()}
+    finally:
+        process.kill()
+        process.wait(30)
+        if process.stdout:
+            process.stdout.close()
+
+
+def lease_until_taken(
+    leases: Leases, owner: str, count: int, now: float, seconds: float = 30.0
+) -> dict[int, int]:
+    """Lease at the same ``now`` (so no lease can run out meanwhile) until ``owner`` holds
+    something: a server notices a dead client's connection a moment after the kill."""
+    deadline = time.monotonic() + seconds
+    while True:
+        held = leases.lease(owner, SET, count, TTL, now)
+        if held or time.monotonic() > deadline:
+            return held
+        time.sleep(0.01)
 
 
 class LeaseContract:
@@ -232,6 +283,35 @@ class LeaseContract:
         with store.database.transaction() as tx:
             assert not leases.holds(tx, "a", SET, old)
             assert leases.holds(tx, winner, SET, results[winner])
+
+    def test_the_slots_of_a_holder_whose_process_died_are_taken_over_at_once(
+        self, store: Store
+    ) -> None:
+        """A holder process killed with SIGKILL long before its lease runs out: another
+        owner takes every slot at its next lease (its liveness lock went with the
+        process), each under the next token, and the dead holder holds them no more."""
+        leases = component_of(store)
+        with holder_process(store, "doomed", 4) as (process, held):
+            assert sorted(held) == [0, 1, 2, 3]
+            assert leases.lease("b", SET, 4, TTL, NOW + 1) == {}  # alive: nothing yet
+            process.kill()
+            process.wait(30)
+            taken = lease_until_taken(leases, "b", 4, NOW + 2)  # well inside the lease
+            assert taken == {slot: token + 1 for slot, token in held.items()}, taken
+            with store.database.transaction() as tx:
+                assert not leases.holds(tx, "doomed", SET, held)
+
+    def test_a_holder_that_hangs_without_dying_keeps_its_slots_until_its_lease_ran_out(
+        self, store: Store
+    ) -> None:
+        """A holder process stopped (SIGSTOP) is alive to the lock: nobody takes its slots
+        within its lease; once the lease ran out, another owner does, under new tokens."""
+        leases = component_of(store)
+        with holder_process(store, "hung", 2) as (process, held):
+            process.send_signal(signal.SIGSTOP)
+            assert leases.lease("b", SET, 2, TTL, NOW + TTL * 0.9) == {}
+            taken = leases.lease("b", SET, 2, TTL, NOW + TTL + 1)
+            assert taken == {slot: token + 1 for slot, token in held.items()}, taken
 
     def test_two_live_owners_racing_for_the_same_free_slot_each_get_one(self, store: Store) -> None:
         """Two live owners (heartbeats fresh, so nothing else makes them wait for each

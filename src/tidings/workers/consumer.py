@@ -74,7 +74,9 @@ class Consumer(Background):
     or sent round again after a failure) is sent round too, unhandled, until that event is
     finished. Only messages this consumer fetched count, so a consumer of some event types
     never waits for versions it will not receive. ``name`` keeps the records of consumers
-    on one database apart: give each durable consumer or queue its own.
+    on one database apart: give each durable consumer or queue its own. ``fence`` runs
+    first in the finish of every handling transaction (a partition's lease check): when it
+    raises, nothing of the batch commits.
     """
 
     def __init__(
@@ -92,8 +94,10 @@ class Consumer(Background):
         outage_backoff: Backoff | None = None,
         hold_timeout: float = 600.0,
         clock: Callable[[], float] = time.time,
+        fence: Callable[[Transaction], None] | None = None,
     ) -> None:
         self.processor, self.subscription, self.read = processor, subscription, read
+        self.fence = fence
         self.inbox = inbox
         self.in_flight: InFlight = in_flight if in_flight is not None else MemoryInFlight()
         self.name = name
@@ -136,6 +140,8 @@ class Consumer(Background):
         ready = [d for (_, d), w in zip(pairs, waiting, strict=True) if w is None]
 
         def finish(tx: Transaction, verdicts: Sequence[Verdict]) -> None:
+            if self.fence is not None:
+                self.fence(tx)
             done = [
                 d.record.event_id
                 for d, v in zip(ready, verdicts, strict=True)

@@ -24,6 +24,8 @@ from dataclasses import dataclass, field
 
 from tidings.application.backoff import Backoff
 from tidings.errors import BrokerUnavailableError, StorageError, TidingsError
+from tidings.observability import tracing
+from tidings.observability.logs import about
 from tidings.ports import (
     OUTBOX_LANES,
     Leases,
@@ -33,6 +35,7 @@ from tidings.ports import (
     OutgoingMessage,
     Settlement,
     Transport,
+    renew_interval,
 )
 from tidings.records import EventRecord
 from tidings.workers.passes import Background, delete_in_batches, run_passes
@@ -111,6 +114,7 @@ class Relay(Background):
         self._stop = threading.Event()
         self._thread = None
         self._settler = Settler(outbox, self.relay_id, settle_interval)
+        self._sends = tracing.Sends(tracing.destination_of(transport))
         self.messages, self.release_interval = messages, release_interval
         self._release_at = 0.0
 
@@ -179,7 +183,7 @@ class Relay(Background):
             self._held = self.leases.lease(
                 self.relay_id, OUTBOX_LANES, self.lanes, self.lease_ttl, now
             )
-            self._renew_at = now + self.lease_ttl / 3
+            self._renew_at = now + renew_interval(self.lease_ttl)
             self.stats.lanes_held = len(self._held)
         skip, parking = self._settler.unsettled()
         if len(skip) >= self.publish_chunk:
@@ -219,11 +223,14 @@ class Relay(Background):
         unanswered message is not an attempt, it is published again after the pause.
         """
         sent = self._send(group, frozenset(outcome.blocked))
+        sends = self._sends  # the producer span of the call, when tracing is on
+        sends.start([e.record for e in sent.ready])
         try:
             results: Sequence[str | None] = (
                 self.transport.publish(sent.messages) if sent.messages else []
             )
         except BrokerUnavailableError as exc:
+            sends.end(exc.answered, str(exc))
             self._record(outcome, sent.unencodable, now)
             answered = [(e, exc.answered[i]) for i, e in enumerate(sent.ready) if i in exc.answered]
             self._record(outcome, answered, now)
@@ -231,6 +238,10 @@ class Relay(Background):
                 e.record.stream_id for i, e in enumerate(sent.ready) if i not in exc.answered
             )
             raise
+        except BaseException as exc:
+            sends.end({}, str(exc))
+            raise
+        sends.end(results)
         self._record(outcome, [*sent.unencodable, *zip(sent.ready, results, strict=True)], now)
 
     def _send(self, group: Sequence[OutboxEntry], blocked: frozenset[str]) -> _Sent:
@@ -303,6 +314,7 @@ class Relay(Background):
                 entry.record.stream_id,
                 attempt,
                 error,
+                extra=about(entry.record),
             )
         else:
             retry.append((position, now + self.backoff.delay(attempt, self.rng), error))
@@ -312,6 +324,7 @@ class Relay(Background):
                 entry.record.stream_id,
                 attempt,
                 error,
+                extra=about(entry.record),
             )
 
     def _count(self, outcome: Settlement) -> None:

@@ -1,6 +1,7 @@
 """CQRS projections: read models built from the global event log (see docs/cqrs.md)."""
 
 from tidings.application.projections.definition import Handler, Projection
+from tidings.application.projections.from_stream import SourceStatus, SourceToken, source_token
 from tidings.application.projections.rebuild import Rebuild, VerifyError
 from tidings.application.projections.runner import ProjectionRunner
 from tidings.application.projections.status import ProjectionStatus
@@ -11,5 +12,8 @@ __all__ = [
     "ProjectionRunner",
     "ProjectionStatus",
     "Rebuild",
+    "SourceStatus",
+    "SourceToken",
     "VerifyError",
+    "source_token",
 ]

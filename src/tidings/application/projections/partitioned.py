@@ -34,17 +34,12 @@ from tidings.errors import (
     ServerUnavailableError,
     StorageError,
 )
-from tidings.ports import Leases
-from tidings.records import EventRecord, shard_of
+from tidings.ports import Leases, renew_interval
+from tidings.records import EventRecord, partition_of
 
 log = logging.getLogger("tidings.projections")
 
 SEPARATOR = "#"  # never in a projection's name, so a part's checkpoint is never another's
-
-
-def partition_of(stream_id: str, partitions: int) -> int:
-    """The part of ``partitions`` an aggregate's events belong to, the same everywhere."""
-    return shard_of(stream_id) % partitions
 
 
 def part_name(name: str, part: int) -> str:
@@ -191,7 +186,7 @@ class PartitionedRunner(ProjectionRunner):
             self._held[name] = self._leases.lease(
                 self.runner_id, lease_set(name), self.partitions, self.ttl, now
             )
-        self._renew_at = now + self.ttl / 3
+        self._renew_at = now + renew_interval(self.ttl)
 
     def _advance_parts(
         self, p: Projection, tokens: dict[int, int], active: dict[int, Checkpoint]

@@ -35,6 +35,7 @@ from tidings.errors import (
     StorageError,
     UnknownEventTypeError,
 )
+from tidings.observability import tracing
 from tidings.ports import CommitSignal, ProjectionCheckpoints, ProjectionLog
 from tidings.records import EventRecord
 
@@ -230,6 +231,11 @@ class ProjectionRunner:
                 p.name,
                 p.name,
                 record.position,
+                extra={
+                    "projection": p.name,
+                    "position": record.position,
+                    "event_id": record.event_id,
+                },
             )
         return len(batch)
 
@@ -277,7 +283,8 @@ class ProjectionRunner:
         if handler is None:
             return
         try:
-            handler(uow, self._store.decode(record))
+            with tracing.applying(p.name, record):
+                handler(uow, self._store.decode(record))
         except ServerUnavailableError:
             raise  # an outage, not this event's fault: the batch is tried again later
         except Exception as exc:  # any failure of the user's code pauses it

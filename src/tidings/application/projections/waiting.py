@@ -22,6 +22,9 @@ from collections.abc import Callable
 from tidings.domain.projection_state import PAUSED, RUNNING, Checkpoint
 from tidings.errors import ProjectionError, ProjectionTimeoutError
 
+STREAM = "stream"
+"""The state of a projection fed by a broker stream (see ``from_stream``)."""
+
 ReadCheckpoint = Callable[[str], Checkpoint | None]
 """The stored checkpoint of a projection by name, or None when it has none."""
 
@@ -73,7 +76,7 @@ def wait_for(
     if isinstance(token, bool) or not isinstance(token, int) or token < 0:
         raise ProjectionError(
             f"a consistency token is a global position, an int >= 0 (uow.position after "
-            f"the commit), not {token!r}"
+            f"the commit), or another service's '<source>:<position>', not {token!r}"
         )
     if not (isinstance(timeout, int | float) and timeout > 0 and math.isfinite(timeout)):
         raise ProjectionError(f"timeout is in seconds and must be above 0 (got {timeout!r})")
@@ -82,6 +85,11 @@ def wait_for(
     while True:
         seen = progress.moves  # before the look: a move after it is not missed
         found = read(projection)
+        if found is not None and found.state == STREAM:
+            raise ProjectionError(
+                f"projection {projection} is fed by a broker stream, not this store's log: "
+                f"wait with the writer's token '<source>:<position>' (source_token), not {token}"
+            )
         if found is not None and found.position >= token:
             return found.position
         left = deadline - time.monotonic()

@@ -12,7 +12,6 @@ never as sleeping threads (see ``deadlines`` and ``remote`` beside this module).
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 import traceback
@@ -20,6 +19,8 @@ import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
+
+import msgspec
 
 from tidings.application.sagas.deadlines import begun, past_saga_deadline, timed_out, unanswered
 from tidings.application.sagas.remote import Context, SagaReplies
@@ -45,12 +46,16 @@ from tidings.domain.saga_state import (
 )
 from tidings.domain.saga_versions import SagaUpcaster
 from tidings.errors import SagaConflictError, SagaError, SagaVersionError
+from tidings.observability import tracing
 from tidings.ports import SagaLog
 
 if TYPE_CHECKING:
     from tidings.application.handling import Handlers
 
 log = logging.getLogger("tidings.sagas")
+
+_to_json = msgspec.json.Encoder().encode
+_from_json = msgspec.json.decode
 
 Clock = Callable[[], float]
 Pending = tuple[Step, str]
@@ -181,7 +186,7 @@ class Orchestrator:
                 moved += self._drive(saga_id)[0]
             except SagaVersionError as exc:
                 self.refused[saga_id] = str(exc)
-                log.error("saga %s refused: %s", saga_id, exc)
+                log.error("saga %s refused: %s", saga_id, exc, extra={"saga_id": saga_id})
         return moved
 
     recover = run_once
@@ -335,11 +340,14 @@ class Orchestrator:
         if call is None:
             raise SagaError(f"step {step.name!r} has no compensation to run")
         try:
-            with self._store.unit_of_work(correlation_id=row.correlation_id or None) as uow:
+            with (
+                tracing.step(row.saga_id, row.saga_type, step.name, phase),
+                self._store.unit_of_work(correlation_id=row.correlation_id or None) as uow,
+            ):
                 ctx = Context(row, step, phase, uow)
                 # As the log stores it (JSON): the next step sees the same data whether the
                 # row was read back or not.
-                returned = json.loads(json.dumps(call(ctx) or {}))
+                returned = _from_json(_to_json(call(ctx) or {}))
                 now = self._clock()
                 if row.step_deadline_at and now > row.step_deadline_at:
                     raise StepTimedOutError(  # raised inside the unit of work: its writes roll back
@@ -435,12 +443,17 @@ class Orchestrator:
             step.name,
             row.attempt,
             row.errors[-1]["error"],
+            extra={"saga_id": row.saga_id},
         )
         if self._alert is not None:
             try:
                 self._alert(SagaResult.of(row))
             except Exception:
-                log.exception("the saga alert hook failed for saga %s", row.saga_id)
+                log.exception(
+                    "the saga alert hook failed for saga %s",
+                    row.saga_id,
+                    extra={"saga_id": row.saga_id},
+                )
 
     # -- operator actions -------------------------------------------------------------
 

@@ -123,8 +123,8 @@ class SagaVersions:
     def definition(self, row: SagaRow) -> SagaDefinition:
         """The definition that drives ``row``, or ``SagaVersionError`` saying why none can."""
         found = self._definitions.get((row.saga_type, row.definition_version))
-        known = self.versions(row.saga_type)
         if found is None:
+            known = self.versions(row.saga_type)
             newer = known and row.definition_version > max(known)
             hint = (
                 "it was started by newer code: run that code to drive it"

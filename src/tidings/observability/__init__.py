@@ -1,0 +1,1 @@
+"""Observability: traces (``tracing``), log lines (``logs``), metrics and health checks."""
