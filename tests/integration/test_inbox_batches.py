@@ -190,8 +190,9 @@ def test_a_handler_reading_after_a_held_write_sees_it(store: tidings.Store) -> N
 
 
 def test_a_savepoint_of_a_handler_undoes_its_held_write(store: tidings.Store) -> None:
-    """A handler's own savepoint rolls back a write held inside it: that write is never
-    sent with the next run; the one it makes after the savepoint is."""
+    """A handler's own savepoint rolls back the write it made inside: once the handler
+    took the transaction nothing of it is held, so no write of the savepoint is sent
+    after it ended; the one it makes after the savepoint is kept."""
 
     def book(event: Counted, uow: UnitOfWork) -> None:
         try:

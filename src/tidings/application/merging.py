@@ -5,7 +5,8 @@ A handler is a function of one event (or message), so a batch of 500 is 500
 per event). This wrapper holds each write (INSERT, UPDATE or DELETE without RETURNING) and
 lets the next ones with the same SQL join it; the run goes to the database as one
 ``executemany`` (sqlite3's loop in C, psycopg's batch) when a statement of another text
-comes, when the connection or the transaction is asked for, or at the end of the batch.
+comes, when the connection or the transaction is asked for (the handler's next
+statements then go one at a time), or at the end of the batch.
 So the database sees the statements in the order the handlers made them, and only
 consecutive statements of the same text are merged. What ``execute`` returns for a held
 write is sent alone (after the run before it) the moment the handler reads it
@@ -18,7 +19,6 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
 from typing import Any
 
 from tidings.application.statements import for_psycopg
@@ -67,10 +67,11 @@ class MergingWork:
         self._numbers: list[int] = []  # the HeldResult number of each held statement
         self._count = 0
         self.merged = 0  # statements sent in a run of two or more
+        self._direct = False  # the handler took the transaction or connection: hold nothing
 
     def serve(self, uow: Any) -> None:
         """Hand the next handler ``uow``'s members; what is held stays held."""
-        self._uow = uow
+        self._uow, self._direct = uow, False
 
     def __getattr__(self, name: str) -> Any:
         """The unit of work's other members (``dialect``, ``track``, ...); what is held
@@ -81,23 +82,32 @@ class MergingWork:
 
     @property
     def connection(self) -> Any:
-        """The driver's connection, with what is held sent first."""
-        self.flush()
+        """The driver's connection, with what is held sent first; the handler's next
+        statements go one at a time (see ``_by_hand``)."""
+        self._by_hand()
         return self._uow.connection
 
     @property
     def transaction(self) -> Any:
-        """The transaction, with what is held sent first; its savepoints send what is
-        held before they end, so what a savepoint undoes was in it."""
+        """The transaction, with what is held sent first; the handler's next statements
+        go one at a time (see ``_by_hand``)."""
+        self._by_hand()
+        return self._uow.transaction
+
+    def _by_hand(self) -> None:
+        """A handler that reaches for the transaction or the connection may open its own
+        savepoint: a write held inside it would be sent after it ended, and not undone
+        if it rolled back. So nothing of this handler is held any more (until ``serve``
+        hands the next one over)."""
         self.flush()
-        return _Flushing(self, self._uow.transaction)
+        self._direct = True
 
     def execute(self, sql: str, params: Params = ()) -> Any:
         """Hold a write to merge it with the next ones of the same text; run any other
         statement now, after what is held."""
-        if sql != self._sql:
+        if sql != self._sql or self._direct:
             self.flush()
-            if not _WRITE.match(sql) or _RETURNING.search(sql):
+            if self._direct or not _WRITE.match(sql) or _RETURNING.search(sql):
                 return self._sender.execute(sql, params)
             self._sql = sql
         self._count += 1
@@ -115,10 +125,6 @@ class MergingWork:
             self.merged += len(params)
             execute_many(self._sender, sql, params)
 
-    def discard(self) -> None:
-        """Forget what is held (its savepoint or transaction is being rolled back)."""
-        self._sql, self._params, self._numbers = "", [], []
-
     def result_of(self, number: int) -> Any:
         """The cursor of held statement ``number``: it must be the last one held (a
         handler reads its result before it writes again)."""
@@ -133,29 +139,6 @@ class MergingWork:
         self._numbers.pop()
         self.flush()  # the run before it
         return self._sender.execute(sql, params)
-
-
-class _Flushing:
-    """A transaction whose savepoints end with nothing held from inside them."""
-
-    def __init__(self, work: MergingWork, tx: Any) -> None:
-        self._work, self._tx = work, tx
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._tx, name)
-
-    @contextmanager
-    def savepoint(self) -> Iterator[None]:
-        """The transaction's savepoint; what is held inside it is sent before it is
-        released, and dropped if it rolls back."""
-        self._work.flush()
-        with self._tx.savepoint():
-            try:
-                yield
-            except BaseException:
-                self._work.discard()
-                raise
-            self._work.flush()
 
 
 def execute_many(uow: Any, sql: str, params: Sequence[Params]) -> None:
