@@ -4,9 +4,9 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: demo test lint typecheck unit clean bench-es bench-relay bench-consumer bench-brokers \
-	bench-fast bench-sagas bench-saga-remote bench-projections bench-takeover \
-	bench-partitions
+.PHONY: demo test lint typecheck unit clean asyncapi-parser chromium bench-es bench-relay \
+	bench-consumer bench-brokers bench-fast bench-sagas bench-saga-remote bench-projections \
+	bench-takeover bench-partitions bench-observability
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -35,8 +35,25 @@ lint: $(VENV)/.installed-dev
 typecheck: $(VENV)/.installed-dev
 	$(BIN)/mypy
 
-test: lint typecheck
+test: lint typecheck asyncapi-parser chromium
 	$(BIN)/pytest --cov --cov-report=term
+
+# The official AsyncAPI parser (npm), run by the machine's Node.js in the asyncapi tests.
+ASYNCAPI := tools/asyncapi
+asyncapi-parser: $(ASYNCAPI)/node_modules/.installed
+
+$(ASYNCAPI)/node_modules/.installed: $(ASYNCAPI)/package.json $(ASYNCAPI)/package-lock.json
+	@command -v npm >/dev/null || { echo "npm is missing: apt-get install -y nodejs npm" >&2; exit 1; }
+	npm ci --prefix $(ASYNCAPI) --no-audit --no-fund --loglevel=error
+	touch $@
+
+# Debian's headless Chromium, driven by Playwright in the console's browser tests. Installed
+# when missing and we are root; otherwise the tests say how (and fail under CI=true).
+chromium:
+	@if [ -x /usr/bin/chromium ]; then :; \
+	elif [ "$$(id -u)" = 0 ]; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium; \
+	else echo "chromium is missing: sudo apt-get install -y chromium (the browser tests skip)"; fi
 
 # Side-by-side benchmarks (tidings, eventsourcing, the raw driver); needs PostgreSQL too.
 bench-es: $(VENV)/.installed-bench
@@ -64,6 +81,10 @@ bench-partitions: $(VENV)/.installed-dev
 bench-brokers: $(VENV)/.installed-dev
 	$(BIN)/python benchmarks/raw_brokers.py $(ARGS)
 
+# The cost of observability: a scrape of a 1,000,000-row outbox, the relay with metrics on.
+bench-observability: $(VENV)/.installed-dev
+	$(BIN)/python benchmarks/observability.py $(ARGS)
+
 # Instructions per call of the per-event fast paths, under valgrind's callgrind.
 bench-fast: $(VENV)/.installed-dev
 	$(BIN)/python benchmarks/fastpaths.py
@@ -82,7 +103,7 @@ bench-projections: $(VENV)/.installed-bench
 	$(BIN)/python benchmarks/projections.py $(ARGS)
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .coverage
+	rm -rf $(VENV) $(ASYNCAPI)/node_modules .pytest_cache .mypy_cache .ruff_cache .coverage
 
 # The cost of tracing on the relay and the consumer (off, API alone, SDK); needs the servers.
 bench-tracing: $(VENV)/.installed-dev

@@ -33,7 +33,7 @@ def base(tmp_path_factory: pytest.TempPathFactory) -> Path:
         check=False,
     )
     assert installed.returncode == 0, installed.stderr[-3000:]
-    for extra in ("psycopg", "nats", "pika", "sqlalchemy", "cryptography"):
+    for extra in ("psycopg", "nats", "pika", "sqlalchemy", "cryptography", "prometheus_client"):
         found = subprocess.run(
             [str(venv / "bin" / "python"), "-c", f"import {extra}"],
             capture_output=True,
@@ -73,6 +73,11 @@ def test_the_postgresql_ddl_prints_without_its_driver(base: Path) -> None:
         ),
         pytest.param(
             ("--db", "sqlite:///r.db", "--to", "amqp://127.0.0.1/"), "rabbitmq", id="amqp"
+        ),
+        pytest.param(
+            ("--db", "sqlite:///r.db", "--to", NATS, "--metrics-port", "9464"),
+            "metrics",
+            id="metrics",
         ),
     ],
 )

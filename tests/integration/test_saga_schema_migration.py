@@ -1,7 +1,10 @@
 """The sagas schema part, version 1 to 2: a database whose saga tables an older tidings
-made gains the deadline and reply columns on connect, and its running sagas go on."""
+made gains the deadline and reply columns on connect, and its running sagas go on; version
+2 to 3: it gains the partial indexes the metrics count failed compensations through."""
 
 from __future__ import annotations
+
+from typing import Any
 
 import tidings
 from tests.integration.test_schema_migration import part_versions, url_and_options
@@ -47,7 +50,7 @@ def test_a_version_1_saga_table_gains_the_deadline_columns_and_its_sagas_go_on(
 
     definition = SagaDefinition("old", [Step("pay", pay, retry=RetryPolicy(1))])
     with tidings.connect(url, **options) as upgraded:
-        assert part_versions(upgraded)["sagas"] == 2
+        assert part_versions(upgraded)["sagas"] == 3
         sagas = upgraded.sagas([definition], clock=lambda: 1_001.0)
         assert sagas.run_once() > 0
         end = sagas.get("old-1")
@@ -56,4 +59,42 @@ def test_a_version_1_saga_table_gains_the_deadline_columns_and_its_sagas_go_on(
         timed = SagaDefinition("timed", [Step("pay", pay, deadline=5)], deadline=60)
         assert sagas.start(timed, {"n": 2}).state == "COMPLETED"
     with tidings.connect(url, **options) as again:  # nothing left to do
-        assert part_versions(again)["sagas"] == 2
+        assert part_versions(again)["sagas"] == 3
+
+
+METRICS_INDEXES = ("saga_transitions_compensation_failed", "saga_transitions_discrepancy")
+
+
+def metrics_indexes(store: tidings.Store) -> list[bool]:
+    """Whether each partial index of version 3 exists."""
+    database: Any = store.database
+    prefix = database.tables["sagas"].removesuffix("sagas")
+    if database.dialect == "sqlite":
+        sql = "SELECT 1 FROM sqlite_master WHERE type = 'index' AND name = ?"
+        return [bool(database.query(sql, (prefix + name,))) for name in METRICS_INDEXES]
+    return [
+        database.query("SELECT to_regclass(%s)", (prefix + name,))[0][0] is not None
+        for name in METRICS_INDEXES
+    ]
+
+
+def test_a_version_2_saga_part_gains_the_indexes_metrics_count_through(
+    url_and_options: tuple[str, dict[str, str]],
+) -> None:
+    """A database at sagas version 2 (no partial indexes) is at version 3 with both after
+    the next connect."""
+    url, options = url_and_options
+    with tidings.connect(url, **options) as old:
+        database: Any = old.database
+        prefix = database.tables["sagas"].removesuffix("sagas")
+        with database.transaction() as tx:
+            for name in METRICS_INDEXES:
+                tx.execute(f"DROP INDEX {prefix}{name}")
+            tx.execute(
+                f"UPDATE {database.tables['schema_version']} SET version = 2"
+                " WHERE component = 'sagas'"
+            )
+        assert metrics_indexes(old) == [False, False]
+    with tidings.connect(url, **options) as upgraded:
+        assert part_versions(upgraded)["sagas"] == 3
+        assert metrics_indexes(upgraded) == [True, True]

@@ -14,6 +14,8 @@ EXTRAS: dict[str, tuple[str, ...]] = {
     "nats": ("nats",),
     "sqlalchemy": ("sqlalchemy",),
     "crypto": ("cryptography",),
+    "metrics": ("prometheus_client",),
+    "console": ("starlette", "jinja2", "uvicorn", "multipart"),
 }
 """Each extra of ``pip install 'tidings[...]'`` and the modules it brings."""
 

@@ -39,9 +39,7 @@ class SchemaPart:
 
 
 SCHEMA_PARTS: tuple[SchemaPart, ...] = (
-    # Version 2: on PostgreSQL a trigger NOTIFYs the commit channel for every insert of
-    # events, so a projection runner wakes at commit without an outbox.
-    SchemaPart("core", 2, "schema.sql", ("schema_version", "events"), ("schema_v2.sql",)),
+    SchemaPart("core", 1, "schema.sql", ("schema_version", "events")),
     # Version 2 dropped the index events_by_time: it cost every event written a fifth of
     # SQLite's time, and "as of" reads the stream's prefix in version order without it.
     SchemaPart(
@@ -78,7 +76,16 @@ SCHEMA_PARTS: tuple[SchemaPart, ...] = (
     ),
     SchemaPart("messages", 1, "messages.sql", ("message_keys", "scheduled_messages")),
     # Version 2: deadlines, the reply a remote step waits for, the conversation id.
-    SchemaPart("sagas", 2, "sagas.sql", ("sagas", "saga_transitions"), ("sagas_v2.sql",)),
+    # Version 3: partial indexes on the transitions that metrics count.
+    SchemaPart(
+        "sagas",
+        3,
+        "sagas.sql",
+        ("sagas", "saga_transitions"),
+        ("sagas_v2.sql", "sagas_v3.sql"),
+    ),
+    # Heartbeats of the workers the tidings command runs (tidings status).
+    SchemaPart("workers", 1, "workers.sql", ("workers",)),
     # Projections fed by a broker stream: their checkpoint per source service.
     SchemaPart(
         "projection_sources",

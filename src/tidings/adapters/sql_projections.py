@@ -355,9 +355,10 @@ def _checkpoint(r: Sequence[Any]) -> Checkpoint:
 def projection_parts(store: Any) -> tuple[ProjectionCheckpoints, ProjectionLog, CommitSignal]:
     """The checkpoints, the log head and the commit signal of a store's backend.
 
-    The signal is the relay's: LISTEN on the outbox channel on PostgreSQL (every unit of
-    work that writes an outbox row notifies it at commit), ``PRAGMA data_version`` on
-    SQLite (any commit by another connection), the log's length in memory.
+    The signal is the relay's: LISTEN on the commit channel on PostgreSQL (the outbox's
+    rows NOTIFY it at commit, and so does every insert of events once the trigger this
+    installs is there, with or without an outbox), ``PRAGMA data_version`` on SQLite
+    (any commit by another connection), the log's length in memory.
     """
     database = store.database
     tables = getattr(database, "tables", None)
@@ -373,4 +374,8 @@ def projection_parts(store: Any) -> tuple[ProjectionCheckpoints, ProjectionLog, 
     from tidings.backends import leases_of, outbox_of
 
     signal = outbox_of(database, leases_of(database))  # only its wait_for_work is used
+    if database.dialect == "postgresql":
+        from tidings.adapters.postgres.outbox import install_commit_trigger
+
+        install_commit_trigger(database)
     return SqlCheckpoints(tables), SqlProjectionLog(tables["events"]), signal

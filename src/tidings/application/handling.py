@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
+from time import perf_counter
 from typing import Any, Protocol
 
 from tidings.application.backoff import Backoff
@@ -145,6 +146,17 @@ Finish = Callable[[Transaction, Sequence[Verdict]], None]
 """Called inside the batch's transaction, just before it commits, with the verdicts."""
 
 
+class HandlerObserver(Protocol):
+    """Told how long each handler ran and when one failed (the metrics of
+    ``tidings.observability`` are one)."""
+
+    def handled(self, handler: str, seconds: float) -> None:
+        """A handler returned after ``seconds``."""
+
+    def failed(self, handler: str) -> None:
+        """A handler's attempt failed (its writes were undone)."""
+
+
 class Session(Protocol):
     """What the processor needs of a store (``tidings.Store`` has it)."""
 
@@ -194,6 +206,7 @@ class InboxProcessor:
     backoff: Backoff = field(default_factory=lambda: Backoff(base=1.0, cap=300.0))
     rng: random.Random = field(default_factory=random.Random)
     destination: tracing.Destination = tracing.IN_PROCESS  # named on the consumer's spans
+    observer: HandlerObserver | None = None
 
     def process(
         self, deliveries: Sequence[Delivery], finish: Finish | None = None
@@ -271,12 +284,15 @@ class InboxProcessor:
             if not handler.idempotent and not next(fresh):
                 duplicates.append(handler.name)
                 continue
+            began = perf_counter()
             try:
                 with _handling(record), self.session.unit_of_work_in(tx) as uow:
                     work.serve(uow)
                     handler.fn(event, work)  # type: ignore[arg-type] # it acts as the uow
             except Exception as exc:
                 raise _BatchFailedError(index, handler.name, exc) from exc
+            if self.observer is not None:
+                self.observer.handled(handler.name, perf_counter() - began)
             applied.append(handler.name)
         return Verdict(True, 0.0, tuple(applied), tuple(duplicates))
 
@@ -333,8 +349,11 @@ class InboxProcessor:
                         continue
                     if failed is not None and handler.name == failed.handler:
                         raise failed.error  # its failure in the batch pass, not a second run
+                    began = perf_counter()
                     with _handling(record), self.session.unit_of_work_in(tx) as uow:
                         handler.fn(event, uow)
+                    if self.observer is not None:
+                        self.observer.handled(handler.name, perf_counter() - began)
                 applied.append(handler.name)
             except Exception as exc:  # the handler's writes are undone; count the attempt
                 delay, reason = self._failed(tx, delivery, record, handler.name, exc)
@@ -379,6 +398,8 @@ class InboxProcessor:
         """Count a handler's failed attempt: (delay before the next one, None), or (0, the
         reason it was buried) after the last attempt or when the inbox cannot keep it."""
         error = f"{type(exc).__name__}: {exc}"
+        if self.observer is not None:
+            self.observer.failed(name)
         if isinstance(exc, MessageRejectedError):  # retrying cannot help: bury it now
             reason = f"handler {name} rejected it: {exc}"
             self.inbox.bury(tx, delivery.body, reason, handler=name, record=record)

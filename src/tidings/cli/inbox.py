@@ -7,6 +7,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+import tidings
 from tidings.application.handling import Handlers
 from tidings.cli.loading import load
 from tidings.cli.options import Db, Prefix, Schema, chosen, confirm_purge, open_store
@@ -52,9 +53,7 @@ def retry(
     registry: Handlers = load(handlers, "--handlers")
     events = EventRegistry(registry.event_classes())
     with open_store(db, prefix, schema, registry=events) as store:
-        verdicts = store.processor(registry).retry_dead(from_message, picked)
-    done = sum(1 for v in verdicts if v.ack and not v.buried)
-    console.print(f"{done} of {len(verdicts)} dead letter(s) handled; the rest are kept")
+        console.print(retry_dead(store, registry, picked))
 
 
 @app.command()
@@ -69,6 +68,22 @@ def purge(
     """Delete dead letters for good."""
     picked = chosen(ids, all_, "their ids")
     confirm_purge(picked, yes, "They will never be handled")
-    with open_store(db, prefix, schema) as store, store.database.transaction() as tx:
-        gone = store.inbox.remove_dead(tx, picked) if store.inbox else []
-    console.print(f"{len(gone)} dead letter(s) deleted")
+    with open_store(db, prefix, schema) as store:
+        gone = purge_dead(store, picked)
+    console.print(f"{gone} dead letter(s) deleted")
+
+
+def purge_dead(store: tidings.Store, ids: list[int] | None) -> int:
+    """Delete inbox dead letters (all when ``ids`` is None); how many went."""
+    if store.inbox is None:
+        return 0
+    with store.database.transaction() as tx:
+        return len(store.inbox.remove_dead(tx, ids))
+
+
+def retry_dead(store: tidings.Store, handlers: Handlers, ids: list[int] | None) -> str:
+    """Handle dead letters again with ``handlers`` (the store knows their events); says
+    how many were handled."""
+    verdicts = store.processor(handlers).retry_dead(from_message, ids)
+    done = sum(1 for v in verdicts if v.ack and not v.buried)
+    return f"{done} of {len(verdicts)} dead letter(s) handled; the rest are kept"

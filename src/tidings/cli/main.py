@@ -10,12 +10,15 @@ import typer
 
 from tidings import __version__
 from tidings.cli import workers
+from tidings.cli.asyncapi import asyncapi
+from tidings.cli.console import console
 from tidings.cli.events import app as events_app
 from tidings.cli.inbox import app as inbox_app
 from tidings.cli.options import Db, Prefix, Schema, open_store
 from tidings.cli.outbox import app as outbox_app
 from tidings.cli.projections import app as projections_app
 from tidings.cli.sagas import app as sagas_app
+from tidings.cli.status import status as status_command
 from tidings.cli.trace import trace
 from tidings.errors import TidingsError
 
@@ -34,6 +37,9 @@ app.add_typer(projections_app, name="projections")
 app.command()(workers.relay)
 app.command()(workers.consume)
 app.add_typer(events_app, name="events")
+app.command("status")(status_command)
+app.command()(asyncapi)
+app.command()(console)
 app.command()(trace)
 
 

@@ -40,6 +40,13 @@ LogFormatOption = Annotated[
     ),
 ]
 Schema = Annotated[str, typer.Option("--schema", help="PostgreSQL schema of the tables.")]
+MetricsPort = Annotated[
+    int | None,
+    typer.Option(
+        "--metrics-port",
+        help="Serve /metrics, /healthz and /readyz on this port (the metrics extra).",
+    ),
+]
 
 
 def open_store(db: str, prefix: str, schema: str, **options: Any) -> tidings.Store:

@@ -21,11 +21,20 @@ from rich.console import Console
 from tidings.application.projections import Projection, ProjectionRunner, Rebuild, VerifyError
 from tidings.application.projections.waiting import STREAM
 from tidings.cli.loading import load
-from tidings.cli.options import Db, LogFormat, LogFormatOption, Prefix, Schema, open_store
+from tidings.cli.options import (
+    Db,
+    LogFormat,
+    LogFormatOption,
+    MetricsPort,
+    Prefix,
+    Schema,
+    open_store,
+)
 from tidings.cli.progress import Rate, reporting, say, stop_on_signals
 from tidings.cli.progress import console as progress
 from tidings.errors import ConfigurationError, ProjectionError
 from tidings.observability.logs import configure as configure_logs
+from tidings.observability.serving import metrics_available, observed
 
 app = typer.Typer(help="Run projections and operate them: status, retry, skip, rebuild.")
 console = Console(highlight=False, soft_wrap=True)
@@ -79,12 +88,14 @@ def run(
     ttl: Annotated[
         float, typer.Option(help="Seconds a dead worker's parts wait before a takeover.")
     ] = 15.0,
+    metrics_port: MetricsPort = None,
     prefix: Prefix = "tidings_",
     schema: Schema = "public",
     log_format: LogFormatOption = LogFormat.text,
 ) -> None:
     """Catch the projections up, then follow the log until SIGTERM or SIGINT."""
     configure_logs(log_format)
+    metrics_available(metrics_port)
     chosen = _projections(projections)
     events = load(registry, "--registry") if registry else None
     stop = stop_on_signals()
@@ -95,7 +106,17 @@ def run(
         runner = store.projections(chosen, **options)
         try:
             say(f"projections {', '.join(runner.names)}: {store.database.describe()}")
-            with reporting(_progress(runner), every):
+            with (
+                observed(
+                    store,
+                    kind="projections",
+                    name=", ".join(runner.names),
+                    worker_id=runner.runner_id,
+                    port=metrics_port,
+                    projections=runner,
+                ),
+                reporting(_progress(runner), every),
+            ):
                 runner.run(stop)
         finally:
             runner.close()

@@ -16,13 +16,23 @@ import typer
 from rich.console import Console
 
 from tidings.cli.loading import load
-from tidings.cli.options import Db, LogFormat, LogFormatOption, Prefix, Schema, open_store
+from tidings.cli.options import (
+    Db,
+    LogFormat,
+    LogFormatOption,
+    MetricsPort,
+    Prefix,
+    Schema,
+    open_store,
+)
 from tidings.cli.progress import Rate, reporting, say, stop_on_signals
 from tidings.domain.saga import SagaDefinition
 from tidings.domain.saga_state import ACTIVE, SagaResult
 from tidings.domain.saga_versions import SagaUpcaster
 from tidings.errors import ConfigurationError
 from tidings.observability.logs import configure as configure_logs
+from tidings.observability.readiness import flowing
+from tidings.observability.serving import metrics_available, observed
 from tidings.workers.sagas import SagaWorker
 
 app = typer.Typer(help="Look at sagas and operate the intervention queue.", no_args_is_help=True)
@@ -36,7 +46,8 @@ By = Annotated[str | None, typer.Option("--by", help="Who acts (default: the OS 
 Why = Annotated[str, typer.Option("--note", help="Why: kept on the saga's history.")]
 
 
-def _definitions(path: str | None, needed: bool) -> list[SagaDefinition | SagaUpcaster]:
+def load_definitions(path: str | None, needed: bool) -> list[SagaDefinition | SagaUpcaster]:
+    """The definitions ``path`` names (none if unset); ``needed``: refuse an unset path."""
     if path is None:
         if needed:
             raise ConfigurationError(
@@ -138,7 +149,7 @@ def _operate(
 ) -> None:
     needed = action != "resolve"
     with open_store(db, prefix, schema) as store:
-        sagas = store.sagas(_definitions(definitions, needed))
+        sagas = store.sagas(load_definitions(definitions, needed))
         result = sagas.operate(saga_id, action, by or getpass.getuser(), why)
     console.print(f"saga {saga_id}: {result.state}", markup=False)
 
@@ -193,7 +204,7 @@ def recover(
 ) -> None:
     """Drive every due saga: timers that fired, steps whose owner's lease ran out."""
     with open_store(db, prefix, schema) as store:
-        sagas = store.sagas(_definitions(definitions, True))
+        sagas = store.sagas(load_definitions(definitions, True))
         moved = total = sagas.run_once()
         while moved:
             moved = sagas.run_once()
@@ -226,13 +237,15 @@ def run(
     every: Annotated[
         float, typer.Option(help="Seconds between progress lines off a terminal.")
     ] = 10.0,
+    metrics_port: MetricsPort = None,
     prefix: Prefix = "tidings_",
     schema: Schema = "public",
     log_format: LogFormatOption = LogFormat.text,
 ) -> None:
     """Drive due sagas (fired timers, interrupted steps) until SIGTERM or SIGINT."""
     configure_logs(log_format)
-    known = _definitions(definitions, True)
+    metrics_available(metrics_port)
+    known = load_definitions(definitions, True)
     if interval <= 0 or batch < 1:
         raise ConfigurationError(
             f"--interval {interval} --batch {batch}: give an interval above 0 seconds and a"
@@ -242,7 +255,18 @@ def run(
     with open_store(db, prefix, schema) as store:
         worker = SagaWorker(store, known, interval=interval, batch=batch, lease=lease, by=by)
         say(f"saga worker {worker.worker_id}: {store.database.describe()}")
-        with reporting(worker_status(worker), every):
+        with (
+            observed(
+                store,
+                kind="saga worker",
+                name=definitions,
+                worker_id=worker.worker_id,
+                port=metrics_port,
+                checks=[flowing(worker.stats)],
+                saga_worker=worker,
+            ),
+            reporting(worker_status(worker), every),
+        ):
             worker.run(stop)
 
 

@@ -14,10 +14,21 @@ from tidings.application.handling import Handlers
 from tidings.application.partitions import check_partitions, partitioned
 from tidings.application.projections import Projection
 from tidings.cli.loading import broker_options, load
-from tidings.cli.options import Db, LogFormat, LogFormatOption, Prefix, Schema, open_store
+from tidings.cli.options import (
+    Db,
+    LogFormat,
+    LogFormatOption,
+    MetricsPort,
+    Prefix,
+    Schema,
+    open_store,
+)
 from tidings.cli.progress import Rate, reporting, say, stop_on_signals
 from tidings.errors import ConfigurationError
+from tidings.observability.heartbeat import worker_id
 from tidings.observability.logs import configure as configure_logs
+from tidings.observability.readiness import flowing, holds_lanes, holds_partitions
+from tidings.observability.serving import metrics_available, observed
 from tidings.serialization.registry import EventRegistry
 from tidings.workers.consumer import Consumer, dedup_window_warning, retry_horizon
 from tidings.workers.partitioned_consumer import PartitionedConsumer
@@ -47,12 +58,14 @@ def relay(
     partitions: Partitions = None,
     option: Options = None,
     every: Every = 10.0,
+    metrics_port: MetricsPort = None,
     prefix: Prefix = "tidings_",
     schema: Schema = "public",
     log_format: LogFormatOption = LogFormat.text,
 ) -> None:
     """Publish the outbox to a broker until SIGTERM or SIGINT (at least once, in order)."""
     configure_logs(log_format)
+    metrics_available(metrics_port)
     counted = None if partitions is None else check_partitions(partitions)
     stop = stop_on_signals()
     store = open_store(db, prefix, schema, outbox=True, source=source)
@@ -63,7 +76,19 @@ def relay(
             transport, encode, lanes=lanes, batch_size=batch, max_attempts=max_attempts
         )
         say(f"relay {worker.relay_id}: {store.database.describe()} -> {to}")
-        with reporting(relay_status(worker), every):
+        checks = [flowing(worker.stats), holds_lanes(worker, store.database)]
+        with (
+            observed(
+                store,
+                kind="relay",
+                name=source,
+                worker_id=worker.relay_id,
+                port=metrics_port,
+                checks=checks,
+                relay=worker,
+            ),
+            reporting(relay_status(worker), every),
+        ):
             worker.run(stop)
     finally:
         transport.close()
@@ -130,6 +155,7 @@ def consume(
     partitions: Partitions = None,
     option: Options = None,
     every: Every = 10.0,
+    metrics_port: MetricsPort = None,
     prefix: Prefix = "tidings_",
     schema: Schema = "public",
     log_format: LogFormatOption = LogFormat.text,
@@ -137,6 +163,7 @@ def consume(
     """Handle a broker's events through the inbox until SIGTERM or SIGINT (exactly once);
     ``--handlers`` may name projections too, kept from the stream (docs/cqrs.md)."""
     configure_logs(log_format)
+    metrics_available(metrics_port)
     found = load(handlers, "--handlers")
     projections = _projections_in(found)
     if not (isinstance(found, Handlers) or projections):
@@ -187,7 +214,21 @@ def consume(
                 f"consumer {name} ({counted} partitions, as {worker.owner}): {from_} -> "
                 f"{store.database.describe()}"
             )
-        with reporting(consumer_status(worker), every):
+        checks = [flowing(worker.stats)]
+        if isinstance(worker, PartitionedConsumer):
+            checks.append(holds_partitions(worker))
+        with (
+            observed(
+                store,
+                kind="consumer",
+                name=name,
+                worker_id=worker_id(name),
+                port=metrics_port,
+                checks=checks,
+                consumer=worker,
+            ),
+            reporting(consumer_status(worker), every),
+        ):
             worker.run(stop)
     finally:
         subscription.close()

@@ -1,1 +1,3 @@
-"""Observability: traces (``tracing``), log lines (``logs``), metrics and health checks."""
+"""Observability: traces (``tracing``), log lines (``logs``), Prometheus metrics
+(``metrics``), health and readiness probes, heartbeats, and the figures ``tidings status``
+shows (docs/operations.md, docs/tracing.md)."""

@@ -52,6 +52,7 @@ class ConsumerStats:
     batches: int = 0
     outages: int = 0
     last_error: str = ""
+    outage: str = ""  # the outage the consumer is paused on now; empty while it flows
     started_at: float = field(default_factory=time.time)
 
 
@@ -259,6 +260,7 @@ class Consumer(Background):
             backoff=self.outage_backoff,
             rng=self.processor.rng,
             on_pause=self._paused,
+            on_resume=self._resumed,
         )
 
     def _pass(self) -> None:
@@ -267,7 +269,10 @@ class Consumer(Background):
 
     def _paused(self, exc: Exception) -> None:
         self.stats.outages += 1
-        self.stats.last_error = str(exc)
+        self.stats.last_error = self.stats.outage = str(exc)
+
+    def _resumed(self) -> None:
+        self.stats.outage = ""
 
     def _clean_up(self) -> None:
         now = self.clock()

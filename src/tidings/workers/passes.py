@@ -21,9 +21,11 @@ def run_passes(
     backoff: Backoff,
     rng: random.Random,
     on_pause: Callable[[Exception], None],
+    on_resume: Callable[[], None] | None = None,
 ) -> None:
     """Call ``one_pass`` until ``stop`` is set; an error of ``pauses_on`` (an outage) makes
-    the next pass wait, longer each time it happens again in a row."""
+    the next pass wait, longer each time it happens again in a row. ``on_resume`` is
+    called when a pass succeeds after an outage (a readiness probe turns ready again)."""
     outage = 0
     while not stop.is_set():
         try:
@@ -35,6 +37,8 @@ def run_passes(
             log.warning("paused %.1f s: %s", pause, exc)
             stop.wait(pause)
             continue
+        if outage and on_resume is not None:
+            on_resume()
         outage = 0
 
 

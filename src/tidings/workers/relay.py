@@ -44,6 +44,8 @@ from tidings.workers.settler import INTERVAL_SECONDS, Handed, Settler
 log = logging.getLogger("tidings.relay")
 
 Encode = Callable[[EventRecord], OutgoingMessage]
+Acked = Callable[[Sequence[OutboxEntry], Sequence[str | None]], None]
+"""Told of each group the broker answered: the entries and their answers (None: acked)."""
 
 
 @dataclass
@@ -59,6 +61,7 @@ class RelayStats:
     lanes_held: int = 0
     released: int = 0  # scheduled messages moved into the outbox once due
     last_error: str = ""
+    outage: str = ""  # the outage the relay is paused on now; empty while it flows
     started_at: float = field(default_factory=time.time)
 
 
@@ -108,6 +111,7 @@ class Relay(Background):
         self.clock = clock
         self.rng = rng or random.Random()  # noqa: S311 - jitter, not cryptography
         self.stats = RelayStats()
+        self.on_acked: Acked | None = None  # metrics time commit to ack (observability)
         self._held: dict[int, int] = {}
         self._renew_at = 0.0
         self._cleanup_at = 0.0
@@ -242,6 +246,8 @@ class Relay(Background):
             sends.end({}, str(exc))
             raise
         sends.end(results)
+        if self.on_acked is not None:
+            self.on_acked(sent.ready, results)
         self._record(outcome, [*sent.unencodable, *zip(sent.ready, results, strict=True)], now)
 
     def _send(self, group: Sequence[OutboxEntry], blocked: frozenset[str]) -> _Sent:
@@ -350,6 +356,7 @@ class Relay(Background):
                 backoff=self.outage_backoff,
                 rng=self.rng,
                 on_pause=self._paused,
+                on_resume=self._resumed,
             )
         finally:
             self.release()
@@ -366,7 +373,10 @@ class Relay(Background):
 
     def _paused(self, exc: Exception) -> None:
         self.stats.broker_errors += 1
-        self.stats.last_error = str(exc)
+        self.stats.last_error = self.stats.outage = str(exc)
+
+    def _resumed(self) -> None:
+        self.stats.outage = ""
 
     def _idle_timeout(self) -> float:
         return max(0.0, min(self.idle_wait, self._renew_at - self.clock()))

@@ -38,6 +38,7 @@ class SagaWorkerStats:
     transitions: int = 0
     outages: int = 0
     last_error: str = ""
+    outage: str = ""  # the outage the worker is paused on now; empty while it runs
     next_wake: float | None = None
     started_at: float = field(default_factory=time.time)
 
@@ -104,6 +105,7 @@ class SagaWorker(Background):
             backoff=self.outage_backoff,
             rng=random.Random(),  # noqa: S311 - jitter, not cryptography
             on_pause=self._paused,
+            on_resume=self._resumed,
         )
 
     def _pass(self, stop: threading.Event) -> None:
@@ -117,4 +119,7 @@ class SagaWorker(Background):
 
     def _paused(self, exc: Exception) -> None:
         self.stats.outages += 1
-        self.stats.last_error = str(exc)
+        self.stats.last_error = self.stats.outage = str(exc)
+
+    def _resumed(self) -> None:
+        self.stats.outage = ""

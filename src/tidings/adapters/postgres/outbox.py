@@ -11,7 +11,7 @@ from typing import Any
 import psycopg
 
 from tidings.adapters.postgres.database import PostgresDatabase, storage_error
-from tidings.adapters.sql import commit_channel
+from tidings.adapters.sql import commit_channel, ddl_names, schema_file, split_statements
 from tidings.adapters.sql_outbox import ROW, WRITTEN, SqlOutbox
 from tidings.ports import Leases, Transaction
 from tidings.records import EventRecord
@@ -127,3 +127,24 @@ class PostgresOutbox(SqlOutbox):
             listeners, self._listeners = self._listeners, []
         for listener in listeners:
             listener.close()
+
+
+def install_commit_trigger(database: PostgresDatabase) -> None:
+    """Make every insert of events NOTIFY the commit channel at commit (a trigger on the
+    events table; see ``commit_trigger.sql``), once per schema: a projection runner
+    LISTENs there, also where no outbox NOTIFYs it."""
+    names = ddl_names(database.prefix, database.schema)
+    trigger = f"{database.prefix}events_committed"
+    found = (
+        "SELECT 1 FROM pg_trigger WHERE tgrelid = %s::regclass AND tgname = %s AND NOT tgisinternal"
+    )
+    text = schema_file("tidings.adapters.postgres", "commit_trigger.sql", names)
+    with database.transaction() as tx:
+        if tx.execute(found, (names["events"], trigger)).fetchone():
+            return
+        # Two runners starting at once: the second waits here, then finds it made.
+        tx.execute(f"LOCK TABLE {names['events']} IN SHARE ROW EXCLUSIVE MODE")
+        if tx.execute(found, (names["events"], trigger)).fetchone():
+            return
+        for statement in split_statements(text):
+            tx.execute(statement)

@@ -41,3 +41,10 @@ CREATE TABLE IF NOT EXISTS {saga_transitions} (
     amount   DOUBLE PRECISION NOT NULL,
     PRIMARY KEY (saga_id, seq, sub)
 );
+
+-- Version 3: what metrics count (failed compensations, discrepancies) through partial
+-- indexes, so a scrape reads those rows only.
+CREATE INDEX IF NOT EXISTS {prefix}saga_transitions_compensation_failed
+    ON {saga_transitions} (saga_id) WHERE kind = 'compensation_failed';
+CREATE INDEX IF NOT EXISTS {prefix}saga_transitions_discrepancy
+    ON {saga_transitions} (saga_id) WHERE kind = 'discrepancy';

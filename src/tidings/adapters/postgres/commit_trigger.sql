@@ -1,5 +1,7 @@
--- tidings core part, version 1 to 2 (PostgreSQL).
-
+-- Installed by the first projection runner on this schema (not by the schema itself:
+-- NOTIFY takes a lock at commit that serializes the commits that notify, which writers
+-- pay only where something follows the log live).
+--
 -- Every statement that inserts events NOTIFYs the commit channel (delivered at commit,
 -- never for a rollback; one per transaction however many statements): a projection
 -- runner LISTENing there wakes at once, with or without the outbox (which NOTIFYs the

@@ -1,3 +1,0 @@
--- tidings core part, version 1 to 2 (SQLite): nothing changes here. Version 2 added
--- PostgreSQL's NOTIFY of the commit channel on every insert of events; SQLite's runners
--- wake on PRAGMA data_version, which any commit moves.

@@ -1,0 +1,90 @@
+"""``tidings console``: serve the local web view over a database's tables."""
+
+from __future__ import annotations
+
+import getpass
+import ipaddress
+import logging
+from typing import Annotated
+
+import typer
+
+from tidings.adapters.extras import require
+from tidings.cli import asyncapi
+from tidings.cli.loading import load
+from tidings.cli.options import Db, Prefix, Schema, open_store
+from tidings.cli.sagas import load_definitions
+from tidings.errors import ConfigurationError
+from tidings.serialization.registry import EventRegistry
+
+TOKEN_ENV = "TIDINGS_CONSOLE_TOKEN"  # noqa: S105 - the variable's name, not a token
+
+
+def loopback(host: str) -> bool:
+    """Whether ``host`` is reachable only from this machine."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def console(
+    db: Db,
+    host: Annotated[
+        str, typer.Option(help="Address to bind; another than 127.0.0.1 needs a token.")
+    ] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8080,
+    token: Annotated[
+        str | None,
+        typer.Option(
+            envvar=TOKEN_ENV, help=f"Access token every request must carry (or {TOKEN_ENV})."
+        ),
+    ] = None,
+    by: Annotated[str | None, typer.Option("--by", help="Who acts (default: the OS user).")] = None,
+    definitions: Annotated[
+        str | None,
+        typer.Option(help="Your saga definitions, module:attr (to retry or compensate)."),
+    ] = None,
+    handlers: Annotated[
+        str | None,
+        typer.Option(help="Your Handlers, module:attr (to retry inbox dead letters)."),
+    ] = None,
+    registry: Annotated[
+        str | None,
+        typer.Option(help="What the relay publishes, module:attr, for the AsyncAPI page."),
+    ] = None,
+    to: Annotated[
+        str | None, typer.Option(help="The relay's broker URL, for the AsyncAPI page.")
+    ] = None,
+    prefix: Prefix = "tidings_",
+    schema: Schema = "public",
+) -> None:
+    """Serve the console: outbox, inbox, sagas and projections, to look at and operate."""
+    require("console", "tidings console")
+    if not loopback(host) and not token:
+        raise ConfigurationError(
+            f"--host {host} opens the console to other machines: give it a token with "
+            f"--token or {TOKEN_ENV}, or keep the default --host 127.0.0.1"
+        )
+    import uvicorn
+
+    from tidings.console.app import create_app
+    from tidings.console.context import Console
+    from tidings.console.security import Guard
+
+    found = load(handlers, "--handlers") if handlers else None
+    events = EventRegistry(found.event_classes()) if found is not None else None
+    known = load_definitions(definitions, needed=False)
+    if (registry is None) != (to is None):
+        raise ConfigurationError("the AsyncAPI page needs both --registry and --to, or neither")
+    document = None
+    if registry and to:
+        document = asyncapi.build(registry, to, handlers, None, "tidings service", "1.0.0", None)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    who = f"{by or getpass.getuser()} (console)"
+    with open_store(db, prefix, schema, outbox=True, registry=events) as store:
+        app = create_app(Console(store, Guard(token), who, known, found, document))
+        typer.echo(f"tidings console on http://{host}:{port}/ over {store.database.describe()}")
+        uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)

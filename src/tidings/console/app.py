@@ -1,0 +1,196 @@
+"""The console's pages (GET, never changing anything) and its routes."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+
+from tidings.cli.options import outbox_of
+from tidings.cli.trace import describe
+from tidings.console import actions, lag, reads
+from tidings.console.context import HERE, Console
+from tidings.console.security import TokenMiddleware
+from tidings.errors import ConfigurationError
+from tidings.observability.trail import check_event_id, follow
+
+View = Callable[[Console, Request], Response]
+
+
+def overview(console: Console, request: Request) -> Response:
+    """Backlog, dead letters, sagas by state, projections, workers."""
+    return console.page(request, "overview.html", o=reads.overview(console.store))
+
+
+def overview_numbers(console: Console, request: Request) -> Response:
+    """The overview's figures as JSON, for the page's refresh and for scripts."""
+    found = reads.overview(console.store)
+    return JSONResponse(
+        {
+            "numbers": found.numbers(),
+            "projections": [reads.as_json(p) for p in found.projections],
+        }
+    )
+
+
+def dead_letters(console: Console, request: Request) -> Response:
+    """Outbox and inbox dead letters, bodies pretty-printed."""
+    store = console.store
+    return console.page(
+        request,
+        "dead_letters.html",
+        outbox=outbox_of(store).dead_letters(reads.LIST_LIMIT),
+        inbox=store.inbox.dead_letters(reads.LIST_LIMIT) if store.inbox else [],
+        pretty=reads.pretty,
+        can_retry_inbox=console.handlers is not None,
+    )
+
+
+def confirm_purge(console: Console, request: Request) -> Response:
+    """The confirmation step before dead letters are deleted for good."""
+    kind = request.path_params["kind"]
+    ids = request.query_params.getlist("id")
+    everything = request.query_params.get("all") == "1"
+    if not ids and not everything:
+        raise ConfigurationError("say which dead letters to purge")
+    return console.page(request, "confirm_purge.html", kind=kind, ids=ids, everything=everything)
+
+
+def sagas(console: Console, request: Request) -> Response:
+    """Sagas by state and type, those needing intervention first."""
+    state = request.query_params.get("state") or None
+    saga_type = request.query_params.get("type") or None
+    found = reads.sagas(console.store, state, saga_type)
+    return console.page(
+        request,
+        "sagas.html",
+        sagas=found,
+        states=reads.SAGA_STATES,
+        state=state or "",
+        saga_type=saga_type or "",
+    )
+
+
+def saga(console: Console, request: Request) -> Response:
+    """A saga's state and timeline, with the operator's actions."""
+    saga_id = request.path_params["saga_id"]
+    orchestrator = console.store.sagas()
+    found = orchestrator.get(saga_id)
+    if found is None:
+        return console.page(request, "missing.html", what=f"no saga has id {saga_id!r}")
+    return console.page(
+        request,
+        "saga.html",
+        saga=found,
+        history=orchestrator.history(saga_id),
+        can_run_steps=bool(console.definitions),
+    )
+
+
+def projections(console: Console, request: Request) -> Response:
+    """Each projection's position, head, lag and state, with retry and skip."""
+    return console.page(request, "projections.html", projections=reads.projections(console.store))
+
+
+def projection_lag(console: Console, request: Request) -> Response:
+    """A chart of one projection's lag (in events) since the console started, up to an hour."""
+    name = request.path_params["name"]
+    samples = console.lag.of(name)
+    return console.page(request, "lag.html", name=name, samples=samples, chart=lag.chart(samples))
+
+
+def event(console: Console, request: Request) -> Response:
+    """Where one event is: written, its outbox row, which handlers took it (``tidings
+    trace``, on the console's database)."""
+    event_id = request.query_params.get("id", "")
+    lines: list[str] = []
+    if event_id:
+        lines = describe(follow(console.store, check_event_id(event_id)))
+    return console.page(request, "event.html", event_id=event_id, lines=lines)
+
+
+def asyncapi(console: Console, request: Request) -> Response:
+    """The service's AsyncAPI document: its channels, and the document itself."""
+    doc = console.asyncapi
+    if doc is None:
+        raise ConfigurationError(
+            "no AsyncAPI document: start the console with --registry module:attr and "
+            "--to nats://...|amqp://... (and --handlers for what it consumes)"
+        )
+    if request.url.path.endswith(".json"):
+        return JSONResponse(doc)
+    operations: dict[str, list[str]] = {}
+    for operation in doc["operations"].values():
+        channel = operation["channel"]["$ref"].rsplit("/", 1)[1]
+        operations.setdefault(channel, []).append(operation["action"])
+    return console.page(
+        request,
+        "asyncapi.html",
+        doc=doc,
+        operations=operations,
+        text=json.dumps(doc, indent=2),
+    )
+
+
+def create_app(console: Console) -> Starlette:
+    """The console's ASGI app over ``console.store``; every request passes the token check."""
+
+    def page(view: View) -> actions.Endpoint:
+        async def endpoint(request: Request) -> Response:
+            try:
+                return view(console, request)
+            except ConfigurationError as exc:
+                return console.page(request, "missing.html", what=str(exc))
+
+        return endpoint
+
+    def act(fn: actions.Action) -> actions.Endpoint:
+        return actions.action(console, fn)
+
+    routes = [
+        Route("/", page(overview)),
+        Route("/api/overview", page(overview_numbers)),
+        Route("/dead-letters", page(dead_letters)),
+        Route("/dead-letters/{kind:str}/purge", page(confirm_purge)),
+        Route("/dead-letters/outbox/retry", act(actions.outbox_retry), methods=["POST"]),
+        Route("/dead-letters/outbox/purge", act(actions.outbox_purge), methods=["POST"]),
+        Route("/dead-letters/inbox/retry", act(actions.inbox_retry), methods=["POST"]),
+        Route("/dead-letters/inbox/purge", act(actions.inbox_purge), methods=["POST"]),
+        Route("/sagas", page(sagas)),
+        Route("/sagas/{saga_id:str}", page(saga)),
+        Route("/sagas/{saga_id:str}/{verb:str}", act(actions.saga_action), methods=["POST"]),
+        Route("/projections", page(projections)),
+        Route("/events", page(event)),
+        Route("/asyncapi", page(asyncapi)),
+        Route("/asyncapi.json", page(asyncapi)),
+        Route("/projections/{name:str}/lag", page(projection_lag)),
+        Route("/projections/{name:str}/retry", act(actions.projection_retry), methods=["POST"]),
+        Route("/projections/{name:str}/skip", act(actions.projection_skip), methods=["POST"]),
+        Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
+    ]
+    middleware = [Middleware(TokenMiddleware, guard=console.guard)]
+    return Starlette(routes=routes, middleware=middleware, lifespan=sampling(console))
+
+
+def sampling(console: Console) -> Callable[[Starlette], AbstractAsyncContextManager[None]]:
+    """The app's lifespan: sample the projections' lag while it serves."""
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        task = asyncio.create_task(
+            console.lag.sample(lambda: reads.projections(console.store), console.sample_every)
+        )
+        try:
+            yield
+        finally:
+            task.cancel()
+
+    return lifespan

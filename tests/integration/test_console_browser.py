@@ -1,0 +1,329 @@
+"""The console in a real browser (Debian's chromium, driven by Playwright) over the shop
+example on SQLite: the figures match the database, actions do what the CLI does and are
+recorded, the token and the CSRF token are required, user data shows as text.
+
+Screenshots of each page go to build/console-screenshots/ (README, "The console").
+"""
+
+from __future__ import annotations
+
+import socket
+import sqlite3
+import threading
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from contextlib import closing
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import tidings
+from tests.conftest import IN_CI
+from tests.integration.console_shop import SCRIPT, Filled, fill
+from tidings.asyncapi import Broker, document
+from tidings.examples.shop import inventory
+from tidings.examples.shop.es_orders import ORDER_EVENTS, Order
+from tidings.testing import RecordingTransport, plain_message
+
+CHROMIUM = Path("/usr/bin/chromium")
+SHOTS = Path(__file__).resolve().parents[2] / "build" / "console-screenshots"
+TOKEN = "console-test-token"  # noqa: S105 - a test's own token
+ARGS = [
+    *("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run"),
+    *("--disable-background-networking", "--disable-component-update", "--disable-sync"),
+]
+
+
+def _needs(what: str, how: str) -> None:
+    message = f"{what} is missing: {how}"
+    if IN_CI:
+        pytest.fail(message)
+    pytest.skip(message)
+
+
+@dataclass(frozen=True)
+class Running:
+    """A console serving a filled database (a PostgreSQL one in its own schema)."""
+
+    url: str
+    db: str
+    schema: str
+    filled: Filled
+
+    def connect(self, **options: Any) -> tidings.Store:
+        """Another store on the console's tables, as a relay or an application would open."""
+        return tidings.connect(self.db, schema=self.schema, **options)
+
+    def count(self, table: str, where: str = "") -> int:
+        """Rows of a tidings table, counted by the driver itself (not through tidings)."""
+        sql = f"SELECT count(*) FROM {self.schema}.{table} {where}"
+        if self.db.startswith("sqlite"):
+            with closing(sqlite3.connect(self.db.removeprefix("sqlite:///"))) as db:
+                return int(db.execute(sql.replace(f"{self.schema}.", "")).fetchone()[0])
+        import psycopg
+
+        with psycopg.connect(self.db) as db:
+            row = db.execute(sql).fetchone()
+            assert row is not None
+            return int(row[0])
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(
+    scope="module", params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
+)
+def console(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Running]:
+    """The console (with a token) on a free port, in a thread, over the shop database on
+    SQLite, then on PostgreSQL."""
+    import uvicorn
+
+    from tidings.console.app import create_app
+    from tidings.console.context import Console
+    from tidings.console.security import Guard
+
+    schema = "public"
+    if request.param == "sqlite":
+        db = f"sqlite:///{tmp_path_factory.mktemp('console') / 'shop.db'}"
+    else:
+        db, schema = request.getfixturevalue("pg_database"), f"console_{uuid.uuid4().hex[:10]}"
+    filled = fill(db, schema=schema)
+    events = tidings.EventRegistry(ORDER_EVENTS)
+    store = tidings.connect(db, registry=events, outbox=True, schema=schema)
+    doc = document(ORDER_EVENTS, Broker("nats://127.0.0.1:4222"), consumes=inventory.handlers())
+    app = create_app(Console(store, Guard(TOKEN), "ada (console)", asyncapi=doc, sample_every=0.2))
+    port = _free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        while not server.started:
+            thread.join(0.05)
+            assert thread.is_alive(), "the console did not start"
+        yield Running(f"http://127.0.0.1:{port}", db, schema, filled)
+    finally:
+        server.should_exit = True
+        thread.join(10)
+        store.close()
+        if schema != "public":
+            import psycopg
+
+            with psycopg.connect(db, autocommit=True) as conn:
+                conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    """Debian's chromium, headless, one for the module."""
+    if not CHROMIUM.exists():
+        _needs("chromium", "make chromium (apt-get install -y chromium, as root)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        found = p.chromium.launch(executable_path=str(CHROMIUM), args=ARGS, headless=True)
+        try:
+            yield found
+        finally:
+            found.close()
+
+
+@pytest.fixture
+def page(browser: Any, console: Running) -> Iterator[Any]:
+    """A page that has given the token once (the console keeps it in a cookie)."""
+    context = browser.new_context()
+    opened = context.new_page()
+    opened.goto(f"{console.url}/?token={TOKEN}")
+    try:
+        yield opened
+    finally:
+        context.close()
+
+
+def shot(page: Any, name: str) -> None:
+    """A screenshot of the page (the PostgreSQL run writes over the SQLite one)."""
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
+
+
+def test_the_overview_shows_the_databases_figures_and_refreshes_them(
+    page: Any, console: Running
+) -> None:
+    """Backlog, dead letters and sagas needing intervention are the tables' counts; a new
+    event raises the backlog on the page without a reload."""
+    from playwright.sync_api import expect
+
+    metric = page.locator
+    backlog = console.count("tidings_outbox", "WHERE NOT published")
+    expect(metric("[data-metric='outbox.backlog']")).to_have_text(str(backlog))
+    dead = console.count("tidings_outbox_dead_letters")
+    expect(metric("[data-metric='outbox.dead']")).to_have_text(str(dead))
+    inbox = console.count("tidings_inbox_dead_letters")
+    expect(metric("[data-metric='inbox.dead']")).to_have_text(str(inbox))
+    stuck = console.count("tidings_sagas", "WHERE state = 'NEEDS_INTERVENTION'")
+    expect(metric(".card [data-metric='sagas.NEEDS_INTERVENTION']")).to_have_text(str(stuck))
+    expect(metric("[data-metric='projection.shop.order-summary.lag_events']")).to_have_text("1")
+    shot(page, "overview")
+    events = tidings.EventRegistry(ORDER_EVENTS)
+    with (
+        console.connect(registry=events, outbox=True) as store,
+        store.unit_of_work() as uow,
+    ):
+        store.repository(Order).save(uow, Order.create("o-9", "dora"))
+    expect(metric("[data-metric='outbox.backlog']")).to_have_text(str(backlog + 1), timeout=15_000)
+
+
+def test_the_overview_lists_the_workers_that_beat(page: Any, console: Running) -> None:
+    """A worker's heartbeat row shows on the overview with its kind, name and id (the
+    rows ``tidings status`` reads)."""
+    from playwright.sync_api import expect
+
+    from tidings.observability.heartbeat import Heartbeat
+
+    with console.connect() as store:
+        Heartbeat(store.database, "consume", "inventory", "consume-w1").beat()
+    page.reload()
+    expect(page.get_by_text("consume inventory (consume-w1): alive")).to_be_visible()
+
+
+def test_a_body_holding_a_script_tag_shows_as_text(page: Any, console: Running) -> None:
+    """Event bodies and inbox messages are user data: escaped, never run."""
+    page.goto(f"{console.url}/dead-letters")
+    shot(page, "dead-letters")
+    assert (
+        SCRIPT in page.locator(f"[data-event-id='{console.filled.dead_event_id}'] pre").inner_text()
+    )
+    assert page.locator("pre.body", has_text=SCRIPT).count() >= 2  # outbox and inbox
+    assert page.locator("script", has_text="pwned").count() == 0
+    assert page.title() != "pwned"
+
+
+def test_retrying_a_dead_letter_takes_it_off_the_list_and_the_relay_publishes_it(
+    page: Any, console: Running
+) -> None:
+    """Retry puts the event back in the outbox; the next relay pass publishes it."""
+    from playwright.sync_api import expect
+
+    dead = console.filled.dead_event_id
+    page.goto(f"{console.url}/dead-letters")
+    page.locator(f"[data-event-id='{dead}'] button", has_text="Retry").click()
+    expect(page.locator(".notice")).to_contain_text("1 dead letter(s) back in the outbox")
+    expect(page.locator(f"[data-event-id='{dead}']")).to_have_count(0)
+    with console.connect(outbox=True) as store:
+        transport = RecordingTransport()
+        relay = store.relay(transport, plain_message)
+        while relay.run_once():
+            pass
+        relay.release()
+    assert dead in transport.ids()
+
+
+def test_resolving_a_saga_adds_the_action_with_who_and_why_to_its_timeline(
+    page: Any, console: Running
+) -> None:
+    """The resolve form ends the saga RESOLVED and records the operator and the note."""
+    from playwright.sync_api import expect
+
+    saga_id = console.filled.saga_id
+    page.goto(f"{console.url}/sagas?state=NEEDS_INTERVENTION")
+    shot(page, "sagas")
+    page.locator("a", has_text=saga_id).click()
+    before = page.locator(".timeline li").count()
+    page.fill("input[name=note]", "refunded by hand in the PSP dashboard")
+    page.locator("button", has_text="Resolve").click()
+    expect(page.locator(".state")).to_have_text("RESOLVED")
+    expect(page.locator(".timeline li")).to_have_count(before + 1)
+    last = page.locator(".timeline li").last
+    expect(last).to_contain_text("ada (console)")
+    expect(last).to_contain_text("refunded by hand in the PSP dashboard")
+    shot(page, "saga")
+    with console.connect() as store:
+        history = store.sagas().history(saga_id)
+    assert history[-1].by == "ada (console)"
+
+
+def test_the_projections_page_shows_position_head_and_lag(page: Any, console: Running) -> None:
+    """Each projection's figures, as ``tidings projections status`` reads them."""
+    from playwright.sync_api import expect
+
+    page.goto(f"{console.url}/projections")
+    expect(page.locator("#shop\\.order-summary")).to_contain_text("position 4 of")
+    shot(page, "projections")
+
+
+def test_a_projections_lag_chart_draws_the_samples_the_console_took(
+    page: Any, console: Running
+) -> None:
+    """The chart link opens an SVG of the lag in events; samples accumulate while the
+    console runs."""
+    from playwright.sync_api import expect
+
+    page.goto(f"{console.url}/projections")
+    page.locator("#shop\\.order-summary a.chart-link").click()
+    chart = page.locator("svg[data-samples]")
+    expect(chart).to_be_visible()
+    page.wait_for_timeout(600)  # a few more samples (every 0.2 s); the count is not timed
+    page.reload()
+    assert int(chart.get_attribute("data-samples")) >= 2
+    assert page.locator("polyline.lag").get_attribute("points")
+    shot(page, "projection-lag")
+
+
+def test_looking_an_event_up_by_id_shows_its_path(page: Any, console: Running) -> None:
+    """Written, its outbox row (a dead letter here, or published after the retry), and
+    the inbox dead letter is not a handling."""
+    from playwright.sync_api import expect
+
+    page.goto(f"{console.url}/events")
+    page.fill("input[name=id]", console.filled.dead_event_id)
+    page.locator("button", has_text="Look up").click()
+    trail = page.locator("pre.trail")
+    expect(trail).to_contain_text("written: orders.created to stream o-2 version 1")
+    expect(trail).to_contain_text("outbox: ")
+    shot(page, "event")
+
+
+def test_the_asyncapi_page_lists_the_channels_and_serves_the_document(
+    page: Any, console: Running
+) -> None:
+    """Each channel with its subject and operations; the JSON is the document itself."""
+    from playwright.sync_api import expect
+
+    page.goto(f"{console.url}/asyncapi")
+    row = page.locator("table.channels tr", has_text="tidings.orders.placed")
+    expect(row).to_contain_text("send")
+    shot(page, "asyncapi")
+    answer = page.request.get(f"{console.url}/asyncapi.json")
+    assert answer.json()["channels"]["orders.placed"]["address"] == "tidings.orders.placed"
+
+
+def test_requests_without_the_token_or_the_csrf_field_are_refused(
+    browser: Any, page: Any, console: Running
+) -> None:
+    """No token: 401 for pages, the JSON and the assets. A form posted without its CSRF
+    token (or with a wrong one) is refused and changes nothing."""
+    for path in ("/", "/api/overview", "/static/console.js", "/dead-letters"):
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(console.url + path, timeout=10)  # noqa: S310 - our own server
+        assert refused.value.code == 401
+    stranger = browser.new_context()
+    try:
+        answer = stranger.new_page().goto(f"{console.url}/sagas?token=wrong")
+        assert answer is not None
+        assert answer.status == 401
+    finally:
+        stranger.close()
+    before = console.count("tidings_inbox_dead_letters")
+    for form in ({"all": "1", "confirm": "yes"}, {"all": "1", "confirm": "yes", "csrf": "x"}):
+        answer = page.request.post(f"{console.url}/dead-letters/inbox/purge", form=form)
+        assert answer.status == 403
+    assert console.count("tidings_inbox_dead_letters") == before

@@ -1,0 +1,62 @@
+"""The console's guards without a browser: who may start it where, and which host it answers."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import tidings
+from tests.integration.cli import run_cli
+
+
+def test_binding_beyond_loopback_without_a_token_is_refused_in_one_line(tmp_path: Path) -> None:
+    """--host 0.0.0.0 needs --token (or TIDINGS_CONSOLE_TOKEN); the error says so."""
+    everywhere = "0.0.0.0"  # noqa: S104 - the binding the console must refuse
+    done = run_cli("console", "--db", f"sqlite:///{tmp_path / 'c.db'}", "--host", everywhere)
+    assert done.returncode == 2
+    assert done.stderr.strip().count("\n") == 0
+    assert "--token or TIDINGS_CONSOLE_TOKEN" in done.stderr
+
+
+@pytest.mark.parametrize(("host", "status"), [("127.0.0.1", 200), ("rebound.example", 403)])
+def test_without_a_token_only_requests_to_a_loopback_host_are_answered(
+    tmp_path: Path, host: str, status: int
+) -> None:
+    """A page elsewhere whose name resolves to 127.0.0.1 (DNS rebinding) is refused."""
+    from tidings.console.app import create_app
+    from tidings.console.context import Console
+    from tidings.console.security import Guard
+
+    with tidings.connect(f"sqlite:///{tmp_path / 'c.db'}", outbox=True) as store:
+        app = create_app(Console(store, Guard(None), "ada"))
+        assert asyncio.run(get(app, "/", host)) == status
+
+
+async def get(app: Any, path: str, host: str) -> int:
+    """The status of a GET through the ASGI app, as a server would call it."""
+    sent: list[dict[str, Any]] = []
+    scope = {
+        "type": "http",
+        "method": "GET",
+        "path": path,
+        "raw_path": path.encode(),
+        "root_path": "",
+        "scheme": "http",
+        "query_string": b"",
+        "headers": [(b"host", host.encode())],
+        "http_version": "1.1",
+        "client": ("127.0.0.1", 5000),
+        "server": ("127.0.0.1", 8080),
+    }
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    await app(scope, receive, send)
+    return int(sent[0]["status"])
