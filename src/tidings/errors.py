@@ -21,6 +21,7 @@
     │   │                          it is busy; ``answered`` keeps what it did answer
     │   └── BadMessageError        a received message is not a valid tidings CloudEvent
     ├── UnitOfWorkError           the unit of work was used out of order (e.g. reused after exit)
+    │   └── HeldWriteError         a merged write's result read after the next write
     ├── ProjectionError           a projection cannot run or be operated as asked
     │   ├── ProjectionConflictError another runner moved the checkpoint first (rolled back)
     │   └── ProjectionTimeoutError  a projection did not apply a consistency token in time
@@ -151,6 +152,10 @@ class BadMessageError(TransportError):
 
 class UnitOfWorkError(TidingsError):
     """A unit of work was used outside its ``with`` block or after it ended."""
+
+
+class HeldWriteError(UnitOfWorkError):
+    """A handler read a write's result after making another write of a merged batch."""
 
 
 class ProjectionError(TidingsError):

@@ -11,9 +11,9 @@ import pytest
 
 import tidings
 from tests.conftest import MakeStore
+from tidings.application.merging import MergingWork
 from tidings.application.projections import Projection
-from tidings.application.projections.batching import MergingWork
-from tidings.errors import ProjectionError
+from tidings.errors import HeldWriteError
 from tidings.testing.contract import Counted, Counter, Named
 
 
@@ -101,6 +101,6 @@ def test_consecutive_writes_of_one_sql_go_as_one_run(store: tidings.Store) -> No
         held = [work.execute(f"INSERT INTO {table} (n) VALUES (?)", (n,)) for n in range(10)]
         work.flush()
         assert work.merged == 10
-        with pytest.raises(ProjectionError, match="before the next execute"):
+        with pytest.raises(HeldWriteError, match="before the next execute"):
             held[3].rowcount  # noqa: B018 - reading it is the point
         assert uow.execute(f"SELECT count(*) FROM {table}").fetchone()[0] == 10

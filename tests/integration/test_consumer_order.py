@@ -97,6 +97,14 @@ def test_a_consumer_killed_again_and_again_hands_each_aggregates_events_over_in_
             log=final,
             timeout=PATIENCE * 2,
         )
+        # The killed ones may have applied everything before the last one even began: stop
+        # it only once its banner says its SIGTERM handler is in place (it comes after).
+        wait_until(
+            lambda: f"consumer {feed.name}:" in final.read_text(),
+            "the last consumer is up",
+            alive=[last],
+            log=final,
+        )
         last.terminate()
         assert last.wait(timeout=PATIENCE) == 0, final.read_text()
         seen = seen_versions(store)

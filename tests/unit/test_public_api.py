@@ -28,6 +28,7 @@ EXPECTED_PUBLIC_NAMES = {
     "EventSourcedAggregate",
     "EventSourcedRepository",
     "HandlerFailedError",
+    "HeldWriteError",
     "HandlerFailure",
     "Handlers",
     "InMemoryBus",

@@ -20,12 +20,14 @@ from typing import Any, Protocol
 
 from tidings.application.backoff import Backoff
 from tidings.application.causation import Cause, handling
+from tidings.application.merging import MergingWork
 from tidings.application.unit_of_work import UnitOfWork
 from tidings.domain.events import DomainEvent
 from tidings.errors import (
     BadMessageError,
     ConfigurationError,
     DataRefusedError,
+    HeldWriteError,
     MessageRejectedError,
     SerializationError,
     ServerUnavailableError,
@@ -173,7 +175,9 @@ class _BatchFailedError(Exception):
     def __init__(self, index: int, handler: str, error: Exception) -> None:
         super().__init__(f"{handler} failed on delivery {index}")
         self.index, self.handler, self.error = index, handler, error
-        self.its_own = not _from_the_database(error)
+        # A merged write's result read too late fails only in the batch pass: one by one
+        # nothing is merged, so the handler runs again there.
+        self.its_own = not _from_the_database(error) and not isinstance(error, HeldWriteError)
 
 
 @dataclass
@@ -230,7 +234,12 @@ class InboxProcessor:
     def _in_one_pass(self, deliveries: Sequence[Delivery], finish: Finish | None) -> list[Verdict]:
         """Every handler of every delivery, no savepoints, statements pipelined where the
         backend can; any exception undoes the whole pass."""
-        with self.database.transaction() as tx, tx.pipeline():
+        with (
+            self.database.transaction() as tx,
+            tx.pipeline(),
+            self.session.unit_of_work_in(tx) as sender,
+        ):
+            work = MergingWork(sender)  # consecutive writes of one SQL: one executemany
             readings = [self._read(delivery) for delivery in deliveries]
             keys = [
                 (delivery.record, handler.name)
@@ -250,7 +259,10 @@ class InboxProcessor:
                     record = delivery.record
                     assert record is not None  # noqa: S101 - _read gives an event only with one
                     with tracing.processing(self.destination, record):
-                        verdicts.append(self._apply(tx, index, event, fresh, record))
+                        verdicts.append(
+                            self._apply(tx, work, index, event, fresh=fresh, record=record)
+                        )
+            work.flush()  # within the handlers' pass, so an error in it is theirs to redo
             if finish is not None:
                 finish(tx, verdicts)
             return verdicts
@@ -258,12 +270,15 @@ class InboxProcessor:
     def _apply(
         self,
         tx: Transaction,
+        work: MergingWork,
         index: int,
         event: DomainEvent,
+        *,
         fresh: Iterator[bool],
         record: EventRecord,
     ) -> Verdict:
-        """Run the event's handlers whose inbox row is fresh (and the idempotent ones)."""
+        """Run the event's handlers whose inbox row is fresh (and the idempotent ones),
+        each with its own unit of work seen through the batch's ``work``."""
         applied, duplicates = [], []
         for handler in self.handlers.for_class(type(event)):
             if not handler.idempotent and not next(fresh):
@@ -272,7 +287,8 @@ class InboxProcessor:
             began = perf_counter()
             try:
                 with _handling(record), self.session.unit_of_work_in(tx) as uow:
-                    handler.fn(event, uow)
+                    work.serve(uow)
+                    handler.fn(event, work)  # type: ignore[arg-type] # it acts as the uow
             except Exception as exc:
                 raise _BatchFailedError(index, handler.name, exc) from exc
             if self.observer is not None:

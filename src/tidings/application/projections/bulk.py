@@ -14,11 +14,11 @@ go in another order than they were made: single-table inserts do not see each ot
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
-from tidings.application.statements import for_psycopg
-from tidings.errors import ProjectionError, StorageError
+from tidings.application.merging import execute_many
+from tidings.errors import ProjectionError
 from tidings.ports import Params
 
 
@@ -104,24 +104,6 @@ class BulkWork:
             if re.search(rf"(?<![\w$]){re.escape(s)}(?![\w$])", shadow_sql, re.I)
         }
         return shadow_sql, (named.pop() if len(named) == 1 else None)
-
-
-def execute_many(uow: Any, sql: str, params: Sequence[Params]) -> None:
-    """Run ``sql`` (``:name`` or ``?`` style) once per item of ``params`` in ``uow``'s
-    transaction, as one ``executemany`` of the driver."""
-    if uow.dialect == "memory":  # its transaction begins at its first execute: go through it
-        for one in params:
-            uow.execute(sql, one)
-        return
-    connection = uow.connection  # the real unit of work's
-    try:
-        if uow.dialect == "postgresql":
-            with connection.cursor() as cursor:
-                cursor.executemany(for_psycopg(sql), params)
-        else:
-            connection.executemany(sql, params)
-    except Exception as exc:  # the driver's error, as ours, naming the statement
-        raise StorageError(f"a batch of {len(params)} statements failed: {exc} ({sql})") from exc
 
 
 def renamed(sql: str, names: Mapping[str, str]) -> str:

@@ -24,7 +24,7 @@ from collections.abc import Iterable, Sequence
 from contextlib import nullcontext
 from typing import Any
 
-from tidings.application.projections.batching import MergingWork
+from tidings.application.merging import MergingWork
 from tidings.application.projections.definition import Projection
 from tidings.application.projections.runner import ProjectionRunner, _HandlerFailedError
 from tidings.domain.projection_state import PAUSED, RUNNING, Checkpoint

@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterable, Sequence
 from contextlib import nullcontext
 from typing import Any
 
-from tidings.application.projections.batching import MergingWork
+from tidings.application.merging import MergingWork
 from tidings.application.projections.definition import Handler, Projection
 from tidings.application.projections.status import LagAlarm, ProjectionStatus, status_of
 from tidings.application.projections.waiting import Progress, ReadCheckpoint, wait_for
