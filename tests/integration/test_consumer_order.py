@@ -55,14 +55,14 @@ def seen_versions(store: tidings.Store) -> dict[str, list[int]]:
 @pytest.mark.postgres
 @pytest.mark.parametrize(
     "kills",
-    [pytest.param(4, id="4-kills"), pytest.param(15, id="15-kills", marks=pytest.mark.slow)],
+    [pytest.param(2, id="2-kills"), pytest.param(15, id="15-kills", marks=pytest.mark.slow)],
 )
 def test_a_consumer_killed_again_and_again_hands_each_aggregates_events_over_in_order(
     pg_url: str, schema: str, feed: Feed, tmp_path: Path, kills: int
 ) -> None:
     """5,000 events of 100 aggregates while ``tidings consume`` is SIGKILLed ``kills``
     times at random moments: the handler saw every aggregate's versions 1 to 50 in order,
-    each once. The suite runs 4 kills; ``-m slow`` runs 15."""
+    each once. The suite runs 2 kills; ``-m slow`` runs 15."""
     rng, log = random.Random(kills), tmp_path / "consumer.log"
     db = in_schema(pg_url, schema)
     store = tidings.connect(db, schema=schema)

@@ -22,7 +22,7 @@ from .test_consumer_faults import Feed, feed, in_schema, start_consumer
 
 __all__ = ["feed"]  # the fixture, imported to be found here
 HANDLERS = ("--handlers", "tests.integration.stream_projection:projection", "--batch", "20")
-COUNTERS, STEPS, KILLS = 60, 10, 4
+COUNTERS, STEPS, KILLS = 60, 10, 2
 
 
 def applied(store: tidings.Store) -> int:
@@ -34,7 +34,7 @@ def applied(store: tidings.Store) -> int:
 def test_a_stream_projection_killed_again_and_again_applies_each_event_once_in_order(
     pg_url: str, schema: str, feed: Feed, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A writes and relays 60 counters of 10 events; B's consumer is SIGKILLed 4 times, each
+    """A writes and relays 60 counters of 10 events; B's consumer is SIGKILLed twice, each
     right after committing a batch and before acking it (the batch comes again): every
     counter's total is exact, its versions applied 1 to 10 in order, and the checkpoint
     counts each event once and holds A's last position."""
@@ -68,7 +68,7 @@ def test_a_stream_projection_killed_again_and_again_applies_each_event_once_in_o
         writer = threading.Thread(target=service_a)
         writer.start()
         writer.join(PATIENCE)
-        for _ in range(KILLS):  # each life applies at most 50 + a batch of 20: 280 of 600
+        for _ in range(KILLS):  # each life applies at most 50 + a batch of 20: 140 of 600
             monkeypatch.setenv("TIDINGS_TEST_DIE_AFTER", str(rng.randint(1, 50)))
             consumer = start_consumer(db, schema, feed, log, killed=True, extra=HANDLERS)
             assert consumer.wait(timeout=PATIENCE) == -signal.SIGKILL, log.read_text()
