@@ -5,13 +5,10 @@ version against the live one and swaps it in, equal to a build from scratch."""
 from __future__ import annotations
 
 import random
-import sqlite3
 import subprocess
 import sys
 from collections import Counter as Tally
-from contextlib import closing
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -20,29 +17,11 @@ from tidings.testing.contract import Counted, Counter
 
 from .faults import kill_mid_work, to_be_killed
 from .projection_process import totals
-from .test_projection_crash import database, write
+from .test_projection_crash import database, position, rows, write
 
 ROOT = Path(__file__).parents[2]
 
 __all__ = ["database"]  # the fixture: a fresh SQLite file or PostgreSQL schema per run
-
-
-def position(store: tidings.Store, name: str) -> int:
-    """A checkpoint's position, read without queueing for SQLite's write lock."""
-    table = store.database.tables["projections"]  # type: ignore[attr-defined]
-    path = getattr(store.database, "path", None)
-    sql = f"SELECT position FROM {table} WHERE name = {'?' if path else '%s'}"
-    if path is not None:
-        with closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as conn:
-            found = conn.execute(sql, (name,)).fetchall()
-    else:
-        found = store.database.query(sql, (name,))  # type: ignore[attr-defined]
-    return int(found[0][0]) if found else 0
-
-
-def rows(store: tidings.Store, sql: str) -> list[Any]:
-    with store.unit_of_work() as uow:
-        return [tuple(r) for r in uow.execute(sql).fetchall()]
 
 
 def kill_rebuilds_then_finish(
