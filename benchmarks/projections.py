@@ -406,6 +406,31 @@ def writing(
         process.join(timeout=seconds + 60)
 
 
+def follow_writer(
+    url: str,
+    rate: float,
+    seconds: float,
+    outbox: bool,
+    *,
+    follow: Callable[[], None],
+    applied: dict[int, float],
+    stop: threading.Event,
+) -> tuple[list[float], float]:
+    """Run ``follow`` on a thread while the writer commits at ``rate``; wait (10 s at
+    most) for it to apply what was written, then stop it. The lag of each event applied,
+    and the writer's rate."""
+    thread = threading.Thread(target=follow)
+    with writing(url, rate, seconds, outbox) as result:
+        thread.start()
+        stamps, took = result()
+    deadline = time.time() + 10
+    while len(applied) < len(stamps) and time.time() < deadline:
+        time.sleep(0.01)
+    stop.set()
+    thread.join()
+    return [applied[s] - t for s, t in stamps if s in applied], len(stamps) / took
+
+
 def live_tidings(url: str, rate: float, seconds: float, outbox: bool) -> tuple[list[float], float]:
     """Lags (seconds) of every event through tidings' runner, and the writer's rate."""
     store = connect(url)
@@ -438,18 +463,11 @@ def live_tidings(url: str, rate: float, seconds: float, outbox: bool) -> tuple[l
             else:
                 runner._signal.wait_for_work(1.0)
 
-    thread = threading.Thread(target=follow)
-    with writing(url, rate, seconds, outbox) as result:
-        thread.start()
-        stamps, took = result()
-    deadline = time.time() + 10
-    while len(applied) < len(stamps) and time.time() < deadline:
-        time.sleep(0.01)
-    stop.set()
-    thread.join()
-    runner.close()
-    store.close()
-    return [applied[s] - t for s, t in stamps if s in applied], len(stamps) / took
+    try:
+        return follow_writer(url, rate, seconds, outbox, follow=follow, applied=applied, stop=stop)
+    finally:
+        runner.close()
+        store.close()
 
 
 def live_raw(url: str, rate: float, seconds: float, outbox: bool) -> tuple[list[float], float]:
@@ -499,17 +517,10 @@ def live_raw(url: str, rate: float, seconds: float, outbox: bool) -> tuple[list[
         if postgres:
             listener.close()
 
-    thread = threading.Thread(target=follow)
-    with writing(url, rate, seconds, outbox) as result:
-        thread.start()
-        stamps, took = result()
-    deadline = time.time() + 10
-    while len(applied) < len(stamps) and time.time() < deadline:
-        time.sleep(0.01)
-    stop.set()
-    thread.join()
-    conn.close()
-    return [applied[s] - t for s, t in stamps if s in applied], len(stamps) / took
+    try:
+        return follow_writer(url, rate, seconds, outbox, follow=follow, applied=applied, stop=stop)
+    finally:
+        conn.close()
 
 
 def lag_row(
