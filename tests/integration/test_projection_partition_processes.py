@@ -9,9 +9,8 @@ import signal
 import subprocess
 import sys
 import time
-import uuid
 from collections import Counter as Tally
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -22,27 +21,13 @@ from tidings.testing.contract import Counted, Counter
 
 from .cli import run_cli
 from .projection_process import totals
+from .test_projection_crash import database
 
 ROOT = Path(__file__).parents[2]
 PARTS = 4
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
-def database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[str, str]]:
-    """(URL, schema) of a fresh database for one run."""
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'parts.db'}", "public"
-        return
-    import psycopg
-
-    url: str = request.getfixturevalue("pg_url")
-    schema = f"parts_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(url, autocommit=True) as conn:
-        conn.execute(f"CREATE SCHEMA {schema}")
-    # the projection's own tables land in the first schema of the search path
-    yield f"{url}?options=-csearch_path%3D{schema}", schema
-    with psycopg.connect(url, autocommit=True) as conn:
-        conn.execute(f"DROP SCHEMA {schema} CASCADE")
+__all__ = ["database"]  # the fixture: a fresh SQLite file or PostgreSQL schema per run
 
 
 def write(store: tidings.Store, counters: list[Counter], rounds: int) -> None:
