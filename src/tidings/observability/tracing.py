@@ -78,10 +78,10 @@ class _Api:
     def live_tracer(self) -> Tracer | None:
         """The tidings tracer, or None while no SDK provider is set globally."""
         # Asked once or twice per unit of work and per message: the API's own getter
-        # looks the variable up in os.environ each time while no provider is set (about
-        # 5 µs). The global it reads answers the same in one attribute read; if a later
-        # API drops that global, the getter is asked, as before.
-        provider = getattr(self.trace, "_TRACER_PROVIDER", _UNREAD)
+        # looks the variable up in os.environ each time while no provider is set (1.5 µs
+        # here, a tenth of that for one attribute read of the global it returns). If a
+        # later API drops that global, the getter is asked, as before.
+        provider: Any = getattr(self.trace, "_TRACER_PROVIDER", _UNREAD)
         if provider is None and not self.from_environment:
             return None
         if provider is _UNREAD or provider is None:
