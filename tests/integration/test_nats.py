@@ -17,6 +17,7 @@ from nats.js.api import AckPolicy
 from tests.integration.brokers import NatsHarness, drain, event, run_nats, unique
 from tidings import BrokerBusyError, BrokerUnavailableError, TransportError
 from tidings.adapters.nats import NatsPublisher, NatsSubscription
+from tidings.ports import HELD_BACK
 
 pytestmark = pytest.mark.nats
 
@@ -169,6 +170,29 @@ def test_a_closed_port_is_broker_unavailable_with_how_to_start_nats() -> None:
     finally:
         publisher.close()
         subscription.close()
+
+
+def test_waves_in_one_call_hold_back_the_later_events_of_a_refused_aggregate(
+    harness: NatsHarness,
+) -> None:
+    """Three waves of two aggregates in one call: order-1's first event is refused, so its
+    later events are held back, not sent; order-2's all go out, wave after wave, and the
+    stream stores exactly those, in order."""
+    refused = replace(harness.refused(), ordering_key="order-1")
+    waves = [
+        [refused, event("order-2", 1)],
+        [event("order-1", 2), event("order-2", 2)],
+        [event("order-1", 3), event("order-2", 3)],
+    ]
+    answers = harness.publisher().publish_waves(waves)
+    assert isinstance(answers[0], str)
+    assert answers[1:] == [None, HELD_BACK, None, HELD_BACK, None]
+    subscription = harness.subscription()
+    stored = drain(subscription, 3, ack=True)
+    assert subscription.fetch(10, 0.3) == []
+    assert [(m.body.count(b'"subject":"order-2"'), m.message_id) for m in stored] == [
+        (1, waves[k][1].message_id) for k in range(3)
+    ]
 
 
 def test_a_publish_without_an_ack_in_time_is_no_answer_keeping_the_answers_it_got(
