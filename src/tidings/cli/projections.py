@@ -1,8 +1,8 @@
-"""``tidings projections``: run projections, show their lag, resume a paused one.
+"""``tidings projections``: run projections, show their lag, pause and resume them.
 
 ``run``, ``rebuild``, ``rollback`` and ``drop-old`` need the projections
 (``--projections module:attribute``, a Projection or a list of them); ``status``,
-``retry``, ``skip`` and ``reset`` read and change only the checkpoints, so they need
+``pause``, ``retry``, ``skip`` and ``reset`` read and change only the checkpoints, so they need
 nothing but the database.
 """
 
@@ -19,6 +19,7 @@ import typer
 from rich.console import Console
 
 from tidings.application.projections import Projection, ProjectionRunner, Rebuild, VerifyError
+from tidings.application.projections.runner import resumes
 from tidings.application.projections.waiting import STREAM
 from tidings.cli.loading import load
 from tidings.cli.options import (
@@ -174,8 +175,25 @@ def retry(db: Db, name: Name, prefix: Prefix = "tidings_", schema: Schema = "pub
     with _runner(db, prefix, schema) as runner:
         found = runner.retry(name)
     console.print(
-        f"projection {name}: resumes at position {found.failed_position} "
-        f"(event {found.failed_event_id}) when its runner next looks",
+        f"projection {name}: resumes {resumes(found)} when its runner next looks", markup=False
+    )
+
+
+@app.command()
+def pause(
+    db: Db,
+    name: Name,
+    note: Annotated[str, typer.Option("--note", help="Why: kept with the pause.")] = "",
+    by: Annotated[str | None, typer.Option("--by", help="Who (default: the OS user).")] = None,
+    prefix: Prefix = "tidings_",
+    schema: Schema = "public",
+) -> None:
+    """Hold a projection by hand: its runners leave it alone until retry."""
+    with _runner(db, prefix, schema) as runner:
+        found = runner.pause(name, by or getpass.getuser(), note)
+    console.print(
+        f"projection {name}: paused at position {found.position}; resume it with "
+        f"tidings projections retry {name}",
         markup=False,
     )
 
