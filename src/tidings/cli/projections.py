@@ -43,7 +43,8 @@ console = Console(highlight=False, soft_wrap=True)
 Name = Annotated[str, typer.Argument(help="The projection's name.")]
 
 
-def _projections(path: str) -> list[Projection]:
+def load_projections(path: str) -> list[Projection]:
+    """The Projection (or list of them) ``path`` (module:attr) names."""
     found: Any = load(path, "--projections")
     if isinstance(found, Projection):
         found = [found]
@@ -97,7 +98,7 @@ def run(
     """Catch the projections up, then follow the log until SIGTERM or SIGINT."""
     configure_logs(log_format)
     metrics_available(metrics_port)
-    chosen = _projections(projections)
+    chosen = load_projections(projections)
     events = load(registry, "--registry") if registry else None
     stop = stop_on_signals()
     with open_store(db, prefix, schema, registry=events) as store:
@@ -245,7 +246,7 @@ Projections = Annotated[
 
 
 def _one(path: str, name: str) -> Projection:
-    found = [p for p in _projections(path) if p.name == name]
+    found = [p for p in load_projections(path) if p.name == name]
     if not found:
         raise ConfigurationError(f"--projections {path} has no projection named {name!r}")
     return found[0]
