@@ -90,9 +90,10 @@ def read(store: EventStore, stream_id: str, as_of: datetime | None, start: int) 
     if as_of is not None:
         then = store.stream_info(stream_id, as_of)
         if not then.exists:
+            first = now.first_occurred_at.isoformat() if now.first_occurred_at else "?"
             raise ConfigurationError(
                 f"stream {stream_id!r} had no events yet at {as_of.isoformat()}: its first "
-                f"event occurred at {now.first_occurred_at}; pick a later time"
+                f"event occurred at {first}; pick a later time"
             )
     last = (then or now).version
     found = store.read_stream(stream_id, start, min(start + PAGE - 1, last), as_of=as_of)
