@@ -122,6 +122,19 @@ def timed(count: int, work: Callable[[], object]) -> tuple[float, float]:
     return count / wall, cpu / count * 1e6
 
 
+def bare_spans(count: int) -> Callable[[], None]:
+    """``count`` spans of the current SDK provider, each started and ended with nothing
+    else: no parent, no attribute, never current. What one span costs in the SDK itself,
+    the least a span per message can add to a consumer."""
+    tracer = trace.get_tracer("bench")
+
+    def make() -> None:
+        for _ in range(count):
+            tracer.start_span("bare", kind=trace.SpanKind.CONSUMER).end()
+
+    return make
+
+
 def measure(events: int, messages: int, runs: int) -> Figures:
     """Wall and CPU figures per (worker, database, mode)."""
     found: Figures = {}
@@ -158,6 +171,8 @@ def measure(events: int, messages: int, runs: int) -> Figures:
                         with relay_bench.transport_to("nats", relay_setup) as transport:
                             drain = functools.partial(relay_bench.drain, store, transport, events)
                             add(("relay", db, mode), timed(events, drain))
+                    if mode in SAMPLED:
+                        add(("span", "sdk", mode), timed(messages, bare_spans(messages)))
                     consumer_bench.fill_nats(place, traced_bodies(messages, share))
                     for db, store in consumer_stores.items():
                         consumer_bench.reset(store)
@@ -199,6 +214,16 @@ def print_table(found: Figures) -> None:
     ]
     print(table(header, rows))
     print("target: SDK at most 1.15 of off's CPU per event (15% cost); api within noise")
+    for mode in SAMPLED:
+        span = found[("span", "sdk", mode)][1].median
+        costs = ", ".join(
+            f"{db} {span / found[('consumer', db, 'off')][1].median:.0%}"
+            for db in ("postgresql", "sqlite")
+        )
+        print(
+            f"the SDK's own span ({mode}: start and end, nothing else) takes {span:.1f} us"
+            f" of CPU here: of the consumer's CPU per message with tracing off, {costs}"
+        )
     print("SDK: a BatchSpanProcessor feeding an exporter that drops every span")
     for key, (wall, cpu) in sorted(found.items()):
         print(f"  {' '.join(key)}: {wall.spread()} events/s; {cpu.spread()} us CPU/event")

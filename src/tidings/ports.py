@@ -232,6 +232,36 @@ class Transport(Protocol):
         """Release the connection."""
 
 
+class HeldBack:
+    """The answer ``WavePublisher.publish_waves`` gives a message it did not send: an
+    earlier message of its aggregate in the call was refused. Not an attempt: the relay
+    sends it again once the refused one is settled."""
+
+    def __repr__(self) -> str:
+        return "HELD_BACK"
+
+
+HELD_BACK = HeldBack()
+
+
+class WavePublisher(Protocol):
+    """A transport that publishes several waves in one call (NATS: on the loop thread that
+    holds the connection, where a call per wave costs a thread switch each way).
+
+    Wave k goes out only once every message of wave k - 1 was answered, so the broker
+    never holds a later event of an aggregate before an earlier one; a message whose
+    ``ordering_key`` had a message refused in an earlier wave of the call is not sent,
+    and answered ``HELD_BACK``. The answers come flattened, wave after wave. When any
+    message got no answer, nothing more is sent and ``BrokerBusyError`` is raised, its
+    ``answered`` indexing the flattened list (held-back and unsent messages are not in
+    it), as ``Transport.publish`` does."""
+
+    def publish_waves(
+        self, waves: Sequence[Sequence[OutgoingMessage]]
+    ) -> list[str | HeldBack | None]:
+        """Publish ``waves`` one after another; the answers, flattened."""
+
+
 @dataclass(frozen=True, slots=True)
 class IncomingMessage:
     """One message delivered by a broker; ``token`` is the transport's handle to settle it.

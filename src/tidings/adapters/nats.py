@@ -26,7 +26,7 @@ from urllib.parse import urlsplit
 
 from tidings.adapters.background_loop import BackgroundLoop
 from tidings.errors import BrokerBusyError, BrokerUnavailableError, TransportError
-from tidings.ports import IncomingMessage, OutgoingMessage
+from tidings.ports import HELD_BACK, HeldBack, IncomingMessage, OutgoingMessage
 from tidings.serialization.cloudevents import CONTENT_TYPE
 
 if TYPE_CHECKING:
@@ -347,8 +347,47 @@ class NatsPublisher:
             raise self._busy(answers, unanswered)
         return [a for a in answers if not isinstance(a, _NoAnswer)]
 
-    def _busy(self, answers: list[Answer], unanswered: list[_NoAnswer]) -> BrokerBusyError:
-        answered = {i: a for i, a in enumerate(answers) if not isinstance(a, _NoAnswer)}
+    def publish_waves(
+        self, waves: Sequence[Sequence[OutgoingMessage]]
+    ) -> list[str | HeldBack | None]:
+        """Publish wave after wave in one call to the loop thread (``WavePublisher``)."""
+        if not any(waves):
+            return []
+        answers = self._link.call(lambda: self._publish_waves(waves))
+        unanswered = [a for a in answers if isinstance(a, _NoAnswer)]
+        if unanswered:
+            raise self._busy(answers, unanswered)
+        return [a for a in answers if not isinstance(a, _NoAnswer)]
+
+    async def _publish_waves(
+        self, waves: Sequence[Sequence[OutgoingMessage]]
+    ) -> list[Answer | HeldBack]:
+        answers: list[Answer | HeldBack] = []
+        refused: set[str] = set()  # aggregates with a message refused in this call
+        for k, wave in enumerate(waves):
+            sendable = [m for m in wave if m.ordering_key not in refused]
+            got = iter(await self._publish(sendable) if sendable else [])
+            wave_answers: list[Answer | HeldBack] = [
+                next(got) if m.ordering_key not in refused else HELD_BACK for m in wave
+            ]
+            refused.update(
+                m.ordering_key
+                for m, a in zip(wave, wave_answers, strict=True)
+                if isinstance(a, str)
+            )
+            answers.extend(wave_answers)
+            if any(isinstance(a, _NoAnswer) for a in wave_answers):
+                # JetStream is not answering: the later waves are not sent.
+                answers.extend(_NoAnswer("not sent") for later in waves[k + 1 :] for _ in later)
+                break
+        return answers
+
+    def _busy(
+        self, answers: Sequence[Answer | HeldBack], unanswered: list[_NoAnswer]
+    ) -> BrokerBusyError:
+        answered: dict[int, str | None] = {
+            i: a for i, a in enumerate(answers) if a is None or isinstance(a, str)
+        }
         return BrokerBusyError(
             f"NATS JetStream at {_where(self._link.url)} left {len(unanswered)} of "
             f"{len(answers)} messages unanswered ({unanswered[0].why}). A transient "

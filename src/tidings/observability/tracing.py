@@ -15,9 +15,11 @@ is its child.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
+from functools import cache
 from typing import TYPE_CHECKING, Any
 
 import msgspec
@@ -29,6 +31,7 @@ if TYPE_CHECKING:
     from tidings.records import EventRecord
 
 TRACER_NAME = "tidings"
+_UNREAD = object()
 _NOTHING: AbstractContextManager[None] = nullcontext()
 
 
@@ -69,10 +72,20 @@ class _Api:
         self.placeholders = (trace.ProxyTracerProvider, trace.NoOpTracerProvider)
         self.provider: object = None
         self.tracer: Tracer | None = None
+        # The API can also build the global provider from this variable, on first ask.
+        self.from_environment = "OTEL_PYTHON_TRACER_PROVIDER" in os.environ
 
     def live_tracer(self) -> Tracer | None:
         """The tidings tracer, or None while no SDK provider is set globally."""
-        provider = self.trace.get_tracer_provider()
+        # Asked once or twice per unit of work and per message: the API's own getter
+        # looks the variable up in os.environ each time while no provider is set (1.5 µs
+        # here, a tenth of that for one attribute read of the global it returns). If a
+        # later API drops that global, the getter is asked, as before.
+        provider: Any = getattr(self.trace, "_TRACER_PROVIDER", _UNREAD)
+        if provider is None and not self.from_environment:
+            return None
+        if provider is _UNREAD or provider is None:
+            provider = self.trace.get_tracer_provider()
         if provider is not self.provider:
             self.provider = provider
             live = not isinstance(provider, self.placeholders)
@@ -187,11 +200,18 @@ def processing(destination: Destination, record: EventRecord | None) -> Abstract
     if api is None or tracer is None or record is None:
         return _NOTHING
     parent = _parent(api, stored_context(record.metadata))
+    # Given at creation, as the conventions ask (a sampler may read them); the
+    # destination's part is made once per destination.
+    attributes = {**_processing_attributes(destination), **_about(record)}
     kind = api.trace.SpanKind.CONSUMER
-    span = tracer.start_span(f"process {destination.name}", parent, kind)
-    if span.is_recording():
-        span.set_attributes({**_attributes(destination, "process", "process"), **_about(record)})
+    span = tracer.start_span(f"process {destination.name}", parent, kind, attributes)
     return _Current(api, span)
+
+
+@cache
+def _processing_attributes(destination: Destination) -> dict[str, str | int]:
+    """The attributes of every process span of ``destination`` (never changed: copied)."""
+    return _attributes(destination, "process", "process")
 
 
 def failed(description: str) -> None:

@@ -28,6 +28,7 @@ from tidings.observability import tracing
 from tidings.observability.logs import about
 from tidings.ports import (
     OUTBOX_LANES,
+    HeldBack,
     Leases,
     Messages,
     Outbox,
@@ -119,6 +120,9 @@ class Relay(Background):
         self._thread = None
         self._settler = Settler(outbox, self.relay_id, settle_interval)
         self._sends = tracing.Sends(tracing.destination_of(transport))
+        # Several waves a call, where the transport can (WavePublisher).
+        self._waves: Callable[[list[list[OutgoingMessage]]], list[str | HeldBack | None]] | None
+        self._waves = getattr(transport, "publish_waves", None)
         self.messages, self.release_interval = messages, release_interval
         self._release_at = 0.0
 
@@ -201,8 +205,8 @@ class Relay(Background):
         leases = {lane: self._held[lane] for lane in {e.lane for e in entries}}
         outcome = _Outcome()
         try:
-            for group in groups(entries, self.publish_chunk):
-                self._publish(group, outcome, now)
+            for run in self._runs(groups(entries, self.publish_chunk)):
+                self._publish(run, outcome, now)
                 if outcome.unsettled >= self.publish_chunk and not self._hand_over(leases, outcome):
                     return len(entries), full  # the lanes' new owner publishes the rest
         except BrokerUnavailableError:
@@ -212,26 +216,44 @@ class Relay(Background):
         self._hand_over(leases, outcome)
         return len(entries), full
 
-    def _publish(self, group: Sequence[OutboxEntry], outcome: _Outcome, now: float) -> None:
-        """Publish one group and add its confirmations and refusals to the outcome.
+    def _runs(self, waves: list[list[OutboxEntry]]) -> Iterator[list[list[OutboxEntry]]]:
+        """The groups in the calls that publish them: one group a call, or, for a
+        transport that publishes several waves in one call (``WavePublisher``), as many
+        consecutive groups as hold ``publish_chunk`` messages. Many small waves (a backlog
+        on few aggregates) then cost one call, not one each."""
+        if self._waves is None:
+            yield from ([group] for group in waves)
+            return
+        run: list[list[OutboxEntry]] = []
+        size = 0
+        for group in waves:
+            if run and size + len(group) > self.publish_chunk:
+                yield run
+                run, size = [], 0
+            run.append(group)
+            size += len(group)
+        if run:
+            yield run
+
+    def _publish(self, run: Sequence[Sequence[OutboxEntry]], outcome: _Outcome, now: float) -> None:
+        """Publish the groups of one call and add their confirmations and refusals to the
+        outcome.
 
         Held-back aggregates are skipped. When the broker leaves messages unanswered
         (``BrokerUnavailableError``), what it did answer is still recorded, the aggregates
         of the others are held back, and the error goes on to pause the relay: an
         unanswered message is not an attempt, it is published again after the pause.
         """
-        sent = self._send(group, frozenset(outcome.blocked))
+        sent = self._send(run, set(outcome.blocked))
         sends = self._sends  # the producer span of the call, when tracing is on
         sends.start([e.record for e in sent.ready])
         try:
-            results: Sequence[str | None] = (
-                self.transport.publish(sent.messages) if sent.messages else []
-            )
+            results = self._call(sent)
         except BrokerUnavailableError as exc:
             sends.end(exc.answered, str(exc))
             self._record(outcome, sent.unencodable, now)
-            answered = [(e, exc.answered[i]) for i, e in enumerate(sent.ready) if i in exc.answered]
-            self._record(outcome, answered, now)
+            got = [(e, exc.answered[i]) for i, e in enumerate(sent.ready) if i in exc.answered]
+            self._record(outcome, got, now)
             outcome.blocked.update(
                 e.record.stream_id for i, e in enumerate(sent.ready) if i not in exc.answered
             )
@@ -239,22 +261,39 @@ class Relay(Background):
         except BaseException as exc:
             sends.end({}, str(exc))
             raise
-        sends.end(results)
+        answered: list[tuple[OutboxEntry, str | None]] = []
+        for entry, result in zip(sent.ready, results, strict=True):
+            if isinstance(result, HeldBack):  # not sent: goes again after the refused one
+                outcome.blocked.add(entry.record.stream_id)
+            else:
+                answered.append((entry, result))
+        sends.end([r if not isinstance(r, HeldBack) else "held back" for r in results])
         if self.on_acked is not None:
-            self.on_acked(sent.ready, results)
-        self._record(outcome, [*sent.unencodable, *zip(sent.ready, results, strict=True)], now)
+            self.on_acked([e for e, _ in answered], [r for _, r in answered])
+        self._record(outcome, [*sent.unencodable, *answered], now)
 
-    def _send(self, group: Sequence[OutboxEntry], blocked: frozenset[str]) -> _Sent:
-        """Encode one group, skipping held-back aggregates."""
+    def _call(self, sent: _Sent) -> Sequence[str | HeldBack | None]:
+        """The transport's answers to the messages of ``sent``, flattened."""
+        if self._waves is None:
+            return self.transport.publish(sent.messages) if sent.messages else []
+        return self._waves([sent.messages[i:j] for i, j in sent.waves]) if sent.messages else []
+
+    def _send(self, run: Sequence[Sequence[OutboxEntry]], blocked: set[str]) -> _Sent:
+        """Encode the groups of one call, skipping held-back aggregates and the later
+        events of an aggregate with an event that could not be encoded."""
         sent = _Sent()
-        for entry in group:
-            if entry.record.stream_id in blocked:
-                continue
-            try:
-                sent.messages.append(self.encode(entry.record))
-                sent.ready.append(entry)
-            except TidingsError as exc:
-                sent.unencodable.append((entry, f"cannot be encoded: {exc}"))
+        for group in run:
+            start = len(sent.messages)
+            for entry in group:
+                if entry.record.stream_id in blocked:
+                    continue
+                try:
+                    sent.messages.append(self.encode(entry.record))
+                    sent.ready.append(entry)
+                except TidingsError as exc:
+                    sent.unencodable.append((entry, f"cannot be encoded: {exc}"))
+                    blocked.add(entry.record.stream_id)
+            sent.waves.append((start, len(sent.messages)))
         return sent
 
     def _record(
@@ -450,6 +489,7 @@ class _Sent:
     ready: list[OutboxEntry] = field(default_factory=list)
     messages: list[OutgoingMessage] = field(default_factory=list)
     unencodable: list[tuple[OutboxEntry, str | None]] = field(default_factory=list)
+    waves: list[tuple[int, int]] = field(default_factory=list)  # [start, end) of each group
 
 
 def groups(entries: Sequence[OutboxEntry], size: int) -> list[list[OutboxEntry]]:
