@@ -6,12 +6,20 @@ schema version, its payload the CloudEvents envelope of ``tidings.serialization.
 with ``data`` described by the event class's JSON Schema (``msgspec.json.schema``). A
 ``send`` operation for every event the registry knows (the relay publishes them) and a
 ``receive`` operation for every event the handlers take (the consumer handles them).
+
+Older schema versions that the registry's upcasters still read have a message too, on the
+same channel and in the ``receive`` operation: the class describes only today's payload,
+so an older one's ``data`` has a JSON Schema only where its upcaster's argument is typed
+(a ``TypedDict``, a dataclass, a ``msgspec.Struct``); otherwise its description says that
+it is upcast on read.
 """
 
 from __future__ import annotations
 
+import inspect
 import re
-from collections.abc import Iterable
+import typing
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
@@ -31,7 +39,7 @@ from tidings.serialization.cloudevents import (
 )
 from tidings.serialization.personal import PREFIX as SEALED_PREFIX
 from tidings.serialization.personal import personal_fields
-from tidings.serialization.registry import EventRegistry
+from tidings.serialization.registry import EventRegistry, Upcaster
 
 ASYNCAPI_VERSION = "3.0.0"
 _SCHEMAS = "#/components/schemas/"
@@ -129,11 +137,60 @@ def _key(event_type: str) -> str:
     return _UNSAFE_KEY.sub("_", event_type)
 
 
-def _payload_schemas(classes: list[type[DomainEvent]]) -> tuple[list[str], dict[str, Any]]:
-    """Each class's component name, and the components (the envelope fields dropped:
-    they travel as CloudEvents attributes; personal fields travel sealed)."""
-    refs, components = msgspec.json.schema_components(classes, ref_template=_SCHEMAS + "{name}")
-    names = [ref["$ref"].removeprefix(_SCHEMAS) for ref in refs]
+@dataclass(frozen=True)
+class Older:
+    """A schema version of ``cls`` before its own that the registry still reads, through
+    ``upcaster`` (and those after it); ``payload`` is the type the upcaster's argument is
+    annotated with, when it is one a JSON Schema can be made of."""
+
+    cls: type[DomainEvent]
+    version: int
+    upcaster: Upcaster
+    payload: Any = None
+
+
+def older_versions(registry: EventRegistry, cls: type[DomainEvent]) -> list[Older]:
+    """The versions of ``cls`` before its own from which upcasters lead, step by step, to
+    its version: oldest first (a gap in the chain ends it: older records are refused)."""
+    found: list[Older] = []
+    for version in range(cls.schema_version - 1, 0, -1):
+        upcaster = registry.upcaster(cls, version)
+        if upcaster is None:
+            break
+        found.append(Older(cls, version, upcaster, _argument_type(upcaster)))
+    return found[::-1]
+
+
+def _argument_type(upcaster: Upcaster) -> Any:
+    """The annotation of the upcaster's argument, unless it is a bare dict or mapping (or
+    missing): then nothing is known of the older payload's shape."""
+    try:
+        first = next(iter(inspect.signature(upcaster).parameters))
+        hint = typing.get_type_hints(upcaster).get(first)
+    except (TypeError, ValueError, NameError, StopIteration):  # a builtin, or a bad hint
+        return None
+    if hint is None or hint is Any or hint in (dict, Mapping):
+        return None
+    if typing.get_origin(hint) in (dict, Mapping):
+        return None
+    try:
+        msgspec.json.schema(hint)
+    except (TypeError, ValueError):  # a type msgspec cannot describe
+        return None
+    return hint
+
+
+def _payload_schemas(
+    classes: list[type[DomainEvent]], older: list[Any]
+) -> tuple[list[str], list[str], dict[str, Any]]:
+    """Each class's component name, each older payload type's, and the components (the
+    envelope fields dropped: they travel as CloudEvents attributes; personal fields
+    travel sealed)."""
+    refs, components = msgspec.json.schema_components(
+        [*classes, *older], ref_template=_SCHEMAS + "{name}"
+    )
+    every = [ref["$ref"].removeprefix(_SCHEMAS) for ref in refs]
+    names, older_names = every[: len(classes)], every[len(classes) :]
     for cls, name in zip(classes, names, strict=True):
         schema = components[name]
         properties = schema.get("properties", {})
@@ -145,7 +202,7 @@ def _payload_schemas(classes: list[type[DomainEvent]]) -> tuple[list[str], dict[
                 "description": f"Personal data of the subject in {subject!r}, sealed with "
                 "its key; it reads as [REDACTED] once the subject is forgotten.",
             }
-    return names, components
+    return names, older_names, components
 
 
 def _summary(cls: type[DomainEvent]) -> str:
@@ -170,7 +227,13 @@ def document(
         raise ConfigurationError(
             "no event classes: --registry names no events and --consumes no handlers"
         )
-    names, schemas = _payload_schemas(every)
+    older = {
+        cls: older_versions(registry, cls) if isinstance(registry, EventRegistry) else []
+        for cls in every
+    }
+    typed = list(dict.fromkeys(o.payload for found in older.values() for o in found if o.payload))
+    names, typed_names, schemas = _payload_schemas(every, typed)
+    schema_of = dict(zip(typed, typed_names, strict=True))
     schemas["CloudEvent"] = envelope_schema(source)
     channels: dict[str, Any] = {}
     messages: dict[str, Any] = {}
@@ -179,14 +242,20 @@ def document(
         event_type = cls.type_name()
         channel, message = _key(event_type), f"{_key(event_type)}.v{cls.schema_version}"
         messages[message] = _message(cls, schema_name)
+        earlier = [f"{_key(event_type)}.v{o.version}" for o in older[cls]]
+        for o, name in zip(older[cls], earlier, strict=True):
+            messages[name] = _older_message(o, schema_of.get(o.payload))
         channels[channel] = {
             "address": broker.address(event_type),
             "title": event_type,
-            "messages": {message: {"$ref": f"#/components/messages/{message}"}},
+            "messages": {
+                name: {"$ref": f"#/components/messages/{name}"} for name in (*earlier, message)
+            },
         }
         if broker.channel_bindings():
             channels[channel]["bindings"] = broker.channel_bindings()
         reference = {"$ref": f"#/channels/{channel}/messages/{message}"}
+        read = [{"$ref": f"#/channels/{channel}/messages/{name}"} for name in earlier]
         if cls in published:
             operations[f"send.{channel}"] = {
                 "action": "send",
@@ -200,7 +269,7 @@ def document(
                 "action": "receive",
                 "channel": {"$ref": f"#/channels/{channel}"},
                 "summary": f"The consumer handles {event_type} (handlers: {names_of}).",
-                "messages": [reference],
+                "messages": [*read, reference],
             }
     return {
         "asyncapi": ASYNCAPI_VERSION,
@@ -232,6 +301,42 @@ def _message(cls: type[DomainEvent], schema_name: str) -> dict[str, Any]:
         "name": event_type,
         "title": f"{event_type} v{cls.schema_version}",
         "summary": _summary(cls),
+        "contentType": CONTENT_TYPE,
+        "payload": {"allOf": [{"$ref": _SCHEMAS + "CloudEvent"}, fixed]},
+    }
+
+
+def _older_message(older: Older, schema_name: str | None) -> dict[str, Any]:
+    """The message of an older schema version: its ``data`` described where its
+    upcaster's argument is typed, said to be upcast on read in any case."""
+    cls, version = older.cls, older.version
+    event_type = cls.type_name()
+    how = getattr(older.upcaster, "__name__", type(older.upcaster).__name__)
+    description = (
+        f"Schema version {version} of {event_type}, still read: upcast on read to version "
+        f"{cls.schema_version} (first by {how}). The relay publishes version "
+        f"{cls.schema_version} only; older messages may still be in flight or replayed."
+    )
+    data: dict[str, Any] = {
+        "type": "object",
+        "description": f"The version {version} payload; its schema is not known here (its "
+        "upcaster takes a plain dict): it is upcast on read.",
+    }
+    if schema_name:
+        data = {"$ref": _SCHEMAS + schema_name}
+    fixed = {
+        "type": "object",
+        "properties": {
+            "type": {"const": event_type},
+            "schemaversion": {"const": version},
+            "data": data,
+        },
+    }
+    return {
+        "name": event_type,
+        "title": f"{event_type} v{version}",
+        "summary": f"{_summary(cls)} (schema version {version}, upcast on read)",
+        "description": description,
         "contentType": CONTENT_TYPE,
         "payload": {"allOf": [{"$ref": _SCHEMAS + "CloudEvent"}, fixed]},
     }

@@ -239,6 +239,30 @@ def test_skip_passes_over_the_poison_event_only_and_is_recorded(store: tidings.S
         runner.retry("nope")
 
 
+def test_a_projection_paused_by_hand_applies_nothing_until_retry(store: tidings.Store) -> None:
+    """Pause keeps who and why as the error, with no failed event; the runner leaves the
+    projection alone (also through a heartbeat), and retry goes on after its position.
+    Pausing one that is paused, or none, is refused."""
+    write(store, [1, 2])
+    runner = store.projections([totals_projection()])
+    catch_up(runner)
+    runner.pause("totals", "ops", "the read model's disk is full")
+    write(store, [3])
+    runner.beat()
+    assert runner.run_once() == 0
+    [paused] = runner.status()
+    assert (paused.state, paused.position, paused.failed_event_id) == ("paused", 2, "")
+    assert paused.error == "paused by ops: the read model's disk is full"
+    assert "paused by ops" in paused.describe()
+    with pytest.raises(ProjectionError, match="cannot be paused: it is paused"):
+        runner.pause("totals", "ops")
+    with pytest.raises(ProjectionError, match="cannot be paused: there is none"):
+        runner.pause("nope", "ops")
+    runner.retry("totals")
+    assert catch_up(runner) == 1
+    assert rows(store, f"SELECT sum(total) FROM {t('totals')}") == [(6,)]
+
+
 def test_an_undecodable_event_pauses_the_projection_that_handles_it(
     store: tidings.Store,
 ) -> None:

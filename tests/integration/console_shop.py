@@ -2,7 +2,8 @@
 
 Two orders flow; one, whose customer id holds a ``<script>`` tag, is a dead letter of the
 relay; an OrderPlaced and unreadable bytes are inbox dead letters; a saga waits in
-NEEDS_INTERVENTION; a projection holds all events but the last (lag 1).
+NEEDS_INTERVENTION; a projection holds all events but the last (lag 1). Another service's
+database (``fill_consumer``) has handled the first order's first event with two handlers.
 """
 
 from __future__ import annotations
@@ -12,14 +13,15 @@ from typing import Any
 
 import tidings
 from tidings import RetryPolicy, SagaDefinition, Step
-from tidings.application.handling import Delivery
-from tidings.examples.shop.es_orders import ORDER_EVENTS, Order
+from tidings.application.handling import Delivery, Handlers
+from tidings.examples.shop.es_orders import ORDER_EVENTS, Order, OrderCreated
 from tidings.examples.shop.inventory import handlers
 from tidings.examples.shop.read_models import read_models
-from tidings.serialization.cloudevents import to_message
+from tidings.serialization.cloudevents import from_message, to_message
 from tidings.testing import RecordingTransport, plain_message
 
 SCRIPT = "<script>document.title='pwned'</script>"
+CONSUMER_HANDLERS = ("billing.open-account", "mail.welcome")
 
 
 def _refund(ctx: object) -> None:
@@ -46,6 +48,8 @@ class Filled:
     dead_event_id: str
     saga_id: str
     projection: str
+    created_event_id: str  # the first order's OrderCreated, handled by another service
+    created_message: bytes  # the CloudEvent a relay publishes for it
 
 
 def fill(db: str, **options: Any) -> Filled:
@@ -75,9 +79,21 @@ def fill(db: str, **options: Any) -> Filled:
             orders.save(uow, late)
         placed = next(iter(store.read_stream("o-1")))
         record = store.codec.encode(placed)
+        created = to_message(next(store.events.read_stream("o-1")), "shop")
         processor = store.processor(handlers())
         body = to_message(record, "shop").body.replace(b"alice", SCRIPT.encode())
         processor.bury(Delivery(body, record), "handler inventory.decrease-stock failed 5 times")
         processor.bury(Delivery(b"\x00" + SCRIPT.encode(), None), "not valid JSON")
         saga_id = store.sagas([SAGA]).start(SAGA, {"order": "o-1"}).saga_id
-    return Filled(dead, saga_id, summary.name)
+    return Filled(dead, saga_id, summary.name, placed.event_id, created.body)
+
+
+def fill_consumer(consumer: str, message: bytes, **options: Any) -> None:
+    """``consumer``'s inbox processes ``message`` (the relay's CloudEvent of the first
+    order's OrderCreated) with the handlers ``CONSUMER_HANDLERS`` names."""
+    handlers = Handlers()
+    for name in CONSUMER_HANDLERS:
+        handlers.add(OrderCreated, name, lambda event, uow: None)
+    registry = tidings.EventRegistry(ORDER_EVENTS)
+    with tidings.connect(consumer, registry=registry, **options) as store:
+        store.processor(handlers).process([Delivery(message, from_message(message))])

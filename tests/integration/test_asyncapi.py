@@ -6,18 +6,22 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 import msgspec
 import pytest
 
+import tidings
 from tests.conftest import IN_CI
 from tests.integration.cli import run_cli
+from tidings.application.handling import Handlers
 from tidings.asyncapi import Broker, document
+from tidings.domain.events import DomainEvent
 from tidings.examples.shop import inventory
-from tidings.examples.shop.es_orders import ORDER_EVENTS
+from tidings.examples.shop.es_orders import ORDER_EVENTS, ORDER_UPCASTERS
 from tidings.examples.shop.orders import SHOP_EVENTS
 from tidings.records import EventRecord
 from tidings.serialization.cloudevents import to_message, with_position
@@ -141,3 +145,78 @@ def test_the_command_prints_the_document_and_refuses_an_unknown_broker() -> None
     assert bad.returncode == 2
     assert bad.stderr.strip().count("\n") == 0
     assert "nats://host:4222 or amqp://" in bad.stderr
+
+
+class LineV1(TypedDict):
+    """How version 1 stored a line: the price as a euro string."""
+
+    order_id: str
+    sku: str
+    price: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class LineAdded(DomainEvent):
+    """A line was added (version 3: the price in cents and its currency)."""
+
+    event_type = "test.line_added"
+    schema_version = 3
+
+    sku: str
+    unit_price_cents: int
+    currency: str
+
+
+def line_v1_to_v2(v1: LineV1) -> dict[str, Any]:
+    """Version 1 kept the price as a euro string."""
+    return {"sku": v1["sku"], "unit_price_cents": int(float(v1["price"]) * 100)}
+
+
+def line_v2_to_v3(v2: dict[str, Any]) -> dict[str, Any]:
+    """Version 2 had no currency: all prices were euros."""
+    return {**v2, "currency": "EUR"}
+
+
+def test_older_schema_versions_the_upcasters_read_have_messages_that_pass_the_parser(
+    validate: Any,
+) -> None:
+    """One message per schema version the registry still reads: the current one, and each
+    older one with its schemaversion const; an older payload has a JSON Schema where its
+    upcaster's argument is typed, and says it is upcast on read where it is a plain dict.
+    The consumer receives them all; the relay sends only the current version."""
+    registry = tidings.EventRegistry(
+        [*ORDER_EVENTS, LineAdded],
+        upcasters={
+            **ORDER_UPCASTERS,
+            ("test.line_added", 1): line_v1_to_v2,
+            ("test.line_added", 2): line_v2_to_v3,
+        },
+    )
+    handlers = Handlers()
+    handlers.add(LineAdded, "billing.count-lines", lambda event, uow: None)
+    doc = document(registry, Broker("nats://127.0.0.1:4222"), consumes=handlers)
+    code, said = validate(doc)
+    assert code == 0, said
+    messages = doc["components"]["messages"]
+    channel = doc["channels"]["test.line_added"]["messages"]
+    assert set(channel) == {"test.line_added.v1", "test.line_added.v2", "test.line_added.v3"}
+    for version in (1, 2):
+        fixed = messages[f"test.line_added.v{version}"]["payload"]["allOf"][1]["properties"]
+        assert fixed["schemaversion"] == {"const": version}
+        assert "upcast on read" in messages[f"test.line_added.v{version}"]["description"]
+    v1 = messages["test.line_added.v1"]["payload"]["allOf"][1]["properties"]["data"]
+    v1_schema = doc["components"]["schemas"][v1["$ref"].rsplit("/", 1)[1]]
+    assert set(v1_schema["properties"]) == {"order_id", "sku", "price"}
+    v2 = messages["test.line_added.v2"]["payload"]["allOf"][1]["properties"]["data"]
+    assert "$ref" not in v2
+    assert "upcast on read" in v2["description"]
+    received = doc["operations"]["receive.test.line_added"]["messages"]
+    assert [m["$ref"].rsplit("/", 1)[1] for m in received] == [
+        "test.line_added.v1",
+        "test.line_added.v2",
+        "test.line_added.v3",
+    ]
+    sent = doc["operations"]["send.test.line_added"]["messages"]
+    assert [m["$ref"].rsplit("/", 1)[1] for m in sent] == ["test.line_added.v3"]
+    assert "orders.item_added.v1" in doc["channels"]["orders.item_added"]["messages"]
+    assert "orders.item_added.v1" in messages

@@ -60,3 +60,26 @@ async def get(app: Any, path: str, host: str) -> int:
 
     await app(scope, receive, send)
     return int(sent[0]["status"])
+
+
+def test_another_services_database_that_is_not_there_is_refused_in_one_line(
+    tmp_path: Path,
+) -> None:
+    """--inbox-db naming a SQLite file that does not exist is a typo, not an empty
+    database: the console says so rather than create it, as tidings trace does."""
+    missing = tmp_path / "mail.db"
+    done = run_cli(
+        "console", "--db", f"sqlite:///{tmp_path / 'c.db'}", "--inbox-db", f"sqlite:///{missing}"
+    )
+    assert done.returncode == 2
+    assert done.stderr.strip().count("\n") == 0
+    assert f"there is no file {missing}" in done.stderr
+    assert not missing.exists()
+
+
+def test_projections_that_are_not_projections_are_refused_in_one_line(tmp_path: Path) -> None:
+    """--projections must name a Projection or a list of them, as for tidings projections."""
+    events = "tidings.examples.shop.es_orders:ORDER_EVENTS"  # event classes, not projections
+    done = run_cli("console", "--db", f"sqlite:///{tmp_path / 'c.db'}", "--projections", events)
+    assert done.returncode == 2
+    assert f"--projections {events} must be a Projection or a list of them" in done.stderr

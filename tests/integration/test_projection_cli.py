@@ -161,6 +161,32 @@ def test_reset_asks_first_and_forgets_the_checkpoint(
     assert "no projection is named 'cli-totals'" in gone.stderr
 
 
+def test_pause_holds_a_projection_with_who_and_why_and_retry_resumes_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``pause`` marks the projection paused by whom and why, as status shows; pausing it
+    again is refused; ``retry`` resumes it after its position."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "cli_projections.py").write_text(PROJECTIONS)
+    db = f"sqlite:///{tmp_path / 'pause.db'}"
+    with tidings.connect(db, registry=tidings.EventRegistry([Counted])) as store:
+        projections = runpy.run_path(str(tmp_path / "cli_projections.py"))["projections"]
+        store.projections(projections).run_once()
+    held = run_cli(
+        *("projections", "pause", "cli-totals", "--db", db), *("--note", "disk full", "--by", "ops")
+    )
+    assert held.returncode == 0, held.stderr
+    assert "projection cli-totals: paused at position 0" in held.stdout
+    shown = run_cli("projections", "status", "--db", db)
+    assert "cli-totals v1  paused" in shown.stdout
+    assert "paused by ops: disk full" in shown.stdout
+    again = run_cli("projections", "pause", "cli-totals", "--db", db)
+    assert again.returncode == 2
+    assert "cannot be paused: it is paused" in again.stderr
+    resumed = run_cli("projections", "retry", "cli-totals", "--db", db)
+    assert "projection cli-totals: resumes after position 0" in resumed.stdout
+
+
 REBUILD = """
 from tidings.application.projections import Projection
 from tidings.testing.contract import Counted

@@ -5,15 +5,19 @@ from __future__ import annotations
 import getpass
 import ipaddress
 import logging
+from contextlib import ExitStack
 from typing import Annotated
 
 import typer
 
+import tidings
 from tidings.adapters.extras import require
 from tidings.cli import asyncapi
 from tidings.cli.loading import load
 from tidings.cli.options import Db, Prefix, Schema, open_store
+from tidings.cli.projections import load_projections
 from tidings.cli.sagas import load_definitions
+from tidings.cli.trace import check_exists
 from tidings.errors import ConfigurationError
 from tidings.serialization.registry import EventRegistry
 
@@ -58,6 +62,18 @@ def console(
     to: Annotated[
         str | None, typer.Option(help="The relay's broker URL, for the AsyncAPI page.")
     ] = None,
+    projections: Annotated[
+        str | None,
+        typer.Option(help="Your Projection (or a list of them), module:attr (to rebuild)."),
+    ] = None,
+    inbox_db: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--inbox-db",
+            help="Another service's database, where the event lookup follows an event "
+            "(repeat for each; as for tidings trace).",
+        ),
+    ] = None,
     prefix: Prefix = "tidings_",
     schema: Schema = "public",
 ) -> None:
@@ -84,7 +100,17 @@ def console(
         document = asyncapi.build(registry, to, handlers, None, "tidings service", "1.0.0", None)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     who = f"{by or getpass.getuser()} (console)"
-    with open_store(db, prefix, schema, outbox=True, registry=events) as store:
-        app = create_app(Console(store, Guard(token), who, known, found, document))
+    code = load_projections(projections) if projections else []
+    for url in inbox_db or ():
+        check_exists(url)
+    with ExitStack() as stack:
+        store = stack.enter_context(open_store(db, prefix, schema, outbox=True, registry=events))
+        others = [
+            stack.enter_context(
+                tidings.connect(url, prefix=prefix, schema=schema, create_schema=False)
+            )
+            for url in dict.fromkeys(inbox_db or ())
+        ]
+        app = create_app(Console(store, Guard(token), who, known, found, document, code, others))
         typer.echo(f"tidings console on http://{host}:{port}/ over {store.database.describe()}")
         uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)

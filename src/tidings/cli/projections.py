@@ -1,8 +1,8 @@
-"""``tidings projections``: run projections, show their lag, resume a paused one.
+"""``tidings projections``: run projections, show their lag, pause and resume them.
 
 ``run``, ``rebuild``, ``rollback`` and ``drop-old`` need the projections
 (``--projections module:attribute``, a Projection or a list of them); ``status``,
-``retry``, ``skip`` and ``reset`` read and change only the checkpoints, so they need
+``pause``, ``retry``, ``skip`` and ``reset`` read and change only the checkpoints, so they need
 nothing but the database.
 """
 
@@ -19,6 +19,7 @@ import typer
 from rich.console import Console
 
 from tidings.application.projections import Projection, ProjectionRunner, Rebuild, VerifyError
+from tidings.application.projections.runner import resumes
 from tidings.application.projections.waiting import STREAM
 from tidings.cli.loading import load
 from tidings.cli.options import (
@@ -42,7 +43,8 @@ console = Console(highlight=False, soft_wrap=True)
 Name = Annotated[str, typer.Argument(help="The projection's name.")]
 
 
-def _projections(path: str) -> list[Projection]:
+def load_projections(path: str) -> list[Projection]:
+    """The Projection (or list of them) ``path`` (module:attr) names."""
     found: Any = load(path, "--projections")
     if isinstance(found, Projection):
         found = [found]
@@ -96,7 +98,7 @@ def run(
     """Catch the projections up, then follow the log until SIGTERM or SIGINT."""
     configure_logs(log_format)
     metrics_available(metrics_port)
-    chosen = _projections(projections)
+    chosen = load_projections(projections)
     events = load(registry, "--registry") if registry else None
     stop = stop_on_signals()
     with open_store(db, prefix, schema, registry=events) as store:
@@ -174,8 +176,25 @@ def retry(db: Db, name: Name, prefix: Prefix = "tidings_", schema: Schema = "pub
     with _runner(db, prefix, schema) as runner:
         found = runner.retry(name)
     console.print(
-        f"projection {name}: resumes at position {found.failed_position} "
-        f"(event {found.failed_event_id}) when its runner next looks",
+        f"projection {name}: resumes {resumes(found)} when its runner next looks", markup=False
+    )
+
+
+@app.command()
+def pause(
+    db: Db,
+    name: Name,
+    note: Annotated[str, typer.Option("--note", help="Why: kept with the pause.")] = "",
+    by: Annotated[str | None, typer.Option("--by", help="Who (default: the OS user).")] = None,
+    prefix: Prefix = "tidings_",
+    schema: Schema = "public",
+) -> None:
+    """Hold a projection by hand: its runners leave it alone until retry."""
+    with _runner(db, prefix, schema) as runner:
+        found = runner.pause(name, by or getpass.getuser(), note)
+    console.print(
+        f"projection {name}: paused at position {found.position}; resume it with "
+        f"tidings projections retry {name}",
         markup=False,
     )
 
@@ -227,7 +246,7 @@ Projections = Annotated[
 
 
 def _one(path: str, name: str) -> Projection:
-    found = [p for p in _projections(path) if p.name == name]
+    found = [p for p in load_projections(path) if p.name == name]
     if not found:
         raise ConfigurationError(f"--projections {path} has no projection named {name!r}")
     return found[0]

@@ -69,7 +69,9 @@ def crossed(f: Figures, max_age: float, max_lag: float) -> list[str]:
             " tidings sagas list --state needs-intervention"
         )
     for p in f.projections:
-        if p.state == PAUSED:
+        if p.state == PAUSED and not p.failed_event_id:
+            problems.append(f"projection {p.name} is {p.error}")
+        elif p.state == PAUSED:
             problems.append(f"projection {p.name} is paused on position {p.failed_position}")
         elif p.lag_seconds > max_lag:
             problems.append(f"projection {p.name} lags {p.lag_seconds:.1f} s (over {max_lag:g} s)")

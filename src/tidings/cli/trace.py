@@ -43,7 +43,7 @@ def trace(
     check_event_id(event_id)
     urls = list(dict.fromkeys([*db, *(inbox_db or [])]))
     for url in urls:
-        _check_exists(url)
+        check_exists(url)
     trails = []
     for url in urls:
         with tidings.connect(url, prefix=prefix, schema=schema, create_schema=False) as store:
@@ -65,7 +65,7 @@ def trace(
         raise typer.Exit(1)
 
 
-def _check_exists(url: str) -> None:
+def check_exists(url: str) -> None:
     """A SQLite file that is not there is a typo, not an empty database: say so rather
     than create it."""
     if url.startswith("sqlite:///"):

@@ -1,5 +1,6 @@
 """The console's actions: POST forms with the CSRF token, each logged and recorded where
-the CLI records it (saga history, projection skips), each calling what the CLI calls."""
+the CLI records it (saga history, projection skips and pauses), each calling what the
+CLI calls."""
 
 from __future__ import annotations
 
@@ -11,6 +12,8 @@ from starlette.datastructures import FormData
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, RedirectResponse, Response
 
+from tidings.application.projections import Projection
+from tidings.application.projections.runner import resumes
 from tidings.cli import inbox
 from tidings.cli.options import outbox_of
 from tidings.cli.sagas import load_definitions
@@ -115,8 +118,56 @@ def projection_retry(console: Console, request: Request, form: FormData) -> Done
     name = request.path_params["name"]
     with closing(console.store.projections()) as runner:
         found = runner.retry(name)
+    return f"projection {name}: resumes {resumes(found)} when its runner looks", "/projections"
+
+
+def projection_pause(console: Console, request: Request, form: FormData) -> Done:
+    """Hold a projection by hand; its runners leave it alone until it is resumed. Who and
+    why are kept on its checkpoint, as ``tidings projections pause`` keeps them."""
+    name = request.path_params["name"]
+    note = str(form.get("note", "")).strip()
+    with closing(console.store.projections()) as runner:
+        found = runner.pause(name, console.by, note)
+    return f"projection {name}: paused at position {found.position}", "/projections"
+
+
+def _projection(console: Console, name: str, doing: str) -> Projection:
+    """The code of projection ``name``, from the console's ``--projections``."""
+    found = [p for p in console.projections if p.name == name]
+    if not found:
+        given = ", ".join(p.name for p in console.projections)
+        raise ConfigurationError(
+            f"{doing} {name!r} needs its code: start the console with --projections "
+            f"package.module:attr naming it"
+            + (f" (the console was given {given})" if given else "")
+        )
+    return found[0]
+
+
+def projection_rebuild(console: Console, request: Request, form: FormData) -> Done:
+    """Build the projection's version in the console's code into shadow tables, in a
+    thread, and swap it in once caught up (``tidings projections rebuild``)."""
+    name = request.path_params["name"]
+    projection = _projection(console, name, "rebuilding")
+    shadow = console.rebuilds.start(console.store, projection, console.by, console.rebuild_batch)
     return (
-        f"projection {name}: resumes at position {found.failed_position} when its runner looks",
+        f"projection {name}: rebuilding version {projection.version} from position "
+        f"{shadow.position}; the page shows its progress",
+        "/projections",
+    )
+
+
+def projection_rollback(console: Console, request: Request, form: FormData) -> Done:
+    """Swap the version the last rebuild replaced back in (``tidings projections
+    rollback``); the rebuilt tables are dropped."""
+    name = request.path_params["name"]
+    projection = _projection(console, name, "rolling back")
+    if console.rebuilds.running(name):
+        raise ConfigurationError(f"projection {name!r} is being rebuilt: wait for the end")
+    back = console.store.rebuild(projection).rollback()
+    return (
+        f"projection {name}: version {back.version} is back at position {back.position}; "
+        "run its runner with that version's code",
         "/projections",
     )
 

@@ -16,7 +16,7 @@ from starlette.staticfiles import StaticFiles
 
 from tidings.cli.options import outbox_of
 from tidings.cli.trace import describe
-from tidings.console import actions, lag, reads
+from tidings.console import actions, lag, reads, streams
 from tidings.console.context import HERE, Console
 from tidings.console.security import TokenMiddleware
 from tidings.errors import ConfigurationError
@@ -33,9 +33,10 @@ def overview(console: Console, request: Request) -> Response:
 def overview_numbers(console: Console, request: Request) -> Response:
     """The overview's figures as JSON, for the page's refresh and for scripts."""
     found = reads.overview(console.store)
+    rebuilds = {f"rebuild.{job.name}": job.describe() for job in console.rebuilds.jobs()}
     return JSONResponse(
         {
-            "numbers": found.numbers(),
+            "numbers": {**found.numbers(), **rebuilds},
             "projections": [reads.as_json(p) for p in found.projections],
         }
     )
@@ -96,8 +97,18 @@ def saga(console: Console, request: Request) -> Response:
 
 
 def projections(console: Console, request: Request) -> Response:
-    """Each projection's position, head, lag and state, with retry and skip."""
-    return console.page(request, "projections.html", projections=reads.projections(console.store))
+    """Each projection's position, head, lag and state; a rebuild's progress; the
+    actions: pause, resume, retry, skip, rebuild, rollback."""
+    known = [p.name for p in console.projections]
+    return console.page(
+        request,
+        "projections.html",
+        projections=reads.projection_rows(reads.projections(console.store), known),
+        jobs={job.name: job for job in console.rebuilds.jobs()},
+        known=known,
+        done=reads.done,
+        pace=reads.pace,
+    )
 
 
 def projection_lag(console: Console, request: Request) -> Response:
@@ -108,13 +119,42 @@ def projection_lag(console: Console, request: Request) -> Response:
 
 
 def event(console: Console, request: Request) -> Response:
-    """Where one event is: written, its outbox row, which handlers took it (``tidings
-    trace``, on the console's database)."""
+    """Where one event is: written, its outbox row, which handlers took it, on the
+    console's database and the other services' (``tidings trace`` with ``--inbox-db``)."""
     event_id = request.query_params.get("id", "")
-    lines: list[str] = []
+    trails = []
     if event_id:
-        lines = describe(follow(console.store, check_event_id(event_id)))
-    return console.page(request, "event.html", event_id=event_id, lines=lines)
+        check_event_id(event_id)
+        trails = [follow(store, event_id) for store in (console.store, *console.inbox_stores)]
+    return console.page(
+        request,
+        "event.html",
+        event_id=event_id,
+        trails=trails,
+        lines=[line for trail in trails for line in describe(trail)],
+        found=any(t.found for t in trails),
+        elsewhere=len(console.inbox_stores),
+    )
+
+
+def stream(console: Console, request: Request) -> Response:
+    """An aggregate's events, a page at a time, now or up to a chosen time."""
+    stream_id = request.query_params.get("id", "")
+    at = request.query_params.get("at", "")
+    shown: dict[str, object] = {"stream_id": stream_id, "at": at, "found": None}
+    if stream_id.strip():
+        try:
+            found = streams.read(
+                console.store.events,
+                stream_id,
+                streams.moment(at),
+                streams.first_version(request.query_params.get("from", "")),
+            )
+        except ConfigurationError as exc:  # said on the page, beside the form to mend it
+            shown["error"] = str(exc)
+        else:
+            shown["found"] = found
+    return console.page(request, "streams.html", pretty=reads.pretty, **shown)
 
 
 def asyncapi(console: Console, request: Request) -> Response:
@@ -169,11 +209,17 @@ def create_app(console: Console) -> Starlette:
         Route("/sagas/{saga_id:str}/{verb:str}", act(actions.saga_action), methods=["POST"]),
         Route("/projections", page(projections)),
         Route("/events", page(event)),
+        Route("/streams", page(stream)),
         Route("/asyncapi", page(asyncapi)),
         Route("/asyncapi.json", page(asyncapi)),
         Route("/projections/{name:str}/lag", page(projection_lag)),
         Route("/projections/{name:str}/retry", act(actions.projection_retry), methods=["POST"]),
         Route("/projections/{name:str}/skip", act(actions.projection_skip), methods=["POST"]),
+        Route("/projections/{name:str}/pause", act(actions.projection_pause), methods=["POST"]),
+        Route("/projections/{name:str}/rebuild", act(actions.projection_rebuild), methods=["POST"]),
+        Route(
+            "/projections/{name:str}/rollback", act(actions.projection_rollback), methods=["POST"]
+        ),
         Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
     ]
     middleware = [Middleware(TokenMiddleware, guard=console.guard)]
@@ -192,5 +238,6 @@ def sampling(console: Console) -> Callable[[Starlette], AbstractAsyncContextMana
             yield
         finally:
             task.cancel()
+            console.rebuilds.stop()  # each goes on from its checkpoint when started again
 
     return lifespan

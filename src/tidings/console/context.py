@@ -14,7 +14,9 @@ from starlette.responses import HTMLResponse
 
 import tidings
 from tidings.application.handling import Handlers
+from tidings.application.projections import Projection
 from tidings.console.lag import LagHistory
+from tidings.console.rebuilds import Rebuilds
 from tidings.console.security import CSRF_FIELD, Guard
 from tidings.domain.saga import SagaDefinition
 from tidings.domain.saga_versions import SagaUpcaster
@@ -42,8 +44,10 @@ def _templates() -> jinja2.Environment:
 @dataclass
 class Console:
     """The console's one store and settings: ``by`` names the operator on what they do;
-    ``definitions`` and ``handlers`` let actions run saga steps and inbox handlers, as
-    the CLI's options of the same names do."""
+    ``definitions``, ``handlers`` and ``projections`` let actions run saga steps, inbox
+    handlers and rebuilds, as the CLI's options of the same names do. ``inbox_stores``
+    are other services' databases, where an event's path goes on (``tidings trace``'s
+    ``--inbox-db``)."""
 
     store: tidings.Store
     guard: Guard
@@ -51,6 +55,10 @@ class Console:
     definitions: list[SagaDefinition | SagaUpcaster] = field(default_factory=list)
     handlers: Handlers | None = None
     asyncapi: dict[str, Any] | None = None
+    projections: list[Projection] = field(default_factory=list)
+    inbox_stores: list[tidings.Store] = field(default_factory=list)
+    rebuilds: Rebuilds = field(default_factory=Rebuilds)
+    rebuild_batch: int = 5000
     lag: LagHistory = field(default_factory=LagHistory)
     sample_every: float = 10.0
     templates: jinja2.Environment = field(default_factory=_templates)

@@ -55,7 +55,49 @@ class Overview:
             figures[f"projection.{p.name}.lag_events"] = p.lag_events
             figures[f"projection.{p.name}.lag_seconds"] = f"{p.lag_seconds:.1f}"
             figures[f"projection.{p.name}.state"] = p.state
+            figures[f"projection.{p.name}.version"] = p.version
+            figures[f"projection.{p.name}.position"] = p.position
+            figures[f"projection.{p.name}.head"] = p.head
+            figures[f"projection.{p.name}.done"] = done(p)
+            figures[f"projection.{p.name}.pace"] = pace(p)
         return figures
+
+
+def done(status: ProjectionStatus) -> str:
+    """How much of the log a projection (or a rebuild's shadow) holds, in percent."""
+    return f"{100.0 * status.position / status.head:.0f}" if status.head else "100"
+
+
+def pace(status: ProjectionStatus) -> str:
+    """A rebuild's rate and ETA, as ``tidings projections status`` prints them."""
+    if status.rate is None or status.eta_seconds is None:
+        return "rate not known yet"
+    return f"{status.rate:,.0f} events/s, ETA {status.eta_seconds:,.0f} s"
+
+
+@dataclass(frozen=True)
+class ProjectionRows:
+    """A projection's checkpoint rows: the live one, a rebuild's shadow under way
+    (``NAME~rebuild``), the version a swap replaced, kept for a rollback (``NAME~old``).
+    ``live`` is None for a projection only the console's ``--projections`` knows."""
+
+    name: str
+    live: ProjectionStatus | None
+    rebuild: ProjectionStatus | None
+    old: ProjectionStatus | None
+
+
+def projection_rows(statuses: list[ProjectionStatus], known: list[str]) -> list[ProjectionRows]:
+    """The rows of each projection, by name: those with checkpoints, and those in
+    ``known`` (the console's code) that have none here yet."""
+    by_name: dict[str, dict[str, ProjectionStatus]] = {name: {} for name in known}
+    for s in statuses:
+        base, _, kind = s.name.partition("~")
+        by_name.setdefault(base, {})[kind or "live"] = s
+    return [
+        ProjectionRows(name, rows.get("live"), rows.get("rebuild"), rows.get("old"))
+        for name, rows in sorted(by_name.items())
+    ]
 
 
 def overview(store: tidings.Store) -> Overview:

@@ -8,7 +8,8 @@ read model at the last committed checkpoint, and the batch is applied again, onc
 A handler that raises (or an event that cannot be decoded) pauses its projection alone:
 the events before it are applied and the checkpoint stops just before it, with the
 event, its position and the error recorded; the other projections go on. ``retry`` or
-``skip`` (after a fix) resumes it exactly there.
+``skip`` (after a fix) resumes it exactly there. An operator may also ``pause`` one by hand
+(who and why are kept as its error, with no failed event); ``retry`` resumes it.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import time
 import traceback
 from collections.abc import Callable, Iterable, Sequence
 from contextlib import nullcontext
+from dataclasses import replace
 from typing import Any
 
 from tidings.application.merging import MergingWork
@@ -348,11 +350,31 @@ class ProjectionRunner:
 
     # -- operating ---------------------------------------------------------------------
 
+    def pause(self, name: str, by: str, note: str = "") -> Checkpoint:
+        """Hold a projection by hand: every runner leaves it alone (a batch under way is
+        rolled back) until ``retry``. Who and why are kept as its error."""
+        with self._store.unit_of_work() as uow:
+            self._checkpoints.lock(uow, name)
+            found = self._checkpoints.get(uow, name)
+            if found is None or found.state not in (RUNNING, STOPPED):
+                said = "there is none" if found is None else f"it is {found.state}"
+                raise ProjectionError(
+                    f"projection {name!r} cannot be paused: {said}; see tidings projections "
+                    "status (a paused one is resumed with retry)"
+                )
+            now = self._clock()
+            why = f"paused by {by}" + (f": {note}" if note else "")
+            self._checkpoints.put(
+                uow, replace(found, state=PAUSED, error=why, failed_at=now, updated_at=now)
+            )
+        log.warning("projection %s paused by %s at position %d", name, by, found.position)
+        return found
+
     def retry(self, name: str) -> Checkpoint:
         """Resume a paused projection: its failed event is applied again first."""
         with self._store.unit_of_work() as uow:
             found = self._checkpoints.resume(uow, name, self._clock())
-        log.info("projection %s resumed at position %d", name, found.failed_position)
+        log.info("projection %s resumed %s", name, resumes(found))
         return found
 
     def skip(self, name: str, position: int, by: str, note: str = "") -> Skip:
@@ -374,6 +396,14 @@ class ProjectionRunner:
         tables first). False when it had none."""
         with self._store.unit_of_work() as uow:
             return self._checkpoints.remove(uow, name)
+
+
+def resumes(paused: Checkpoint) -> str:
+    """Where a paused projection goes on: at its failed event, or after its position when
+    it was paused by hand."""
+    if paused.failed_event_id:
+        return f"at position {paused.failed_position} (event {paused.failed_event_id})"
+    return f"after position {paused.position}"
 
 
 def _where(exc: BaseException) -> str:

@@ -75,7 +75,9 @@ class ProjectionStatus:
             line += f"  (kept for: tidings projections rollback {live}, or drop-old {live})"
         if self.lagging:
             line += f"  (over the {self.lag_threshold:g} s threshold)"
-        if self.error:
+        if self.error and not self.failed_event_id:  # paused by hand, not on an event
+            line += f"\n    {self.error}"
+        elif self.error:
             line += (
                 f"\n    paused on position {self.failed_position} "
                 f"(event {self.failed_event_id}, {self.failed_event_type}): "
