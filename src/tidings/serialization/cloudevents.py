@@ -241,17 +241,19 @@ def _check(envelope: _Envelope) -> None:
             f"specversion is {envelope.specversion!r}; tidings reads CloudEvents "
             f"{SPEC_VERSION!r} only"
         )
-    if not _JSON_MEDIA.fullmatch(envelope.datacontenttype):
+    media = envelope.datacontenttype
+    if media != "application/json" and not _JSON_MEDIA.fullmatch(media):
         raise BadMessageError(
             f"datacontenttype is {envelope.datacontenttype!r}; tidings reads JSON data "
             "only (application/json)"
         )
     if envelope.data_base64 is not None:
         raise BadMessageError("data_base64 is not supported: send the payload as JSON in 'data'")
-    for name in _TEXT_ATTRIBUTES:
-        value = getattr(envelope, name)
-        if value is not None and _CONTROL.search(value):
-            raise BadMessageError(_control_character(name, value))
+    texts = [getattr(envelope, name) for name in _TEXT_ATTRIBUTES]
+    if _CONTROL.search("".join(t for t in texts if t is not None)):  # one search a message
+        for name, value in zip(_TEXT_ATTRIBUTES, texts, strict=True):
+            if value is not None and _CONTROL.search(value):
+                raise BadMessageError(_control_character(name, value))
     for name in _KEY_ATTRIBUTES:
         if len(getattr(envelope, name)) > MAX_KEY_CHARACTERS:
             raise BadMessageError(_too_long(name, getattr(envelope, name)))
