@@ -315,6 +315,67 @@ def raw_pika_pipelined(exchange: str, batch: list[OutgoingMessage], window: int 
         raise RuntimeError(f"pika confirmed {confirmed} of {len(batch)} messages")
 
 
+def raw_pika_waves(exchange: str, batch: list[OutgoingMessage], size: int) -> None:
+    """pika's SelectConnection with confirms, in waves of ``size``: a wave is sent once
+    every message of the last one is confirmed (one message per aggregate in flight,
+    for ``size`` aggregates). The ceiling of a relay that keeps per-aggregate order by
+    waiting, with nothing else to do."""
+    sent = confirmed = 0
+
+    def send_wave(channel: Any) -> None:
+        nonlocal sent
+        for m in batch[sent : sent + size]:
+            properties = pika.BasicProperties(
+                content_type=CONTENT_TYPE, delivery_mode=2, message_id=m.message_id
+            )
+            channel.basic_publish(exchange, m.routing_key, m.body, properties, mandatory=True)
+            sent += 1
+
+    def on_confirm(frame: Any) -> None:
+        nonlocal confirmed
+        confirmed = max(confirmed, frame.method.delivery_tag)
+        if confirmed == len(batch):
+            connection.close()
+        elif confirmed == sent:
+            send_wave(channel_of[0])
+
+    channel_of: list[Any] = []
+
+    def on_channel(channel: Any) -> None:
+        channel_of.append(channel)
+        channel.confirm_delivery(on_confirm, callback=lambda _frame: send_wave(channel))
+
+    connection = pika.SelectConnection(
+        pika.URLParameters(AMQP),
+        on_open_callback=lambda c: c.channel(on_open_callback=on_channel),
+        on_close_callback=lambda c, _reason: c.ioloop.stop(),
+    )
+    connection.ioloop.start()
+    connection.ioloop.close()
+    if confirmed != len(batch):
+        raise RuntimeError(f"pika confirmed {confirmed} of {len(batch)} messages")
+
+
+def raw_nats_waves(prefix: str, batch: list[OutgoingMessage], size: int) -> None:
+    """nats-py: publish ``size`` messages with async acks, await them all, then the next
+    ``size`` (one message per aggregate in flight, for ``size`` aggregates)."""
+
+    async def main() -> None:
+        client = await nats.connect(NATS)
+        js = client.jetstream()
+        for start in range(0, len(batch), size):
+            acks = [
+                await js.publish_async(
+                    f"{prefix}.{m.routing_key}", m.body, headers={"Nats-Msg-Id": m.message_id}
+                )
+                for m in batch[start : start + size]
+            ]
+            await asyncio.gather(*acks)
+        await client.close()
+
+    asyncio.run(main())
+
+
 def raw_pika_publish(exchange: str, batch: list[OutgoingMessage]) -> None:
     """pika with confirms, one message at a time."""
     connection = pika.BlockingConnection(pika.URLParameters(AMQP))

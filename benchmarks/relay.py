@@ -17,7 +17,9 @@
    asyncio loop) run just after it with the same writer and measured the same way.
 3. The raw limits in the same run: claiming 100 rows at a time with ``FOR UPDATE SKIP
    LOCKED`` (one and two workers), NATS JetStream publish with async acks (nats-py),
-   RabbitMQ publish with confirms (aio-pika, 1,000 in flight), LISTEN/NOTIFY wake-up, and
+   RabbitMQ publish with confirms (aio-pika, 1,000 in flight), both in waves of ``--few``
+   messages each acknowledged before the next wave (the ceiling of the few-aggregate
+   backlog for a relay that keeps each aggregate's order by waiting), LISTEN/NOTIFY wake-up, and
    the round trip of one message at a time from publish to the broker's ack (nats-py,
    pika), idle and beside the latency runs' steady writer (the writer's commits share the
    disk and cores with the broker).
@@ -311,12 +313,13 @@ def measure_floor(setup: Setup, seconds: float, runs: int) -> dict[str, tuple[Se
     return found
 
 
-def measure_raw(setup: Setup, events: int, runs: int) -> dict[str, Series]:
+def measure_raw(setup: Setup, events: int, runs: int, few: int) -> dict[str, Series]:
     """The raw limits, each the median of ``runs``."""
     raw = {
         name: Series(name)
         for name in (
             *("claim x1", "claim x2", "nats publish", "rabbitmq publish", "pika publish"),
+            *("nats waves", "pika waves"),
             "notify",
             "claim one",
             *(f"{broker} ack p{p}" for broker in ("nats", "rabbitmq") for p in (50, 99)),
@@ -352,6 +355,15 @@ def measure_raw(setup: Setup, events: int, runs: int) -> dict[str, Series]:
                 raw_brokers.raw_pika_pipelined, setup.rabbit.exchange, to_rabbit
             )
             raw["pika publish"].add(rate(len(to_rabbit), publish))
+            # One message per aggregate in flight, for ``few`` aggregates: the ceiling of
+            # the few-aggregate backlog for any relay that keeps their order by waiting.
+            waves = raw_brokers.messages(min(events, 5_000))
+            publish = functools.partial(raw_brokers.raw_nats_waves, setup.nats.prefix, waves, few)
+            raw["nats waves"].add(rate(len(waves), publish))
+            publish = functools.partial(
+                raw_brokers.raw_pika_waves, setup.rabbit.exchange, waves, few
+            )
+            raw["pika waves"].add(rate(len(waves), publish))
             one_by_one = {
                 "nats": raw_brokers.nats_round_trips(setup.nats.prefix, to_nats[:ROUND_TRIPS]),
                 "rabbitmq": raw_brokers.pika_round_trips(
@@ -384,6 +396,7 @@ def print_tables(
     claim = raw["claim x1"].median
     # Each relay beside the raw loop of the client it publishes with: nats-py, pika.
     publish = {"nats": raw["nats publish"].median, "rabbitmq": raw["pika publish"].median}
+    waves = {"nats": raw["nats waves"].median, "rabbitmq": raw["pika waves"].median}
     rows = []
     for name, shape, series in throughput:
         db, broker = name.split(" -> ")
@@ -396,11 +409,15 @@ def print_tables(
                 per_second(series.median),
                 f"{series.median / limit:.2f}",
                 f"{series.median / publish[broker]:.2f}",
+                f"{series.median / waves[broker]:.2f}" if shape != "spread" else "",
                 f">= {target:,.0f}: {verdict(series.median >= target)}" if target else "",
             ]
         )
     print("\nRelay throughput, events/s (median of runs)\n")
-    header = ["path", "backlog", "events/s", "÷ tighter raw limit", "÷ raw publish", "target"]
+    header = [
+        *("path", "backlog", "events/s", "÷ tighter raw limit", "÷ raw publish"),
+        *("÷ raw waves", "target"),
+    ]
     print(table(header, rows))
 
     def ack(name: str, p: int) -> str:
@@ -466,6 +483,16 @@ def print_tables(
             per_second(raw["pika publish"].median),
             "",
         ],
+        [
+            "NATS JetStream, waves of one message per aggregate, all acked before the next",
+            per_second(raw["nats waves"].median),
+            "",
+        ],
+        [
+            "RabbitMQ (pika), waves of one message per aggregate, all confirmed before the next",
+            per_second(raw["pika waves"].median),
+            "",
+        ],
         ["LISTEN/NOTIFY wake-up, median", f"{raw['notify'].median:.0f} µs", "71 µs"],
         [
             "read the due rows (the relay's claim), median",
@@ -507,7 +534,7 @@ def main() -> None:
             stack.enter_context(servers.nats_stream()),
             stack.enter_context(servers.rabbit_exchange()),
         )
-        raw = measure_raw(setup, args.events, args.runs) if "raw" not in args.skip else {}
+        raw = measure_raw(setup, args.events, args.runs, args.few) if "raw" not in args.skip else {}
         throughput = (
             measure_throughput(setup, args.events, args.runs, args.few)
             if "throughput" not in args.skip
