@@ -16,8 +16,7 @@ conversation, unless you give the ids (``store.unit_of_work(correlation_id=...)`
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
@@ -72,11 +71,17 @@ def current_cause() -> Cause | None:
     return _current.get()
 
 
-@contextmanager
-def handling(cause: Cause) -> Iterator[None]:
-    """Make ``cause`` the current one for the block (a handler's run)."""
-    token = _current.set(cause)
-    try:
-        yield
-    finally:
-        _current.reset(token)
+class handling:  # noqa: N801 - used as a function: ``with handling(cause):``
+    """Make ``cause`` the current one for the block (a handler's run). A class, not a
+    generator: a consumer enters one for every handler of every message."""
+
+    __slots__ = ("cause", "token")
+
+    def __init__(self, cause: Cause) -> None:
+        self.cause = cause
+
+    def __enter__(self) -> None:
+        self.token = _current.set(self.cause)
+
+    def __exit__(self, *exc: object) -> None:
+        _current.reset(self.token)

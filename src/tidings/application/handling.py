@@ -12,7 +12,6 @@ from __future__ import annotations
 import logging
 import random
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from time import perf_counter
@@ -55,14 +54,23 @@ def handled_record() -> EventRecord | None:
     return _handled.get()
 
 
-@contextmanager
-def _handling(record: EventRecord) -> Iterator[None]:
-    """Run a handler of ``record``: its cause is current, and so is the record."""
-    token = _handled.set(record)
-    try:
-        with handling(Cause.of(record.event_id, record.metadata)):
-            yield
-    finally:
+class _handling:  # noqa: N801 - used as a function
+    """Run a handler of ``record``: its cause is current, and so is the record (a class:
+    entered for every handler of every message a consumer takes)."""
+
+    __slots__ = ("cause", "record", "tokens")
+
+    def __init__(self, record: EventRecord) -> None:
+        self.record = record
+
+    def __enter__(self) -> None:
+        cause = handling(Cause.of(self.record.event_id, self.record.metadata))
+        cause.__enter__()
+        self.tokens = (_handled.set(self.record), cause)
+
+    def __exit__(self, *exc: object) -> None:
+        token, cause = self.tokens
+        cause.__exit__()
         _handled.reset(token)
 
 
