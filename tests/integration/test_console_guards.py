@@ -10,6 +10,9 @@ import pytest
 
 import tidings
 from tests.integration.cli import run_cli
+from tidings.application.handling import Handlers
+from tidings.examples.shop.es_orders import ORDER_EVENTS, ORDER_UPCASTERS, ItemAdded
+from tidings.testing.contract import Counted
 
 
 def test_binding_beyond_loopback_without_a_token_is_refused_in_one_line(tmp_path: Path) -> None:
@@ -114,3 +117,19 @@ def test_without_aggregates_the_streams_page_says_how_to_see_the_state(tmp_path:
     assert status == 200
     assert "start the console with <code>--aggregates module:attr</code>" in body
     assert "<select" not in body
+
+
+UPCASTING = tidings.EventRegistry(ORDER_EVENTS, upcasters=ORDER_UPCASTERS)
+
+
+def test_an_event_registry_given_as_registry_is_the_one_events_are_read_with() -> None:
+    """--registry naming an EventRegistry decodes the console's events (its upcasters
+    read older ItemAdded events), with the classes --handlers takes added to it."""
+    from tidings.cli.console import decoding
+
+    handlers = Handlers()
+    handlers.add(Counted, "tally.count", lambda event, uow: None)
+    found = decoding(f"{__name__}:UPCASTING", handlers)
+    assert found is UPCASTING
+    assert found.upcaster(ItemAdded, 1) is not None
+    assert found.resolve("Counted", 1) is Counted
