@@ -31,6 +31,7 @@ from tidings.examples.shop import inventory
 from tidings.examples.shop.es_orders import ORDER_EVENTS, Order
 from tidings.examples.shop.read_models import read_models
 from tidings.testing import RecordingTransport, plain_message
+from tidings.testing.tally import Tally
 
 CHROMIUM = Path("/usr/bin/chromium")
 SHOTS = Path(__file__).resolve().parents[2] / "build" / "console-screenshots"
@@ -139,6 +140,7 @@ def console(
             projections=[_summary_v2()],
             inbox_stores=[other],
             rebuild_batch=1,
+            aggregates=[Order, Tally],
         )
     )
     port = _free_port()
@@ -555,6 +557,92 @@ def test_a_stream_as_of_a_time_shows_its_version_then(page: Any, console: Runnin
     expect(page.locator(".version-then")).to_have_text("2")
     expect(page.locator("table.events tr[data-version]")).to_have_count(2)
     shot(page, "stream-as-of")
+
+
+def test_the_streams_page_folds_the_state_now_and_as_of_a_time(page: Any, console: Running) -> None:
+    """The class is picked from the stream's events; now the order is placed with two
+    lines, folded from its snapshot at version 2 plus two events; as of the time of its
+    second event it was a draft with one line, restored from that snapshot alone."""
+    from playwright.sync_api import expect
+
+    events = tidings.EventRegistry(ORDER_EVENTS)
+    with console.connect(registry=events) as store:
+        orders = store.repository(Order)
+        order = Order.create("o-state", "carol")
+        order.add_item("MUG-7", 1, 1_350)
+        with store.unit_of_work() as uow:
+            orders.save(uow, order, snapshot=True)
+        drafted = store.stream_info("o-state").last_occurred_at
+        assert drafted is not None
+        order = orders.get("o-state")
+        order.add_item("TEA-3", 2, 700)
+        order.place()
+        with store.unit_of_work() as uow:
+            orders.save(uow, order)
+    page.goto(f"{console.url}/streams?id=o-state")
+    expect(page.locator("select[name=aggregate]")).to_have_value("Order")
+    now = page.locator("[data-state=now]")
+    expect(now.locator(".state-version")).to_have_text("4")
+    expect(now.locator(".state-how")).to_have_text(
+        "from the snapshot at version 2, 2 event(s) replayed"
+    )
+    expect(now.locator("pre.state-body")).to_contain_text('"status": "PLACED"')
+    expect(now.locator("pre.state-body")).to_contain_text('"sku": "TEA-3"')
+    expect(page.locator("[data-state=then]")).to_have_count(0)
+    page.fill("input[name=at]", drafted.isoformat())
+    page.locator("button", has_text="Show").click()
+    then = page.locator("[data-state=then]")
+    expect(then.locator(".state-version")).to_have_text("2")
+    expect(then.locator(".state-how")).to_have_text(
+        "from the snapshot at version 2, 0 event(s) replayed"
+    )
+    expect(then.locator("pre.state-body")).to_contain_text('"status": "DRAFT"')
+    expect(then.locator("pre.state-body")).to_contain_text('"sku": "MUG-7"')
+    expect(then.locator("pre.state-body")).not_to_contain_text("TEA-3")
+    expect(page.locator("[data-state=now] .state-version")).to_have_text("4")
+    shot(page, "stream-state")
+
+
+def test_forgotten_personal_data_in_the_state_shows_as_the_marker(
+    page: Any, console: Running
+) -> None:
+    """After the customer is forgotten the order still folds; the address reads as the
+    library's marker, the rest of the state as it was."""
+    from playwright.sync_api import expect
+
+    events = tidings.EventRegistry(ORDER_EVENTS)
+    with console.connect(registry=events) as store:
+        order = Order.create("o-forgotten", "c-zoe", shipping_address="1 Rue de la Paix")
+        with store.unit_of_work() as uow:
+            store.repository(Order).save(uow, order)
+        assert store.forget("c-zoe")
+    page.goto(f"{console.url}/streams?id=o-forgotten")
+    state = page.locator("[data-state=now] pre.state-body")
+    expect(state).to_contain_text('"shipping_address": "[REDACTED]"')
+    expect(state).to_contain_text('"customer_id": "c-zoe"')
+    expect(state).not_to_contain_text("Rue de la Paix")
+
+
+@pytest.mark.parametrize(
+    ("query", "said"),
+    [
+        ("aggregate=Tally", "stream 'o-1' cannot be folded as Tally: TypeError"),
+        ("aggregate=Nope", "no aggregate class is named 'Nope' here (known: Order, Tally)"),
+    ],
+)
+def test_a_class_that_cannot_fold_the_stream_is_explained_on_the_page(
+    page: Any, console: Running, query: str, said: str
+) -> None:
+    """Another class than the stream's, or one the console does not know: a message where
+    the state would be (200), and the events still listed."""
+    from playwright.sync_api import expect
+
+    answer = page.goto(f"{console.url}/streams?id=o-1&{query}")
+    assert answer is not None
+    assert answer.status == 200
+    expect(page.locator(".notice.error.state-error")).to_contain_text(said)
+    expect(page.locator("[data-state]")).to_have_count(0)
+    expect(page.locator("table.events tr[data-version]").first).to_be_visible()
 
 
 @pytest.mark.parametrize(

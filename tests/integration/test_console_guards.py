@@ -10,6 +10,9 @@ import pytest
 
 import tidings
 from tests.integration.cli import run_cli
+from tidings.application.handling import Handlers
+from tidings.examples.shop.es_orders import ORDER_EVENTS, ORDER_UPCASTERS, ItemAdded
+from tidings.testing.contract import Counted
 
 
 def test_binding_beyond_loopback_without_a_token_is_refused_in_one_line(tmp_path: Path) -> None:
@@ -37,6 +40,11 @@ def test_without_a_token_only_requests_to_a_loopback_host_are_answered(
 
 async def get(app: Any, path: str, host: str) -> int:
     """The status of a GET through the ASGI app, as a server would call it."""
+    return (await fetch(app, path, host))[0]
+
+
+async def fetch(app: Any, path: str, host: str) -> tuple[int, str]:
+    """The status and body of a GET through the ASGI app, as a server would call it."""
     sent: list[dict[str, Any]] = []
     scope = {
         "type": "http",
@@ -59,7 +67,8 @@ async def get(app: Any, path: str, host: str) -> int:
         sent.append(message)
 
     await app(scope, receive, send)
-    return int(sent[0]["status"])
+    body = b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")
+    return int(sent[0]["status"]), body.decode()
 
 
 def test_another_services_database_that_is_not_there_is_refused_in_one_line(
@@ -83,3 +92,44 @@ def test_projections_that_are_not_projections_are_refused_in_one_line(tmp_path: 
     done = run_cli("console", "--db", f"sqlite:///{tmp_path / 'c.db'}", "--projections", events)
     assert done.returncode == 2
     assert f"--projections {events} must be a Projection or a list of them" in done.stderr
+
+
+def test_aggregates_that_are_not_aggregate_classes_are_refused_in_one_line(
+    tmp_path: Path,
+) -> None:
+    """--aggregates must name an event-sourced aggregate class or a list of them."""
+    events = "tidings.examples.shop.es_orders:ORDER_EVENTS"  # event classes, not aggregates
+    done = run_cli("console", "--db", f"sqlite:///{tmp_path / 'c.db'}", "--aggregates", events)
+    assert done.returncode == 2
+    assert done.stderr.strip().count("\n") == 0
+    assert f"--aggregates {events} must be an event-sourced aggregate class" in done.stderr
+
+
+def test_without_aggregates_the_streams_page_says_how_to_see_the_state(tmp_path: Path) -> None:
+    """The page lists events as before, and says in one line which option folds them."""
+    from tidings.console.app import create_app
+    from tidings.console.context import Console
+    from tidings.console.security import Guard
+
+    with tidings.connect(f"sqlite:///{tmp_path / 'c.db'}", outbox=True) as store:
+        app = create_app(Console(store, Guard(None), "ada"))
+        status, body = asyncio.run(fetch(app, "/streams", "127.0.0.1"))
+    assert status == 200
+    assert "start the console with <code>--aggregates module:attr</code>" in body
+    assert "<select" not in body
+
+
+UPCASTING = tidings.EventRegistry(ORDER_EVENTS, upcasters=ORDER_UPCASTERS)
+
+
+def test_an_event_registry_given_as_registry_is_the_one_events_are_read_with() -> None:
+    """--registry naming an EventRegistry decodes the console's events (its upcasters
+    read older ItemAdded events), with the classes --handlers takes added to it."""
+    from tidings.cli.console import decoding
+
+    handlers = Handlers()
+    handlers.add(Counted, "tally.count", lambda event, uow: None)
+    found = decoding(f"{__name__}:UPCASTING", handlers)
+    assert found is UPCASTING
+    assert found.upcaster(ItemAdded, 1) is not None
+    assert found.resolve("Counted", 1) is Counted

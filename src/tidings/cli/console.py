@@ -12,6 +12,7 @@ import typer
 
 import tidings
 from tidings.adapters.extras import require
+from tidings.application.handling import Handlers
 from tidings.cli import asyncapi
 from tidings.cli.loading import load
 from tidings.cli.options import Db, Prefix, Schema, open_store
@@ -32,6 +33,17 @@ def loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+def decoding(registry: str | None, handlers: Handlers | None) -> EventRegistry:
+    """The registry the console reads events with: ``--registry`` when it is an
+    EventRegistry (its upcasters and renames read events stored at older versions), with
+    the classes ``--handlers`` takes; ``--aggregates`` add theirs when the store opens."""
+    given = load(registry, "--registry") if registry else None
+    events = given if isinstance(given, EventRegistry) else EventRegistry()
+    if handlers is not None:
+        events.register(*handlers.event_classes())
+    return events
 
 
 def console(
@@ -57,7 +69,10 @@ def console(
     ] = None,
     registry: Annotated[
         str | None,
-        typer.Option(help="What the relay publishes, module:attr, for the AsyncAPI page."),
+        typer.Option(
+            help="What the relay publishes, module:attr, for the AsyncAPI page; an "
+            "EventRegistry's upcasters and renames also read older events."
+        ),
     ] = None,
     to: Annotated[
         str | None, typer.Option(help="The relay's broker URL, for the AsyncAPI page.")
@@ -65,6 +80,13 @@ def console(
     projections: Annotated[
         str | None,
         typer.Option(help="Your Projection (or a list of them), module:attr (to rebuild)."),
+    ] = None,
+    aggregates: Annotated[
+        str | None,
+        typer.Option(
+            help="Your event-sourced aggregate class (or a list of them), module:attr "
+            "(to show a stream's state at a time)."
+        ),
     ] = None,
     inbox_db: Annotated[
         list[str] | None,
@@ -86,21 +108,23 @@ def console(
         )
     import uvicorn
 
+    from tidings.console import states
     from tidings.console.app import create_app
     from tidings.console.context import Console
     from tidings.console.security import Guard
 
     found = load(handlers, "--handlers") if handlers else None
-    events = EventRegistry(found.event_classes()) if found is not None else None
     known = load_definitions(definitions, needed=False)
-    if (registry is None) != (to is None):
-        raise ConfigurationError("the AsyncAPI page needs both --registry and --to, or neither")
+    if to and not registry:
+        raise ConfigurationError("the AsyncAPI page needs --registry with --to")
     document = None
     if registry and to:
         document = asyncapi.build(registry, to, handlers, None, "tidings service", "1.0.0", None)
+    events = decoding(registry, found)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     who = f"{by or getpass.getuser()} (console)"
     code = load_projections(projections) if projections else []
+    kinds = states.check(load(aggregates, "--aggregates"), aggregates) if aggregates else []
     for url in inbox_db or ():
         check_exists(url)
     with ExitStack() as stack:
@@ -111,6 +135,9 @@ def console(
             )
             for url in dict.fromkeys(inbox_db or ())
         ]
-        app = create_app(Console(store, Guard(token), who, known, found, document, code, others))
+        for kind in kinds:  # registers the events each applies: a clash of names shows now
+            store.repository(kind)
+        guard = Guard(token)
+        app = create_app(Console(store, guard, who, known, found, document, code, others, kinds))
         typer.echo(f"tidings console on http://{host}:{port}/ over {store.database.describe()}")
         uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)

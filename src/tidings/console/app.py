@@ -6,6 +6,7 @@ import asyncio
 import json
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from datetime import datetime
 
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
@@ -16,7 +17,7 @@ from starlette.staticfiles import StaticFiles
 
 from tidings.cli.options import outbox_of
 from tidings.cli.trace import describe
-from tidings.console import actions, lag, reads, streams
+from tidings.console import actions, lag, reads, states, streams
 from tidings.console.context import HERE, Console
 from tidings.console.security import TokenMiddleware
 from tidings.errors import ConfigurationError
@@ -138,23 +139,50 @@ def event(console: Console, request: Request) -> Response:
 
 
 def stream(console: Console, request: Request) -> Response:
-    """An aggregate's events, a page at a time, now or up to a chosen time."""
-    stream_id = request.query_params.get("id", "")
-    at = request.query_params.get("at", "")
-    shown: dict[str, object] = {"stream_id": stream_id, "at": at, "found": None}
+    """An aggregate's events, a page at a time, now or up to a chosen time; with
+    ``--aggregates``, its state folded now and then."""
+    query = request.query_params
+    stream_id, at = query.get("id", ""), query.get("at", "")
+    shown: dict[str, object] = {
+        "stream_id": stream_id,
+        "at": at,
+        "found": None,
+        "kinds": [kind.__name__ for kind in console.aggregates],
+        "kind": query.get("aggregate", ""),
+        "now": None,
+        "then": None,
+        "state_error": "",
+    }
     if stream_id.strip():
         try:
+            as_of = streams.moment(at)
             found = streams.read(
-                console.store.events,
-                stream_id,
-                streams.moment(at),
-                streams.first_version(request.query_params.get("from", "")),
+                console.store.events, stream_id, as_of, streams.first_version(query.get("from", ""))
             )
         except ConfigurationError as exc:  # said on the page, beside the form to mend it
             shown["error"] = str(exc)
         else:
             shown["found"] = found
+            if console.aggregates:
+                shown.update(_states(console, stream_id, as_of, str(shown["kind"]), found))
     return console.page(request, "streams.html", pretty=reads.pretty, **shown)
+
+
+def _states(
+    console: Console, stream_id: str, as_of: datetime | None, kind: str, found: streams.StreamPage
+) -> dict[str, object]:
+    """The stream folded now and, given a time, then; the class is the one asked for,
+    else the one its events belong to; a fold that cannot be done is said on the page."""
+    kinds = console.aggregates
+    kind = kind or states.guess(kinds, (e.event_type for e in found.events))
+    if not kind:
+        return {}
+    try:
+        now = states.fold(console.store, kinds, kind, stream_id, None)
+        then = states.fold(console.store, kinds, kind, stream_id, as_of) if as_of else None
+    except ConfigurationError as exc:
+        return {"kind": kind, "state_error": str(exc)}
+    return {"kind": kind, "now": now, "then": then}
 
 
 def asyncapi(console: Console, request: Request) -> Response:

@@ -18,6 +18,7 @@ from tidings.application.projections import Projection
 from tidings.console.lag import LagHistory
 from tidings.console.rebuilds import Rebuilds
 from tidings.console.security import CSRF_FIELD, Guard
+from tidings.console.states import Kind
 from tidings.domain.saga import SagaDefinition
 from tidings.domain.saga_versions import SagaUpcaster
 
@@ -47,7 +48,8 @@ class Console:
     ``definitions``, ``handlers`` and ``projections`` let actions run saga steps, inbox
     handlers and rebuilds, as the CLI's options of the same names do. ``inbox_stores``
     are other services' databases, where an event's path goes on (``tidings trace``'s
-    ``--inbox-db``)."""
+    ``--inbox-db``). ``aggregates`` are the event-sourced classes the streams page folds
+    a stream's state with (``--aggregates``)."""
 
     store: tidings.Store
     guard: Guard
@@ -57,6 +59,7 @@ class Console:
     asyncapi: dict[str, Any] | None = None
     projections: list[Projection] = field(default_factory=list)
     inbox_stores: list[tidings.Store] = field(default_factory=list)
+    aggregates: list[Kind] = field(default_factory=list)
     rebuilds: Rebuilds = field(default_factory=Rebuilds)
     rebuild_batch: int = 5000
     lag: LagHistory = field(default_factory=LagHistory)
