@@ -193,6 +193,10 @@ class UnitOfWork:
         if exc_type is not None:
             context.__exit__(exc_type, exc, tb)
             return
+        if self._joined is not None and not self._tracked and not self._outgoing:
+            # A handler's unit of work that only ran statements (the usual case, once per
+            # handler and message): nothing to write, nothing to hand on after the commit.
+            return
         try:
             metadata = self._metadata_bytes()
             written = write_pending(
