@@ -6,7 +6,10 @@ from __future__ import annotations
 import threading
 from typing import Any
 
+import pytest
+
 import tidings
+from tidings.errors import BrokerUnavailableError, ServerUnavailableError
 from tidings.ports import Outbox, OutboxEntry
 from tidings.testing import RecordingTransport
 from tidings.testing.contract import Counted, Counter, new_id
@@ -89,3 +92,46 @@ def test_a_woken_relay_claims_before_it_renews_its_leases_or_releases_messages()
     assert woken.count("lease") >= 2, calls.seen
     assert woken.count("release") >= 20, calls.seen
     assert len(transport.confirmed) == 29  # the last commit lands as the relay stops
+
+
+class FailingOutbox:
+    """An outbox whose claim fails with ``error`` and then stops the relay."""
+
+    def __init__(self, inner: Outbox, error: Exception, stop: threading.Event) -> None:
+        self._inner, self._error, self._stop = inner, error, stop
+
+    def claim(self, *args: Any, **kwargs: Any) -> list[OutboxEntry]:
+        """Fail the way the outage does, and ask the relay to stop (as SIGTERM does)."""
+        self._stop.set()
+        raise self._error
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+
+@pytest.mark.parametrize(
+    ("error", "released"),
+    [
+        pytest.param(ServerUnavailableError("cannot reach the database"), False, id="database"),
+        pytest.param(BrokerUnavailableError("cannot reach the broker"), True, id="broker"),
+    ],
+)
+def test_a_relay_stopped_on_a_database_outage_does_not_ask_the_database_to_release(
+    error: Exception, released: bool
+) -> None:
+    """Stopped while paused on a database outage, the relay leaves its lanes to the
+    liveness lock and their lease (asking would wait for the pool's connect timeout);
+    paused on a broker outage, it releases them as usual."""
+    store = tidings.connect("memory://", outbox=True, registry=tidings.EventRegistry([Counted]))
+    assert store.outbox is not None
+    assert store.leases is not None
+    stop = threading.Event()
+    calls = Calls(waits=0)
+    leases = store.leases
+    leases.release = noted(calls, "release lanes", leases.release)  # type: ignore[method-assign]
+    relay = Relay(
+        FailingOutbox(store.outbox, error, stop), leases, RecordingTransport(), store.encode
+    )  # type: ignore[arg-type]
+    relay.run(stop)
+    assert relay.stats.outage
+    assert ("release lanes" in calls.seen) is released

@@ -42,6 +42,7 @@ class Heartbeat:
         self._m = "%s" if database.dialect == "postgresql" else "?"
         self._started = time.time()
         self._stop = threading.Event()
+        self._failing = False  # the last beat could not be written
         self._thread = threading.Thread(target=self._run, name="heartbeat", daemon=True)
 
     def beat(self) -> None:
@@ -60,7 +61,9 @@ class Heartbeat:
         while True:
             try:
                 self.beat()
+                self._failing = False
             except StorageError as exc:
+                self._failing = True
                 log.warning("heartbeat of %s not written: %s", self.worker_id, exc)
             if self._stop.wait(self.interval):
                 return
@@ -77,6 +80,9 @@ class Heartbeat:
     ) -> None:
         self._stop.set()
         self._thread.join(self.interval)
+        if self._failing:  # the database is out: the row ages out instead (FORGOTTEN_AFTER)
+            log.warning("heartbeat row of %s left to age out: the database is out", self.worker_id)
+            return
         try:
             with self._database.transaction() as tx:
                 tx.execute(

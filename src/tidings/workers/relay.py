@@ -125,6 +125,7 @@ class Relay(Background):
         self._waves = getattr(transport, "publish_waves", None)
         self.messages, self.release_interval = messages, release_interval
         self._release_at = 0.0
+        self._database_down = False  # paused on a database outage (not the broker's)
 
     # -- one pass -------------------------------------------------------------------------
 
@@ -429,9 +430,11 @@ class Relay(Background):
     def _paused(self, exc: Exception) -> None:
         self.stats.broker_errors += 1
         self.stats.last_error = self.stats.outage = str(exc)
+        self._database_down = isinstance(exc, StorageError)
 
     def _resumed(self) -> None:
         self.stats.outage = ""
+        self._database_down = False
 
     def _idle_timeout(self) -> float:
         return max(0.0, min(self.idle_wait, self._renew_at - self.clock()))
@@ -453,10 +456,16 @@ class Relay(Background):
             self._take_settled(wait=True)
         except StorageError as exc:
             log.warning("relay %s could not settle its last rows: %s", self.relay_id, exc)
-        try:
-            self.leases.release(self.relay_id, OUTBOX_LANES)
-        except StorageError as exc:
-            log.warning("relay %s could not release its lanes: %s", self.relay_id, exc)
+        if self._database_down:
+            # Stopping while the database is out: asking it would wait for the pool's
+            # connect timeout, and the lanes go to the next relay without it (at once
+            # through the liveness lock this process holds, else when their lease ends).
+            log.warning("relay %s stops with its database out: lanes not released", self.relay_id)
+        else:
+            try:
+                self.leases.release(self.relay_id, OUTBOX_LANES)
+            except StorageError as exc:
+                log.warning("relay %s could not release its lanes: %s", self.relay_id, exc)
         self._held = {}
 
 
