@@ -275,9 +275,12 @@ def raw_aio_pika_publish(exchange: str, batch: list[OutgoingMessage]) -> None:
     asyncio.run(main())
 
 
-def raw_pika_pipelined(exchange: str, batch: list[OutgoingMessage], window: int = 1000) -> None:
+def raw_pika_pipelined(
+    exchange: str, batch: list[OutgoingMessage], window: int = 1000, *, waves: bool = False
+) -> None:
     """pika's SelectConnection with confirms, ``window`` messages in flight: as many are
-    sent as the window allows, and every confirm (``multiple`` or not) lets more go."""
+    sent as the window allows, and every confirm (``multiple`` or not) lets more go; with
+    ``waves``, more go only once everything sent is confirmed."""
     sent = confirmed = 0
 
     def send_more(channel: Any) -> None:
@@ -295,7 +298,7 @@ def raw_pika_pipelined(exchange: str, batch: list[OutgoingMessage], window: int 
         confirmed = frame.method.delivery_tag  # tags count from 1; multiple covers all below
         if confirmed == len(batch):
             connection.close()
-        else:
+        elif not waves or confirmed == sent:
             send_more(channel_of[0])
 
     channel_of: list[Any] = []
@@ -320,40 +323,7 @@ def raw_pika_waves(exchange: str, batch: list[OutgoingMessage], size: int) -> No
     every message of the last one is confirmed (one message per aggregate in flight,
     for ``size`` aggregates). The ceiling of a relay that keeps per-aggregate order by
     waiting, with nothing else to do."""
-    sent = confirmed = 0
-
-    def send_wave(channel: Any) -> None:
-        nonlocal sent
-        for m in batch[sent : sent + size]:
-            properties = pika.BasicProperties(
-                content_type=CONTENT_TYPE, delivery_mode=2, message_id=m.message_id
-            )
-            channel.basic_publish(exchange, m.routing_key, m.body, properties, mandatory=True)
-            sent += 1
-
-    def on_confirm(frame: Any) -> None:
-        nonlocal confirmed
-        confirmed = max(confirmed, frame.method.delivery_tag)
-        if confirmed == len(batch):
-            connection.close()
-        elif confirmed == sent:
-            send_wave(channel_of[0])
-
-    channel_of: list[Any] = []
-
-    def on_channel(channel: Any) -> None:
-        channel_of.append(channel)
-        channel.confirm_delivery(on_confirm, callback=lambda _frame: send_wave(channel))
-
-    connection = pika.SelectConnection(
-        pika.URLParameters(AMQP),
-        on_open_callback=lambda c: c.channel(on_open_callback=on_channel),
-        on_close_callback=lambda c, _reason: c.ioloop.stop(),
-    )
-    connection.ioloop.start()
-    connection.ioloop.close()
-    if confirmed != len(batch):
-        raise RuntimeError(f"pika confirmed {confirmed} of {len(batch)} messages")
+    raw_pika_pipelined(exchange, batch, size, waves=True)
 
 
 def raw_nats_waves(prefix: str, batch: list[OutgoingMessage], size: int) -> None:
