@@ -339,13 +339,8 @@ class NatsPublisher:
         """Publish and wait for every ack; per message None or the refusal reason.
 
         ``BrokerBusyError`` if any message got no answer (see the class docstring)."""
-        if not messages:
-            return []
-        answers = self._link.call(lambda: self._publish(messages))
-        unanswered = [a for a in answers if isinstance(a, _NoAnswer)]
-        if unanswered:
-            raise self._busy(answers, unanswered)
-        return [a for a in answers if not isinstance(a, _NoAnswer)]
+        # One wave: nothing in it is held back (no earlier message of the call was refused).
+        return self.publish_waves([messages])  # type: ignore[return-value]
 
     def publish_waves(
         self, waves: Sequence[Sequence[OutgoingMessage]]

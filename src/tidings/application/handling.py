@@ -58,7 +58,7 @@ class _handling:  # noqa: N801 - used as a function
     """Run a handler of ``record``: its cause is current, and so is the record (a class:
     entered for every handler of every message a consumer takes)."""
 
-    __slots__ = ("cause", "record", "tokens")
+    __slots__ = ("record", "tokens")
 
     def __init__(self, record: EventRecord) -> None:
         self.record = record

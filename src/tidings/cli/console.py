@@ -135,9 +135,7 @@ def console(
             )
             for url in dict.fromkeys(inbox_db or ())
         ]
-        for kind in kinds:  # registers the events each applies: a clash of names shows now
-            store.repository(kind)
-        guard = Guard(token)
+        guard = Guard(token)  # the Console makes the repositories: a clash of names shows now
         app = create_app(Console(store, guard, who, known, found, document, code, others, kinds))
         typer.echo(f"tidings console on http://{host}:{port}/ over {store.database.describe()}")
         uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)

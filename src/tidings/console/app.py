@@ -178,8 +178,8 @@ def _states(
     if not kind:
         return {}
     try:
-        now = states.fold(console.store, kinds, kind, stream_id, None)
-        then = states.fold(console.store, kinds, kind, stream_id, as_of) if as_of else None
+        now = states.fold(console.repositories, kind, stream_id, None)
+        then = states.fold(console.repositories, kind, stream_id, as_of) if as_of else None
     except ConfigurationError as exc:
         return {"kind": kind, "state_error": str(exc)}
     return {"kind": kind, "now": now, "then": then}

@@ -18,7 +18,7 @@ from tidings.application.projections import Projection
 from tidings.console.lag import LagHistory
 from tidings.console.rebuilds import Rebuilds
 from tidings.console.security import CSRF_FIELD, Guard
-from tidings.console.states import Kind
+from tidings.console.states import Kind, Repository, repositories
 from tidings.domain.saga import SagaDefinition
 from tidings.domain.saga_versions import SagaUpcaster
 
@@ -65,6 +65,10 @@ class Console:
     lag: LagHistory = field(default_factory=LagHistory)
     sample_every: float = 10.0
     templates: jinja2.Environment = field(default_factory=_templates)
+    repositories: dict[str, Repository] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.repositories = repositories(self.store, self.aggregates)
 
     def page(self, request: Request, template: str, **context: Any) -> HTMLResponse:
         """Render a page with what every page needs (the CSRF token, the notice)."""

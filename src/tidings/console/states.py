@@ -5,7 +5,7 @@ replayed), from the aggregate classes the console was started with (``--aggregat
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -13,10 +13,12 @@ from typing import Any
 import msgspec
 
 import tidings
+from tidings.application.repository import EventSourcedRepository
 from tidings.domain.event_sourced import EventSourcedAggregate
 from tidings.errors import AggregateNotFoundError, ConfigurationError, StorageError
 
 Kind = type[EventSourcedAggregate]
+Repository = EventSourcedRepository[EventSourcedAggregate]
 
 
 @dataclass(frozen=True)
@@ -61,17 +63,23 @@ def guess(kinds: Sequence[Kind], event_types: Iterable[str]) -> str:
     return fits[0].__name__ if seen and len(fits) == 1 else ""
 
 
+def repositories(store: tidings.Store, kinds: Sequence[Kind]) -> dict[str, Repository]:
+    """A repository per class, by the class's name, made once: making one registers the
+    events its class applies, so a clash of names shows when the console starts."""
+    return {kind.__name__: store.repository(kind) for kind in kinds}
+
+
 def fold(
-    store: tidings.Store, kinds: Sequence[Kind], name: str, stream_id: str, as_of: datetime | None
+    by_name: Mapping[str, Repository], name: str, stream_id: str, as_of: datetime | None
 ) -> Folded:
     """``stream_id`` folded by the class ``name``, now or as of ``as_of``; an unknown class
     or a stream that class cannot fold is a ``ConfigurationError`` that says so."""
-    kind = next((k for k in kinds if k.__name__ == name), None)
-    if kind is None:
-        known = ", ".join(k.__name__ for k in kinds)
+    repository = by_name.get(name)
+    if repository is None:
+        known = ", ".join(by_name)
         raise ConfigurationError(f"no aggregate class is named {name!r} here (known: {known})")
     try:
-        loaded = store.repository(kind).load(stream_id, as_of=as_of)
+        loaded = repository.load(stream_id, as_of=as_of)
     except StorageError:
         raise  # the database failed: not a question of which class
     except AggregateNotFoundError as exc:

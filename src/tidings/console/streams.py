@@ -2,8 +2,8 @@
 at a chosen time (the temporal query of ``EventStore.stream_info`` and ``read_stream``
 with ``as_of``).
 
-The console has no aggregate code, so "the state at a time" is the stream's prefix up to
-that time and its version then: what ``repository.get(id, as_of=...)`` would fold.
+The page shows the stream's prefix up to that time and its version then; the state those
+events fold to, with the classes of ``--aggregates``, is ``states.fold``'s.
 """
 
 from __future__ import annotations
