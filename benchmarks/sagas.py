@@ -290,6 +290,12 @@ def hand_written_rate(db: str, store: tidings.Store, effects: str, count: int) -
             if moved != 1:
                 raise RuntimeError(f"the hand-written saga {saga_id} was moved elsewhere")
 
+    def timed(write: Callable[[list[tuple[str, tuple[Any, ...]]]], int]) -> float:
+        start = time.perf_counter()
+        for n in range(count):
+            saga(write, n)
+        return count / (time.perf_counter() - start)
+
     if db.startswith("sqlite"):
         conn = sqlite3.connect(store.database.path, isolation_level=None)  # type: ignore[attr-defined]
         conn.execute(f"PRAGMA synchronous = {SYNCHRONOUS[db]}")
@@ -300,12 +306,10 @@ def hand_written_rate(db: str, store: tidings.Store, effects: str, count: int) -
             conn.execute("COMMIT")
             return counts[1]
 
-        start = time.perf_counter()
-        for n in range(count):
-            saga(write_sqlite, n)
-        elapsed = time.perf_counter() - start
-        conn.close()
-        return count / elapsed
+        try:
+            return timed(write_sqlite)
+        finally:
+            conn.close()
     # As tidings does on PostgreSQL: the saga's move and its transitions in one statement
     # (one round trip), the transitions inserted only if the move found its version.
     moved_and_recorded = (
@@ -327,10 +331,7 @@ def hand_written_rate(db: str, store: tidings.Store, effects: str, count: int) -
             pg.commit()
             return 1 if both.rowcount == 2 else 0
 
-        start = time.perf_counter()
-        for n in range(count):
-            saga(write_pg, n)
-        return count / (time.perf_counter() - start)
+        return timed(write_pg)
 
 
 def chain_rate(store: tidings.Store, effects: str, count: int) -> float:
