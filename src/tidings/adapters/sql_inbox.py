@@ -210,7 +210,8 @@ class SqlInFlight:
         )
         self._finish_statements = (
             f"DELETE FROM {t} WHERE consumer = %s AND items - %s::text[] = '{{}}'::jsonb",
-            f"UPDATE {t} SET items = items - %s::text[] WHERE consumer = %s AND items ?| %s::text[]",
+            f"UPDATE {t} SET items = items - %s::text[] "
+            "WHERE consumer = %s AND items ?| %s::text[]",
         )
 
     def note(
