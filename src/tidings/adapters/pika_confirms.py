@@ -114,10 +114,50 @@ class ConfirmChannel:
         if not done():
             raise TimeoutError(f"no answer from RabbitMQ within {timeout:g} s")
 
-    def _check(self) -> None:
-        """Stop the loop once what ``_run`` waits for has come."""
+    def wake(self) -> None:
+        """Stop the loop once what it runs for has come: a callback that changed what a
+        wait looks at calls it."""
         if self._until():
             self.connection.ioloop.stop()
+
+    def wait(self, until: Callable[[], bool], timeout: float) -> bool:
+        """Run the loop until ``until()`` (which a callback announces by ``wake()``) or
+        ``timeout`` seconds; whether ``until()`` came. ``LinkClosed`` if the connection or
+        channel closed first."""
+        try:
+            self._run(until, timeout)
+        except TimeoutError:
+            return False
+        finally:
+            self.used_at = time.monotonic()
+        return True
+
+    def call(self, method: Callable[[Callable[[Any], None]], None], timeout: float) -> None:
+        """Send one synchronous AMQP method and wait for its answer: ``method(answer)``
+        sends it with ``answer`` as its callback. ``TimeoutError`` without one in time."""
+        answered: list[Any] = []
+
+        def answer(frame: Any) -> None:
+            answered.append(frame)
+            self.wake()
+
+        method(answer)
+        self._run(lambda: bool(answered), timeout)
+        self.used_at = time.monotonic()
+
+    def flush(self, timeout: float) -> None:
+        """Write out every frame pika holds in its buffer: it writes only while the loop
+        runs, and a frame still buffered when the process stops was never sent."""
+        connection, loop = self.connection, self.connection.ioloop
+        deadline, pause = time.monotonic() + timeout, 0.0
+        while self.failure is None and _unsent(connection):
+            if time.monotonic() >= deadline:
+                raise TimeoutError(f"RabbitMQ took no data within {timeout:g} s")
+            self._turn(loop, pause)
+            pause = 0.005  # the socket is full: wait for it rather than spin
+        if self.failure is not None:
+            raise LinkClosed(self.failure)
+        self.used_at = time.monotonic()
 
     def _failed(self, connection: Any, reason: Any) -> None:
         # A connection being dropped closes too: only the current one's failure counts.
@@ -159,16 +199,16 @@ class ConfirmChannel:
 
     def _opened(self) -> None:
         self.ready = True
-        self._check()
+        self.wake()
 
     def _poll(self) -> None:
         """One turn of the loop without waiting: take in what arrived while it was idle."""
         self._turn(self.connection.ioloop)
 
     @staticmethod
-    def _turn(loop: Any) -> None:
-        """Run ``loop`` once through what is due now."""
-        timer = loop.call_later(0, loop.stop)
+    def _turn(loop: Any, pause: float = 0.0) -> None:
+        """Run ``loop`` once through what is due now (or within ``pause`` seconds)."""
+        timer = loop.call_later(pause, loop.stop)
         loop.start()
         # The timer fires in the loop's first turn; should it not have, left behind it
         # would stop the next run of the loop before that run's answers are in.
@@ -218,7 +258,7 @@ class ConfirmChannel:
                 wave.results[index] = answer or wave.returned.get(index)
         if method.multiple:
             wave.low = max(wave.low, top + 1)
-        self._check()
+        self.wake()
 
     def _returned(self, _channel: Any, _method: Any, properties: Any, _body: bytes) -> None:
         # A return comes before the confirm of the same message; it carries no delivery
@@ -260,6 +300,12 @@ class ConfirmChannel:
             timer = loop.call_later(deadline - time.monotonic(), loop.stop)
             loop.start()
             loop.remove_timeout(timer)
+
+
+def _unsent(connection: Any) -> int:
+    """Bytes pika has buffered for ``connection``'s socket and not yet written."""
+    transport = connection._transport  # pika has no public accessor
+    return 0 if transport is None else int(transport.get_write_buffer_size())
 
 
 def _as_exception(reason: Any) -> BaseException:
