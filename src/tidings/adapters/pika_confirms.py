@@ -171,7 +171,8 @@ class ConfirmChannel:
         """Connect and open the channel unless both are open and well."""
         if self.ready and self.failure is None:
             if time.monotonic() - self.used_at >= IDLE_CHECK_SECONDS:
-                self._poll()  # a close the broker sent while the loop was idle shows now
+                # A close the broker sent while the loop was idle shows now.
+                self._turn(self.connection.ioloop)
             if self.failure is None:
                 return
         self.drop()
@@ -201,9 +202,12 @@ class ConfirmChannel:
         self.ready = True
         self.wake()
 
-    def _poll(self) -> None:
-        """One turn of the loop without waiting: take in what arrived while it was idle."""
+    def poll(self) -> None:
+        """One turn of the loop without waiting: take in what arrived while it was idle.
+        ``LinkClosed`` if the connection or channel closed."""
         self._turn(self.connection.ioloop)
+        if self.failure is not None:
+            raise LinkClosed(self.failure)
 
     @staticmethod
     def _turn(loop: Any, pause: float = 0.0) -> None:

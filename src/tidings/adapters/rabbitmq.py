@@ -341,6 +341,13 @@ class RabbitSubscription:
         with self._lock, self._guarded():
             self._channel.ensure_open()
             buffer = self._buffer
+            # Take in what the socket holds (pika reads a slice of it per turn), so that
+            # a batch is as large as what has arrived, not as one read.
+            while 0 < len(buffer) < max_messages:
+                before = len(buffer)
+                self._channel.poll()
+                if len(buffer) == before:
+                    break
             if not buffer and not self._channel.wait(lambda: bool(buffer), timeout):
                 return []
             taken = [buffer.popleft() for _ in range(min(max_messages, len(buffer)))]
