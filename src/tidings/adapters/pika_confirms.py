@@ -1,5 +1,7 @@
 """A pika connection in publisher-confirm mode, driven in the caller's own thread.
 
+The RabbitMQ publisher and subscription each own one.
+
 pika's ``SelectConnection`` is callback based and runs only while its I/O loop runs: each
 call here starts the loop and stops it once what the caller waits for has come. Nothing
 runs in between, so there is no second thread and no hand-over between threads on the way
@@ -8,9 +10,10 @@ confirmed messages went out two to three times as fast, and a single message's r
 trip was shorter too (``docs/brokers.md``).
 
 Because the loop is idle between calls, AMQP heartbeats are turned off: the broker would
-close a connection whose heartbeats stop while the relay waits for work. A dead peer is
-found by the confirm timeout instead, and a connection the broker closed meanwhile is
-noticed (and reopened) at the start of the next call.
+close a connection whose heartbeats stop while the relay waits for work, or while a
+consumer handles a batch. A dead peer is found by the confirm timeout instead (and, for
+a subscription, by TCP keepalive probes: ``rabbitmq.TCP_KEEPALIVE``), and a connection
+the broker closed meanwhile is noticed (and reopened) at the start of the next call.
 """
 
 from __future__ import annotations
@@ -68,8 +71,11 @@ class ConfirmChannel:
 
     ``publish`` sends a wave and waits for every confirm; the broker lists the connection
     under ``name``. ``on_open(channel, done)`` runs on each fresh channel (to declare the
-    exchange) and calls ``done()`` when it is ready. Not thread safe: the caller
-    serialises its calls.
+    topology, and for a subscription to start consuming) and calls ``done()`` when it is
+    ready. A consumer's delivery callback runs inside the loop: it buffers the message and
+    calls ``wake()``, which ends a ``wait`` for it; ``call`` waits for one method's answer,
+    ``flush`` until what pika buffered is written. Not thread safe: the caller serialises
+    its calls.
     """
 
     def __init__(
