@@ -158,8 +158,9 @@ def test_a_version_1_outbox_gets_the_full_backlog_index_and_its_rows_still_flow(
 def test_a_version_1_inbox_gets_the_in_flight_record_and_its_consumer_runs(
     url_and_options: tuple[str, dict[str, str]],
 ) -> None:
-    """Opening a database of inbox version 1 (no in-flight table) creates inbox_in_flight,
-    records version 2, keeps the processed rows, and a consumer runs on it."""
+    """Opening a database of inbox version 1 (no in-flight table) creates the in-flight
+    record (version 2's table, then version 3's), records version 3, keeps the processed
+    rows, and a consumer runs on it."""
     from tidings.adapters.memory_broker import MemoryPublisher, MemoryQueue, MemorySubscription
     from tidings.application.handling import Handlers
     from tidings.serialization.cloudevents import to_message
@@ -168,7 +169,7 @@ def test_a_version_1_inbox_gets_the_in_flight_record_and_its_consumer_runs(
     registry = tidings.EventRegistry([Counted])
     with tidings.connect(url, registry=registry, **options) as old:
         database = old.database
-        in_flight = database.tables["inbox_in_flight"]  # type: ignore[attr-defined]
+        in_flight = database.tables["inbox_fetched"]  # type: ignore[attr-defined]
         versions = database.tables["schema_version"]  # type: ignore[attr-defined]
         with database.transaction() as tx:
             tx.execute(f"DROP TABLE {in_flight}")
@@ -177,7 +178,7 @@ def test_a_version_1_inbox_gets_the_in_flight_record_and_its_consumer_runs(
     handlers = Handlers()
     handlers.add(Counted, "counting", lambda event, uow: seen.append(event.aggregate_version))
     with tidings.connect(url, registry=registry, **options) as upgraded:
-        assert part_versions(upgraded)["inbox"] == 2
+        assert part_versions(upgraded)["inbox"] == 3
         counter = Counter("c-1")
         counter.increment(1)
         with upgraded.unit_of_work() as uow:
@@ -188,6 +189,66 @@ def test_a_version_1_inbox_gets_the_in_flight_record_and_its_consumer_runs(
         consumer = upgraded.consumer(MemorySubscription(queue), handlers, fetch_timeout=0.05)
         assert consumer.run_once() == 1
         assert seen == [1]
+
+
+V2_IN_FLIGHT = (
+    "CREATE TABLE {t} (consumer TEXT NOT NULL, event_id TEXT NOT NULL, aggregate_id TEXT "
+    "NOT NULL, aggregate_version INTEGER NOT NULL, seen_at DOUBLE PRECISION NOT NULL, "
+    "PRIMARY KEY (consumer, event_id))"
+)
+
+
+def test_a_version_2_in_flight_record_moves_to_one_row_per_batch(
+    url_and_options: tuple[str, dict[str, str]],
+) -> None:
+    """Messages in flight in a database of inbox version 2 (a row per message) are in
+    flight after the upgrade to version 3 (a row per batch): still holding their
+    aggregates back, each batch's messages together, and the old table is gone."""
+    from tidings.ports import InFlightMessage
+
+    url, options = url_and_options
+    with tidings.connect(url, **options) as old:
+        database = old.database
+        tables = database.tables  # type: ignore[attr-defined]
+        prefix = tables["inbox_fetched"].removesuffix("inbox_fetched")
+        in_flight_v2 = f"{prefix}inbox_in_flight"
+        with database.transaction() as tx:
+            tx.execute(f"DROP TABLE {tables['inbox_fetched']}")
+            tx.execute(V2_IN_FLIGHT.format(t=in_flight_v2))
+            for consumer, event_id, aggregate, version, seen in (
+                ("c", "a1", "a", 1, 100.0),
+                ("c", "b1", "b", 1, 100.0),
+                ("c", "a2", "a", 2, 200.0),
+                ("other", "x1", "a", 1, 100.0),
+            ):
+                tx.execute(
+                    f"INSERT INTO {in_flight_v2} VALUES ({', '.join([old_mark(url)] * 5)})",
+                    (consumer, event_id, aggregate, version, seen),
+                )
+            tx.execute(
+                f"UPDATE {tables['schema_version']} SET version = 2 WHERE component = 'inbox'"
+            )
+    with tidings.connect(url, **options) as upgraded:
+        assert part_versions(upgraded)["inbox"] == 3
+        in_flight = upgraded.in_flight
+        assert in_flight is not None
+        found = in_flight.note("c", [InFlightMessage("a3", "a", 3)], 250.0, 1_000.0)
+        assert {(m.event_id, m.version) for m in found} - {("a3", 3)} == {("a1", 1), ("a2", 2)}
+        rows = upgraded.database.query(  # type: ignore[attr-defined]
+            f"SELECT consumer, seen_at FROM {tables['inbox_fetched']} ORDER BY consumer, seen_at"
+        )
+        assert [(c, float(s)) for c, s in rows] == [
+            ("c", 100.0),
+            ("c", 200.0),
+            ("c", 250.0),
+            ("other", 100.0),
+        ]
+        with pytest.raises(Exception, match="inbox_in_flight"):
+            upgraded.database.query(f"SELECT 1 FROM {in_flight_v2}")  # type: ignore[attr-defined]
+
+
+def old_mark(url: str) -> str:
+    return "?" if url.startswith("sqlite") else "%s"
 
 
 V2_LANES = (

@@ -58,12 +58,14 @@ SCHEMA_PARTS: tuple[SchemaPart, ...] = (
         retired=("relay_lanes", "relay_nodes"),
     ),
     # Version 2: inbox_in_flight, what each consumer fetched and has not finished.
+    # Version 3: that record as inbox_fetched, one row per fetched batch.
     SchemaPart(
         "inbox",
-        2,
+        3,
         "inbox.sql",
-        ("inbox", "inbox_dead_letters", "inbox_in_flight"),
-        ("inbox_v2.sql",),
+        ("inbox", "inbox_dead_letters", "inbox_fetched"),
+        ("inbox_v2.sql", "inbox_v3.sql"),
+        retired=("inbox_in_flight",),
     ),
     SchemaPart("personal_data", 1, "personal_data.sql", ("subject_keys",)),
     # Version 2: started_at and started_position, a rebuild's rate and ETA in status.
@@ -115,6 +117,7 @@ def ddl_names(prefix: str, qualifier: str = "") -> dict[str, str]:
     upgrades that drop them), ``prefix`` and ``schema``."""
     dot = f"{qualifier}." if qualifier else ""
     retired = {t: f"{dot}{prefix}{t}" for part in SCHEMA_PARTS for t in part.retired}
+    retired |= {f"{t}_bare": f"{prefix}{t}" for part in SCHEMA_PARTS for t in part.retired}
     return {
         "prefix": prefix,
         "schema": qualifier,

@@ -179,12 +179,16 @@ class SqlInbox:
 
 
 class SqlInFlight:
-    """The ``InFlight`` port on the ``inbox_in_flight`` table (SQLite and PostgreSQL).
+    """The ``InFlight`` port on the ``inbox_fetched`` table (SQLite and PostgreSQL).
 
-    On PostgreSQL a batch's note is one statement in a transaction of its own (one round
-    trip) and its finish one more in the handling transaction, each with every message in
-    one JSON parameter: as multi-row ``VALUES`` in chunks they cost a batch of 500 nine
-    statements of up to a thousand parameters, which psycopg parses anew each time."""
+    A batch's note is one row, its messages in one JSON object (event id -> [aggregate id,
+    version]), written by one statement in a transaction of its own; the transaction that
+    handles messages takes them out of the consumer's rows and deletes the rows left empty.
+    A row per message cost PostgreSQL two index entries a message, written and deleted
+    again a few milliseconds later: 500 of them took 4 to 6 ms against about 2 for the one
+    row (``docs/inbox.md``, "Throughput"). A message fetched again (held, or delivered again
+    after a crash) is in the new batch's row too, so its newest row says when it was last
+    seen."""
 
     def __init__(
         self,
@@ -193,88 +197,104 @@ class SqlInFlight:
         mark: str,
         transaction: Callable[[], AbstractContextManager[Transaction]],
     ) -> None:
-        self._table, self._mark, self._transaction = tables["inbox_in_flight"], mark, transaction
+        self._table, self._mark, self._transaction = tables["inbox_fetched"], mark, transaction
         t = self._table
-        # The upsert's rows are not visible to the SELECT of the same statement: the
-        # batch's own messages are found only if noted before, and the caller skips
+        # The new row is not visible to the SELECT of the same statement: the batch's own
+        # messages are found only in the rows of earlier fetches, and the caller skips
         # them either way (it looks for the other messages of their aggregates).
         self._note_document = (
-            f"WITH fetched AS (SELECT x->>0 AS event_id, x->>1 AS aggregate_id, "
-            f"(x->>2)::int AS aggregate_version FROM json_array_elements(%s::json) AS x), "
-            f"noted AS (INSERT INTO {t} (consumer, event_id, aggregate_id, aggregate_version, "
-            f"seen_at) SELECT %s, event_id, aggregate_id, aggregate_version, %s FROM fetched "
-            "ORDER BY event_id ON CONFLICT (consumer, event_id) DO UPDATE SET seen_at = "
-            f"excluded.seen_at) SELECT event_id, aggregate_id, aggregate_version FROM {t} "
-            "WHERE consumer = %s AND seen_at >= %s AND aggregate_id IN "
-            "(SELECT aggregate_id FROM fetched)"
+            f"WITH noted AS (INSERT INTO {t} (consumer, seen_at, items) VALUES (%s, %s, "
+            f"%s::jsonb)) SELECT e.key, e.value->>0, (e.value->>1)::int FROM {t}, "
+            f"jsonb_each({t}.items) AS e WHERE {t}.consumer = %s AND {t}.seen_at >= %s "
+            "AND e.value->>0 = ANY(%s::text[])"
         )
-        self._finish_document = (
-            f"DELETE FROM {t} WHERE consumer = %s AND event_id IN "
-            "(SELECT json_array_elements_text(%s::json))"
+        self._finish_statements = (
+            f"DELETE FROM {t} WHERE consumer = %s AND items - %s::text[] = '{{}}'::jsonb",
+            f"UPDATE {t} SET items = items - %s::text[] "
+            "WHERE consumer = %s AND items ?| %s::text[]",
         )
 
     def note(
         self, consumer: str, messages: Sequence[InFlightMessage], now: float, stale_after: float
     ) -> list[InFlightMessage]:
-        """Upsert the fetched messages, then read back their aggregates' messages in flight."""
-        if self._mark == "%s":
-            document = _encoder.encode([(x.event_id, x.stream_id, x.version) for x in messages])
-            with self._transaction() as tx:
+        """Write the fetched batch's row, then read back its aggregates' messages in flight."""
+        items = _encoder.encode({x.event_id: (x.stream_id, x.version) for x in messages})
+        streams = {x.stream_id for x in messages}
+        with self._transaction() as tx:
+            if self._mark == "%s":
                 tx.last_statement()
                 rows = tx.execute(
                     self._note_document,
-                    (document.decode(), consumer, now, consumer, now - stale_after),
+                    (consumer, now, items.decode(), consumer, now - stale_after, list(streams)),
                 ).fetchall()
-            return [InFlightMessage(e, a, int(v)) for e, a, v in rows]
-        m, found = self._mark, list[InFlightMessage]()
-        with self._transaction() as tx:
-            for chunk in _chunks(messages, SQLITE_ROWS):
-                tx.execute(
-                    f"INSERT INTO {self._table} (consumer, event_id, aggregate_id, "
-                    f"aggregate_version, seen_at) VALUES "
-                    + ", ".join([f"({m}, {m}, {m}, {m}, {m})"] * len(chunk))
-                    + " ON CONFLICT (consumer, event_id) DO UPDATE SET seen_at = excluded.seen_at",
-                    [v for x in chunk for v in (consumer, x.event_id, x.stream_id, x.version, now)],
-                )
-            streams = sorted({x.stream_id for x in messages})
-            for chunk in _chunks(streams, SQLITE_ROWS):
-                rows = tx.execute(
-                    f"SELECT event_id, aggregate_id, aggregate_version FROM {self._table} "
-                    f"WHERE consumer = {m} AND seen_at >= {m} AND aggregate_id IN ("
-                    + ", ".join([m] * len(chunk))
-                    + ")",
-                    (consumer, now - stale_after, *chunk),
-                ).fetchall()
-                found.extend(InFlightMessage(e, a, int(v)) for e, a, v in rows)
-        return found
+                return [InFlightMessage(e, a, int(v)) for e, a, v in rows]
+            m = self._mark
+            found = [
+                InFlightMessage(event_id, stream, int(version))
+                for _, _, entries in self._rows(tx, consumer, now - stale_after)
+                for event_id, (stream, version) in entries.items()
+                if stream in streams
+            ]
+            tx.execute(
+                f"INSERT INTO {self._table} (consumer, seen_at, items) VALUES ({m}, {m}, {m})",
+                (consumer, now, items.decode()),
+            )
+            return found
 
     def finish(self, tx: Transaction, consumer: str, event_ids: Sequence[str]) -> None:
-        """Delete the rows of the handled messages, in the handling transaction."""
-        if self._mark == "%s":
-            if event_ids:
-                document = _encoder.encode(sorted(set(event_ids)))
-                tx.execute(self._finish_document, (consumer, document.decode()))
+        """Take the handled messages out of the consumer's rows, in the handling
+        transaction; a row left empty goes."""
+        if not event_ids:
             return
-        m = self._mark
-        for chunk in _chunks(sorted(set(event_ids)), SQLITE_ROWS):
-            tx.execute(
-                f"DELETE FROM {self._table} WHERE consumer = {m} AND event_id IN ("
-                + ", ".join([m] * len(chunk))
-                + ")",
-                (consumer, *chunk),
-            )
+        done = sorted(set(event_ids))
+        if self._mark == "%s":
+            drop, shrink = self._finish_statements
+            tx.execute(drop, (consumer, done))
+            tx.execute(shrink, (done, consumer, done))
+            return
+        m, gone = self._mark, set(done)
+        for row_id, _, entries in self._rows(tx, consumer):
+            left = {k: v for k, v in entries.items() if k not in gone}
+            if not left:
+                tx.execute(f"DELETE FROM {self._table} WHERE id = {m}", (row_id,))
+            elif len(left) < len(entries):
+                tx.execute(
+                    f"UPDATE {self._table} SET items = {m} WHERE id = {m}",
+                    (_encoder.encode(left).decode(), row_id),
+                )
 
     def delete_stale(self, consumer: str, older_than: float) -> int:
-        """Delete the consumer's rows last seen before ``older_than``."""
+        """Delete the consumer's rows written before ``older_than``; the count is of their
+        messages not fetched again since (those are in a newer row, and still count)."""
         m = self._mark
         with self._transaction() as tx:
-            gone = tx.execute(
-                f"DELETE FROM {self._table} WHERE consumer = {m} AND seen_at < {m}",
-                (consumer, older_than),
-            )
-            return int(gone.rowcount)
+            rows = self._rows(tx, consumer)
+            stale = [row for row in rows if row[1] < older_than]
+            if not stale:
+                return 0
+            seen_since = {k for _, seen, entries in rows if seen >= older_than for k in entries}
+            forgotten = {k for _, _, entries in stale for k in entries} - seen_since
+            for row_id, _, _ in stale:
+                tx.execute(f"DELETE FROM {self._table} WHERE id = {m}", (row_id,))
+            return len(forgotten)
+
+    def _rows(
+        self, tx: Transaction, consumer: str, seen_since: float | None = None
+    ) -> list[tuple[int, float, dict[str, tuple[str, int]]]]:
+        """The consumer's rows (written at ``seen_since`` or later): id, seen_at, items."""
+        m = self._mark
+        where = f"consumer = {m}" + ("" if seen_since is None else f" AND seen_at >= {m}")
+        params = (consumer,) if seen_since is None else (consumer, seen_since)
+        found = tx.execute(
+            f"SELECT id, seen_at, items FROM {self._table} WHERE {where} ORDER BY id", params
+        ).fetchall()
+        return [(int(i), float(seen), _items(items)) for i, seen, items in found]
 
 
-def _chunks(items: Sequence[Any], size: int) -> list[Sequence[Any]]:
-    """``items`` in slices of at most ``size`` (SQLite limits a statement's parameters)."""
-    return [items[i : i + size] for i in range(0, len(items), size)]
+def _items(value: Any) -> dict[str, tuple[str, int]]:
+    """A row's items, as psycopg (already decoded) or SQLite (JSON text) gives them."""
+    decoded = _items_decoder.decode(value) if isinstance(value, str | bytes) else value
+    return {k: (str(v[0]), int(v[1])) for k, v in decoded.items()}
+
+
+_items_decoder = msgspec.json.Decoder(dict[str, tuple[str, int]])

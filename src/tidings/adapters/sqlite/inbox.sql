@@ -31,17 +31,16 @@ CREATE TABLE IF NOT EXISTS {inbox_dead_letters} (
 );
 
 -- What each consumer fetched and has not finished (handled, found a duplicate, buried):
--- noted before its handlers run, deleted in the transaction that handles it. A consumer
--- started after a crash finds here the earlier events of an aggregate that the broker
--- will deliver again, and holds the aggregate's later events back until they are done.
--- seen_at is the consumer's clock (seconds since the epoch) when it last fetched the row.
-CREATE TABLE IF NOT EXISTS {inbox_in_flight} (
-    consumer          TEXT NOT NULL,
-    event_id          TEXT NOT NULL,
-    aggregate_id      TEXT NOT NULL,
-    aggregate_version INTEGER NOT NULL,
-    seen_at           DOUBLE PRECISION NOT NULL,
-    PRIMARY KEY (consumer, event_id)
+-- one row per fetched batch, written before its handlers run, its messages in items as
+-- {{"<event id>": ["<aggregate id>", <version>]}}; the transaction that handles messages
+-- takes them out, and deletes a row left empty. A consumer started after a crash finds
+-- here the earlier events of an aggregate that the broker will deliver again, and holds
+-- the aggregate's later events back until they are done. seen_at is the consumer's clock
+-- (seconds since the epoch) when it fetched the batch.
+CREATE TABLE IF NOT EXISTS {inbox_fetched} (
+    id       INTEGER PRIMARY KEY,
+    consumer TEXT NOT NULL,
+    seen_at  DOUBLE PRECISION NOT NULL,
+    items    TEXT NOT NULL
 );
-CREATE INDEX IF NOT EXISTS {inbox_in_flight_bare}_aggregate
-    ON {inbox_in_flight_bare} (consumer, aggregate_id, aggregate_version);
+CREATE INDEX IF NOT EXISTS {inbox_fetched_bare}_consumer ON {inbox_fetched_bare} (consumer, seen_at);
