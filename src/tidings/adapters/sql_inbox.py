@@ -206,12 +206,18 @@ class SqlInFlight:
             f"WITH noted AS (INSERT INTO {t} (consumer, seen_at, items) VALUES (%s, %s, "
             f"%s::jsonb)) SELECT e.key, e.value->>0, (e.value->>1)::int FROM {t}, "
             f"jsonb_each({t}.items) AS e WHERE {t}.consumer = %s AND {t}.seen_at >= %s "
-            "AND e.value->>0 = ANY(%s::text[])"
+            "AND e.value->>0 IN (SELECT json_array_elements_text(%s::json))"
+        )
+        # Lists go as one JSON document each: psycopg dumps a list parameter as an array
+        # literal element by element, with a pattern search for quoting on each one.
+        done = (
+            "WITH done AS (SELECT array_agg(x) AS ids FROM json_array_elements_text(%s::json) x) "
         )
         self._finish_statements = (
-            f"DELETE FROM {t} WHERE consumer = %s AND items - %s::text[] = '{{}}'::jsonb",
-            f"UPDATE {t} SET items = items - %s::text[] "
-            "WHERE consumer = %s AND items ?| %s::text[]",
+            f"{done}DELETE FROM {t} USING done WHERE consumer = %s "
+            "AND items - done.ids = '{}'::jsonb",
+            f"{done}UPDATE {t} SET items = items - done.ids FROM done "
+            "WHERE consumer = %s AND items ?| done.ids",
         )
 
     def note(
@@ -225,7 +231,14 @@ class SqlInFlight:
                 tx.last_statement()
                 rows = tx.execute(
                     self._note_document,
-                    (consumer, now, items.decode(), consumer, now - stale_after, list(streams)),
+                    (
+                        consumer,
+                        now,
+                        items.decode(),
+                        consumer,
+                        now - stale_after,
+                        _encoder.encode(list(streams)).decode(),
+                    ),
                 ).fetchall()
                 return [InFlightMessage(e, a, int(v)) for e, a, v in rows]
             m = self._mark
@@ -248,9 +261,9 @@ class SqlInFlight:
             return
         done = sorted(set(event_ids))
         if self._mark == "%s":
-            drop, shrink = self._finish_statements
-            tx.execute(drop, (consumer, done))
-            tx.execute(shrink, (done, consumer, done))
+            document = _encoder.encode(done).decode()
+            for statement in self._finish_statements:
+                tx.execute(statement, (document, consumer))
             return
         m, gone = self._mark, set(done)
         for row_id, _, entries in self._rows(tx, consumer):
