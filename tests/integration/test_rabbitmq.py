@@ -4,6 +4,9 @@ errors, and the publisher's connection after an idle close or a timeout."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+import textwrap
 from collections.abc import Iterator
 
 import pika
@@ -19,6 +22,7 @@ from tidings import BrokerBusyError, BrokerUnavailableError, TransportError
 from tidings.adapters import pika_confirms
 from tidings.adapters.rabbitmq import RabbitPublisher, RabbitSubscription, delivery_count
 from tidings.adapters.rabbitmq import _delay_ms as delay_ms
+from tidings.ports import IncomingMessage
 
 pytestmark = pytest.mark.rabbitmq
 
@@ -255,6 +259,94 @@ def test_a_publish_whose_confirms_time_out_is_an_outage_and_the_next_one_works(
     assert set(caught.value.answered.values()) <= {None}
     publisher.confirm_timeout = 30.0
     assert publisher.publish([event("order-2", 1), event("order-2", 2)]) == [None, None]
+
+
+def test_a_message_acked_just_before_the_process_dies_is_not_delivered_again(
+    harness: RabbitHarness,
+) -> None:
+    """pika writes only while its loop runs: ``ack`` returns once its frame is on the wire,
+    so a process that exits right after it (no close, no further fetch) settled it."""
+    batch = [event("order-1", v) for v in (1, 2, 3)]
+    harness.publisher().publish(batch)
+    child = textwrap.dedent(
+        f"""
+        import os, time
+        from tidings.adapters.rabbitmq import RabbitSubscription
+        subscription = RabbitSubscription(
+            {harness.url!r}, {harness.queue!r}, exchange={harness.exchange!r},
+            binding_keys=["order.#"],
+        )
+        held, deadline = [], time.monotonic() + 10
+        while len(held) < 3 and time.monotonic() < deadline:
+            held += subscription.fetch(3 - len(held), 0.5)
+        subscription.ack(held)
+        print(len(held), flush=True)
+        os._exit(0)
+        """
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", child], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert (done.returncode, done.stdout.strip()) == (0, "3"), done.stderr
+    assert harness.subscription().fetch(10, 1.0) == []
+
+
+def test_a_retry_copy_the_delay_queue_refuses_leaves_the_original_to_come_again(
+    harness: RabbitHarness,
+) -> None:
+    """The original is settled only once its copy is confirmed in the delay queue: a copy
+    the broker nacks (a policy caps the delay queues at no message) is a TransportError,
+    and the original is delivered again instead of being lost."""
+    policy = unique("tidings-test-no-retry-")
+    rabbitmqctl(
+        "set_policy",
+        policy,
+        f"^{harness.queue}\\.retry\\.",
+        '{"max-length": 0, "overflow": "reject-publish"}',
+        "--apply-to",
+        "queues",
+    )
+    try:
+        harness.publisher().publish([event("order-1", 1)])
+        subscription = harness.subscription()
+        [message] = drain(subscription, 1)
+        with pytest.raises(TransportError, match="refused it") as caught:
+            subscription.retry_later(message, 0.05)
+        assert not isinstance(caught.value, BrokerUnavailableError)
+        [again] = drain(subscription, 1)
+        assert again.message_id == message.message_id
+        assert again.delivery_count == 2
+        subscription.ack([again])
+    finally:
+        rabbitmqctl("clear_policy", policy)
+
+
+def test_a_subscription_whose_connection_the_broker_closed_reconnects_and_gets_it_all_again(
+    harness: RabbitHarness,
+) -> None:
+    """The unsettled messages of a lost connection come again, in order; acking the old
+    ones afterwards is skipped, and the next fetch connects again (at most one call
+    reports the outage)."""
+    batch = [event("order-1", v) for v in (1, 2, 3)]
+    harness.publisher().publish(batch)
+    subscription = harness.subscription()
+    held = drain(subscription, 3)
+    name = f"tidings subscription of {harness.queue}"
+    close_rabbitmq_connections(name)
+    wait_until(
+        lambda: "running" not in rabbitmq_connections(name).values(),
+        "RabbitMQ closed the connection",
+    )
+    again: list[IncomingMessage] = []
+    try:
+        again = drain(subscription, 3)
+    except BrokerUnavailableError:
+        again = drain(subscription, 3)
+    subscription.ack(held)  # of the lost connection: skipped
+    assert [m.message_id for m in again] == [m.message_id for m in batch]
+    assert [m.delivery_count for m in again] == [2, 2, 2]
+    subscription.ack(again)
+    assert subscription.fetch(10, 0.3) == []
 
 
 def rabbitmq_connections(name: str) -> dict[str, str]:

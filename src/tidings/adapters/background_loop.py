@@ -1,9 +1,10 @@
 """One asyncio event loop on a thread of its own, behind a synchronous call.
 
-The broker clients (aio-pika, nats-py) are asyncio only, while the public API of tidings
-is synchronous. Each broker adapter owns one ``BackgroundLoop``: its coroutines run on
-the loop's thread, so the client's state is touched by that one thread only, and callers
-on any thread wait for the result. One copy of the logic, no sync twin.
+nats-py is asyncio only, while the public API of tidings is synchronous. Each NATS
+adapter owns one ``BackgroundLoop``: its coroutines run on the loop's thread, so the
+client's state is touched by that one thread only, and callers on any thread wait for
+the result. One copy of the logic, no sync twin. (The RabbitMQ adapters need none: pika
+runs in the caller's thread, ``pika_confirms``.)
 """
 
 from __future__ import annotations

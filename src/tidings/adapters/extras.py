@@ -10,7 +10,7 @@ from tidings.errors import ConfigurationError
 
 EXTRAS: dict[str, tuple[str, ...]] = {
     "postgres": ("psycopg", "psycopg_pool"),
-    "rabbitmq": ("pika", "aio_pika"),
+    "rabbitmq": ("pika",),
     "nats": ("nats",),
     "sqlalchemy": ("sqlalchemy",),
     "crypto": ("cryptography",),

@@ -1,5 +1,7 @@
 """A pika connection in publisher-confirm mode, driven in the caller's own thread.
 
+The RabbitMQ publisher and subscription each own one.
+
 pika's ``SelectConnection`` is callback based and runs only while its I/O loop runs: each
 call here starts the loop and stops it once what the caller waits for has come. Nothing
 runs in between, so there is no second thread and no hand-over between threads on the way
@@ -8,9 +10,10 @@ confirmed messages went out two to three times as fast, and a single message's r
 trip was shorter too (``docs/brokers.md``).
 
 Because the loop is idle between calls, AMQP heartbeats are turned off: the broker would
-close a connection whose heartbeats stop while the relay waits for work. A dead peer is
-found by the confirm timeout instead, and a connection the broker closed meanwhile is
-noticed (and reopened) at the start of the next call.
+close a connection whose heartbeats stop while the relay waits for work, or while a
+consumer handles a batch. A dead peer is found by the confirm timeout instead (and, for
+a subscription, by TCP keepalive probes: ``rabbitmq.TCP_KEEPALIVE``), and a connection
+the broker closed meanwhile is noticed (and reopened) at the start of the next call.
 """
 
 from __future__ import annotations
@@ -68,8 +71,11 @@ class ConfirmChannel:
 
     ``publish`` sends a wave and waits for every confirm; the broker lists the connection
     under ``name``. ``on_open(channel, done)`` runs on each fresh channel (to declare the
-    exchange) and calls ``done()`` when it is ready. Not thread safe: the caller
-    serialises its calls.
+    topology, and for a subscription to start consuming) and calls ``done()`` when it is
+    ready. A consumer's delivery callback runs inside the loop: it buffers the message and
+    calls ``wake()``, which ends a ``wait`` for it; ``call`` waits for one method's answer,
+    ``flush`` until what pika buffered is written. Not thread safe: the caller serialises
+    its calls.
     """
 
     def __init__(
@@ -114,10 +120,50 @@ class ConfirmChannel:
         if not done():
             raise TimeoutError(f"no answer from RabbitMQ within {timeout:g} s")
 
-    def _check(self) -> None:
-        """Stop the loop once what ``_run`` waits for has come."""
+    def wake(self) -> None:
+        """Stop the loop once what it runs for has come: a callback that changed what a
+        wait looks at calls it."""
         if self._until():
             self.connection.ioloop.stop()
+
+    def wait(self, until: Callable[[], bool], timeout: float) -> bool:
+        """Run the loop until ``until()`` (which a callback announces by ``wake()``) or
+        ``timeout`` seconds; whether ``until()`` came. ``LinkClosed`` if the connection or
+        channel closed first."""
+        try:
+            self._run(until, timeout)
+        except TimeoutError:
+            return False
+        finally:
+            self.used_at = time.monotonic()
+        return True
+
+    def call(self, method: Callable[[Callable[[Any], None]], None], timeout: float) -> None:
+        """Send one synchronous AMQP method and wait for its answer: ``method(answer)``
+        sends it with ``answer`` as its callback. ``TimeoutError`` without one in time."""
+        answered: list[Any] = []
+
+        def answer(frame: Any) -> None:
+            answered.append(frame)
+            self.wake()
+
+        method(answer)
+        self._run(lambda: bool(answered), timeout)
+        self.used_at = time.monotonic()
+
+    def flush(self, timeout: float) -> None:
+        """Write out every frame pika holds in its buffer: it writes only while the loop
+        runs, and a frame still buffered when the process stops was never sent."""
+        connection, loop = self.connection, self.connection.ioloop
+        deadline, pause = time.monotonic() + timeout, 0.0
+        while self.failure is None and _unsent(connection):
+            if time.monotonic() >= deadline:
+                raise TimeoutError(f"RabbitMQ took no data within {timeout:g} s")
+            self._turn(loop, pause)
+            pause = 0.005  # the socket is full: wait for it rather than spin
+        if self.failure is not None:
+            raise LinkClosed(self.failure)
+        self.used_at = time.monotonic()
 
     def _failed(self, connection: Any, reason: Any) -> None:
         # A connection being dropped closes too: only the current one's failure counts.
@@ -131,7 +177,8 @@ class ConfirmChannel:
         """Connect and open the channel unless both are open and well."""
         if self.ready and self.failure is None:
             if time.monotonic() - self.used_at >= IDLE_CHECK_SECONDS:
-                self._poll()  # a close the broker sent while the loop was idle shows now
+                # A close the broker sent while the loop was idle shows now.
+                self._turn(self.connection.ioloop)
             if self.failure is None:
                 return
         self.drop()
@@ -159,16 +206,19 @@ class ConfirmChannel:
 
     def _opened(self) -> None:
         self.ready = True
-        self._check()
+        self.wake()
 
-    def _poll(self) -> None:
-        """One turn of the loop without waiting: take in what arrived while it was idle."""
+    def poll(self) -> None:
+        """One turn of the loop without waiting: take in what arrived while it was idle.
+        ``LinkClosed`` if the connection or channel closed."""
         self._turn(self.connection.ioloop)
+        if self.failure is not None:
+            raise LinkClosed(self.failure)
 
     @staticmethod
-    def _turn(loop: Any) -> None:
-        """Run ``loop`` once through what is due now."""
-        timer = loop.call_later(0, loop.stop)
+    def _turn(loop: Any, pause: float = 0.0) -> None:
+        """Run ``loop`` once through what is due now (or within ``pause`` seconds)."""
+        timer = loop.call_later(pause, loop.stop)
         loop.start()
         # The timer fires in the loop's first turn; should it not have, left behind it
         # would stop the next run of the loop before that run's answers are in.
@@ -218,7 +268,7 @@ class ConfirmChannel:
                 wave.results[index] = answer or wave.returned.get(index)
         if method.multiple:
             wave.low = max(wave.low, top + 1)
-        self._check()
+        self.wake()
 
     def _returned(self, _channel: Any, _method: Any, properties: Any, _body: bytes) -> None:
         # A return comes before the confirm of the same message; it carries no delivery
@@ -260,6 +310,12 @@ class ConfirmChannel:
             timer = loop.call_later(deadline - time.monotonic(), loop.stop)
             loop.start()
             loop.remove_timeout(timer)
+
+
+def _unsent(connection: Any) -> int:
+    """Bytes pika has buffered for ``connection``'s socket and not yet written."""
+    transport = connection._transport  # pika has no public accessor
+    return 0 if transport is None else int(transport.get_write_buffer_size())
 
 
 def _as_exception(reason: Any) -> BaseException:

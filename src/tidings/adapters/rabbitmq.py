@@ -6,36 +6,39 @@ bound with binding keys such as ``order.*`` or ``#``. ``retry_later`` moves a me
 a delay queue ``<queue>.retry.<ms>`` whose TTL dead-letters it back to the main queue (by
 the default exchange, so other queues bound to the topic exchange never see it twice).
 
-The publisher drives pika in the caller's thread (``pika_confirms``). aio-pika, which the
-subscription uses, is asyncio only: a subscription runs its client on a ``BackgroundLoop``
-and offers the synchronous port. A lost connection surfaces as ``BrokerUnavailableError``;
-the next call connects again.
+Publisher and subscription both drive pika's ``SelectConnection`` in the caller's own
+thread (``pika_confirms``): no loop thread to hand each call to and back. A lost
+connection surfaces as ``BrokerUnavailableError``; the next call connects again.
+
+pika reads and writes only while its I/O loop runs, and each call here runs it only until
+what it waits for has come. A consumer's own loop keeps it turning: every ``fetch`` runs
+it (for up to its timeout while no message is buffered), and ``ack`` runs it until its
+frames are written, so that an acknowledged message is settled on the wire, not only in a
+buffer. AMQP heartbeats stay off, as the loop is idle while a batch is handled: a broker
+that closes the connection is noticed by the next call, a peer that vanished without a
+word by the kernel's keepalive probes of the subscription's socket (``TCP_KEEPALIVE``:
+about a minute of silence) or by the publisher's confirm timeout.
 """
 
 from __future__ import annotations
 
-import asyncio
 import os
 import threading
-from collections.abc import Awaitable, Callable, Sequence
-from contextlib import suppress
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from tidings.adapters.background_loop import BackgroundLoop
 from tidings.errors import BrokerBusyError, BrokerUnavailableError, TransportError
 from tidings.ports import IncomingMessage, OutgoingMessage
 from tidings.serialization.cloudevents import CONTENT_TYPE
 
 if TYPE_CHECKING:
-    import aio_pika.abc
-    import aiormq
-    import aiormq.abc
-
     from tidings.adapters.pika_confirms import LinkClosed, Unconfirmed
 
-T = TypeVar("T")
+_Delivery = tuple[int, bool, Any, bytes]  # delivery tag, redelivered, properties, body
 
 DEFAULT_EXCHANGE = "tidings"
 DELIVERED_HEADER = "tidings-delivered"
@@ -43,6 +46,8 @@ DELIVERED_HEADER = "tidings-delivered"
 START_HINT = "start it (rabbitmq-server -detached, or systemctl start rabbitmq-server)"
 MAX_MESSAGE_BYTES = 16 * 1024 * 1024  # RabbitMQ 4's default max_message_size
 DELAY_QUEUE_GRACE_MS = 60_000  # a delay queue outlives its last message by this much
+TCP_KEEPALIVE = {"TCP_KEEPIDLE": 30, "TCP_KEEPINTVL": 10, "TCP_KEEPCNT": 3}
+"""Kernel probes of a subscription's idle socket: a silent peer is given up after ~60 s."""
 
 
 def _where(url: str) -> str:
@@ -62,70 +67,19 @@ def _unavailable(
     )
 
 
-class _Link:
-    """One connection and channel, opened on demand and dropped when they fail."""
+def _link_error(
+    url: str, exc: LinkClosed, answered: dict[int, str | None] | None = None
+) -> TransportError:
+    """The error for a closed link: a channel the broker closed is a refusal of the whole
+    call (a topology conflict); any other closed link is an outage."""
+    import pika.exceptions
 
-    def __init__(self, url: str, name: str, connect_timeout: float) -> None:
-        self.url = url
-        self.loop = BackgroundLoop(name)
-        self.connect_timeout = connect_timeout
-        self.connection: aio_pika.abc.AbstractConnection | None = None
-        self.channel: aio_pika.abc.AbstractChannel | None = None
-        self.generation = 0  # tells tokens of a lost channel from current ones
-        self.opening = asyncio.Lock()
-
-    def call(self, work: Callable[[], Awaitable[T]]) -> T:
-        """Run ``work`` on the loop; connection failures become ``BrokerUnavailableError``."""
-        return self.loop.run(self._guarded(work))
-
-    async def _guarded(self, work: Callable[[], Awaitable[T]]) -> T:
-        from aio_pika.exceptions import AMQPConnectionError, AMQPError, ChannelInvalidStateError
-
-        try:
-            return await work()
-        except (AMQPConnectionError, ChannelInvalidStateError, OSError, TimeoutError) as exc:
-            await self.drop()
-            raise _unavailable(self.url, exc) from exc
-        except AMQPError as exc:  # the broker closed the channel: a topology conflict, say
-            await self.drop()
-            raise TransportError(
-                f"RabbitMQ at {_where(self.url)} refused an operation: {exc}. Check that "
-                "exchanges and queues of these names were not declared with other options"
-            ) from exc
-
-    async def open(
-        self, setup: Callable[[aio_pika.abc.AbstractChannel], Awaitable[None]]
-    ) -> aio_pika.abc.AbstractChannel:
-        """The open channel, connecting (and running ``setup`` on it) when there is none.
-
-        Calls from several threads meet on the loop; the lock makes one of them connect.
-        """
-        import aio_pika
-
-        async with self.opening:
-            if self.channel is not None and not self.channel.is_closed:
-                return self.channel
-            await self.drop()
-            self.connection = await aio_pika.connect(self.url, timeout=self.connect_timeout)
-            self.channel = await self.connection.channel(
-                publisher_confirms=True, on_return_raises=True
-            )
-            self.generation += 1
-            await setup(self.channel)
-            return self.channel
-
-    async def drop(self) -> None:
-        """Forget the connection (closing it if it still is open)."""
-        connection, self.connection, self.channel = self.connection, None, None
-        if connection is not None and not connection.is_closed:
-            with suppress(Exception):  # it is being thrown away after a failure
-                await connection.close()
-
-    def close(self) -> None:
-        """Close the connection and stop the loop."""
-        with suppress(TransportError, TimeoutError):
-            self.loop.run(self.drop(), timeout=self.connect_timeout)
-        self.loop.close()
+    if isinstance(exc.reason, pika.exceptions.ChannelClosedByBroker):
+        return TransportError(
+            f"RabbitMQ at {_where(url)} refused an operation: {exc}. Check that exchanges "
+            "and queues of these names were not declared with other options"
+        )
+    return _unavailable(url, exc.reason, answered)
 
 
 def _properties(message: OutgoingMessage) -> Any:
@@ -258,7 +212,7 @@ class RabbitPublisher:
                     results[index] = self._answer(answer, message)
                     done.add(index)
         except LinkClosed as exc:
-            raise self._closed_link(exc) from exc
+            raise _link_error(self.url, exc) from exc
         except (pika.exceptions.AMQPError, OSError, TimeoutError) as exc:
             raise _unavailable(self.url, exc) from exc
         return results
@@ -279,22 +233,7 @@ class RabbitPublisher:
                 "A transient outage, not a refusal: they are published again after a pause",
                 answered,
             )
-        return self._closed_link(exc.reason, answered)
-
-    def _closed_link(
-        self, exc: LinkClosed, answered: dict[int, str | None] | None = None
-    ) -> TransportError:
-        """A channel the broker closed is a refusal of the whole call (a topology
-        conflict); any other closed link is an outage."""
-        import pika.exceptions
-
-        if isinstance(exc.reason, pika.exceptions.ChannelClosedByBroker):
-            return TransportError(
-                f"RabbitMQ at {_where(self.url)} refused an operation: {exc}. Check "
-                "that exchanges and queues of these names were not declared with "
-                "other options"
-            )
-        return _unavailable(self.url, exc.reason, answered)
+        return _link_error(self.url, exc.reason, answered)
 
     def _oversize(self, message: OutgoingMessage) -> str | None:
         if len(message.body) <= self.max_message_bytes:
@@ -310,7 +249,7 @@ class RabbitPublisher:
 class _Token:
     generation: int
     tag: int
-    message: aiormq.abc.DeliveredMessage
+    delivery: _Delivery
 
 
 def delivery_count(headers: dict[str, Any], redelivered: bool) -> int:
@@ -347,9 +286,12 @@ class RabbitSubscription:
     ``prefetch`` unsettled messages, which ``fetch`` hands out in order. With
     ``single_active_consumer`` only one subscriber of the queue gets messages at a time
     and the next takes over when it goes, which keeps per-aggregate order with standby
-    consumers (competing consumers of one queue would interleave). Deliveries are
-    taken from aiormq's channel under aio-pika: its wrapper costs two tasks per message
-    and limits a consumer to a third of the rate.
+    consumers (competing consumers of one queue would interleave).
+
+    pika runs in the calling thread (``pika_confirms``), on a channel in confirm mode so
+    that ``retry_later`` knows its copy is safe before it settles the original: a
+    delivery costs a tuple in a buffer, no task or future, and no thread hand-over. Calls
+    are serialised; ``close()`` may come from another thread once the consumer's stopped.
     """
 
     messaging_system = "rabbitmq"  # named on trace spans (docs/tracing.md)
@@ -365,7 +307,11 @@ class RabbitSubscription:
         queue_type: str = "quorum",
         single_active_consumer: bool = False,
         connect_timeout: float = 5.0,
+        confirm_timeout: float = 30.0,
     ) -> None:
+        from tidings.adapters.pika_confirms import ConfirmChannel
+
+        self.url = url
         self.queue = queue
         self.exchange = exchange
         self.binding_keys = tuple(binding_keys)
@@ -373,79 +319,158 @@ class RabbitSubscription:
         self.queue_arguments: dict[str, Any] = {"x-queue-type": queue_type}
         if single_active_consumer:
             self.queue_arguments["x-single-active-consumer"] = True
+        self.connect_timeout = connect_timeout
+        self.confirm_timeout = confirm_timeout
         self.delay_queues: set[str] = set()
-        self._link = _Link(url, f"tidings-rabbitmq-{queue}", connect_timeout)
-        self._buffer: asyncio.Queue[aiormq.abc.DeliveredMessage] | None = None
+        self._channel = ConfirmChannel(
+            url,
+            name=f"tidings subscription of {queue} (pid {os.getpid()})",
+            connect_timeout=connect_timeout,
+            on_open=self._declare,
+        )
+        # No heartbeats (see the module docstring): the kernel probes an idle socket.
+        self._channel.parameters.tcp_options = dict(TCP_KEEPALIVE)
+        self._buffer: deque[_Delivery] = deque()  # delivered, not yet fetched
         self._unsettled: set[int] = set()  # delivery tags handed out and not settled yet
+        self._generation = 0  # tells tokens of a lost channel from current ones
+        self._lock = threading.Lock()  # pika's connection is used by one thread at a time
+        self._closed = False
 
     def fetch(self, max_messages: int, timeout: float) -> list[IncomingMessage]:
         """Up to ``max_messages`` messages, waiting at most ``timeout`` for the first."""
-        return self._link.call(lambda: self._fetch(max_messages, timeout))
+        with self._lock, self._guarded():
+            self._channel.ensure_open()
+            buffer = self._buffer
+            # Take in what the socket holds (pika reads a slice of it per turn), so that
+            # a batch is as large as what has arrived, not as one read.
+            while 0 < len(buffer) < max_messages:
+                before = len(buffer)
+                self._channel.poll()
+                if len(buffer) == before:
+                    break
+            if not buffer and not self._channel.wait(lambda: bool(buffer), timeout):
+                return []
+            taken = [buffer.popleft() for _ in range(min(max_messages, len(buffer)))]
+            self._unsettled.update(delivery[0] for delivery in taken)
+            return [self._incoming(delivery) for delivery in taken]
 
     def ack(self, messages: Sequence[IncomingMessage]) -> None:
         """Settle the messages; those of a lost connection come again anyway, and are skipped."""
-        if messages:
-            self._link.call(lambda: self._ack(messages))
+        if not messages:
+            return
+        with self._lock, self._guarded():
+            tags = {token.tag for token in map(self._current, messages) if token is not None}
+            if not tags:
+                return
+            channel, top = self._channel.channel, max(tags)
+            if all(tag in tags for tag in self._unsettled if tag <= top):
+                # The usual case, a whole batch in order: one frame settles it.
+                channel.basic_ack(top, multiple=True)
+            else:
+                for tag in sorted(tags):
+                    channel.basic_ack(tag)
+            self._unsettled.difference_update(tags)
+            self._channel.flush(self.connect_timeout)  # settled only once on the wire
 
     def retry_later(self, message: IncomingMessage, delay: float) -> None:
         """Move the message to the delay queue for ``delay``; it returns to the back."""
-        self._link.call(lambda: self._retry_later(message, delay))
+        with self._lock, self._guarded():
+            if self._current(message) is None:
+                return  # settled, or its channel is gone and RabbitMQ delivers it again
+            self._channel.ensure_open()  # reconnected, the token is stale: skipped below
+            token = self._current(message)
+            if token is None:
+                return
+            queue = self._delay_queue(_delay_ms(delay))
+            # Confirmed in the delay queue before the original is settled: a crash between
+            # the two leaves a duplicate, never a loss.
+            [answer] = self._channel.publish(
+                [self._copy(token, queue)],
+                exchange="",
+                mandatory=True,
+                timeout=self.confirm_timeout,
+            )
+            if answer is not None:
+                self._drop()  # the original comes again, at once
+                raise self._refused_copy(answer, queue)
+            self._channel.channel.basic_ack(token.tag)
+            self._unsettled.discard(token.tag)
+            self._channel.flush(self.connect_timeout)
 
     def give_back(self, messages: Sequence[IncomingMessage]) -> None:
         """Drop the connection: RabbitMQ puts every message it had not seen settled back
         in the queue at once, in its place (a nack to the delay queue would send it to the
         back); the next fetch connects again."""
-        with suppress(TransportError, TimeoutError):
-            self._link.call(self._link.drop)
+        with self._lock:
+            self._drop()
 
     def close(self) -> None:
         """Close the channel: RabbitMQ gives every unsettled message to another consumer."""
-        self._link.close()
+        with self._lock:
+            self._closed = True
+            self._drop()
 
-    async def _setup(self, channel: aio_pika.abc.AbstractChannel) -> None:
-        import aio_pika
+    # -- the connection -----------------------------------------------------------------
 
-        await channel.set_qos(prefetch_count=self.prefetch)
-        exchange = await channel.declare_exchange(
-            self.exchange, aio_pika.ExchangeType.TOPIC, durable=True
-        )
-        queue = await channel.declare_queue(
-            self.queue, durable=True, arguments=self.queue_arguments
-        )
-        for key in self.binding_keys:
-            await queue.bind(exchange, key)
-        buffer: asyncio.Queue[aiormq.abc.DeliveredMessage] = asyncio.Queue()
-        self._buffer = buffer
-        self._unsettled = set()
+    @contextmanager
+    def _guarded(self) -> Iterator[None]:
+        """Refuse work once closed; map pika's failures to ours, dropping the connection
+        (a channel the broker closed is a refusal, anything else an outage)."""
+        import pika.exceptions
 
-        async def on_message(message: aiormq.abc.DeliveredMessage) -> None:
-            buffer.put_nowait(message)
+        from tidings.adapters.pika_confirms import LinkClosed, Unconfirmed
 
-        underlay = await channel.get_underlay_channel()
-        await underlay.basic_consume(self.queue, on_message)
-
-    async def _fetch(self, max_messages: int, timeout: float) -> list[IncomingMessage]:
-        await self._link.open(self._setup)
-        buffer = self._buffer
-        assert buffer is not None  # noqa: S101 - _setup has just set it
+        if self._closed:
+            raise TransportError("this RabbitSubscription is closed: create a new one")
         try:
-            first = await asyncio.wait_for(buffer.get(), timeout)
-        except TimeoutError:
-            return []
-        taken = [first]
-        while len(taken) < max_messages and not buffer.empty():
-            taken.append(buffer.get_nowait())
-        self._unsettled.update(m.delivery_tag or 0 for m in taken)
-        return [self._incoming(m) for m in taken]
+            yield
+        except LinkClosed as exc:
+            self._drop()
+            raise _link_error(self.url, exc) from exc
+        except Unconfirmed as exc:  # the retry copy's confirm did not come
+            self._drop()
+            if isinstance(exc.reason, LinkClosed):
+                raise _link_error(self.url, exc.reason) from exc
+            raise _unavailable(self.url, exc.reason) from exc
+        except (pika.exceptions.AMQPError, OSError, TimeoutError) as exc:
+            self._drop()
+            raise _unavailable(self.url, exc) from exc
 
-    def _incoming(self, message: aiormq.abc.DeliveredMessage) -> IncomingMessage:
-        properties = message.header.properties
+    def _drop(self) -> None:
+        """Close the connection; what it delivered is the broker's again."""
+        self._channel.drop()
+        self._buffer.clear()
+        self._unsettled.clear()
+
+    def _declare(self, channel: Any, done: Callable[[], None]) -> None:
+        """Declare the topology on a fresh channel, then consume (pika sends each method
+        once the one before it was answered; a refusal closes the channel)."""
+        self._generation += 1
+        self._buffer.clear()
+        self._unsettled.clear()
+        channel.basic_qos(prefetch_count=self.prefetch)
+        channel.exchange_declare(self.exchange, "topic", durable=True)
+        channel.queue_declare(self.queue, durable=True, arguments=self.queue_arguments)
+        for key in self.binding_keys:
+            channel.queue_bind(self.queue, self.exchange, key)
+        channel.basic_consume(self.queue, self._delivered, callback=lambda _frame: done())
+
+    def _delivered(self, _channel: Any, method: Any, properties: Any, body: bytes) -> None:
+        buffer = self._buffer
+        buffer.append((method.delivery_tag, method.redelivered, properties, body))
+        if len(buffer) == 1:
+            self._channel.wake()  # a fetch waits for the first one
+
+    # -- messages -----------------------------------------------------------------------
+
+    def _incoming(self, delivery: _Delivery) -> IncomingMessage:
+        tag, redelivered, properties, body = delivery
         headers = dict(properties.headers or {})
         return IncomingMessage(
-            body=message.body,
+            body=body,
             message_id=properties.message_id,
-            delivery_count=delivery_count(headers, bool(message.redelivered)),
-            token=_Token(self._link.generation, message.delivery_tag or 0, message),
+            delivery_count=delivery_count(headers, bool(redelivered)),
+            token=_Token(self._generation, tag, delivery),
             headers={
                 k: v for k, v in headers.items() if isinstance(v, str) and not k.startswith("x-")
             },
@@ -459,65 +484,55 @@ class RabbitSubscription:
         token = message.token
         if not isinstance(token, _Token):
             raise TransportError("this message was not fetched from a RabbitSubscription")
-        if token.generation != self._link.generation or self._link.channel is None:
+        if token.generation != self._generation or not self._channel.ready:
             return None
         return token if token.tag in self._unsettled else None
 
-    async def _ack(self, messages: Sequence[IncomingMessage]) -> None:
-        tags = {token.tag for token in map(self._current, messages) if token is not None}
-        if not tags or self._link.channel is None:
-            return
-        channel = await self._link.channel.get_underlay_channel()
-        top = max(tags)
-        if all(tag in tags for tag in self._unsettled if tag <= top):
-            # The usual case, a whole batch in order: one frame settles it.
-            await channel.basic_ack(top, multiple=True)
-        else:
-            for tag in sorted(tags)[:-1]:
-                await channel.basic_ack(tag, wait=False)
-            await channel.basic_ack(top)  # and wait for the socket to take them all
-        self._unsettled.difference_update(tags)
+    def _copy(self, token: _Token, queue: str) -> tuple[str | None, str, bytes, Any]:
+        """The message to publish to the delay queue: the original's body and properties,
+        with the deliveries so far in our header instead of the queue's own counts."""
+        import pika
 
-    async def _retry_later(self, message: IncomingMessage, delay: float) -> None:
-        import aio_pika
-
-        token = self._current(message)
-        if token is None:
-            return  # settled, or its channel is gone and RabbitMQ delivers it again
-        delivered, properties = token.message, token.message.header.properties
-        channel = await self._link.open(self._setup)
-        queue = await self._delay_queue(channel, _delay_ms(delay))
+        _, redelivered, properties, body = token.delivery
         headers = dict(properties.headers or {})
-        headers[DELIVERED_HEADER] = delivery_count(headers, bool(delivered.redelivered))
+        headers[DELIVERED_HEADER] = delivery_count(headers, bool(redelivered))
         for counted_by_the_queue in ("x-delivery-count", "x-death"):
             headers.pop(counted_by_the_queue, None)
-        copy = aio_pika.Message(
-            delivered.body,
+        copy = pika.BasicProperties(
             content_type=properties.content_type,
-            delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+            delivery_mode=2,
             message_id=properties.message_id,
             headers=headers,
         )
-        # Confirmed in the delay queue before the original is settled: a crash between
-        # the two leaves a duplicate, never a loss.
-        await channel.default_exchange.publish(copy, queue, mandatory=True)
-        await delivered.channel.basic_ack(token.tag)
-        self._unsettled.discard(token.tag)
+        return properties.message_id, queue, body, copy
 
-    async def _delay_queue(self, channel: aio_pika.abc.AbstractChannel, ms: int) -> str:
+    def _refused_copy(self, answer: str, queue: str) -> TransportError:
+        from tidings.adapters.pika_confirms import RETURNED
+
+        why = "returned it as unroutable" if answer == RETURNED else "refused it (basic.nack)"
+        return TransportError(
+            f"RabbitMQ at {_where(self.url)} {why} when a message was moved to the delay "
+            f"queue {queue!r}; the original was not settled and is delivered again. Check "
+            "the policies and limits that apply to that queue"
+        )
+
+    def _delay_queue(self, ms: int) -> str:
         """Declare (again, which keeps it alive) the delay queue of ``ms`` milliseconds."""
         name = f"{self.queue}.retry.{ms}"
-        await channel.declare_queue(
-            name,
-            durable=True,
-            arguments={
-                "x-queue-type": "classic",
-                "x-message-ttl": ms,
-                "x-dead-letter-exchange": "",
-                "x-dead-letter-routing-key": self.queue,
-                # Unused for this long after its last message expired, it goes away.
-                "x-expires": ms + DELAY_QUEUE_GRACE_MS,
-            },
+        arguments = {
+            "x-queue-type": "classic",
+            "x-message-ttl": ms,
+            "x-dead-letter-exchange": "",
+            "x-dead-letter-routing-key": self.queue,
+            # Unused for this long after its last message expired, it goes away.
+            "x-expires": ms + DELAY_QUEUE_GRACE_MS,
+        }
+        channel = self._channel.channel
+        self._channel.call(
+            lambda answer: channel.queue_declare(
+                name, durable=True, arguments=arguments, callback=answer
+            ),
+            self.connect_timeout,
         )
         self.delay_queues.add(name)
         return name
