@@ -262,22 +262,6 @@ class WavePublisher(Protocol):
         """Publish ``waves`` one after another; the answers, flattened."""
 
 
-class PendingWaves(Protocol):
-    """A ``publish_waves`` call under way."""
-
-    def result(self) -> list[str | HeldBack | None]:
-        """Wait for the call to end: its answers, or its error, as ``publish_waves``."""
-
-
-class WaveStarter(Protocol):
-    """A ``WavePublisher`` that publishes on a thread of its own (NATS: the loop thread)
-    and can return before the broker answers: the relay encodes the next call's messages
-    meanwhile, instead of waiting with nothing to do."""
-
-    def start_waves(self, waves: Sequence[Sequence[OutgoingMessage]]) -> PendingWaves:
-        """Start ``publish_waves(waves)`` and return at once."""
-
-
 @dataclass(frozen=True, slots=True)
 class IncomingMessage:
     """One message delivered by a broker; ``token`` is the transport's handle to settle it.

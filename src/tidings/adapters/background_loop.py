@@ -34,22 +34,18 @@ class BackgroundLoop:
 
         After ``timeout`` seconds the coroutine is cancelled and ``TimeoutError`` raised.
         """
-        future = self.submit(coroutine)
-        try:
-            return future.result(timeout)
-        except concurrent.futures.TimeoutError:
-            future.cancel()
-            raise TimeoutError(f"the broker did not answer within {timeout} s") from None
-
-    def submit(self, coroutine: Coroutine[Any, Any, T]) -> concurrent.futures.Future[T]:
-        """Start ``coroutine`` on the loop; its future, for a result the caller takes later."""
         if self._closed:
             coroutine.close()
             raise TransportError("this broker adapter is closed: create a new one")
         if threading.current_thread() is self._thread:
             coroutine.close()
             raise TransportError("a broker adapter's blocking call was made on its own loop")
-        return asyncio.run_coroutine_threadsafe(coroutine, self._loop)
+        future = asyncio.run_coroutine_threadsafe(coroutine, self._loop)
+        try:
+            return future.result(timeout)
+        except concurrent.futures.TimeoutError:
+            future.cancel()
+            raise TimeoutError(f"the broker did not answer within {timeout} s") from None
 
     def close(self) -> None:
         """Stop the loop, finish its leftover tasks, and join the thread (idempotent)."""

@@ -14,7 +14,6 @@ call connects again, so nothing waits in a client-side buffer during an outage.
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import itertools
 import json
 import logging
@@ -149,10 +148,6 @@ class _Link:
         """Run ``work`` on the loop; connection failures become ``BrokerUnavailableError``."""
         return self.loop.run(self._guarded(work), timeout)
 
-    def submit(self, work: Callable[[], Awaitable[T]]) -> concurrent.futures.Future[T]:
-        """Start ``work`` on the loop, its errors turned as in ``call``; its future."""
-        return self.loop.submit(self._guarded(work))
-
     async def _guarded(self, work: Callable[[], Awaitable[T]]) -> T:
         import nats.errors
         import nats.js.errors
@@ -280,27 +275,6 @@ class _NoAnswer:
 Answer = str | None | _NoAnswer  # confirmed (None), refused (the reason), or no answer
 
 
-class _PendingWaves:
-    """A publish of waves under way on the loop thread (``PendingWaves``)."""
-
-    __slots__ = ("future", "publisher")
-
-    def __init__(
-        self,
-        publisher: NatsPublisher,
-        future: concurrent.futures.Future[list[Answer | HeldBack]] | None,
-    ) -> None:
-        self.publisher, self.future = publisher, future
-
-    def result(self) -> list[str | HeldBack | None]:
-        """The answers, flattened; ``BrokerBusyError`` if any message got none."""
-        answers = self.future.result() if self.future is not None else []
-        unanswered = [a for a in answers if isinstance(a, _NoAnswer)]
-        if unanswered:
-            raise self.publisher.busy(answers, unanswered)
-        return [a for a in answers if not isinstance(a, _NoAnswer)]
-
-
 def _refusal(reply: nats.aio.msg.Msg, subject: str) -> Answer:
     """None for a JetStream ack (a duplicate too: the stream has it), ``_NoAnswer`` for an
     answer that says JetStream cannot take messages now, else the refusal's reason."""
@@ -372,13 +346,13 @@ class NatsPublisher:
         self, waves: Sequence[Sequence[OutgoingMessage]]
     ) -> list[str | HeldBack | None]:
         """Publish wave after wave in one call to the loop thread (``WavePublisher``)."""
-        return self.start_waves(waves).result()
-
-    def start_waves(self, waves: Sequence[Sequence[OutgoingMessage]]) -> _PendingWaves:
-        """Start ``publish_waves`` on the loop thread and return at once (``WaveStarter``)."""
         if not any(waves):
-            return _PendingWaves(self, None)
-        return _PendingWaves(self, self._link.submit(lambda: self._publish_waves(waves)))
+            return []
+        answers = self._link.call(lambda: self._publish_waves(waves))
+        unanswered = [a for a in answers if isinstance(a, _NoAnswer)]
+        if unanswered:
+            raise self._busy(answers, unanswered)
+        return [a for a in answers if not isinstance(a, _NoAnswer)]
 
     async def _publish_waves(
         self, waves: Sequence[Sequence[OutgoingMessage]]
@@ -403,10 +377,9 @@ class NatsPublisher:
                 break
         return answers
 
-    def busy(
+    def _busy(
         self, answers: Sequence[Answer | HeldBack], unanswered: list[_NoAnswer]
     ) -> BrokerBusyError:
-        """The error of a call that left ``unanswered`` messages without an answer."""
         answered: dict[int, str | None] = {
             i: a for i, a in enumerate(answers) if a is None or isinstance(a, str)
         }

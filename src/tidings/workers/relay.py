@@ -11,7 +11,6 @@ published rows.
 
 from __future__ import annotations
 
-import functools
 import logging
 import os
 import random
@@ -35,7 +34,6 @@ from tidings.ports import (
     Outbox,
     OutboxEntry,
     OutgoingMessage,
-    PendingWaves,
     Settlement,
     Transport,
     renew_interval,
@@ -125,8 +123,6 @@ class Relay(Background):
         # Several waves a call, where the transport can (WavePublisher).
         self._waves: Callable[[list[list[OutgoingMessage]]], list[str | HeldBack | None]] | None
         self._waves = getattr(transport, "publish_waves", None)
-        self._start: Callable[[list[list[OutgoingMessage]]], PendingWaves] | None
-        self._start = getattr(transport, "start_waves", None)
         self.messages, self.release_interval = messages, release_interval
         self._release_at = 0.0
         self._database_down = False  # paused on a database outage (not the broker's)
@@ -209,22 +205,11 @@ class Relay(Background):
             return 0, full
         leases = {lane: self._held[lane] for lane in {e.lane for e in entries}}
         outcome = _Outcome()
-        runs = list(self._runs(groups(entries, self.publish_chunk)))
         try:
-            ready = self._send(runs[0], set(outcome.blocked))
-            for k in range(len(runs)):
-                encode_next = None
-                if k + 1 < len(runs):
-                    encode_next = functools.partial(self._send, runs[k + 1], set(outcome.blocked))
-                following = self._publish(ready, outcome, now, encode_next)
+            for run in self._runs(groups(entries, self.publish_chunk)):
+                self._publish(run, outcome, now)
                 if outcome.unsettled >= self.publish_chunk and not self._hand_over(leases, outcome):
                     return len(entries), full  # the lanes' new owner publishes the rest
-                if k + 1 < len(runs):
-                    ready = (
-                        following.without(outcome.blocked)
-                        if following is not None
-                        else self._send(runs[k + 1], set(outcome.blocked))
-                    )
         except BrokerUnavailableError:
             with suppress(StorageError):  # the outage is the error to report
                 self._hand_over(leases, outcome)  # what the broker answered before it left
@@ -251,35 +236,20 @@ class Relay(Background):
         if run:
             yield run
 
-    def _publish(
-        self,
-        sent: _Sent,
-        outcome: _Outcome,
-        now: float,
-        encode_next: Callable[[], _Sent] | None = None,
-    ) -> _Sent | None:
-        """Publish the encoded groups of one call and add their confirmations and refusals
-        to the outcome; the next call's groups, when ``encode_next`` encoded them while the
-        broker answered this one (a ``WaveStarter``), else None.
+    def _publish(self, run: Sequence[Sequence[OutboxEntry]], outcome: _Outcome, now: float) -> None:
+        """Publish the groups of one call and add their confirmations and refusals to the
+        outcome.
 
-        When the broker leaves messages unanswered (``BrokerUnavailableError``), what it
-        did answer is still recorded, the aggregates of the others are held back, and the
-        error goes on to pause the relay: an unanswered message is not an attempt, it is
-        published again after the pause.
+        Held-back aggregates are skipped. When the broker leaves messages unanswered
+        (``BrokerUnavailableError``), what it did answer is still recorded, the aggregates
+        of the others are held back, and the error goes on to pause the relay: an
+        unanswered message is not an attempt, it is published again after the pause.
         """
+        sent = self._send(run, set(outcome.blocked))
         sends = self._sends  # the producer span of the call, when tracing is on
         sends.start([e.record for e in sent.ready])
-        following = None
-        results: Sequence[str | HeldBack | None]
         try:
-            if self._start is not None and sent.messages and encode_next is not None:
-                pending = self._start([sent.messages[i:j] for i, j in sent.waves])
-                try:
-                    following = encode_next()  # while the broker answers
-                finally:
-                    results = pending.result()
-            else:
-                results = self._call(sent)
+            results = self._call(sent)
         except BrokerUnavailableError as exc:
             sends.end(exc.answered, str(exc))
             self._record(outcome, sent.unencodable, now)
@@ -302,7 +272,6 @@ class Relay(Background):
         if self.on_acked is not None:
             self.on_acked([e for e, _ in answered], [r for _, r in answered])
         self._record(outcome, [*sent.unencodable, *answered], now)
-        return following
 
     def _call(self, sent: _Sent) -> Sequence[str | HeldBack | None]:
         """The transport's answers to the messages of ``sent``, flattened."""
@@ -530,28 +499,6 @@ class _Sent:
     messages: list[OutgoingMessage] = field(default_factory=list)
     unencodable: list[tuple[OutboxEntry, str | None]] = field(default_factory=list)
     waves: list[tuple[int, int]] = field(default_factory=list)  # [start, end) of each group
-
-    def without(self, blocked: set[str]) -> _Sent:
-        """These groups less the aggregates held back since they were encoded (an event
-        of theirs was refused in the call before): those go again after it."""
-        if not any(e.record.stream_id in blocked for e in (*self.ready, *self.unencodable_entries)):
-            return self
-        kept = _Sent(
-            unencodable=[u for u in self.unencodable if u[0].record.stream_id not in blocked]
-        )
-        for start, end in self.waves:
-            first = len(kept.messages)
-            for entry, message in zip(self.ready[start:end], self.messages[start:end], strict=True):
-                if entry.record.stream_id not in blocked:
-                    kept.ready.append(entry)
-                    kept.messages.append(message)
-            kept.waves.append((first, len(kept.messages)))
-        return kept
-
-    @property
-    def unencodable_entries(self) -> list[OutboxEntry]:
-        """The entries that could not be encoded."""
-        return [entry for entry, _ in self.unencodable]
 
 
 def groups(entries: Sequence[OutboxEntry], size: int) -> list[list[OutboxEntry]]:
