@@ -84,11 +84,58 @@ def decode_records(n: int) -> None:
         decode(stored)
 
 
+SHOP_BODY = (
+    b'{"specversion":"1.0","id":"01a251c3-1d34-72ea-8e01-cf6a1fbabb71","source":"shop",'
+    b'"type":"OrderPlaced","subject":"order-0","time":"2026-12-07T18:27:51.220335Z",'
+    b'"datacontenttype":"application/json","schemaversion":1,"aggregateversion":1,'
+    b'"correlationid":"01a251c3-1d34-72ea-8e01-cf6a1fbabb70","traceparent":'
+    b'"00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01","data":{"customer_id":'
+    b'"alice@example.com","total_cents":3900,"lines":[{"sku":"sku-0","quantity":1,'
+    b'"unit_price_cents":3900}]}}'
+)
+
+
+def read_messages(n: int) -> None:
+    """One CloudEvent of the shop read into its record (``from_message``), n times."""
+    from tidings.serialization.cloudevents import from_message
+
+    for _ in range(n):
+        from_message(SHOP_BODY)
+
+
+def consume_messages(n: int) -> None:
+    """One message through a consumer with the inbox, in batches of 500, on the
+    in-memory store and broker, its handler doing nothing: the consumer's own work per
+    message (read, hold check, inbox, unit of work, cause, settle), n times. Making the
+    n message bodies (a replace each) is counted too, a small part."""
+    import tidings
+    from tidings.adapters.memory_broker import MemoryQueue, MemorySubscription
+    from tidings.application.handling import Handlers
+    from tidings.examples.shop.orders import SHOP_EVENTS, OrderPlaced
+    from tidings.ports import OutgoingMessage
+
+    store = tidings.connect("memory://", registry=EventRegistry(SHOP_EVENTS))
+    handlers = Handlers()
+    handlers.add(OrderPlaced, "nothing", lambda event, uow: None)
+    queue = MemoryQueue()
+    template = SHOP_BODY.replace(b'"subject":"order-0"', b'"subject":"order-%d"')
+    template = template.replace(b"cf6a1fbabb71", b"%012d")
+    queue.put(
+        [OutgoingMessage(str(i), "order.placed", f"order-{i}", template % (i, i)) for i in range(n)]
+    )
+    consumer = store.consumer(MemorySubscription(queue), handlers, fetch_timeout=0)
+    while consumer.run_once():
+        pass
+    assert consumer.stats.applied == n, consumer.stats
+
+
 CASES = {
     "record": record_events,
     "stamp_record": stamp_records,
     "record_sourced": record_sourced,
     "decode": decode_records,
+    "read": read_messages,
+    "consume": consume_messages,
 }
 
 
