@@ -93,6 +93,29 @@ def test_tracestate_travels_beside_traceparent() -> None:
     }
 
 
+def test_every_context_attribute_comes_back_as_the_metadata_it_was_made_from() -> None:
+    """The trace context, the correlation and causation ids and the log position all go
+    out as extension attributes and come back under their metadata keys."""
+    metadata = {
+        "traceparent": TRACEPARENT,
+        "tracestate": "k=v",
+        "correlation_id": "c-1",
+        "causation_id": "m-7",
+        "source_position": 12,
+    }
+    back = from_message(to_message(record(metadata=json.dumps(metadata).encode()), "o").body)
+    assert json.loads(back.metadata) == {"source": "o", **metadata}
+
+
+@pytest.mark.parametrize("name", ["traceparent", "tracestate", "correlationid", "causationid"])
+def test_a_control_character_in_any_context_attribute_is_named(name: str) -> None:
+    """A control character in an extension attribute is refused, naming the attribute."""
+    doc = json.loads(to_message(record(), "orders").body)
+    doc[name] = "bad\x07value"
+    with pytest.raises(BadMessageError, match=f"^{name} .*control character"):
+        from_message(json.dumps(doc).encode())
+
+
 def test_a_message_reads_back_as_the_record_it_was_made_from() -> None:
     """from_message(to_message(r)) has r's identity, place, type, time and payload."""
     back = from_message(to_message(record(), "orders").body)

@@ -249,14 +249,20 @@ def _check(envelope: _Envelope) -> None:
         )
     if envelope.data_base64 is not None:
         raise BadMessageError("data_base64 is not supported: send the payload as JSON in 'data'")
-    texts = [getattr(envelope, name) for name in _TEXT_ATTRIBUTES]
-    if _CONTROL.search("".join(t for t in texts if t is not None)):  # one search a message
-        for name, value in zip(_TEXT_ATTRIBUTES, texts, strict=True):
+    e = envelope  # the attributes by name, not by getattr: this runs for every message
+    joined = e.id + e.source + e.type + e.subject
+    for extension in (e.traceparent, e.tracestate, e.correlationid, e.causationid):
+        if extension is not None:
+            joined += extension
+    if _CONTROL.search(joined):  # one search a message; which attribute, only if found
+        for name in _TEXT_ATTRIBUTES:
+            value = getattr(envelope, name)
             if value is not None and _CONTROL.search(value):
                 raise BadMessageError(_control_character(name, value))
-    for name in _KEY_ATTRIBUTES:
-        if len(getattr(envelope, name)) > MAX_KEY_CHARACTERS:
-            raise BadMessageError(_too_long(name, getattr(envelope, name)))
+    if len(e.id) > MAX_KEY_CHARACTERS or len(e.subject) > MAX_KEY_CHARACTERS:
+        for name in _KEY_ATTRIBUTES:
+            if len(getattr(envelope, name)) > MAX_KEY_CHARACTERS:
+                raise BadMessageError(_too_long(name, getattr(envelope, name)))
     if envelope.time.tzinfo is None:
         raise BadMessageError(
             "time has no UTC offset: use RFC 3339 with 'Z' or '+hh:mm' (e.g. 2024-05-01T12:00:00Z)"
@@ -287,10 +293,15 @@ def _too_long(name: str, value: str) -> str:
 def _metadata_of(envelope: _Envelope) -> dict[str, Any]:
     """What the record keeps of the envelope beyond its own fields."""
     metadata: dict[str, Any] = {"source": envelope.source}
-    for key, attribute in _WIRE_KEYS.items():
-        value = getattr(envelope, attribute)
-        if value is not None:
-            metadata[key] = value
+    # The _WIRE_KEYS, by name: this runs for every message.
+    if envelope.traceparent is not None:
+        metadata["traceparent"] = envelope.traceparent
+    if envelope.tracestate is not None:
+        metadata["tracestate"] = envelope.tracestate
+    if envelope.correlationid is not None:
+        metadata["correlation_id"] = envelope.correlationid
+    if envelope.causationid is not None:
+        metadata["causation_id"] = envelope.causationid
     return metadata
 
 
