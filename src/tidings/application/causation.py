@@ -32,6 +32,17 @@ TRACE_KEYS = ("traceparent", "tracestate")
 _decode = msgspec.json.Decoder(dict[str, Any]).decode
 
 
+class _Inherited(msgspec.Struct):
+    """The metadata keys a cause takes (other keys are skipped, not decoded)."""
+
+    correlation_id: str | None = None
+    traceparent: str | None = None
+    tracestate: str | None = None
+
+
+_decode_inherited = msgspec.json.Decoder(_Inherited).decode
+
+
 @dataclass(frozen=True, slots=True)
 class Cause:
     """What a unit of work inherits from the message being handled."""
@@ -44,8 +55,27 @@ class Cause:
     def of(cls, message_id: str, metadata: bytes) -> Cause:
         """The cause a message (its id and stored metadata) hands to what it causes: its
         conversation (itself, when it carries none) and itself as the cause."""
+        if metadata in (b"", b"{}"):
+            return cls(message_id, message_id, {})
+        try:  # the usual metadata, read into three fields: a consumer does this per message
+            known = _decode_inherited(metadata)
+        except msgspec.ValidationError:  # a key of another type: each one on its own
+            return cls._of_odd(message_id, metadata)
+        except msgspec.DecodeError:
+            return cls(message_id, message_id, {})
+        trace = {}
+        if known.traceparent is not None:
+            trace["traceparent"] = known.traceparent
+        if known.tracestate is not None:
+            trace["tracestate"] = known.tracestate
+        correlation = known.correlation_id
+        return cls(message_id if correlation is None else correlation, message_id, trace)
+
+    @classmethod
+    def _of_odd(cls, message_id: str, metadata: bytes) -> Cause:
+        """``of`` for metadata whose keys are not all text: those that are count."""
         try:
-            values = _decode(metadata) if metadata not in (b"", b"{}") else {}
+            values = _decode(metadata)
         except (msgspec.DecodeError, msgspec.ValidationError):
             values = {}
         correlation = values.get(CORRELATION_ID)
