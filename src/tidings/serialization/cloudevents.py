@@ -249,20 +249,7 @@ def _check(envelope: _Envelope) -> None:
         )
     if envelope.data_base64 is not None:
         raise BadMessageError("data_base64 is not supported: send the payload as JSON in 'data'")
-    e = envelope  # the attributes by name, not by getattr: this runs for every message
-    joined = e.id + e.source + e.type + e.subject
-    for extension in (e.traceparent, e.tracestate, e.correlationid, e.causationid):
-        if extension is not None:
-            joined += extension
-    if _CONTROL.search(joined):  # one search a message; which attribute, only if found
-        for name in _TEXT_ATTRIBUTES:
-            value = getattr(envelope, name)
-            if value is not None and _CONTROL.search(value):
-                raise BadMessageError(_control_character(name, value))
-    if len(e.id) > MAX_KEY_CHARACTERS or len(e.subject) > MAX_KEY_CHARACTERS:
-        for name in _KEY_ATTRIBUTES:
-            if len(getattr(envelope, name)) > MAX_KEY_CHARACTERS:
-                raise BadMessageError(_too_long(name, getattr(envelope, name)))
+    _check_texts(envelope)
     if envelope.time.tzinfo is None:
         raise BadMessageError(
             "time has no UTC offset: use RFC 3339 with 'Z' or '+hh:mm' (e.g. 2024-05-01T12:00:00Z)"
@@ -271,6 +258,24 @@ def _check(envelope: _Envelope) -> None:
         raise BadMessageError(
             "data is missing or not a JSON object: the payload of an event is an object"
         )
+
+
+def _check_texts(e: _Envelope) -> None:
+    """No control character in any text attribute, no key attribute too long. The
+    attributes are read by name, not by getattr: this runs for every message."""
+    joined = e.id + e.source + e.type + e.subject
+    for extension in (e.traceparent, e.tracestate, e.correlationid, e.causationid):
+        if extension is not None:
+            joined += extension
+    if _CONTROL.search(joined):  # one search a message; which attribute, only if found
+        for name in _TEXT_ATTRIBUTES:
+            value = getattr(e, name)
+            if value is not None and _CONTROL.search(value):
+                raise BadMessageError(_control_character(name, value))
+    if len(e.id) > MAX_KEY_CHARACTERS or len(e.subject) > MAX_KEY_CHARACTERS:
+        for name in _KEY_ATTRIBUTES:
+            if len(getattr(e, name)) > MAX_KEY_CHARACTERS:
+                raise BadMessageError(_too_long(name, getattr(e, name)))
 
 
 def _control_character(name: str, value: str) -> str:
