@@ -102,10 +102,15 @@ class SqlOutbox:
             skip_sql = f"AND NOT (o.position {condition}) "
         # A row waiting for a retry has failed before (retry_count > 0): saying so lets the
         # parked check probe the small partial index of such rows, never the whole backlog.
+        # The lane test sits in coalesce() so that PostgreSQL does not estimate it: on
+        # ``shard % lanes`` it guessed a few rows in a thousand match, and read and sorted
+        # the whole backlog instead of walking the position index to the batch's end (a
+        # claim of 2,000 of 50,000 rows: 77 ms with every lane held, 58 ms with three of
+        # eight; 3.7 and 1.2 ms as written).
         rows = self._query(
             f"SELECT {self.select_row}, retry_count FROM {t['outbox']} o "
             f"WHERE o.published = FALSE AND o.next_attempt_at <= {m} "
-            f"AND (o.shard {self.modulo} {m}) {lane_sql} {skip_sql}"
+            f"AND coalesce((o.shard {self.modulo} {m}) {lane_sql}, FALSE) {skip_sql}"
             f"AND NOT EXISTS (SELECT 1 FROM {t['outbox']} p WHERE p.aggregate_id = o.aggregate_id "
             f"AND p.published = FALSE AND p.retry_count > 0 AND p.position < o.position "
             f"AND p.next_attempt_at > {m}) "
