@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlsplit
 
 from tidings.adapters.background_loop import BackgroundLoop
+from tidings.adapters.nats_pull import Puller
 from tidings.errors import BrokerBusyError, BrokerUnavailableError, TransportError
 from tidings.ports import HELD_BACK, HeldBack, IncomingMessage, OutgoingMessage
 from tidings.serialization.cloudevents import CONTENT_TYPE
@@ -554,6 +555,7 @@ class NatsSubscription:
         self.duplicate_window = duplicate_window
         self._link = _Link(url, f"tidings-nats-{durable}", connect_timeout)
         self._pull: Any = None  # the JetStream PullSubscription of the current connection
+        self._puller: Puller | None = None  # its pull requests, answered into our inbox
         self._pull_generation = 0
         self._held: dict[int, nats.aio.msg.Msg] = {}
         self._recovery: _Recovery | None = None
@@ -601,6 +603,7 @@ class NatsSubscription:
         self._pull = await connection.js.pull_subscribe(
             subject, durable=self.durable, stream=self.stream, config=config
         )
+        self._puller = await Puller.start(connection.client, self.stream, self.durable)
         self._pull_generation = connection.generation
         self._held.clear()
         info = await self._settled_info(self._pull)
@@ -631,13 +634,21 @@ class NatsSubscription:
         return info
 
     async def _fetch(self, max_messages: int, timeout: float) -> list[IncomingMessage]:
-        pull = await self._subscription()
-        try:
-            received = await pull.fetch(max_messages, timeout=max(timeout, 0.01))
-        except TimeoutError:  # nats-py raises its own subclass, or asyncio's, when none came
-            if self._link.current is None or not self._link.current.client.is_connected:
-                raise
-            return []
+        await self._subscription()
+        puller, current = self._puller, self._link.current
+        assert puller is not None  # noqa: S101 - just made
+        assert current is not None  # noqa: S101 - just made
+        received: list[nats.aio.msg.Msg] = []
+        while puller.arrived and len(received) < max_messages:
+            received.append(puller.arrived.popleft())
+        if len(received) < max_messages:  # what is there now, at once
+            received += await puller.pull(
+                max_messages - len(received), wait=None, lost=current.lost
+            )
+        if not received:  # nothing: wait for the first, then take what came with it
+            received = await puller.pull(1, wait=max(timeout, 0.01), lost=current.lost)
+            if received and max_messages > 1:
+                received += await puller.pull(max_messages - 1, wait=None, lost=current.lost)
         self._held.update((id(m), m) for m in received)
         recovering = self._recovery is not None and time.monotonic() < self._recovery.until
         if not recovering:
@@ -675,6 +686,9 @@ class NatsSubscription:
         # an ack lost with a crash only means a redelivery, which the inbox skips.
 
     async def _give_back(self) -> None:
+        if self._puller is not None:  # messages that came late for a pull are held too
+            self._held.update((id(m), m) for m in self._puller.arrived)
+            self._puller.arrived.clear()
         held, self._held = list(self._held.values()), {}
         if self._link.current is None or not held:
             return
