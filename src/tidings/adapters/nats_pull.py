@@ -10,8 +10,10 @@ itself is still made or bound by nats-py (``pull_subscribe``).
 A request ends when its batch is complete, or with a status message: ``404`` (no
 messages now), ``408`` (its ``expires`` ran out), ``409`` (the server refused it: the
 reason is raised). ``100`` (an idle heartbeat) is skipped. Each request has a reply
-subject of its own, so a message that arrives for a request no longer waited for is
-kept (``arrived``) and handed out first by the next pull, never dropped.
+subject of its own, which its status messages carry, so the end of a request no longer
+waited for does not end the next one. Messages carry their own subject: one that arrives
+while no request waits is kept (``arrived``) and handed out first by the next pull,
+never dropped.
 """
 
 from __future__ import annotations
@@ -102,15 +104,19 @@ class Puller:
     async def _on_message(self, message: nats.aio.msg.Msg) -> None:
         request = self._current
         status = message.headers.get("Status") if message.headers else None
-        if request is None or message.subject[len(self.inbox) :] != request.token:
-            if status is None:
-                self.arrived.append(message)  # late: the next pull hands it out first
-            return
         if status is None:
+            # A message carries its own subject, not the request's: it is the current
+            # request's, or one that came late (kept, the next pull hands it out first).
+            if request is None or len(request.messages) >= request.batch:
+                self.arrived.append(message)
+                return
             request.messages.append(message)
             if len(request.messages) >= request.batch:
                 request.finish()
-        elif status in (NO_MESSAGES, REQUEST_TIMEOUT):
+            return
+        if request is None or message.subject[len(self.inbox) :] != request.token:
+            return  # the end of a request no longer waited for
+        if status in (NO_MESSAGES, REQUEST_TIMEOUT):
             request.finish()
         elif status != IDLE_HEARTBEAT:
             description = (message.headers or {}).get("Description", "")
