@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import replace
 from typing import Any
@@ -258,3 +260,47 @@ def test_a_stream_that_cannot_be_made_is_a_transport_error_naming_the_conflict(
     finally:
         publisher.close()
     assert not isinstance(caught.value, BrokerUnavailableError)
+
+
+def test_a_message_that_comes_while_no_pull_waits_is_handed_out_by_the_next_fetch(
+    harness: NatsHarness,
+) -> None:
+    """A message JetStream delivers for a pull request no longer waited for (here one sent
+    beside the subscription, into its inbox) is kept and handed out first, not lost."""
+    first, second = event("order-1", 1), event("order-1", 2)
+    assert harness.publisher().publish([first, second]) == [None, None]
+    subscription = harness.subscription()
+    assert subscription.fetch(1, 0.5)[0].message_id == first.message_id  # connected
+    puller = subscription._puller
+    assert puller is not None
+
+    async def stray_pull(js: JetStreamContext) -> None:
+        request = b'{"batch": 1, "no_wait": true}'
+        await js._nc.publish(puller.subject, request, reply=puller.inbox + "stray")
+        await js._nc.flush()
+
+    run_nats(harness.url, stray_pull)
+    deadline = time.monotonic() + 5
+    while not puller.arrived and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert [m.message_id for m in subscription.fetch(10, 0.3)] == [second.message_id]
+
+
+def test_a_pull_request_the_server_refuses_is_an_error_naming_its_reason(
+    harness: NatsHarness,
+) -> None:
+    """A durable consumer that takes at most 5 messages a request: a fetch of 10 is a
+    TransportError with JetStream's reason, not an empty batch or a hang."""
+
+    async def limited(js: JetStreamContext) -> None:
+        # nats-py's ConsumerConfig has no max_batch: JetStream's own API takes it.
+        config = {"durable_name": harness.durable, "ack_policy": "explicit", "max_batch": 5}
+        body = json.dumps({"stream_name": harness.stream, "config": config}).encode()
+        subject = f"$JS.API.CONSUMER.DURABLE.CREATE.{harness.stream}.{harness.durable}"
+        answer = await js._nc.request(subject, body, timeout=5)
+        assert b'"error"' not in answer.data, answer.data
+
+    run_nats(harness.url, limited)
+    subscription = harness.subscription()
+    with pytest.raises(TransportError, match="409 .*[Bb]atch"):
+        subscription.fetch(10, 0.3)
