@@ -304,3 +304,32 @@ def test_a_pull_request_the_server_refuses_is_an_error_naming_its_reason(
     subscription = harness.subscription()
     with pytest.raises(TransportError, match="409 .*[Bb]atch"):
         subscription.fetch(10, 0.3)
+
+
+def test_a_batch_given_back_comes_again_before_a_message_that_came_late(
+    harness: NatsHarness,
+) -> None:
+    """The consumer gives a batch back (its database failed) while a later message came
+    late for a pull and waits in the subscription: that one goes back too, so the next
+    fetch hands out the batch first, in order."""
+    first, second = event("order-1", 1), event("order-1", 2)
+    assert harness.publisher().publish([first, second]) == [None, None]
+    subscription = harness.subscription()
+    batch = subscription.fetch(1, 0.5)
+    assert [m.message_id for m in batch] == [first.message_id]
+    puller = subscription._puller
+    assert puller is not None
+
+    async def stray_pull(js: JetStreamContext) -> None:
+        request = b'{"batch": 1, "no_wait": true}'
+        await js._nc.publish(puller.subject, request, reply=puller.inbox + "stray")
+        await js._nc.flush()
+
+    run_nats(harness.url, stray_pull)
+    deadline = time.monotonic() + 5
+    while not puller.arrived and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert puller.arrived, "the stray pull's message did not come"
+    subscription.give_back(batch)
+    again = drain(subscription, 2)
+    assert [m.message_id for m in again] == [first.message_id, second.message_id]

@@ -578,7 +578,7 @@ class NatsSubscription:
         them again before new ones."""
         if messages:
             with suppress(TransportError, TimeoutError):
-                self._link.call(lambda: self._settle(messages, 0.0))
+                self._link.call(lambda: self._give_back_batch(messages))
 
     def close(self) -> None:
         """Hand the unsettled messages back (NAK), close the connection, stop the loop."""
@@ -684,6 +684,18 @@ class NatsSubscription:
                     await token.message.nak(delay=delay)
         # The client writes them out on its next turn, without waiting for a round trip:
         # an ack lost with a crash only means a redelivery, which the inbox skips.
+
+    async def _give_back_batch(self, messages: Sequence[IncomingMessage]) -> None:
+        """NAK ``messages``, then any that came late for a pull and were not handed out:
+        handed out first by the next fetch, they would come before the batch."""
+        await self._settle(messages, 0.0)
+        late = list(self._puller.arrived) if self._puller is not None else []
+        if self._puller is not None:
+            self._puller.arrived.clear()
+        for message in late:
+            self._held.pop(id(message), None)
+            with suppress(Exception):  # JetStream redelivers after ack_wait anyway
+                await message.nak()
 
     async def _give_back(self) -> None:
         if self._puller is not None:  # messages that came late for a pull are held too
