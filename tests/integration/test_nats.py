@@ -262,17 +262,11 @@ def test_a_stream_that_cannot_be_made_is_a_transport_error_naming_the_conflict(
     assert not isinstance(caught.value, BrokerUnavailableError)
 
 
-def test_a_message_that_comes_while_no_pull_waits_is_handed_out_by_the_next_fetch(
-    harness: NatsHarness,
-) -> None:
-    """A message JetStream delivers for a pull request no longer waited for (here one sent
-    beside the subscription, into its inbox) is kept and handed out first, not lost."""
-    first, second = event("order-1", 1), event("order-1", 2)
-    assert harness.publisher().publish([first, second]) == [None, None]
-    subscription = harness.subscription()
-    assert subscription.fetch(1, 0.5)[0].message_id == first.message_id  # connected
+def deliver_late(harness: NatsHarness, subscription: NatsSubscription) -> None:
+    """Have JetStream deliver the next message into the subscription's inbox while no
+    pull of its own waits (a pull request sent beside it), and wait until it is there."""
     puller = subscription._puller
-    assert puller is not None
+    assert puller is not None, "fetch once first: the puller is made on connecting"
 
     async def stray_pull(js: JetStreamContext) -> None:
         request = b'{"batch": 1, "no_wait": true}'
@@ -283,6 +277,19 @@ def test_a_message_that_comes_while_no_pull_waits_is_handed_out_by_the_next_fetc
     deadline = time.monotonic() + 5
     while not puller.arrived and time.monotonic() < deadline:
         time.sleep(0.01)
+    assert puller.arrived, "the stray pull's message did not come"
+
+
+def test_a_message_that_comes_while_no_pull_waits_is_handed_out_by_the_next_fetch(
+    harness: NatsHarness,
+) -> None:
+    """A message JetStream delivers for a pull request no longer waited for (here one sent
+    beside the subscription, into its inbox) is kept and handed out first, not lost."""
+    first, second = event("order-1", 1), event("order-1", 2)
+    assert harness.publisher().publish([first, second]) == [None, None]
+    subscription = harness.subscription()
+    assert subscription.fetch(1, 0.5)[0].message_id == first.message_id  # connected
+    deliver_late(harness, subscription)
     assert [m.message_id for m in subscription.fetch(10, 0.3)] == [second.message_id]
 
 
@@ -317,19 +324,7 @@ def test_a_batch_given_back_comes_again_before_a_message_that_came_late(
     subscription = harness.subscription()
     batch = subscription.fetch(1, 0.5)
     assert [m.message_id for m in batch] == [first.message_id]
-    puller = subscription._puller
-    assert puller is not None
-
-    async def stray_pull(js: JetStreamContext) -> None:
-        request = b'{"batch": 1, "no_wait": true}'
-        await js._nc.publish(puller.subject, request, reply=puller.inbox + "stray")
-        await js._nc.flush()
-
-    run_nats(harness.url, stray_pull)
-    deadline = time.monotonic() + 5
-    while not puller.arrived and time.monotonic() < deadline:
-        time.sleep(0.01)
-    assert puller.arrived, "the stray pull's message did not come"
+    deliver_late(harness, subscription)
     subscription.give_back(batch)
     again = drain(subscription, 2)
     assert [m.message_id for m in again] == [first.message_id, second.message_id]
