@@ -521,6 +521,13 @@ def _delivered(message: nats.aio.msg.Msg) -> int:
     return int(message.metadata.num_delivered)
 
 
+async def _nak_all(messages: Sequence[nats.aio.msg.Msg]) -> None:
+    """NAK each message, so JetStream delivers it again at once."""
+    for message in messages:
+        with suppress(Exception):  # JetStream redelivers after ack_wait anyway
+            await message.nak()
+
+
 class NatsSubscription:
     """The ``Subscription`` port on a durable JetStream pull consumer with explicit acks.
 
@@ -638,9 +645,7 @@ class NatsSubscription:
         puller, current = self._puller, self._link.current
         assert puller is not None  # noqa: S101 - just made
         assert current is not None  # noqa: S101 - just made
-        received: list[nats.aio.msg.Msg] = []
-        while puller.arrived and len(received) < max_messages:
-            received.append(puller.arrived.popleft())
+        received = puller.take_arrived(max_messages)
         if len(received) < max_messages:  # what is there now, at once
             received += await puller.pull(
                 max_messages - len(received), wait=None, lost=current.lost
@@ -689,22 +694,16 @@ class NatsSubscription:
         """NAK ``messages``, then any that came late for a pull and were not handed out:
         handed out first by the next fetch, they would come before the batch."""
         await self._settle(messages, 0.0)
-        late = list(self._puller.arrived) if self._puller is not None else []
-        if self._puller is not None:
-            self._puller.arrived.clear()
-        for message in late:
-            self._held.pop(id(message), None)
-            with suppress(Exception):  # JetStream redelivers after ack_wait anyway
-                await message.nak()
+        await _nak_all(self._late())
 
     async def _give_back(self) -> None:
-        if self._puller is not None:  # messages that came late for a pull are held too
-            self._held.update((id(m), m) for m in self._puller.arrived)
-            self._puller.arrived.clear()
-        held, self._held = list(self._held.values()), {}
+        held = [*self._held.values(), *self._late()]  # late ones are out with us too
+        self._held = {}
         if self._link.current is None or not held:
             return
-        for message in held:
-            with suppress(Exception):  # JetStream redelivers after ack_wait anyway
-                await message.nak()
+        await _nak_all(held)
         await self._link.current.client.flush()
+
+    def _late(self) -> list[nats.aio.msg.Msg]:
+        """The messages that came late for a pull and were not handed out (now taken)."""
+        return self._puller.take_arrived() if self._puller is not None else []

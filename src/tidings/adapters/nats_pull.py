@@ -69,6 +69,12 @@ class Puller:
         await client.subscribe(puller.inbox + "*", cb=puller._on_message)
         return puller
 
+    def take_arrived(self, most: int | None = None) -> list[nats.aio.msg.Msg]:
+        """Up to ``most`` (all by default) of the messages that came while no request
+        waited, oldest first; they are the caller's from now on."""
+        count = len(self.arrived) if most is None else min(most, len(self.arrived))
+        return [self.arrived.popleft() for _ in range(count)]
+
     async def pull(
         self, batch: int, *, wait: float | None, lost: asyncio.Event
     ) -> list[nats.aio.msg.Msg]:
