@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
 
+from tidings.domain._fast import frozen_builder
 from tidings.domain.events import DomainEvent
 from tidings.domain.projection_sources import SourceCheckpoint
 from tidings.domain.projection_state import Checkpoint, LogHead, Skip
@@ -310,6 +311,10 @@ class OutboxEntry:
     record: EventRecord
     lane: int
     attempts: int
+
+
+# OutboxEntry(...) for the claim, which builds one per row (see tidings.domain._fast).
+new_entry: Callable[[EventRecord, int, int], OutboxEntry] = frozen_builder(OutboxEntry)
 
 
 @dataclass(frozen=True, slots=True)

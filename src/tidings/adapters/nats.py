@@ -26,6 +26,7 @@ from urllib.parse import urlsplit
 
 from tidings.adapters.background_loop import BackgroundLoop
 from tidings.adapters.nats_pull import Puller
+from tidings.adapters.nats_wire import Commands, WireError, can_send_raw, hpub, send
 from tidings.errors import BrokerBusyError, BrokerUnavailableError, TransportError
 from tidings.ports import HELD_BACK, HeldBack, IncomingMessage, OutgoingMessage
 from tidings.serialization.cloudevents import CONTENT_TYPE
@@ -45,7 +46,6 @@ START_HINT = (
     "--background --exec /usr/sbin/nats-server -- -a 127.0.0.1 -p 4222 -js -sd "
     "/var/lib/nats-server -l /var/log/nats-server.log)"
 )
-HEADER_OVERHEAD = 64  # bytes of the NATS/1.0 header block beside our own headers
 BUSY = 503  # JetStream's status for "cannot answer now" (no responders, not available)
 
 
@@ -335,6 +335,7 @@ class NatsPublisher:
         self.max_in_flight = max_in_flight
         self._link = _Link(url, "tidings-nats-publisher", connect_timeout)
         self._ready = 0  # generation of the connection that ensured the stream
+        self._commands = Commands(subject_prefix, CONTENT_TYPE)
 
     def publish(self, messages: Sequence[OutgoingMessage]) -> list[str | None]:
         """Publish and wait for every ack; per message None or the refusal reason.
@@ -422,18 +423,32 @@ class NatsPublisher:
     async def _publish_chunk(
         self, connection: _Connection, messages: Sequence[OutgoingMessage]
     ) -> list[Answer]:
+        client = connection.client
+        if self._commands.prefix != self.subject_prefix:
+            self._commands = Commands(self.subject_prefix, CONTENT_TYPE)
         reasons: list[Answer] = [None] * len(messages)
         acks = _Acks(len(messages))
+        ready: list[tuple[bytes, str, bytes, OutgoingMessage]] = []
         for i, message in enumerate(messages):
-            headers = {**message.headers, "Nats-Msg-Id": message.message_id}
-            headers["Content-Type"] = CONTENT_TYPE
-            reasons[i] = _oversize(message.body, headers, connection.client.max_payload)
+            try:
+                subject = self._commands.subject(message.routing_key)
+                head = self._commands.header_block(message.headers, message.message_id)
+            except WireError as exc:
+                reasons[i] = str(exc)
+            else:
+                reasons[i] = _oversize(len(head) + len(message.body), client.max_payload)
             if reasons[i] is None:
                 reply = connection.acks.expect(acks, i)
-                subject = f"{self.subject_prefix}.{message.routing_key}"
-                await connection.client.publish(subject, message.body, reply, headers)
+                ready.append((subject, reply, head, message))
             else:
                 acks.missing -= 1  # refused here: no answer to wait for
+        if ready and can_send_raw(client):
+            commands = [hpub(subject, reply, head, m.body) for subject, reply, head, m in ready]
+            await send(client, commands, sum(len(m.body) for *_, m in ready))
+        else:  # nats-py's own path, a message at a time (see nats_wire)
+            for subject, reply, _, m in ready:
+                headers = {**m.headers, "Nats-Msg-Id": m.message_id, "Content-Type": CONTENT_TYPE}
+                await client.publish(subject.decode(), m.body, reply, headers)
         if acks.missing:
             await self._settle(acks, connection.lost)
         connection.acks.forget(acks)
@@ -467,13 +482,13 @@ class NatsPublisher:
             raise ConnectionError("the connection closed before JetStream acknowledged")
 
 
-def _oversize(body: bytes, headers: dict[str, str], max_payload: int) -> str | None:
-    """The refusal of a message larger than the server takes, before it is sent.
+def _oversize(size: int, max_payload: int) -> str | None:
+    """The refusal of a message larger than the server takes (``size``: header block and
+    body), before it is sent.
 
     nats-py would raise for the whole call, and counts only the body; checking here,
     headers included, makes it this message's refusal alone.
     """
-    size = len(body) + HEADER_OVERHEAD + sum(len(k) + len(v) + 4 for k, v in headers.items())
     if size <= max_payload:
         return None
     return (

@@ -22,6 +22,7 @@ from tidings.ports import (
     OutboxStats,
     Settlement,
     Transaction,
+    new_entry,
 )
 from tidings.records import EventRecord, shard_of
 from tidings.serialization.cloudevents import with_position
@@ -119,7 +120,8 @@ class SqlOutbox:
             f"ORDER BY o.position LIMIT {m}",
             (now, lanes, *lane_params, *skip_params, now, limit),
         )
-        return [OutboxEntry(self._record(row), int(row[9]) % lanes, int(row[10])) for row in rows]
+        record, entry = self._record, new_entry
+        return [entry(record(row), int(row[9]) % lanes, int(row[10])) for row in rows]
 
     def settle(self, relay_id: str, leases: Mapping[int, int], outcome: Settlement) -> bool:
         """Apply a batch's outcome in one transaction, only if every lease still holds."""

@@ -14,7 +14,7 @@ from tidings.adapters.postgres.database import PostgresDatabase, storage_error
 from tidings.adapters.sql import commit_channel, ddl_names, schema_file, split_statements
 from tidings.adapters.sql_outbox import ROW, WRITTEN, SqlOutbox
 from tidings.ports import Leases, Transaction
-from tidings.records import EventRecord
+from tidings.records import EventRecord, new_record
 
 
 class PostgresOutbox(SqlOutbox):
@@ -72,16 +72,9 @@ class PostgresOutbox(SqlOutbox):
         tx.execute("SELECT pg_notify(%s, '')", (self.channel,))
 
     def _record(self, row: Sequence[Any]) -> EventRecord:
-        return EventRecord(
-            position=row[0],
-            event_id=row[1],
-            event_type=row[2],
-            stream_id=row[3],
-            version=row[4],
-            schema_version=row[5],
-            occurred_at=row[6],
-            data=row[7].encode(),
-            metadata=row[8].encode(),
+        # new_record, not EventRecord(...): the claim builds one for every row it reads.
+        return new_record(
+            row[1], row[3], row[4], row[2], row[5], row[6], row[7].encode(), row[8].encode(), row[0]
         )
 
     def int_set(self, values: Sequence[int]) -> tuple[str, tuple[Any, ...]]:

@@ -15,7 +15,7 @@ from tidings.adapters.sql import iso_utc
 from tidings.adapters.sql_outbox import WRITTEN, SqlOutbox
 from tidings.adapters.sqlite.database import SqliteDatabase, storage_error
 from tidings.ports import Leases, Transaction
-from tidings.records import EventRecord
+from tidings.records import EventRecord, new_record
 
 NOW = "strftime('%Y-%m-%dT%H:%M:%fZ', 'now')"
 POLL = 0.005  # seconds between data_version checks while waiting
@@ -76,16 +76,17 @@ class SqliteOutbox(SqlOutbox):
             raise storage_error(exc, f"settling a batch of {self.t['outbox']}") from exc
 
     def _record(self, row: Sequence[Any]) -> EventRecord:
-        return EventRecord(
-            position=row[0],
-            event_id=row[1],
-            event_type=row[2],
-            stream_id=row[3],
-            version=row[4],
-            schema_version=row[5],
-            occurred_at=datetime.fromisoformat(row[6]),
-            data=row[7].encode(),
-            metadata=row[8].encode(),
+        # new_record, not EventRecord(...): the claim builds one for every row it reads.
+        return new_record(
+            row[1],
+            row[3],
+            row[4],
+            row[2],
+            row[5],
+            datetime.fromisoformat(row[6]),
+            row[7].encode(),
+            row[8].encode(),
+            row[0],
         )
 
     def _age_sql(self, column: str) -> str:
