@@ -40,8 +40,9 @@ def store(pg_url: str, schema: str) -> Iterator[tidings.Store]:
         yield store
 
 
-def claim_plan(store: tidings.Store, pg_url: str, held: int) -> str:
-    """The plan PostgreSQL picks for the claim of a relay holding ``held`` lanes."""
+def claim_plan(store: tidings.Store, pg_url: str, held: int, skip: int = 0) -> str:
+    """The plan PostgreSQL picks for the claim of a relay holding ``held`` lanes, told to
+    step over the first ``skip`` rows of the backlog (still settling)."""
     outbox: Any = store.outbox
     seen: dict[str, Any] = {}
     query = outbox._query
@@ -50,9 +51,12 @@ def claim_plan(store: tidings.Store, pg_url: str, held: int) -> str:
         seen["sql"], seen["params"] = sql, params
         return query(sql, params)
 
+    leases = dict.fromkeys(range(held), 1)
+    settling = [e.record.position for e in outbox.claim(leases, LANES, skip, time.time())]
     outbox._query = capture
-    claimed = outbox.claim(dict.fromkeys(range(held), 1), LANES, 2000, time.time())
+    claimed = outbox.claim(leases, LANES, 2000, time.time(), settling)
     assert len(claimed) == 2000
+    assert not {e.record.position for e in claimed} & set(settling)
     with psycopg.connect(pg_url, autocommit=True) as conn:
         rows = conn.execute("EXPLAIN " + seen["sql"], seen["params"]).fetchall()
     return "\n".join(row[0] for row in rows)
@@ -65,4 +69,15 @@ def test_the_claim_reads_the_head_of_the_backlog_by_index(
     plan = claim_plan(store, pg_url, held)
     outbox = store.database.tables["outbox_bare"]  # type: ignore[attr-defined]
     assert f"Seq Scan on {outbox} o" not in plan, plan
+    assert "Sort" not in plan, plan
+
+
+def test_rows_still_settling_are_looked_up_in_a_hash_not_a_list(
+    store: tidings.Store, pg_url: str
+) -> None:
+    """A claim that steps over 2,500 rows checks each row it reads against a hash of them,
+    built once: compared with the list element by element, as ``NOT (position =
+    ANY(array))`` is in a prepared statement, the claim took 50-77 ms instead of 20."""
+    plan = claim_plan(store, pg_url, LANES, skip=2500)
+    assert "NOT (hashed SubPlan" in plan, plan
     assert "Sort" not in plan, plan

@@ -99,8 +99,8 @@ class SqlOutbox:
         skip_sql = ""
         skip_params: tuple[Any, ...] = ()
         if skip:
-            condition, skip_params = self.int_set(sorted(skip))
-            skip_sql = f"AND NOT (o.position {condition}) "
+            condition, skip_params = self.int_set_to_leave_out(sorted(skip))
+            skip_sql = f"AND o.position {condition} "
         # A row waiting for a retry has failed before (retry_count > 0): saying so lets the
         # parked check probe the small partial index of such rows, never the whole backlog.
         # The lane test sits in coalesce() so that PostgreSQL does not estimate it: on
@@ -234,6 +234,12 @@ class SqlOutbox:
         """A condition that the column is one of ``values`` (``IN (...)`` unless the
         dialect has something cheaper for long lists)."""
         return self.in_list(values)
+
+    def int_set_to_leave_out(self, values: Sequence[int]) -> tuple[str, tuple[Any, ...]]:
+        """A condition that the column is none of ``values``, cheap for thousands of them
+        (the claim's ``skip``: rows in flight or settling)."""
+        sql, params = self.in_list(values)
+        return f"NOT {sql}", params
 
     def _execute_many(self, tx: Transaction, sql: str, rows: Sequence[Sequence[Any]]) -> None:
         """Run ``sql`` once per row (the dialect may send them all in one go)."""

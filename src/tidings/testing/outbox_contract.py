@@ -63,9 +63,19 @@ class GatedOutbox:
     """An outbox whose settles wait for ``gate``, noting each claim's limit, skip and the
     positions claimed: it holds a settle "on its way" for as long as a test needs."""
 
-    def __init__(self, inner: Any, gate: threading.Event, open_at_claim: int = 0) -> None:
+    def __init__(
+        self,
+        inner: Any,
+        gate: threading.Event,
+        open_at_claim: int = 0,
+        *,
+        free: int = 0,
+        patience: float = 30.0,
+    ) -> None:
         self.inner, self.gate = inner, gate
         self.open_at_claim = open_at_claim  # open the gate after this claim (1 = the first)
+        self.free = free  # settles that pass before the gate holds any
+        self.patience = patience  # seconds a settle waits for the gate before it fails
         self.claims: list[tuple[int, frozenset[int], list[int]]] = []
         self.settled: list[list[int]] = []  # the published rows of each settle
         self.at_gate = threading.Event()  # a settle has reached the gate
@@ -80,9 +90,10 @@ class GatedOutbox:
 
     def settle(self, relay_id: str, leases: Any, outcome: Settlement) -> bool:
         """The inner settle, once the gate is open."""
-        self.at_gate.set()
-        if not self.gate.wait(30):
-            raise AssertionError("the gate never opened")
+        if len(self.settled) >= self.free:
+            self.at_gate.set()
+            if not self.gate.wait(self.patience):
+                raise AssertionError("the gate never opened")
         self.settled.append(list(outcome.published))
         return bool(self.inner.settle(relay_id, leases, outcome))
 
@@ -392,6 +403,57 @@ class OutboxContract:
         ]
         assert relay.stats.published == 2
         assert box.stats(time.time()).backlog == 0  # type: ignore[union-attr]
+
+    def test_a_backlog_is_claimed_past_the_group_still_settling(self, store: Store) -> None:
+        """A backlog's next claim does not wait for the last group's settle: it steps over
+        that group's rows (no more than keeps the unsettled rows within the batch size),
+        and every event still goes out once."""
+        box, gate = store.outbox, threading.Event()
+        gated = GatedOutbox(box, gate, open_at_claim=2, free=1, patience=5.0)
+        transport = RecordingTransport()
+        relay = Relay(gated, store.leases, transport, plain_message, batch_size=4, publish_chunk=2)  # type: ignore[arg-type]
+        counters = counters_with_events(store, 6, 1)
+
+        def after_the_first_settle(message: OutgoingMessage) -> None:
+            # The second group goes out once the first one settled: the second one's
+            # settle is then the one the gate holds.
+            if len(transport.confirmed) == 2:
+                deadline = time.monotonic() + 10
+                while not gated.settled and time.monotonic() < deadline:
+                    time.sleep(0.001)
+
+        transport.refuse = lambda message: after_the_first_settle(message)
+        assert relay._step() == (4, True)
+        assert gated.at_gate.wait(10)  # the second group's settle waits at the gate
+        second_group = frozenset(gated.claims[0][2][2:])
+        assert relay._step() == (2, True)  # not waiting: the gate opens at this claim
+        limit, skipped, claimed = gated.claims[1]
+        assert (limit, skipped) == (2, second_group)
+        assert not set(claimed) & set(gated.claims[0][2])
+        assert relay.run_once() == 0
+        assert sorted(transport.ids()) == sorted(
+            e.event_id for counter in counters for e in store.read_stream(counter.id)
+        )
+        assert relay.stats.published == 6
+        assert box.stats(time.time()).backlog == 0  # type: ignore[union-attr]
+
+    def test_a_claim_steps_over_thousands_of_rows(self, store: Store) -> None:
+        """A skip list of 2,500 rows (a large batch still settling) leaves out exactly
+        those rows."""
+        box = store.outbox
+        assert box is not None
+        assert store.leases is not None
+        with store.database.transaction() as tx:
+            with store.unit_of_work_in(tx) as uow:
+                for _ in range(3000):
+                    counter = Counter(new_id())
+                    counter.increment()
+                    uow.track(counter)
+        leases = store.leases.lease("relay-a", OUTBOX_LANES, 1, TTL, NOW)
+        every = [e.record.position for e in box.claim(leases, 1, 3000, NOW)]
+        assert len(every) == 3000
+        left = box.claim(leases, 1, 3000, NOW, skip=every[:2500])
+        assert [e.record.position for e in left] == every[2500:]
 
     def test_what_is_handed_over_during_a_settle_goes_in_one_next_settle(
         self, store: Store

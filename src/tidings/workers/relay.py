@@ -44,6 +44,10 @@ from tidings.workers.settler import INTERVAL_SECONDS, Handed, Settler
 
 log = logging.getLogger(__name__)
 
+MOST_SKIPPED = 10_000
+"""Rows still settling that a claim steps over at most (SQLite takes 32,766 parameters
+a statement); with more, the claim waits for the settle."""
+
 Encode = Callable[[EventRecord], OutgoingMessage]
 Acked = Callable[[Sequence[OutboxEntry], Sequence[str | None]], None]
 """Told of each group the broker answered: the entries and their answers (None: acked)."""
@@ -188,11 +192,12 @@ class Relay(Background):
             self._release(now)  # scheduled messages that fell due join this claim
         if now >= self._renew_at:
             self._renew(now)
+        # In a backlog the last group of the previous batch is still settling: the claim
+        # steps over its rows rather than waiting for the settle (PostgreSQL checks each
+        # row against a hash of the list, so the list costs next to nothing). Only a list
+        # longer than a statement should carry (batch_size set very high) is waited out.
         skip, parking = self._settler.unsettled()
-        if len(skip) >= self.publish_chunk:
-            # A backlog: the groups of the last batch already settled while later ones were
-            # out, and a claim that must step over a group's worth of rows costs more
-            # (the database checks each row against the list) than the wait for the rest.
+        if len(skip) > MOST_SKIPPED:
             if not self._take_settled(wait=True):
                 return 0, True  # a lane was lost: the next pass renews the leases first
             skip, parking = frozenset(), frozenset()

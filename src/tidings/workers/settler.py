@@ -8,7 +8,7 @@ transaction: the relay never waits for the database between two groups, and a bu
 settles in fewer, larger transactions.
 
 Settles are also paced: one starts at most every ``interval`` seconds, unless the relay
-waits for them (a backlog, ``run_once``, stopping). At a steady flow a transaction per
+waits for them (``run_once``, ``drain``, stopping). At a steady flow a transaction per
 publish cost the machine's processor more than any other part of the relay's work, and
 the publishes waited for it; the price is that rows stay unsettled that much longer,
 which the claim's ``skip`` and the one-batch bound on resends already allow for.

@@ -83,6 +83,15 @@ class PostgresOutbox(SqlOutbox):
         C where psycopg would dump it element by element."""
         return "= ANY(%s::bigint[])", ("{" + ",".join(map(str, map(int, values))) + "}",)
 
+    def int_set_to_leave_out(self, values: Sequence[int]) -> tuple[str, tuple[Any, ...]]:
+        """``NOT IN (SELECT unnest(array))``: PostgreSQL checks each row against a hash
+        of the list, built once (a hashed subplan). ``NOT (position = ANY(array))``, as
+        a prepared statement, compares each row with every element: a claim of 2,000
+        rows leaving out 2,500 took 50-77 ms that way, against 20 ms with none left out;
+        this way the list costs next to nothing."""
+        array = "{" + ",".join(map(str, map(int, values))) + "}"
+        return "NOT IN (SELECT unnest(%s::bigint[]))", (array,)
+
     def _execute_many(self, tx: Transaction, sql: str, rows: Sequence[Sequence[Any]]) -> None:
         """All rows in one pipelined round trip (psycopg's ``executemany``)."""
         if rows:
