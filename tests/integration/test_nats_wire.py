@@ -64,11 +64,15 @@ def test_the_stream_stores_what_nats_py_publish_would_have_stored(
     assert ours[2] == theirs[2] == message.body
     assert theirs[1].pop("Nats-Msg-Id") == again.message_id
     assert ours[1].pop("Nats-Msg-Id") == message.message_id
-    assert ours[1] == theirs[1] == {
-        "traceparent": "00-ab  -01",
-        "x-empty": "",
-        "Content-Type": CONTENT_TYPE,
-    }
+    assert (
+        ours[1]
+        == theirs[1]
+        == {
+            "traceparent": "00-ab  -01",
+            "x-empty": "",
+            "Content-Type": CONTENT_TYPE,
+        }
+    )
 
 
 def test_the_installed_nats_py_takes_the_fast_path(harness: NatsHarness) -> None:
@@ -88,7 +92,8 @@ def test_a_message_nats_cannot_carry_is_refused_alone(harness: NatsHarness) -> N
     bad_header = replace(event("order-3", 1), headers={"bad:name": "x"})
     wildcard = replace(event("order-4", 1), routing_key="order.*")
     answers = harness.publisher().publish([first, bad_header, wildcard, last])
-    assert answers[0] is None and answers[3] is None
+    assert answers[0] is None
+    assert answers[3] is None
     assert "header name 'bad:name' cannot be sent to NATS" in (answers[1] or "")
     assert "without spaces, empty tokens or wildcards" in (answers[2] or "")
     assert [data for _, _, data in stored(harness, 2)] == [first.body, last.body]

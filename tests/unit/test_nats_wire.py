@@ -13,7 +13,7 @@ from nats.aio.client import Client
 from tidings.adapters.nats_wire import Commands, WireError, hpub
 
 CONTENT_TYPE = "application/cloudevents+json"
-TOKEN = "!#$%&'*+-.^_`|~abcXYZ019"
+NAME_CHARACTERS = "!#$%&'*+-.^_`|~abcXYZ019"
 
 
 def nats_py_command(subject: str, reply: str, headers: dict[str, str], body: bytes) -> bytes:
@@ -29,10 +29,9 @@ def nats_py_command(subject: str, reply: str, headers: dict[str, str], body: byt
     return asyncio.run(build())
 
 
-def ours(
-    commands: Commands, routing_key: str, reply: str, own: dict[str, str], body: bytes, id_: str
-) -> bytes:
-    return hpub(commands.subject(routing_key), reply, commands.header_block(own, id_), body)
+def ours(commands: Commands, reply: str, own: dict[str, str], body: bytes, id_: str) -> bytes:
+    """Our command for a message of type order.placed."""
+    return hpub(commands.subject("order.placed"), reply, commands.header_block(own, id_), body)
 
 
 def expected_headers(own: dict[str, str], id_: str) -> dict[str, str]:
@@ -41,7 +40,7 @@ def expected_headers(own: dict[str, str], id_: str) -> dict[str, str]:
 
 def test_a_message_without_headers_of_its_own() -> None:
     commands = Commands("shop", CONTENT_TYPE)
-    made = ours(commands, "order.placed", "_INBOX.a.7", {}, b'{"x":1}', "e-1")
+    made = ours(commands, "_INBOX.a.7", {}, b'{"x":1}', "e-1")
     assert made == (
         b"HPUB shop.order.placed _INBOX.a.7 74 81\r\n"
         b"NATS/1.0\r\nNats-Msg-Id: e-1\r\nContent-Type: application/cloudevents+json\r\n\r\n"
@@ -55,7 +54,7 @@ def test_a_message_without_headers_of_its_own() -> None:
 @settings(max_examples=300, deadline=None)
 @given(
     own=st.dictionaries(
-        st.text(alphabet=TOKEN + " \t", min_size=0, max_size=8),
+        st.text(alphabet=NAME_CHARACTERS + " \t", min_size=0, max_size=8),
         st.text(alphabet=st.characters(blacklist_categories=["Cs"]), max_size=12),
         max_size=4,
     ),
@@ -70,7 +69,7 @@ def test_any_headers_come_out_as_nats_py_writes_them(
     name nats-py refuses is refused."""
     commands = Commands("shop", CONTENT_TYPE)
     try:
-        made = ours(commands, "order.placed", "_INBOX.r.1", own, body, id_)
+        made = ours(commands, "_INBOX.r.1", own, body, id_)
     except WireError:
         with pytest.raises(nats.errors.BadHeaderError):  # nats-py refuses that name too
             nats_py_command("shop.order.placed", "_INBOX.r.1", expected_headers(own, id_), body)

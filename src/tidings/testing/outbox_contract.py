@@ -422,7 +422,7 @@ class OutboxContract:
                 while not gated.settled and time.monotonic() < deadline:
                     time.sleep(0.001)
 
-        transport.refuse = lambda message: after_the_first_settle(message)
+        transport.refuse = after_the_first_settle
         assert relay._step() == (4, True)
         assert gated.at_gate.wait(10)  # the second group's settle waits at the gate
         second_group = frozenset(gated.claims[0][2][2:])
@@ -443,12 +443,11 @@ class OutboxContract:
         box = store.outbox
         assert box is not None
         assert store.leases is not None
-        with store.database.transaction() as tx:
-            with store.unit_of_work_in(tx) as uow:
-                for _ in range(3000):
-                    counter = Counter(new_id())
-                    counter.increment()
-                    uow.track(counter)
+        with store.database.transaction() as tx, store.unit_of_work_in(tx) as uow:
+            for _ in range(3000):
+                counter = Counter(new_id())
+                counter.increment()
+                uow.track(counter)
         leases = store.leases.lease("relay-a", OUTBOX_LANES, 1, TTL, NOW)
         every = [e.record.position for e in box.claim(leases, 1, 3000, NOW)]
         assert len(every) == 3000
