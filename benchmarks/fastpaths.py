@@ -129,6 +129,20 @@ def consume_messages(n: int) -> None:
     assert consumer.stats.applied == n, consumer.stats
 
 
+def encode_records(n: int) -> None:
+    """One stored event encoded as the CloudEvent the relay publishes (``to_message``), its
+    time zone as PostgreSQL hands it back, n times."""
+    from zoneinfo import ZoneInfo
+
+    from tidings.serialization.cloudevents import to_message
+
+    when = datetime(2025, 1, 15, 9, 30, tzinfo=ZoneInfo("Etc/UTC"))
+    data = b'{"customer_id":"alice@example.com","total_cents":3900,"lines":3}'
+    record = new_record("evt-1", "order-1", 3, "order.placed", 1, when, data, b"{}", 17)
+    for _ in range(n):
+        to_message(record, "shop")
+
+
 CASES = {
     "record": record_events,
     "stamp_record": stamp_records,
@@ -136,6 +150,7 @@ CASES = {
     "decode": decode_records,
     "read": read_messages,
     "consume": consume_messages,
+    "encode": encode_records,
 }
 
 

@@ -13,6 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tidings import BadMessageError, EventRecord, SerializationError
+from tidings.serialization import cloudevents
 from tidings.serialization.cloudevents import (
     CONTENT_TYPE,
     from_message,
@@ -398,3 +399,21 @@ def test_a_time_that_is_not_a_leap_second_keeps_the_decoders_reason() -> None:
         from_message(encode(document(time="2016-13-31T23:59:59Z")))
     assert "Invalid RFC3339" in caught.value.reason
     assert "leap second" not in caught.value.reason
+
+
+def test_what_the_encoder_remembers_is_only_what_passed_its_checks() -> None:
+    """The encoder checks each source and event type once and remembers it: one that
+    failed is refused every time, one that passed encodes as before, and the memory
+    stays bounded however many a custom caller sends."""
+    for _ in range(2):
+        with pytest.raises(SerializationError, match="holds a control character"):
+            to_message(record(), "orders\x00")
+        with pytest.raises(SerializationError, match="cannot be a broker routing key"):
+            to_message(record(event_type="order placed"), "orders")
+        assert to_message(record(event_type="order.placed"), "orders").routing_key == (
+            "order.placed"
+        )
+    for n in range(5000):
+        to_message(record(event_type=f"type.n{n}"), f"source-{n}")
+    assert len(cloudevents._CHECKED_SOURCES) <= 4096
+    assert len(cloudevents._ROUTING_KEYS) <= 4096

@@ -22,7 +22,9 @@ from tidings.domain._fast import (
 )
 from tidings.domain.aggregate import Aggregate
 from tidings.domain.events import DomainEvent
+from tidings.ports import OutboxEntry, OutgoingMessage, new_entry
 from tidings.records import EventRecord, new_record
+from tidings.serialization.cloudevents import to_message
 
 WHEN = datetime(2025, 1, 15, 10, 0, tzinfo=UTC)
 ENVELOPE = {
@@ -133,6 +135,20 @@ def test_a_built_record_is_the_record_the_dataclass_builds() -> None:
     with pytest.raises(dataclasses.FrozenInstanceError):
         fast.position = 1  # type: ignore[misc]
     assert not hasattr(fast, "__dict__")
+
+
+def test_the_claim_and_the_encoder_build_what_their_dataclasses_build() -> None:
+    """OutboxEntry (every claimed row) and OutgoingMessage (every published event): same
+    class, equal, hashed alike where hashable, frozen."""
+    record = new_record(*FIELDS)
+    assert new_entry(record, 3, 1) == OutboxEntry(record, 3, 1)
+    assert type(new_entry(record, 3, 1)) is OutboxEntry
+    assert hash(new_entry(record, 3, 1)) == hash(OutboxEntry(record, 3, 1))
+    built = to_message(record, "shop")
+    assert type(built) is OutgoingMessage
+    assert built == OutgoingMessage(built.message_id, "OrderPlaced", "order-1", built.body, {})
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        built.body = b""  # type: ignore[misc]
 
 
 def test_a_new_field_is_taken_up_by_the_builder() -> None:

@@ -22,11 +22,13 @@ dead letters and go on.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import msgspec
 
+from tidings.domain._fast import frozen_builder
 from tidings.errors import BadMessageError, SerializationError
 from tidings.ports import OutgoingMessage
 from tidings.records import EventRecord
@@ -118,38 +120,79 @@ def routing_key(event_type: str) -> str:
 
 def to_message(record: EventRecord, source: str) -> OutgoingMessage:
     """The CloudEvent of ``record``, published by the bounded context ``source``."""
-    if not source:
-        raise SerializationError("a CloudEvent needs a source: name the bounded context")
-    for name, value in (("id", record.event_id), ("subject", record.stream_id), ("source", source)):
-        if _CONTROL.search(value):  # every reader would refuse the message
-            raise SerializationError(_control_character(name, value))
-    for name, value in (("id", record.event_id), ("subject", record.stream_id)):
-        if len(value) > MAX_KEY_CHARACTERS:  # every tidings consumer would refuse it
-            raise SerializationError(_too_long(name, value))
+    if source not in _CHECKED_SOURCES:
+        _check_source(source)
+    event_id, stream_id = record.event_id, record.stream_id
+    if _CONTROL.search(event_id) or _CONTROL.search(stream_id):  # every reader would refuse it
+        name, value = ("id", event_id) if _CONTROL.search(event_id) else ("subject", stream_id)
+        raise SerializationError(_control_character(name, value))
+    if len(event_id) > MAX_KEY_CHARACTERS or len(stream_id) > MAX_KEY_CHARACTERS:
+        # every tidings consumer would refuse it
+        name, value = (
+            ("id", event_id) if len(event_id) > MAX_KEY_CHARACTERS else ("subject", stream_id)
+        )
+        raise SerializationError(_too_long(name, value))
+    key = _ROUTING_KEYS.get(record.event_type)
+    if key is None:
+        key = _remember_routing_key(record.event_type)
     document: dict[str, Any] = {
         "specversion": SPEC_VERSION,
-        "id": record.event_id,
+        "id": event_id,
         "source": source,
         "type": record.event_type,
-        "subject": record.stream_id,
+        "subject": stream_id,
         "time": _rfc3339(record.occurred_at),
         "datacontenttype": "application/json",
         "schemaversion": record.schema_version,
         "aggregateversion": record.version,
     }
-    context = _wire_context(record.metadata)
-    for name, value in context.items():
-        if _CONTROL.search(value):
-            raise SerializationError(_control_character(name, value))
-    document.update(context)
+    if record.metadata not in _NO_METADATA:
+        context = _wire_context(record.metadata)
+        for name, value in context.items():
+            if _CONTROL.search(value):
+                raise SerializationError(_control_character(name, value))
+        document.update(context)
     # The payload is already JSON: embed its bytes as they are rather than parse them.
     document["data"] = msgspec.Raw(record.data)
-    return OutgoingMessage(
-        message_id=record.event_id,
-        routing_key=routing_key(record.event_type),
-        ordering_key=record.stream_id,
-        body=_encoder.encode(document),
-    )
+    return _new_message(event_id, key, stream_id, _encoder.encode(document), {})
+
+
+# Checked once and remembered (a relay encodes every event through to_message): the
+# sources a process publishes from, and the event types it publishes, are a handful.
+_CHECKED_SOURCES: set[str] = set()
+_ROUTING_KEYS: dict[str, str] = {}
+_REMEMBERED_AT_MOST = 4096
+_NO_METADATA = (b"", b"{}")
+# OutgoingMessage(...) for every event published (see tidings.domain._fast).
+_new_message: Callable[[str, str, str, bytes, Mapping[str, str]], OutgoingMessage] = frozen_builder(
+    OutgoingMessage
+)
+
+
+def _refuse_keys(event_id: str, stream_id: str) -> None:
+    """Raise the complaint about the id or subject that no reader would take."""
+    for name, value in (("id", event_id), ("subject", stream_id)):
+        if _CONTROL.search(value):  # every reader would refuse the message
+            raise SerializationError(_control_character(name, value))
+    for name, value in (("id", event_id), ("subject", stream_id)):
+        if len(value) > MAX_KEY_CHARACTERS:  # every tidings consumer would refuse it
+            raise SerializationError(_too_long(name, value))
+
+
+def _check_source(source: str) -> None:
+    if not source:
+        raise SerializationError("a CloudEvent needs a source: name the bounded context")
+    if _CONTROL.search(source):  # every reader would refuse the message
+        raise SerializationError(_control_character("source", source))
+    if len(_CHECKED_SOURCES) < _REMEMBERED_AT_MOST:
+        _CHECKED_SOURCES.add(source)
+
+
+def _remember_routing_key(event_type: str) -> str:
+    key = routing_key(event_type)
+    if len(_ROUTING_KEYS) < _REMEMBERED_AT_MOST:
+        _ROUTING_KEYS[event_type] = key
+    return key
 
 
 def from_message(body: bytes, *, max_bytes: int = DEFAULT_MAX_BYTES) -> EventRecord:
@@ -313,7 +356,7 @@ def _metadata_of(envelope: _Envelope) -> dict[str, Any]:
 def _wire_context(metadata: bytes) -> dict[str, str]:
     """The extension attributes a record's metadata puts on the wire: the W3C trace
     context, the correlation and causation ids, the position in the source's log."""
-    if metadata in (b"", b"{}"):
+    if metadata in _NO_METADATA:
         return {}
     try:
         values = _metadata_decoder.decode(metadata)
