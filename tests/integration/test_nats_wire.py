@@ -4,18 +4,22 @@ server's size limit is checked on the exact header block."""
 
 from __future__ import annotations
 
+import asyncio
+import threading
 from collections.abc import Iterator
 from dataclasses import replace
 from typing import Any
 
+import nats
 import pytest
 from nats.js import JetStreamContext
 
 import tidings.adapters.nats as nats_adapter
 from tests.integration.brokers import NatsHarness, event, run_nats, unique
+from tidings import BrokerBusyError
 from tidings.adapters.nats import NatsPublisher
 from tidings.adapters.nats_wire import Commands
-from tidings.ports import OutgoingMessage
+from tidings.ports import HELD_BACK, OutgoingMessage
 from tidings.serialization.cloudevents import CONTENT_TYPE
 
 pytestmark = pytest.mark.nats
@@ -132,3 +136,131 @@ def test_the_size_limit_counts_the_header_block_to_the_byte(nats_url: str) -> No
         f"max_payload of {limit} bytes"
     )
     assert info["messages"] == 2
+
+
+# -- several waves in one call go out as a chain (tidings.adapters.nats_chain) ----------
+
+
+def waves_of(aggregates: int, depth: int) -> list[list[OutgoingMessage]]:
+    """``depth`` waves of one event of each of ``aggregates`` aggregates."""
+    return [[event(f"order-{a}", v) for a in range(aggregates)] for v in range(1, depth + 1)]
+
+
+def stored_ids(harness: NatsHarness, count: int) -> list[str]:
+    return [headers["Nats-Msg-Id"] for _, headers, _ in stored(harness, count)]
+
+
+@pytest.mark.parametrize("fast_path", [True, False])
+def test_waves_go_out_as_one_chain_in_order(
+    harness: NatsHarness, monkeypatch: pytest.MonkeyPatch, fast_path: bool
+) -> None:
+    """Five waves of ten aggregates in one call: all confirmed, stored in the call's order,
+    each message after the first expecting the one before it (on nats-py's publish path
+    too)."""
+    if not fast_path:
+        monkeypatch.setattr(nats_adapter, "can_send_raw", lambda client: False)
+    waves = waves_of(10, 5)
+    flat = [m for wave in waves for m in wave]
+    assert harness.publisher().publish_waves(waves) == [None] * 50
+    found = stored(harness, 50)
+    assert [headers["Nats-Msg-Id"] for _, headers, _ in found] == [m.message_id for m in flat]
+    assert "Nats-Expected-Last-Msg-Id" not in found[0][1]
+    assert [headers["Nats-Expected-Last-Msg-Id"] for _, headers, _ in found[1:]] == [
+        m.message_id for m in flat[:-1]
+    ]
+
+
+def test_a_refusal_in_a_chain_holds_back_only_its_aggregate(harness: NatsHarness) -> None:
+    """order-1's second event is refused (too large for the stream): its third is held
+    back, not sent; every other event is stored, each aggregate in order."""
+    waves = waves_of(3, 3)
+    waves[1][1] = replace(harness.refused(), ordering_key="order-1")
+    answers = harness.publisher().publish_waves(waves)
+    assert answers[:4] == [None] * 4
+    assert isinstance(answers[4], str)
+    assert "message size exceeds maximum allowed" in answers[4]
+    assert answers[5:] == [None, None, HELD_BACK, None]
+    expected = [m for w in waves for m in w if m.ordering_key != "order-1" or m is waves[0][1]]
+    assert sorted(stored_ids(harness, 7)) == sorted(m.message_id for m in expected)
+    order = stored_ids(harness, 7)
+    for aggregate in ("order-0", "order-2"):
+        mine = [m.message_id for wave in waves for m in wave if m.ordering_key == aggregate]
+        assert [i for i in order if i in mine] == mine
+
+
+def test_a_broken_chain_is_sent_again_wave_by_wave(harness: NatsHarness) -> None:
+    """A message of the chain already in the stream (a duplicate) leaves the stream's last
+    message as it was, so the next one, expecting the duplicate, is not stored (JetStream's
+    10070, as when another publisher's message comes in between): the relay's answer is
+    still every message confirmed, each stored once, in order."""
+    publisher = harness.publisher()
+    earlier, last = event("order-9", 1), event("order-8", 1)
+    assert publisher.publish([earlier, last]) == [None, None]
+    waves = [[event("order-1", 1), earlier], [event("order-1", 2), event("order-2", 1)]]
+    assert publisher.publish_waves(waves) == [None] * 4
+    assert stored_ids(harness, 5) == [
+        earlier.message_id,
+        last.message_id,
+        waves[0][0].message_id,
+        waves[1][0].message_id,
+        waves[1][1].message_id,
+    ]
+
+
+def test_chains_can_be_turned_off(harness: NatsHarness) -> None:
+    """``chain_waves=False``: wave by wave, nothing expected."""
+    publisher = NatsPublisher(
+        harness.url, stream=harness.stream, subject_prefix=harness.prefix, chain_waves=False
+    )
+    try:
+        assert publisher.publish_waves(waves_of(2, 2)) == [None] * 4
+    finally:
+        publisher.close()
+    assert all("Nats-Expected-Last-Msg-Id" not in h for _, h, _ in stored(harness, 4))
+
+
+def test_a_chain_left_unanswered_keeps_what_was_stored_and_says_why(nats_url: str) -> None:
+    """The second message of a chain goes to a subject only a plain subscriber hears, so
+    no ack comes for it: BrokerBusyError (an outage, not a refusal) naming the missing
+    ack, with the first message confirmed and the rest left to send again."""
+    prefix = unique("chain")
+    stream = prefix.upper()
+    listening, stop = threading.Event(), threading.Event()
+
+    def swallow() -> None:
+        async def main() -> None:
+            client = await nats.connect(nats_url)
+            await client.subscribe(f"{prefix}.silent.>")
+            await client.flush()
+            listening.set()
+            while not stop.is_set():
+                await asyncio.sleep(0.02)
+            await client.close()
+
+        asyncio.run(main())
+
+    async def create(js: JetStreamContext) -> None:
+        await js.add_stream(name=stream, subjects=[f"{prefix}.order.>"])
+
+    async def delete(js: JetStreamContext) -> None:
+        await js.delete_stream(stream)
+
+    run_nats(nats_url, create)
+    thread = threading.Thread(target=swallow)
+    thread.start()
+    publisher = NatsPublisher(
+        nats_url, stream=stream, subject_prefix=prefix, ensure_stream=False, ack_timeout=0.3
+    )
+    silent = replace(event("order-2", 1), routing_key="silent.placed")
+    waves = [[event("order-1", 1), silent], [event("order-1", 2), event("order-2", 2)]]
+    try:
+        assert listening.wait(10)
+        with pytest.raises(BrokerBusyError, match=r"3 of 4 messages unanswered") as caught:
+            publisher.publish_waves(waves)
+    finally:
+        publisher.close()
+        stop.set()
+        thread.join()
+        run_nats(nats_url, delete)
+    assert caught.value.answered == {0: None}
+    assert "no acknowledgement within ack_timeout 0.3 s" in str(caught.value)

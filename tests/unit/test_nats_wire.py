@@ -29,13 +29,25 @@ def nats_py_command(subject: str, reply: str, headers: dict[str, str], body: byt
     return asyncio.run(build())
 
 
-def ours(commands: Commands, reply: str, own: dict[str, str], body: bytes, id_: str) -> bytes:
+def ours(
+    commands: Commands,
+    reply: str,
+    own: dict[str, str],
+    body: bytes,
+    id_: str,
+    *,
+    expect: str | None = None,
+) -> bytes:
     """Our command for a message of type order.placed."""
-    return hpub(commands.subject("order.placed"), reply, commands.header_block(own, id_), body)
+    head = commands.header_block(own, id_, expect)
+    return hpub(commands.subject("order.placed"), reply, head, body)
 
 
-def expected_headers(own: dict[str, str], id_: str) -> dict[str, str]:
-    return {**own, "Nats-Msg-Id": id_, "Content-Type": CONTENT_TYPE}
+def expected_headers(own: dict[str, str], id_: str, expect: str | None = None) -> dict[str, str]:
+    headers = {**own, "Nats-Msg-Id": id_}
+    if expect is not None:
+        headers["Nats-Expected-Last-Msg-Id"] = expect
+    return {**headers, "Content-Type": CONTENT_TYPE}
 
 
 def test_a_message_without_headers_of_its_own() -> None:
@@ -60,22 +72,25 @@ def test_a_message_without_headers_of_its_own() -> None:
     ),
     id_=st.text(alphabet=st.characters(blacklist_categories=["Cs"]), min_size=1, max_size=12),
     body=st.binary(max_size=40),
+    expect=st.none() | st.text(alphabet=st.characters(blacklist_categories=["Cs"]), max_size=12),
 )
 def test_any_headers_come_out_as_nats_py_writes_them(
-    own: dict[str, str], id_: str, body: bytes
+    own: dict[str, str], id_: str, body: bytes, expect: str | None
 ) -> None:
     """Names stripped and an empty one left out, values stripped with line breaks made
-    spaces, the id and content type last, an own Nats-Msg-Id replaced in its place; a
-    name nats-py refuses is refused."""
+    spaces, the id (and the chain's expectation) and content type last, an own
+    Nats-Msg-Id replaced in its place; a name nats-py refuses is refused."""
     commands = Commands("shop", CONTENT_TYPE)
     try:
-        made = ours(commands, "_INBOX.r.1", own, body, id_)
+        made = ours(commands, "_INBOX.r.1", own, body, id_, expect=expect)
     except WireError:
         with pytest.raises(nats.errors.BadHeaderError):  # nats-py refuses that name too
-            nats_py_command("shop.order.placed", "_INBOX.r.1", expected_headers(own, id_), body)
+            nats_py_command(
+                "shop.order.placed", "_INBOX.r.1", expected_headers(own, id_, expect), body
+            )
         return
     assert made == nats_py_command(
-        "shop.order.placed", "_INBOX.r.1", expected_headers(own, id_), body
+        "shop.order.placed", "_INBOX.r.1", expected_headers(own, id_, expect), body
     )
 
 

@@ -25,6 +25,12 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlsplit
 
 from tidings.adapters.background_loop import BackgroundLoop
+from tidings.adapters.nats_chain import (
+    EXPECTED_LAST_MSG_ID,
+    WRONG_LAST_MSG_ID,
+    WrongLast,
+    resolve,
+)
 from tidings.adapters.nats_pull import Puller
 from tidings.adapters.nats_wire import Commands, WireError, can_send_raw, hpub, send
 from tidings.errors import BrokerBusyError, BrokerUnavailableError, TransportError
@@ -296,8 +302,15 @@ def _refusal(reply: nats.aio.msg.Msg, subject: str) -> Answer:
     if error is None:
         return None
     description, code = error.get("description"), error.get("err_code")
-    if error.get("code") == BUSY:  # e.g. "JetStream system temporarily unavailable"
+    return _error_answer(error.get("code"), code, description)
+
+
+def _error_answer(status: object, code: object, description: object) -> Answer:
+    """The answer a JetStream error stands for: busy, a broken chain, or a refusal."""
+    if status == BUSY:  # e.g. "JetStream system temporarily unavailable"
         return _NoAnswer(f"JetStream cannot take messages now: {description} (error {code})")
+    if code == WRONG_LAST_MSG_ID:  # only the chain was broken (see nats_chain)
+        return WrongLast(f"not stored: {description} (error {code})")
     return f"JetStream refused the message: {description} (error {code})"
 
 
@@ -326,9 +339,11 @@ class NatsPublisher:
         max_in_flight: int = 4000,
         ack_timeout: float = 10.0,
         connect_timeout: float = 5.0,
+        chain_waves: bool = True,
     ) -> None:
         self.stream = stream
         self.subject_prefix = subject_prefix
+        self.chain_waves = chain_waves  # several waves in one call go out as a chain
         self.ensure_stream = ensure_stream
         self.duplicate_window = duplicate_window
         self.ack_timeout = ack_timeout
@@ -359,8 +374,31 @@ class NatsPublisher:
     async def _publish_waves(
         self, waves: Sequence[Sequence[OutgoingMessage]]
     ) -> list[Answer | HeldBack]:
+        if not self.chain_waves or len(waves) < 2:
+            return await self._wave_by_wave(waves, set())
+        # Every message at once, each expecting the one before it (see nats_chain).
+        flat = [m for wave in waves for m in wave]
+        answers = await self._publish(flat, chained=True)
+        resolved = resolve(waves, answers)
+        head: list[Answer | HeldBack] = [None] * resolved.confirmed
+        if resolved.unanswered_from is not None:
+            # JetStream is not answering: the rest is left unanswered, as wave by wave.
+            missing = flat[resolved.unanswered_from + 1 :]
+            return [
+                *head,
+                answers[resolved.unanswered_from],
+                *(_NoAnswer("not sent") for _ in missing),
+            ]
+        if resolved.refusal is not None:
+            head.append(resolved.refusal)
+        return [*head, *await self._wave_by_wave(resolved.rest, resolved.held)]
+
+    async def _wave_by_wave(
+        self, waves: Sequence[Sequence[OutgoingMessage]], refused: set[str]
+    ) -> list[Answer | HeldBack]:
+        """Each wave once the last is answered; the later messages of an aggregate in
+        ``refused`` (or refused on the way) are held back."""
         answers: list[Answer | HeldBack] = []
-        refused: set[str] = set()  # aggregates with a message refused in this call
         for k, wave in enumerate(waves):
             sendable = [m for m in wave if m.ordering_key not in refused]
             got = iter(await self._publish(sendable) if sendable else [])
@@ -406,14 +444,19 @@ class NatsPublisher:
             self._ready = connection.generation
         return connection
 
-    async def _publish(self, messages: Sequence[OutgoingMessage]) -> list[Answer]:
+    async def _publish(
+        self, messages: Sequence[OutgoingMessage], *, chained: bool = False
+    ) -> list[Answer]:
+        """Each message's answer; ``chained``: each message after the first expects the
+        one before it to be the stream's last (``nats_chain``)."""
         connection = await self._connect()
         answers: list[Answer] = []
         # Chunks of the async window, each settled before the next: a send then never
         # waits for a free slot, which could wait forever once the connection is lost.
         for start in range(0, len(messages), self.max_in_flight):
             chunk = messages[start : start + self.max_in_flight]
-            answers.extend(await self._publish_chunk(connection, chunk))
+            after = messages[start - 1].message_id if chained and start else None
+            answers.extend(await self._publish_chunk(connection, chunk, chained, after))
             if any(isinstance(a, _NoAnswer) for a in answers):
                 # JetStream is not answering: the rest is not sent, only left unanswered.
                 answers.extend(_NoAnswer("not sent") for _ in messages[len(answers) :])
@@ -421,34 +464,33 @@ class NatsPublisher:
         return answers
 
     async def _publish_chunk(
-        self, connection: _Connection, messages: Sequence[OutgoingMessage]
+        self,
+        connection: _Connection,
+        messages: Sequence[OutgoingMessage],
+        chained: bool = False,
+        after: str | None = None,
     ) -> list[Answer]:
         client = connection.client
         if self._commands.prefix != self.subject_prefix:
             self._commands = Commands(self.subject_prefix, CONTENT_TYPE)
         reasons: list[Answer] = [None] * len(messages)
         acks = _Acks(len(messages))
-        ready: list[tuple[bytes, str, bytes, OutgoingMessage]] = []
+        ready: list[_Ready] = []
         for i, message in enumerate(messages):
+            expect = (messages[i - 1].message_id if i else after) if chained else None
             try:
                 subject = self._commands.subject(message.routing_key)
-                head = self._commands.header_block(message.headers, message.message_id)
+                head = self._commands.header_block(message.headers, message.message_id, expect)
             except WireError as exc:
                 reasons[i] = str(exc)
             else:
                 reasons[i] = _oversize(len(head) + len(message.body), client.max_payload)
             if reasons[i] is None:
                 reply = connection.acks.expect(acks, i)
-                ready.append((subject, reply, head, message))
+                ready.append((subject, reply, head, message, expect))
             else:
                 acks.missing -= 1  # refused here: no answer to wait for
-        if ready and can_send_raw(client):
-            commands = [hpub(subject, reply, head, m.body) for subject, reply, head, m in ready]
-            await send(client, commands, sum(len(m.body) for *_, m in ready))
-        else:  # nats-py's own path, a message at a time (see nats_wire)
-            for subject, reply, _, m in ready:
-                headers = {**m.headers, "Nats-Msg-Id": m.message_id, "Content-Type": CONTENT_TYPE}
-                await client.publish(subject.decode(), m.body, reply, headers)
+        await _send_ready(client, ready)
         if acks.missing:
             await self._settle(acks, connection.lost)
         connection.acks.forget(acks)
@@ -480,6 +522,24 @@ class NatsPublisher:
                 timer.cancel()
         if acks.missing and lost.is_set():
             raise ConnectionError("the connection closed before JetStream acknowledged")
+
+
+_Ready = tuple[bytes, str, bytes, OutgoingMessage, str | None]  # subject, reply, head, ...
+
+
+async def _send_ready(client: nats.aio.client.Client, ready: Sequence[_Ready]) -> None:
+    """Send the messages ready to go: their commands in one write, or through nats-py's
+    ``publish``, a message at a time, where that cannot be done (see nats_wire)."""
+    if ready and can_send_raw(client):
+        commands = [hpub(subject, reply, head, m.body) for subject, reply, head, m, _ in ready]
+        await send(client, commands, sum(len(r[3].body) for r in ready))
+        return
+    for subject, reply, _, m, expect in ready:
+        headers = {**m.headers, "Nats-Msg-Id": m.message_id}
+        if expect is not None:
+            headers[EXPECTED_LAST_MSG_ID] = expect
+        headers["Content-Type"] = CONTENT_TYPE
+        await client.publish(subject.decode(), m.body, reply, headers)
 
 
 def _oversize(size: int, max_payload: int) -> str | None:

@@ -42,17 +42,23 @@ class Commands:
         self._names: dict[str, str] = {}
         self._tail = f"\r\nContent-Type: {content_type}\r\n\r\n".encode()
 
-    def header_block(self, headers: Mapping[str, str], message_id: str) -> bytes:
+    def header_block(
+        self, headers: Mapping[str, str], message_id: str, expect: str | None = None
+    ) -> bytes:
         """The header block of a message: its own ``headers``, then ``Nats-Msg-Id`` (for
-        JetStream's duplicate window) and ``Content-Type``. Most messages have no headers
-        of their own, and only their id needs looking at."""
+        JetStream's duplicate window), ``Nats-Expected-Last-Msg-Id`` if it ``expect``s a
+        message before it, and ``Content-Type``. Most messages have no headers of their
+        own, and only their ids need looking at."""
         if headers:
-            return self.headers(
-                {**headers, "Nats-Msg-Id": message_id, "Content-Type": self.content_type}
-            )
-        if _VALUE_NEEDS_CLEANING.search(message_id):
-            message_id = message_id.strip().translate(_NEWLINES_TO_SPACES)
-        return b"NATS/1.0\r\nNats-Msg-Id: " + message_id.encode() + self._tail
+            block = {**headers, "Nats-Msg-Id": message_id}
+            if expect is not None:
+                block["Nats-Expected-Last-Msg-Id"] = expect
+            block["Content-Type"] = self.content_type
+            return self.headers(block)
+        head = b"NATS/1.0\r\nNats-Msg-Id: " + _clean(message_id).encode()
+        if expect is not None:
+            head += b"\r\nNats-Expected-Last-Msg-Id: " + _clean(expect).encode()
+        return head + self._tail
 
     def subject(self, routing_key: str) -> bytes:
         """The encoded subject of ``routing_key``, or ``WireError`` saying why there is none."""
@@ -80,10 +86,7 @@ class Commands:
                 key = self._name(name)
             if not key:
                 continue
-            if _VALUE_NEEDS_CLEANING.search(value):
-                lines.append(f"{key}: {value.strip().translate(_NEWLINES_TO_SPACES)}")
-            else:
-                lines.append(f"{key}: {value}")
+            lines.append(f"{key}: {_clean(value)}")
         lines.append("\r\n")
         return "\r\n".join(lines).encode()
 
@@ -98,6 +101,13 @@ class Commands:
             self._names.clear()
         self._names[name] = key
         return key
+
+
+def _clean(value: str) -> str:
+    """A header value as nats-py sends it: stripped, line breaks made spaces."""
+    if _VALUE_NEEDS_CLEANING.search(value):
+        return value.strip().translate(_NEWLINES_TO_SPACES)
+    return value
 
 
 def hpub(subject: bytes, reply: str, head: bytes, body: bytes) -> bytes:
