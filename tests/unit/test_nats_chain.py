@@ -31,6 +31,7 @@ def test_a_refusal_holds_back_its_aggregate_and_the_rest_goes_wave_by_wave() -> 
     answers = [None, None, None, None, "too large", *[WrongLast("wrong last")] * 4]
     resolved = resolve(WAVES, answers)
     assert (resolved.confirmed, resolved.refusal, resolved.held) == (4, "too large", {"b"})
+    assert not resolved.broken
     assert ids(resolved.rest) == [["c-2"], ["a-3", "b-3", "c-3"]]
 
 
@@ -39,6 +40,7 @@ def test_a_broken_chain_sends_the_rest_again_with_nothing_held() -> None:
     answers = [None, None, *[WrongLast("wrong last")] * 7]
     resolved = resolve(WAVES, answers)
     assert (resolved.confirmed, resolved.refusal, resolved.held) == (2, None, set())
+    assert resolved.broken
     assert ids(resolved.rest) == [["c-1"], ["a-2", "b-2", "c-2"], ["a-3", "b-3", "c-3"]]
 
 

@@ -53,6 +53,7 @@ START_HINT = (
     "/var/lib/nats-server -l /var/log/nats-server.log)"
 )
 BUSY = 503  # JetStream's status for "cannot answer now" (no responders, not available)
+CHAIN_PAUSE = 1.0  # seconds without chains once another publisher's message broke one
 
 
 def _where(url: str) -> str:
@@ -344,6 +345,7 @@ class NatsPublisher:
         self.stream = stream
         self.subject_prefix = subject_prefix
         self.chain_waves = chain_waves  # several waves in one call go out as a chain
+        self._unchained_until = 0.0  # a chain broke: wave by wave until then (monotonic)
         self.ensure_stream = ensure_stream
         self.duplicate_window = duplicate_window
         self.ack_timeout = ack_timeout
@@ -374,12 +376,16 @@ class NatsPublisher:
     async def _publish_waves(
         self, waves: Sequence[Sequence[OutgoingMessage]]
     ) -> list[Answer | HeldBack]:
-        if not self.chain_waves or len(waves) < 2:
+        if not self.chain_waves or len(waves) < 2 or time.monotonic() < self._unchained_until:
             return await self._wave_by_wave(waves, set())
         # Every message at once, each expecting the one before it (see nats_chain).
         flat = [m for wave in waves for m in wave]
         answers = await self._publish(flat, chained=True)
         resolved = resolve(waves, answers)
+        if resolved.broken:
+            # Another publisher writes to the stream: its messages would break the next
+            # chains too, each then sent twice. Wave by wave for a while.
+            self._unchained_until = time.monotonic() + CHAIN_PAUSE
         head: list[Answer | HeldBack] = [None] * resolved.confirmed
         if resolved.unanswered_from is not None:
             # JetStream is not answering: the rest is left unanswered, as wave by wave.

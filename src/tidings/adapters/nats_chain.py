@@ -45,6 +45,7 @@ class Resolved:
     unanswered_from: int | None = None  # JetStream stopped answering at this message
     rest: list[list[OutgoingMessage]] = field(default_factory=list)  # to send wave by wave
     held: set[str] = field(default_factory=set)  # aggregates whose later messages wait
+    broken: bool = False  # another publisher's message came in between
 
 
 def resolve(waves: Sequence[Sequence[OutgoingMessage]], answers: Sequence[object]) -> Resolved:
@@ -61,7 +62,7 @@ def resolve(waves: Sequence[Sequence[OutgoingMessage]], answers: Sequence[object
     if not isinstance(first, str):
         return Resolved(confirmed=stored, unanswered_from=stored)
     if isinstance(first, WrongLast):
-        return Resolved(confirmed=stored, rest=tails(waves, stored))
+        return Resolved(confirmed=stored, rest=tails(waves, stored), broken=True)
     return Resolved(
         confirmed=stored,
         refusal=first,
