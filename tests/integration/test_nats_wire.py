@@ -150,49 +150,67 @@ def stored_ids(harness: NatsHarness, count: int) -> list[str]:
     return [headers["Nats-Msg-Id"] for _, headers, _ in stored(harness, count)]
 
 
+def primed(harness: NatsHarness) -> NatsPublisher:
+    """A publisher that stored one message, so it knows the stream's last sequence (1):
+    a chain starts from there."""
+    publisher = harness.publisher()
+    assert publisher.publish([event("order-first", 1)]) == [None]
+    return publisher
+
+
 @pytest.mark.parametrize("fast_path", [True, False])
 def test_waves_go_out_as_one_chain_in_order(
     harness: NatsHarness, monkeypatch: pytest.MonkeyPatch, fast_path: bool
 ) -> None:
     """Five waves of ten aggregates in one call: all confirmed, stored in the call's order,
-    each message after the first expecting the one before it (on nats-py's publish path
-    too)."""
+    each message expecting the stream's last sequence, and each after the first the
+    message before it (on nats-py's publish path too)."""
     if not fast_path:
         monkeypatch.setattr(nats_adapter, "can_send_raw", lambda client: False)
+    publisher = primed(harness)
     waves = waves_of(10, 5)
     flat = [m for wave in waves for m in wave]
-    assert harness.publisher().publish_waves(waves) == [None] * 50
-    found = stored(harness, 50)
+    assert publisher.publish_waves(waves) == [None] * 50
+    found = stored(harness, 51)[1:]
     assert [headers["Nats-Msg-Id"] for _, headers, _ in found] == [m.message_id for m in flat]
     assert "Nats-Expected-Last-Msg-Id" not in found[0][1]
     assert [headers["Nats-Expected-Last-Msg-Id"] for _, headers, _ in found[1:]] == [
         m.message_id for m in flat[:-1]
     ]
+    assert [h["Nats-Expected-Last-Sequence"] for _, h, _ in found] == [str(n) for n in range(1, 51)]
+
+
+def test_a_publisher_that_knows_no_sequence_sends_wave_by_wave(harness: NatsHarness) -> None:
+    """Before its first message is stored a publisher does not know where the stream
+    ends: its first call goes wave by wave, expecting nothing."""
+    assert harness.publisher().publish_waves(waves_of(2, 2)) == [None] * 4
+    assert all("Nats-Expected-Last-Sequence" not in h for _, h, _ in stored(harness, 4))
 
 
 def test_a_refusal_in_a_chain_holds_back_only_its_aggregate(harness: NatsHarness) -> None:
     """order-1's second event is refused (too large for the stream): its third is held
     back, not sent; every other event is stored, each aggregate in order."""
+    publisher = primed(harness)
     waves = waves_of(3, 3)
     waves[1][1] = replace(harness.refused(), ordering_key="order-1")
-    answers = harness.publisher().publish_waves(waves)
+    answers = publisher.publish_waves(waves)
     assert answers[:4] == [None] * 4
     assert isinstance(answers[4], str)
     assert "message size exceeds maximum allowed" in answers[4]
     assert answers[5:] == [None, None, HELD_BACK, None]
     expected = [m for w in waves for m in w if m.ordering_key != "order-1" or m is waves[0][1]]
-    assert sorted(stored_ids(harness, 7)) == sorted(m.message_id for m in expected)
-    order = stored_ids(harness, 7)
+    order = stored_ids(harness, 8)[1:]
+    assert sorted(order) == sorted(m.message_id for m in expected)
     for aggregate in ("order-0", "order-2"):
         mine = [m.message_id for wave in waves for m in wave if m.ordering_key == aggregate]
         assert [i for i in order if i in mine] == mine
 
 
 def test_a_broken_chain_is_sent_again_wave_by_wave(harness: NatsHarness) -> None:
-    """A message of the chain already in the stream (a duplicate) leaves the stream's last
-    message as it was, so the next one, expecting the duplicate, is not stored (JetStream's
-    10070, as when another publisher's message comes in between): the relay's answer is
-    still every message confirmed, each stored once, in order; and chains pause."""
+    """A message of the chain already in the stream (a duplicate) adds no sequence, so
+    the next one, expecting one more, is not stored (as when another publisher's message
+    comes in between): the answer is still every message confirmed, each stored once, in
+    order; and chains pause."""
     publisher = harness.publisher()
     earlier, last = event("order-9", 1), event("order-8", 1)
     assert publisher.publish([earlier, last]) == [None, None]
@@ -205,10 +223,39 @@ def test_a_broken_chain_is_sent_again_wave_by_wave(harness: NatsHarness) -> None
         waves[1][0].message_id,
         waves[1][1].message_id,
     ]
-    # A broken chain says another publisher writes to the stream: the next calls go
+    # A broken chain says another publisher may write to the stream: the next calls go
     # wave by wave for a while, so its messages do not break (and double) each of them.
     assert publisher.publish_waves(waves_of(2, 2)) == [None] * 4
-    assert all("Nats-Expected-Last-Msg-Id" not in h for _, h, _ in stored(harness, 9)[5:])
+    assert all("Nats-Expected-Last-Sequence" not in h for _, h, _ in stored(harness, 9)[5:])
+
+
+def test_a_duplicate_after_a_broken_link_does_not_confirm_the_message_before_it(
+    harness: NatsHarness,
+) -> None:
+    """The chain [e1, x, e2], e1 and e2 stored before (e2 last): e1 is acknowledged as a
+    duplicate, x is not stored, e2 is acknowledged as a duplicate whatever it expected.
+    x goes again and is stored: the answer for x is one the stream keeps."""
+    publisher = harness.publisher()
+    e1, e2, x = event("order-1", 1), event("order-3", 1), event("order-2", 1)
+    assert publisher.publish([e1, e2]) == [None, None]
+    assert publisher.publish_waves([[e1, x], [e2]]) == [None, None, None]
+    assert stored_ids(harness, 3) == [e1.message_id, e2.message_id, x.message_id]
+
+
+def test_a_duplicate_that_is_the_streams_last_does_not_let_a_later_event_pass(
+    harness: NatsHarness,
+) -> None:
+    """A chain sent again (after a stall or a crash) with a new event z1 among messages
+    stored before: z1 is not stored (a duplicate before it added no sequence). Then e,
+    the stream's last message, comes again as a duplicate; z2, expecting e, would pass
+    an expectation on the message id alone and be stored ahead of z1. Expecting the
+    sequence too, it is not: z1 and z2 go again wave by wave, in order."""
+    publisher = harness.publisher()
+    a, b, c, d, e = (event(f"order-{n}", 1) for n in "abcde")
+    z1, z2 = event("order-z", 1), event("order-z", 2)
+    assert publisher.publish([a, b, c, d, e]) == [None] * 5
+    assert publisher.publish_waves([[a, b, c, z1], [d, e, z2]]) == [None] * 7
+    assert stored_ids(harness, 7) == [m.message_id for m in (a, b, c, d, e, z1, z2)]
 
 
 def test_chains_can_be_turned_off(harness: NatsHarness) -> None:
@@ -259,6 +306,7 @@ def test_a_chain_left_unanswered_keeps_what_was_stored_and_says_why(nats_url: st
     waves = [[event("order-1", 1), silent], [event("order-1", 2), event("order-2", 2)]]
     try:
         assert listening.wait(10)
+        assert publisher.publish([event("order-0", 1)]) == [None]  # the sequence is known
         with pytest.raises(BrokerBusyError, match=r"3 of 4 messages unanswered") as caught:
             publisher.publish_waves(waves)
     finally:

@@ -10,6 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from nats.aio.client import Client
 
+from tidings.adapters.nats_chain import expectation_headers
 from tidings.adapters.nats_wire import Commands, WireError, hpub
 
 CONTENT_TYPE = "application/cloudevents+json"
@@ -36,18 +37,22 @@ def ours(
     body: bytes,
     id_: str,
     *,
-    expect: str | None = None,
+    expect: tuple[str | None, int] | None = None,
 ) -> bytes:
     """Our command for a message of type order.placed."""
     head = commands.header_block(own, id_, expect)
     return hpub(commands.subject("order.placed"), reply, head, body)
 
 
-def expected_headers(own: dict[str, str], id_: str, expect: str | None = None) -> dict[str, str]:
-    headers = {**own, "Nats-Msg-Id": id_}
-    if expect is not None:
-        headers["Nats-Expected-Last-Msg-Id"] = expect
-    return {**headers, "Content-Type": CONTENT_TYPE}
+def expected_headers(
+    own: dict[str, str], id_: str, expect: tuple[str | None, int] | None = None
+) -> dict[str, str]:
+    return {
+        **own,
+        "Nats-Msg-Id": id_,
+        **expectation_headers(expect),
+        "Content-Type": CONTENT_TYPE,
+    }
 
 
 def test_a_message_without_headers_of_its_own() -> None:
@@ -72,10 +77,14 @@ def test_a_message_without_headers_of_its_own() -> None:
     ),
     id_=st.text(alphabet=st.characters(blacklist_categories=["Cs"]), min_size=1, max_size=12),
     body=st.binary(max_size=40),
-    expect=st.none() | st.text(alphabet=st.characters(blacklist_categories=["Cs"]), max_size=12),
+    expect=st.none()
+    | st.tuples(
+        st.none() | st.text(alphabet=st.characters(blacklist_categories=["Cs"]), max_size=12),
+        st.integers(min_value=0, max_value=2**63),
+    ),
 )
 def test_any_headers_come_out_as_nats_py_writes_them(
-    own: dict[str, str], id_: str, body: bytes, expect: str | None
+    own: dict[str, str], id_: str, body: bytes, expect: tuple[str | None, int] | None
 ) -> None:
     """Names stripped and an empty one left out, values stripped with line breaks made
     spaces, the id (and the chain's expectation) and content type last, an own

@@ -26,10 +26,13 @@ from urllib.parse import urlsplit
 
 from tidings.adapters.background_loop import BackgroundLoop
 from tidings.adapters.nats_chain import (
-    EXPECTED_LAST_MSG_ID,
-    WRONG_LAST_MSG_ID,
+    CHAIN_BROKEN,
+    Expected,
     WrongLast,
+    expectation_headers,
+    expectations,
     resolve,
+    stored_sequence,
 )
 from tidings.adapters.nats_pull import Puller
 from tidings.adapters.nats_wire import Commands, WireError, can_send_raw, hpub, send
@@ -310,7 +313,7 @@ def _error_answer(status: object, code: object, description: object) -> Answer:
     """The answer a JetStream error stands for: busy, a broken chain, or a refusal."""
     if status == BUSY:  # e.g. "JetStream system temporarily unavailable"
         return _NoAnswer(f"JetStream cannot take messages now: {description} (error {code})")
-    if code == WRONG_LAST_MSG_ID:  # only the chain was broken (see nats_chain)
+    if code in CHAIN_BROKEN:  # only the chain was broken (see nats_chain)
         return WrongLast(f"not stored: {description} (error {code})")
     return f"JetStream refused the message: {description} (error {code})"
 
@@ -346,6 +349,7 @@ class NatsPublisher:
         self.subject_prefix = subject_prefix
         self.chain_waves = chain_waves  # several waves in one call go out as a chain
         self._unchained_until = 0.0  # a chain broke: wave by wave until then (monotonic)
+        self._last_sequence: int | None = None  # the stream's, after our last fresh store
         self.ensure_stream = ensure_stream
         self.duplicate_window = duplicate_window
         self.ack_timeout = ack_timeout
@@ -376,11 +380,17 @@ class NatsPublisher:
     async def _publish_waves(
         self, waves: Sequence[Sequence[OutgoingMessage]]
     ) -> list[Answer | HeldBack]:
-        if not self.chain_waves or len(waves) < 2 or time.monotonic() < self._unchained_until:
+        base = self._last_sequence
+        if (
+            not self.chain_waves
+            or len(waves) < 2
+            or base is None  # the stream's last sequence is not known
+            or time.monotonic() < self._unchained_until
+        ):
             return await self._wave_by_wave(waves, set())
         # Every message at once, each expecting the one before it (see nats_chain).
         flat = [m for wave in waves for m in wave]
-        answers = await self._publish(flat, chained=True)
+        answers = await self._publish(flat, expectations(flat, base))
         resolved = resolve(waves, answers)
         if resolved.broken:
             # Another publisher writes to the stream: its messages would break the next
@@ -451,18 +461,20 @@ class NatsPublisher:
         return connection
 
     async def _publish(
-        self, messages: Sequence[OutgoingMessage], *, chained: bool = False
+        self, messages: Sequence[OutgoingMessage], expected: Sequence[Expected] | None = None
     ) -> list[Answer]:
-        """Each message's answer; ``chained``: each message after the first expects the
-        one before it to be the stream's last (``nats_chain``)."""
+        """Each message's answer; with ``expected``, what each message expects of the
+        stream's last message (a chain: ``nats_chain``)."""
         connection = await self._connect()
         answers: list[Answer] = []
         # Chunks of the async window, each settled before the next: a send then never
         # waits for a free slot, which could wait forever once the connection is lost.
         for start in range(0, len(messages), self.max_in_flight):
-            chunk = messages[start : start + self.max_in_flight]
-            after = messages[start - 1].message_id if chained and start else None
-            answers.extend(await self._publish_chunk(connection, chunk, chained, after))
+            end = start + self.max_in_flight
+            chunk_expected = expected[start:end] if expected is not None else None
+            answers.extend(
+                await self._publish_chunk(connection, messages[start:end], chunk_expected)
+            )
             if any(isinstance(a, _NoAnswer) for a in answers):
                 # JetStream is not answering: the rest is not sent, only left unanswered.
                 answers.extend(_NoAnswer("not sent") for _ in messages[len(answers) :])
@@ -473,8 +485,7 @@ class NatsPublisher:
         self,
         connection: _Connection,
         messages: Sequence[OutgoingMessage],
-        chained: bool = False,
-        after: str | None = None,
+        expected: Sequence[Expected] | None = None,
     ) -> list[Answer]:
         client = connection.client
         if self._commands.prefix != self.subject_prefix:
@@ -483,7 +494,7 @@ class NatsPublisher:
         acks = _Acks(len(messages))
         ready: list[_Ready] = []
         for i, message in enumerate(messages):
-            expect = (messages[i - 1].message_id if i else after) if chained else None
+            expect = expected[i] if expected is not None else None
             try:
                 subject = self._commands.subject(message.routing_key)
                 head = self._commands.header_block(message.headers, message.message_id, expect)
@@ -500,6 +511,8 @@ class NatsPublisher:
         if acks.missing:
             await self._settle(acks, connection.lost)
         connection.acks.forget(acks)
+        # The stream's last sequence, as far as this publisher knows: a chain starts there.
+        self._last_sequence = stored_sequence(acks.replies[-1].data if acks.replies[-1] else b"")
         for i, answer in enumerate(acks.replies):
             if reasons[i] is None:
                 reasons[i] = self._reason(answer, messages[i])
@@ -530,7 +543,7 @@ class NatsPublisher:
             raise ConnectionError("the connection closed before JetStream acknowledged")
 
 
-_Ready = tuple[bytes, str, bytes, OutgoingMessage, str | None]  # subject, reply, head, ...
+_Ready = tuple[bytes, str, bytes, OutgoingMessage, Expected | None]  # subject, reply, head...
 
 
 async def _send_ready(client: nats.aio.client.Client, ready: Sequence[_Ready]) -> None:
@@ -541,9 +554,7 @@ async def _send_ready(client: nats.aio.client.Client, ready: Sequence[_Ready]) -
         await send(client, commands, sum(len(r[3].body) for r in ready))
         return
     for subject, reply, _, m, expect in ready:
-        headers = {**m.headers, "Nats-Msg-Id": m.message_id}
-        if expect is not None:
-            headers[EXPECTED_LAST_MSG_ID] = expect
+        headers = {**m.headers, "Nats-Msg-Id": m.message_id, **expectation_headers(expect)}
         headers["Content-Type"] = CONTENT_TYPE
         await client.publish(subject.decode(), m.body, reply, headers)
 

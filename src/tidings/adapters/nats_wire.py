@@ -43,21 +43,29 @@ class Commands:
         self._tail = f"\r\nContent-Type: {content_type}\r\n\r\n".encode()
 
     def header_block(
-        self, headers: Mapping[str, str], message_id: str, expect: str | None = None
+        self,
+        headers: Mapping[str, str],
+        message_id: str,
+        expect: tuple[str | None, int] | None = None,
     ) -> bytes:
         """The header block of a message: its own ``headers``, then ``Nats-Msg-Id`` (for
-        JetStream's duplicate window), ``Nats-Expected-Last-Msg-Id`` if it ``expect``s a
-        message before it, and ``Content-Type``. Most messages have no headers of their
-        own, and only their ids need looking at."""
+        JetStream's duplicate window), what it ``expect``s of the stream's last message
+        in a chain (its id, if any, and its sequence: ``nats_chain``), and
+        ``Content-Type``. Most messages have no headers of their own, and only their ids
+        need looking at."""
         if headers:
             block = {**headers, "Nats-Msg-Id": message_id}
             if expect is not None:
-                block["Nats-Expected-Last-Msg-Id"] = expect
+                if expect[0] is not None:
+                    block["Nats-Expected-Last-Msg-Id"] = expect[0]
+                block["Nats-Expected-Last-Sequence"] = str(expect[1])
             block["Content-Type"] = self.content_type
             return self.headers(block)
         head = b"NATS/1.0\r\nNats-Msg-Id: " + _clean(message_id).encode()
         if expect is not None:
-            head += b"\r\nNats-Expected-Last-Msg-Id: " + _clean(expect).encode()
+            if expect[0] is not None:
+                head += b"\r\nNats-Expected-Last-Msg-Id: " + _clean(expect[0]).encode()
+            head += b"\r\nNats-Expected-Last-Sequence: %d" % expect[1]
         return head + self._tail
 
     def subject(self, routing_key: str) -> bytes:
