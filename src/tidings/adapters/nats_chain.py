@@ -79,8 +79,9 @@ def stored_sequence(ack: bytes) -> int | None:
 
 
 class WrongLast(str):
-    """JetStream's answer that the message before this one in the chain is not the
-    stream's last: this message was not stored, and says nothing about itself."""
+    """JetStream's answer that what this message expected of the stream's last message
+    (its id or its sequence) did not hold: it was not stored, which says nothing about
+    the message itself."""
 
     __slots__ = ()
 
@@ -94,7 +95,7 @@ class Resolved:
     unanswered_from: int | None = None  # JetStream stopped answering at this message
     rest: list[list[OutgoingMessage]] = field(default_factory=list)  # to send wave by wave
     held: set[str] = field(default_factory=set)  # aggregates whose later messages wait
-    broken: bool = False  # another publisher's message came in between
+    broken: bool = False  # an expectation failed: a duplicate or another publisher's message
 
 
 def resolve(waves: Sequence[Sequence[OutgoingMessage]], answers: Sequence[object]) -> Resolved:
