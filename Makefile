@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 
 .PHONY: demo test coverage lint typecheck unit clean asyncapi-parser chromium bench-es bench-relay \
-	bench-consumer bench-brokers bench-fast bench-sagas bench-saga-remote bench-projections \
+	bench-relay-side bench-consumer bench-brokers bench-fast bench-sagas bench-saga-remote bench-projections \
 	bench-takeover bench-partitions bench-observability
 
 $(BIN)/python:
@@ -71,6 +71,10 @@ unit: $(VENV)/.installed-dev
 # prints Markdown tables; see README.md, "Performance".
 bench-relay: $(VENV)/.installed-dev
 	$(BIN)/python benchmarks/relay.py $(ARGS)
+
+# The relay's PostgreSQL -> NATS drain and nats-py's raw publish, round by round.
+bench-relay-side: $(VENV)/.installed-dev
+	$(BIN)/python benchmarks/relay_side_by_side.py $(ARGS)
 
 bench-consumer: $(VENV)/.installed-dev
 	$(BIN)/python benchmarks/consumer.py $(ARGS)

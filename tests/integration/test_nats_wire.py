@@ -316,3 +316,49 @@ def test_a_chain_left_unanswered_keeps_what_was_stored_and_says_why(nats_url: st
         run_nats(nats_url, delete)
     assert caught.value.answered == {0: None}
     assert "no acknowledgement within ack_timeout 0.3 s" in str(caught.value)
+
+
+def test_two_publishers_chaining_into_one_stream_keep_every_aggregates_order(
+    harness: NatsHarness,
+) -> None:
+    """Two publishers (two relays on other lanes) send chains of their own aggregates'
+    events into one stream at the same time: each other's messages break their chains,
+    and still every event is stored once, each aggregate in order."""
+    publishers = [primed(harness), primed(harness)]
+    calls = {
+        name: [
+            [[event(f"{name}-{a}", 5 * call + v) for a in range(5)] for v in range(1, 6)]
+            for call in range(20)
+        ]
+        for name in ("left", "right")
+    }
+    start = threading.Barrier(2)
+    answers: dict[str, list[object]] = {}
+
+    def publish(name: str, publisher: NatsPublisher) -> None:
+        start.wait(10)
+        answers[name] = [a for waves in calls[name] for a in publisher.publish_waves(waves)]
+
+    threads = [
+        threading.Thread(target=publish, args=(name, publisher))
+        for name, publisher in zip(calls, publishers, strict=True)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert answers == {"left": [None] * 500, "right": [None] * 500}
+    sent = {
+        m.message_id: m for waves in (*calls["left"], *calls["right"]) for w in waves for m in w
+    }
+    order = [i for i in stored_ids(harness, 1002) if i in sent]
+    assert sorted(order) == sorted(sent)  # each event once
+    for aggregate in {m.ordering_key for m in sent.values()}:
+        mine = [i for i in order if sent[i].ordering_key == aggregate]
+        assert mine == [
+            m.message_id
+            for waves in calls[aggregate.split("-")[0]]
+            for w in waves
+            for m in w
+            if m.ordering_key == aggregate
+        ]
