@@ -8,11 +8,13 @@ removes everything it made when the test ends.
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from nats.js import JetStreamContext
 
@@ -233,3 +235,59 @@ def run_nats(url: str, work: Callable[[JetStreamContext], Awaitable[object]]) ->
             await client.close()
 
     asyncio.run(main())
+
+
+@contextmanager
+def silent_publisher(url: str, stem: str) -> Iterator[NatsPublisher]:
+    """A publisher (ack timeout 0.3 s) onto a fresh stream of ``<prefix>.order.>``, where
+    a plain subscriber hears ``<prefix>.silent.>``: a message routed ``silent.placed``
+    reaches no stream and gets no ack, and no 503 either."""
+    prefix = unique(stem)
+    stream = prefix.upper()
+    listening, stop = threading.Event(), threading.Event()
+
+    def swallow() -> None:
+        async def main() -> None:
+            import nats
+
+            client = await nats.connect(url)
+            await client.subscribe(f"{prefix}.silent.>")
+            await client.flush()
+            listening.set()
+            while not stop.is_set():
+                await asyncio.sleep(0.02)
+            await client.close()
+
+        asyncio.run(main())
+
+    async def create(js: JetStreamContext) -> None:
+        await js.add_stream(name=stream, subjects=[f"{prefix}.order.>"])
+
+    async def delete(js: JetStreamContext) -> None:
+        await js.delete_stream(stream)
+
+    run_nats(url, create)
+    thread = threading.Thread(target=swallow)
+    thread.start()
+    publisher = NatsPublisher(
+        url, stream=stream, subject_prefix=prefix, ensure_stream=False, ack_timeout=0.3
+    )
+    try:
+        assert listening.wait(10), "the plain subscriber never listened"
+        yield publisher
+    finally:
+        publisher.close()
+        stop.set()
+        thread.join()
+        run_nats(url, delete)
+
+
+H = TypeVar("H", bound=Harness)
+
+
+def cleaned_up(harness: H) -> Iterator[H]:
+    """Yield ``harness``, then remove what it made (a fixture's body: ``yield from``)."""
+    try:
+        yield harness
+    finally:
+        harness.cleanup()

@@ -2,21 +2,26 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
-import threading
 import time
 from collections.abc import Iterator
 from dataclasses import replace
 from typing import Any
 
-import nats
 import pytest
 from cloudevents.core.formats.json import JSONFormat
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy
 
-from tests.integration.brokers import NatsHarness, drain, event, run_nats, unique
+from tests.integration.brokers import (
+    NatsHarness,
+    cleaned_up,
+    drain,
+    event,
+    run_nats,
+    silent_publisher,
+    unique,
+)
 from tidings import BrokerBusyError, BrokerUnavailableError, TransportError
 from tidings.adapters.nats import NatsPublisher, NatsSubscription
 from tidings.ports import HELD_BACK
@@ -27,11 +32,7 @@ pytestmark = pytest.mark.nats
 @pytest.fixture
 def harness(nats_url: str) -> Iterator[NatsHarness]:
     """A unique stream, deleted afterwards."""
-    made = NatsHarness(nats_url)
-    try:
-        yield made
-    finally:
-        made.cleanup()
+    yield from cleaned_up(NatsHarness(nats_url))
 
 
 def test_a_nats_py_consumer_with_the_cloudevents_sdk_reads_what_we_publish(
@@ -203,46 +204,13 @@ def test_a_publish_without_an_ack_in_time_is_no_answer_keeping_the_answers_it_go
     """Of two messages, the stream stores one; a plain subscriber swallows the other, so no
     ack comes: BrokerBusyError (transient, not a refusal) that says so and keeps the
     first message's confirmation, so it need not be sent again."""
-    prefix = unique("partly")
-    stream = prefix.upper()
-    listening = threading.Event()
-    stop = threading.Event()
-
-    def swallow() -> None:
-        async def main() -> None:
-            client = await nats.connect(nats_url)
-            await client.subscribe(f"{prefix}.silent.>")
-            await client.flush()
-            listening.set()
-            while not stop.is_set():
-                await asyncio.sleep(0.02)
-            await client.close()
-
-        asyncio.run(main())
-
-    async def create(js: JetStreamContext) -> None:
-        await js.add_stream(name=stream, subjects=[f"{prefix}.order.>"])
-
-    async def delete(js: JetStreamContext) -> None:
-        await js.delete_stream(stream)
-
-    run_nats(nats_url, create)
-    thread = threading.Thread(target=swallow)
-    thread.start()
-    publisher = NatsPublisher(
-        nats_url, stream=stream, subject_prefix=prefix, ensure_stream=False, ack_timeout=0.3
-    )
     stored = event("order-1", 1)
     swallowed = replace(event("order-2", 1), routing_key="silent.placed")
-    try:
-        assert listening.wait(10)
-        with pytest.raises(BrokerBusyError, match=r"1 of 2 messages unanswered") as caught:
-            publisher.publish([stored, swallowed])
-    finally:
-        publisher.close()
-        stop.set()
-        thread.join()
-        run_nats(nats_url, delete)
+    with (
+        silent_publisher(nats_url, "partly") as publisher,
+        pytest.raises(BrokerBusyError, match=r"1 of 2 messages unanswered") as caught,
+    ):
+        publisher.publish([stored, swallowed])
     assert caught.value.answered == {0: None}
     assert "no acknowledgement within ack_timeout 0.3 s" in str(caught.value)
 

@@ -1,21 +1,27 @@
 """The NATS publisher's own publish commands, against the real server: what the stream
-stores is what nats-py's publish would have stored, a message is refused alone, and the
-server's size limit is checked on the exact header block."""
+stores is what nats-py's publish would have stored, a message is refused alone, the
+server's size limit is checked on the exact header block, and several waves go out as a
+chain that keeps each aggregate's order whatever JetStream answers."""
 
 from __future__ import annotations
 
-import asyncio
 import threading
 from collections.abc import Iterator
 from dataclasses import replace
 from typing import Any
 
-import nats
 import pytest
 from nats.js import JetStreamContext
 
 import tidings.adapters.nats as nats_adapter
-from tests.integration.brokers import NatsHarness, event, run_nats, unique
+from tests.integration.brokers import (
+    NatsHarness,
+    cleaned_up,
+    event,
+    run_nats,
+    silent_publisher,
+    unique,
+)
 from tidings import BrokerBusyError
 from tidings.adapters.nats import NatsPublisher
 from tidings.adapters.nats_wire import Commands
@@ -27,11 +33,8 @@ pytestmark = pytest.mark.nats
 
 @pytest.fixture
 def harness(nats_url: str) -> Iterator[NatsHarness]:
-    made = NatsHarness(nats_url)
-    try:
-        yield made
-    finally:
-        made.cleanup()
+    """A unique stream, deleted afterwards."""
+    yield from cleaned_up(NatsHarness(nats_url))
 
 
 def stored(harness: NatsHarness, count: int) -> list[tuple[str, dict[str, str], bytes]]:
@@ -274,46 +277,12 @@ def test_a_chain_left_unanswered_keeps_what_was_stored_and_says_why(nats_url: st
     """The second message of a chain goes to a subject only a plain subscriber hears, so
     no ack comes for it: BrokerBusyError (an outage, not a refusal) naming the missing
     ack, with the first message confirmed and the rest left to send again."""
-    prefix = unique("chain")
-    stream = prefix.upper()
-    listening, stop = threading.Event(), threading.Event()
-
-    def swallow() -> None:
-        async def main() -> None:
-            client = await nats.connect(nats_url)
-            await client.subscribe(f"{prefix}.silent.>")
-            await client.flush()
-            listening.set()
-            while not stop.is_set():
-                await asyncio.sleep(0.02)
-            await client.close()
-
-        asyncio.run(main())
-
-    async def create(js: JetStreamContext) -> None:
-        await js.add_stream(name=stream, subjects=[f"{prefix}.order.>"])
-
-    async def delete(js: JetStreamContext) -> None:
-        await js.delete_stream(stream)
-
-    run_nats(nats_url, create)
-    thread = threading.Thread(target=swallow)
-    thread.start()
-    publisher = NatsPublisher(
-        nats_url, stream=stream, subject_prefix=prefix, ensure_stream=False, ack_timeout=0.3
-    )
     silent = replace(event("order-2", 1), routing_key="silent.placed")
     waves = [[event("order-1", 1), silent], [event("order-1", 2), event("order-2", 2)]]
-    try:
-        assert listening.wait(10)
+    with silent_publisher(nats_url, "chain") as publisher:
         assert publisher.publish([event("order-0", 1)]) == [None]  # the sequence is known
         with pytest.raises(BrokerBusyError, match=r"3 of 4 messages unanswered") as caught:
             publisher.publish_waves(waves)
-    finally:
-        publisher.close()
-        stop.set()
-        thread.join()
-        run_nats(nats_url, delete)
     assert caught.value.answered == {0: None}
     assert "no acknowledgement within ack_timeout 0.3 s" in str(caught.value)
 
