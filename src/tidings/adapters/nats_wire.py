@@ -19,6 +19,13 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+from tidings.adapters.nats_chain import (
+    EXPECTED_LAST_MSG_ID,
+    EXPECTED_LAST_SEQUENCE,
+    Expected,
+    expectation_headers,
+)
+
 if TYPE_CHECKING:
     import nats.aio.client
 
@@ -27,6 +34,8 @@ _HEADER_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")  # an RFC 7230 token
 _VALUE_NEEDS_CLEANING = re.compile(r"[\r\n]|^\s|\s$")
 _NEWLINES_TO_SPACES = str.maketrans({"\r": " ", "\n": " "})
 _KNOWN_LIMIT = 4096  # subjects and header names remembered at most (a custom encoder's)
+_EXPECTED_ID = f"\r\n{EXPECTED_LAST_MSG_ID}: ".encode()
+_EXPECTED_SEQUENCE = f"\r\n{EXPECTED_LAST_SEQUENCE}: ".encode()
 
 
 class WireError(ValueError):
@@ -46,7 +55,7 @@ class Commands:
         self,
         headers: Mapping[str, str],
         message_id: str,
-        expect: tuple[str | None, int] | None = None,
+        expect: Expected | None = None,
     ) -> bytes:
         """The header block of a message: its own ``headers``, then ``Nats-Msg-Id`` (for
         JetStream's duplicate window), what it ``expect``s of the stream's last message
@@ -54,18 +63,13 @@ class Commands:
         ``Content-Type``. Most messages have no headers of their own, and only their ids
         need looking at."""
         if headers:
-            block = {**headers, "Nats-Msg-Id": message_id}
-            if expect is not None:
-                if expect[0] is not None:
-                    block["Nats-Expected-Last-Msg-Id"] = expect[0]
-                block["Nats-Expected-Last-Sequence"] = str(expect[1])
-            block["Content-Type"] = self.content_type
-            return self.headers(block)
+            block = {**headers, "Nats-Msg-Id": message_id, **expectation_headers(expect)}
+            return self.headers({**block, "Content-Type": self.content_type})
         head = b"NATS/1.0\r\nNats-Msg-Id: " + _clean(message_id).encode()
         if expect is not None:
             if expect[0] is not None:
-                head += b"\r\nNats-Expected-Last-Msg-Id: " + _clean(expect[0]).encode()
-            head += b"\r\nNats-Expected-Last-Sequence: %d" % expect[1]
+                head += _EXPECTED_ID + _clean(expect[0]).encode()
+            head += _EXPECTED_SEQUENCE + b"%d" % expect[1]
         return head + self._tail
 
     def subject(self, routing_key: str) -> bytes:
