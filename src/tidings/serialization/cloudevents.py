@@ -123,15 +123,13 @@ def to_message(record: EventRecord, source: str) -> OutgoingMessage:
     if source not in _CHECKED_SOURCES:
         _check_source(source)
     event_id, stream_id = record.event_id, record.stream_id
-    if _CONTROL.search(event_id) or _CONTROL.search(stream_id):  # every reader would refuse it
-        name, value = ("id", event_id) if _CONTROL.search(event_id) else ("subject", stream_id)
-        raise SerializationError(_control_character(name, value))
-    if len(event_id) > MAX_KEY_CHARACTERS or len(stream_id) > MAX_KEY_CHARACTERS:
-        # every tidings consumer would refuse it
-        name, value = (
-            ("id", event_id) if len(event_id) > MAX_KEY_CHARACTERS else ("subject", stream_id)
-        )
-        raise SerializationError(_too_long(name, value))
+    if (  # one test for the usual message; the complaint is built only if one fails
+        _CONTROL.search(event_id)
+        or _CONTROL.search(stream_id)
+        or len(event_id) > MAX_KEY_CHARACTERS
+        or len(stream_id) > MAX_KEY_CHARACTERS
+    ):
+        _refuse_keys(event_id, stream_id)
     key = _ROUTING_KEYS.get(record.event_type)
     if key is None:
         key = _remember_routing_key(record.event_type)
