@@ -551,7 +551,7 @@ async def _send_ready(client: nats.aio.client.Client, ready: Sequence[_Ready]) -
     ``publish``, a message at a time, where that cannot be done (see nats_wire)."""
     if ready and can_send_raw(client):
         commands = [hpub(subject, reply, head, m.body) for subject, reply, head, m, _ in ready]
-        await send(client, commands, sum(len(r[3].body) for r in ready))
+        await send(client, commands, sum(len(m.body) for _, _, _, m, _ in ready))
         return
     for subject, reply, _, m, expect in ready:
         headers = {**m.headers, "Nats-Msg-Id": m.message_id, **expectation_headers(expect)}

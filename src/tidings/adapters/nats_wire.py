@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from tidings.adapters.nats_chain import (
     EXPECTED_LAST_MSG_ID,
@@ -83,10 +83,7 @@ class Commands:
                 f"subject {subject!r} cannot be published to: NATS subjects are "
                 "dot-separated tokens without spaces, empty tokens or wildcards ('*', '>')"
             )
-        if len(self._subjects) >= _KNOWN_LIMIT:
-            self._subjects.clear()
-        self._subjects[routing_key] = encoded = subject.encode()
-        return encoded
+        return _remember(self._subjects, routing_key, subject.encode())
 
     def headers(self, headers: Mapping[str, str]) -> bytes:
         """The ``NATS/1.0`` header block of ``headers``, as nats-py writes it: names
@@ -109,10 +106,19 @@ class Commands:
                 f"header name {name!r} cannot be sent to NATS: use letters, digits and "
                 "!#$%&'*+-.^_`|~ only"
             )
-        if len(self._names) >= _KNOWN_LIMIT:
-            self._names.clear()
-        self._names[name] = key
-        return key
+        return _remember(self._names, name, key)
+
+
+V = TypeVar("V")
+
+
+def _remember(known: dict[str, V], key: str, value: V) -> V:
+    """Keep ``value`` under ``key``; forget everything first once ``_KNOWN_LIMIT`` are
+    kept, so a custom encoder's endless routing keys cannot grow it without bound."""
+    if len(known) >= _KNOWN_LIMIT:
+        known.clear()
+    known[key] = value
+    return value
 
 
 def _clean(value: str) -> str:
