@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 
 import pytest
 
@@ -108,3 +109,40 @@ def test_settles_are_paced_and_a_waiting_relay_skips_the_pause() -> None:
     waiter.join(10)  # far less than the 60 s interval
     assert not waiter.is_alive(), "the waiting relay was made to wait out the interval"
     assert [published for _, published in books.calls] == [[1], [2, 3]]
+
+
+def test_hand_overs_during_the_pause_do_not_wake_the_gathering_thread() -> None:
+    """At a steady flow the relay hands over after every publish: only a thread waiting
+    for work is woken; one gathering during its pause takes the rest when it ends. (A
+    wake per hand-over cost a thread switch per pass.) Nothing handed over is left behind."""
+    books = Books()
+    settler = Settler(books, "relay-a", interval=60.0)  # type: ignore[arg-type]
+    settler.hand_over(handed(0, 1, 1))
+    [first] = settler.results(wait=True)
+    assert list(first.settlement.published) == [1]
+    until(lambda: settler._idle)  # the thread waits for work
+    wakes = 0
+    notify_all = settler._changed.notify_all
+
+    def counted() -> None:
+        nonlocal wakes
+        wakes += 1
+        notify_all()
+
+    settler._changed.notify_all = counted  # type: ignore[method-assign]
+    settler.hand_over(handed(0, 1, 2))  # wakes the idle thread, which starts its pause
+    assert wakes == 1
+    until(lambda: not settler._idle)  # the thread now gathers during its pause
+    for position in range(3, 13):
+        settler.hand_over(handed(0, 1, position))
+    assert wakes == 1, "a hand-over woke the thread that gathers during its pause"
+    settler.results(wait=True)
+    assert [published for _, published in books.calls] == [[1], list(range(2, 13))]
+
+
+def until(condition: Callable[[], bool]) -> None:
+    """Poll ``condition`` (a state of the settler's thread, which signals nothing)."""
+    deadline = time.monotonic() + 10
+    while not condition():
+        assert time.monotonic() < deadline, "the settler's thread never got there"
+        time.sleep(0.001)

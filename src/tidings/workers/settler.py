@@ -68,12 +68,17 @@ class Settler:
         self._settled: list[Settled] = []
         self._error: Exception | None = None
         self._thread: threading.Thread | None = None
+        self._idle = False  # the thread waits for a hand-over (not gathering, not settling)
 
     def hand_over(self, handed: Handed) -> None:
         """Queue an outcome; the settler thread starts on it as soon as it is free."""
         with self._changed:
             self._waiting.append(handed)
-            self._changed.notify_all()
+            # Only a thread waiting for work needs waking: one that gathers during its
+            # pause takes this with the rest when the pause ends, and waking it for every
+            # hand-over cost a thread switch per pass at a steady flow.
+            if self._idle:
+                self._changed.notify_all()
             if self._thread is None:
                 self._thread = threading.Thread(
                     target=self._work, name=f"relay-settle-{self._relay_id}", daemon=True
@@ -113,7 +118,10 @@ class Settler:
         started = 0.0
         while True:
             with self._changed:
-                if not self._changed.wait_for(lambda: self._waiting, timeout=IDLE_SECONDS):
+                self._idle = True
+                found = self._changed.wait_for(lambda: self._waiting, timeout=IDLE_SECONDS)
+                self._idle = False
+                if not found:
                     self._thread = None
                     return
                 pause = started + self._interval - time.monotonic()
