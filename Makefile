@@ -37,8 +37,13 @@ typecheck: $(VENV)/.installed-dev
 
 # The suite alone: measuring coverage in every child process the CLI and crash tests start
 # adds a fifth to its time. `make coverage` runs it measured, with the 90% floor.
+# Two workers (pytest-xdist) run the tests side by side: most of the suite waits on servers
+# and child processes, and every test has its own database, schema, stream or queue. The
+# tests marked `outage` stop or freeze a server, so they run after, alone.
+TEST_WORKERS ?= 2
 test: lint typecheck asyncapi-parser chromium
-	$(BIN)/pytest
+	$(BIN)/pytest -n $(TEST_WORKERS) -m "not outage"
+	$(BIN)/pytest -m outage
 
 coverage: $(VENV)/.installed-dev asyncapi-parser chromium
 	$(BIN)/pytest --cov --cov-report=term
