@@ -36,9 +36,11 @@ class PostgresOutbox(SqlOutbox):
         super().__init__(database.tables, leases)
         self._db = database
         self.channel = commit_channel(database.prefix, database.schema)
-        self._local = threading.local()  # one listening connection per waiting thread
-        self._listeners: list[psycopg.Connection[Any]] = []
-        self._listeners_lock = threading.Lock()
+        # One listening connection per waiting thread, and one claiming connection per
+        # claiming thread (both outside the pool, closed by close()).
+        self._local = threading.local()
+        self._own: list[psycopg.Connection[Any]] = []
+        self._own_lock = threading.Lock()
         self._insert_sql = (
             f"INSERT INTO {self.t['outbox']} ({WRITTEN}) "
             "SELECT e, t, a, v, sv, o, p::jsonb, h::jsonb, s FROM unnest(%s::text[], %s::text[], "
@@ -62,6 +64,39 @@ class PostgresOutbox(SqlOutbox):
 
     def _query(self, sql: str, params: Sequence[Any]) -> list[Any]:
         return self._db.query(sql, params)
+
+    def _claim_rows(self, sql: str, params: Sequence[Any]) -> list[Any]:
+        """The claim's read, on a connection of the claiming thread's own, where the
+        planner is told to walk an index (sequential and bitmap scans off).
+
+        The claim's right plan is always a walk of a position index that stops at the
+        batch's end. Where the planner expects thousands of due rows (a new outbox, whose
+        statistics do not exist yet, or a backlog just written) it chose a bitmap or a
+        sequential scan and a sort instead. Both read every row of the estimate, and a
+        bitmap scan also reads the index entry of every row published since the last
+        VACUUM each time: only a plain index scan marks those entries dead, the first
+        time it passes them. At a steady flow on a new outbox the claim's server time
+        grew from 0.1 to 0.8 ms within seconds that way (5,000 dead entries read per
+        claim); as an index walk it stays at 0.1-0.2 ms. The connection of its own also
+        keeps the statement prepared on one connection and spares a pool checkout."""
+        conn: psycopg.Connection[Any] | None = getattr(self._local, "claimer", None)
+        try:
+            if conn is None or conn.closed:
+                conn = self._connect_own()
+                conn.execute("SET enable_bitmapscan = off")
+                conn.execute("SET enable_seqscan = off")
+                self._local.claimer = conn
+            return conn.execute(sql, params).fetchall()
+        except psycopg.Error as exc:
+            if conn is not None:
+                conn.close()  # a new one on the next claim
+            raise storage_error(exc, "claiming", self._db.describe()) from exc
+
+    def _connect_own(self) -> psycopg.Connection[Any]:
+        conn = self._db.connect()
+        with self._own_lock:  # the closed ones (a reconnect after an outage) go
+            self._own = [*(c for c in self._own if not c.closed), conn]
+        return conn
 
     def _insert(self, tx: Transaction, records: Sequence[EventRecord]) -> None:
         columns: list[list[Any]] = [[] for _ in range(9)]
@@ -111,9 +146,7 @@ class PostgresOutbox(SqlOutbox):
         listener: psycopg.Connection[Any] | None = getattr(self._local, "conn", None)
         try:
             if listener is None or listener.closed:
-                listener = self._db.connect()
-                with self._listeners_lock:
-                    self._listeners.append(listener)
+                listener = self._connect_own()
                 self._local.conn = listener
                 listener.execute(f"LISTEN {self.channel}")
             for _ in listener.notifies(timeout=timeout, stop_after=1):
@@ -124,11 +157,11 @@ class PostgresOutbox(SqlOutbox):
             time.sleep(min(timeout, 1.0))
 
     def close(self) -> None:
-        """Close every listening connection."""
-        with self._listeners_lock:
-            listeners, self._listeners = self._listeners, []
-        for listener in listeners:
-            listener.close()
+        """Close every listening and claiming connection."""
+        with self._own_lock:
+            own, self._own = self._own, []
+        for conn in own:
+            conn.close()
 
 
 def install_commit_trigger(database: PostgresDatabase) -> None:
