@@ -258,6 +258,8 @@ def test_a_projection_paused_by_hand_applies_nothing_until_retry(store: tidings.
         runner.pause("totals", "ops")
     with pytest.raises(ProjectionError, match="cannot be paused: there is none"):
         runner.pause("nope", "ops")
+    with pytest.raises(ProjectionError, match="paused by hand .* no event to skip.* retry"):
+        runner.skip("totals", 0, "ops")  # no failed event: nothing at position 0 either
     runner.retry("totals")
     assert catch_up(runner) == 1
     assert rows(store, f"SELECT sum(total) FROM {t('totals')}") == [(6,)]

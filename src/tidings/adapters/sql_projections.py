@@ -160,6 +160,12 @@ class SqlCheckpoints:
         """Pass over the event ``name`` paused on, which must be at ``position``; the skip
         is recorded with the error it caused, who and why."""
         found = self._paused(uow, name, "skip")
+        if not found.failed_event_id:  # paused by hand: no event failed
+            raise ProjectionError(
+                f"projection {name!r} was paused by hand ({found.error}), not on an event "
+                f"that failed: there is no event to skip; resume it with tidings "
+                f"projections retry {name}"
+            )
         if found.failed_position != position:
             raise ProjectionError(
                 f"projection {name!r} is paused on the event at position "
