@@ -187,6 +187,40 @@ def test_pause_holds_a_projection_with_who_and_why_and_retry_resumes_it(
     assert "projection cli-totals: resumes after position 0" in resumed.stdout
 
 
+def test_a_projection_run_in_parts_is_paused_and_resumed_by_its_name(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Named without a part, ``pause`` holds every part of a projection run with
+    ``--partitions`` (a part paused already is said to be so), and ``retry`` resumes each
+    paused part; a part's own name still acts on that part alone."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "cli_projections.py").write_text(PROJECTIONS)
+    db = f"sqlite:///{tmp_path / 'parts.db'}"
+    with tidings.connect(db, registry=tidings.EventRegistry([Counted])) as store:
+        projections = runpy.run_path(str(tmp_path / "cli_projections.py"))["projections"]
+        workers = store.projections(projections[:1], partitions=3)
+        workers.run_once()
+        workers.close()
+    one = run_cli("projections", "pause", "cli-totals#1", "--db", db)
+    assert one.returncode == 0, one.stderr
+    assert "projection cli-totals#1: paused at position 0" in one.stdout
+    held = run_cli("projections", "pause", "cli-totals", "--db", db, "--by", "ops")
+    assert held.returncode == 0, held.stderr
+    assert "projection cli-totals#0: paused at position 0" in held.stdout
+    assert "projection cli-totals#1: paused already" in held.stdout
+    assert "projection cli-totals#2: paused at position 0" in held.stdout
+    shown = run_cli("projections", "status", "--db", db)
+    assert shown.stdout.count("paused by ops") == 2, shown.stdout
+    resumed = run_cli("projections", "retry", "cli-totals", "--db", db)
+    assert resumed.returncode == 0, resumed.stderr
+    for part in range(3):
+        assert f"projection cli-totals#{part}: resumes after position 0" in resumed.stdout
+    shown = run_cli("projections", "status", "--db", db)
+    assert "paused" not in shown.stdout, shown.stdout
+    none = run_cli("projections", "retry", "cli-totals", "--db", db)
+    assert "none of its 3 parts is paused" in none.stdout
+
+
 REBUILD = """
 from tidings.application.projections import Projection
 from tidings.testing.contract import Counted

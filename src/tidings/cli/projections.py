@@ -172,12 +172,19 @@ def status(
 
 @app.command()
 def retry(db: Db, name: Name, prefix: Prefix = "tidings_", schema: Schema = "public") -> None:
-    """Resume a paused projection after a fix: it applies the failed event again first."""
+    """Resume a paused projection after a fix: it applies the failed event again first.
+    A projection run in parts, named without a part, resumes each paused part."""
     with _runner(db, prefix, schema) as runner:
-        found = runner.retry(name)
-    console.print(
-        f"projection {name}: resumes {resumes(found)} when its runner next looks", markup=False
-    )
+        names = runner.called(name)
+        paused = [s.name for s in runner.status(names) if s.state == "paused"]
+        for each in paused if len(names) > 1 else names:
+            found = runner.retry(each)
+            console.print(
+                f"projection {each}: resumes {resumes(found)} when its runner next looks",
+                markup=False,
+            )
+    if len(names) > 1 and not paused:
+        console.print(f"projection {name}: none of its {len(names)} parts is paused", markup=False)
 
 
 @app.command()
@@ -189,14 +196,19 @@ def pause(
     prefix: Prefix = "tidings_",
     schema: Schema = "public",
 ) -> None:
-    """Hold a projection by hand: its runners leave it alone until retry."""
+    """Hold a projection by hand: its runners leave it alone until retry. A projection
+    run in parts, named without a part, is held in every part not paused already."""
+    who = by or getpass.getuser()
     with _runner(db, prefix, schema) as runner:
-        found = runner.pause(name, by or getpass.getuser(), note)
-    console.print(
-        f"projection {name}: paused at position {found.position}; resume it with "
-        f"tidings projections retry {name}",
-        markup=False,
-    )
+        names = runner.called(name)
+        held = {s.name: s.state for s in runner.status(names)}
+        for each in names:
+            if len(names) > 1 and held.get(each) == "paused":
+                console.print(f"projection {each}: paused already", markup=False)
+                continue
+            found = runner.pause(each, who, note)
+            console.print(f"projection {each}: paused at position {found.position}", markup=False)
+    console.print(f"resume it with tidings projections retry {name}", markup=False)
 
 
 @app.command()

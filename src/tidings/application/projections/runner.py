@@ -377,6 +377,20 @@ class ProjectionRunner:
         log.info("projection %s resumed %s", name, resumes(found))
         return found
 
+    def called(self, name: str) -> list[str]:
+        """The checkpoints ``name`` stands for: its own, or, for a projection run in parts
+        (``--partitions``) and named without a part, each part's (``name#0``, ``name#1``,
+        ...); ``[name]`` when there is neither (the action then says there is none)."""
+        from tidings.application.projections.partitioned import SEPARATOR  # imports us
+
+        with self._store.unit_of_work() as uow:
+            names = [c.name for c in self._checkpoints.listing(uow)]
+        if name in names:
+            return [name]
+        stem = f"{name}{SEPARATOR}"
+        parts = [n for n in names if n.startswith(stem) and n[len(stem) :].isdigit()]
+        return sorted(parts, key=lambda n: int(n[len(stem) :])) or [name]
+
     def skip(self, name: str, position: int, by: str, note: str = "") -> Skip:
         """Pass over the event a paused projection failed on (recorded, with the error)."""
         with self._store.unit_of_work() as uow:
