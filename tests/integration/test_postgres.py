@@ -175,12 +175,13 @@ def test_schema_creation_is_idempotent_and_safe_when_processes_race(
 
 
 def test_the_url_in_messages_never_shows_the_password(pg_url: str, schema: str) -> None:
-    """describe() names user, host, port and database, and leaves the password out."""
+    """describe() names user, host, port, database and schema, and leaves the password out."""
     url = pg_url.replace("postgres@", "postgres:s3cret@")
     with tidings.connect(url, schema=schema) as store:
         text = store.database.describe()
     assert "s3cret" not in text
     assert text.startswith("PostgreSQL postgres@127.0.0.1:5432/tidings_test_")
+    assert text.endswith(f", schema {schema}")
 
 
 @pytest.fixture

@@ -161,8 +161,11 @@ class PostgresDatabase:
         except psycopg.ProgrammingError as exc:
             raise ConfigurationError(f"not a PostgreSQL URL: {exc}") from exc
         params.pop("password", None)
-        self._where = "PostgreSQL {user}@{host}:{port}/{dbname}".format_map(
-            {"user": "", "host": "localhost", "port": 5432, "dbname": "", **params}
+        self._where = (
+            "PostgreSQL {user}@{host}:{port}/{dbname}".format_map(
+                {"user": "", "host": "localhost", "port": 5432, "dbname": "", **params}
+            )
+            + f", schema {schema}"
         )
         self.connect_timeout = connect_timeout
         self._patience = Patience(response_timeout)
@@ -275,7 +278,8 @@ class PostgresDatabase:
         return postgres_schema(self.schema, self.prefix)
 
     def describe(self) -> str:
-        """User, host, port and database name (never the password)."""
+        """User, host, port, database and schema (never the password): several services'
+        stores often share one database, each in a schema of its own."""
         return self._where
 
     def close(self) -> None:
