@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from tidings import ConfigurationError
-from tidings.adapters.brokers import open_publisher, open_subscription
+from tidings.adapters.brokers import open_partition, open_publisher, open_subscription
 from tidings.adapters.nats import NatsPublisher, NatsSubscription
 from tidings.adapters.rabbitmq import RabbitPublisher, RabbitSubscription
 
@@ -49,3 +49,30 @@ def test_a_url_of_no_known_broker_is_refused_with_the_ones_that_work(url: str) -
         open_publisher(url)
     with pytest.raises(ConfigurationError, match="tidings\\[nats\\]"):
         open_subscription(url, "inventory")
+
+
+@pytest.mark.parametrize(
+    ("url", "make", "wrong", "meant"),
+    [
+        ("nats://127.0.0.1:4222", "publisher", "chain_wave", "chain_waves"),
+        ("amqp://guest:guest@127.0.0.1:5672/", "publisher", "exchang", "exchange"),
+        ("nats://127.0.0.1:4222", "subscription", "batch", None),
+        ("amqp://guest:guest@127.0.0.1:5672/", "partition", "queue_typ", "queue_type"),
+    ],
+)
+def test_an_option_the_adapter_does_not_take_is_refused_with_the_ones_it_does(
+    url: str, make: str, wrong: str, meant: str | None
+) -> None:
+    """A misspelt ``--option`` names the adapter, its options and the closest one, where
+    it used to end in a ``TypeError`` traceback."""
+    with pytest.raises(ConfigurationError, match=f"has no option '{wrong}'") as refused:
+        if make == "publisher":
+            open_publisher(url, **{wrong: True})
+        elif make == "subscription":
+            open_subscription(url, "inventory", **{wrong: True})
+        else:
+            open_partition(url, "inventory", 2, **{wrong: True})
+    said = str(refused.value)
+    assert "its options are " in said
+    assert "--option name=value" in said
+    assert (f"did you mean {meant}?" in said) if meant else ("did you mean" not in said)

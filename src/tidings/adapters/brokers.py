@@ -6,7 +6,9 @@ other composition roots; options go to the adapter's constructor unchanged.
 
 from __future__ import annotations
 
-from typing import Any
+import difflib
+import inspect
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 from tidings.adapters.extras import require
@@ -15,6 +17,7 @@ from tidings.ports import Subscription, Transport
 
 RABBITMQ_SCHEMES = frozenset({"amqp", "amqps"})
 NATS_SCHEMES = frozenset({"nats", "tls"})
+T = TypeVar("T")
 
 
 def _kind(url: str) -> str:
@@ -38,10 +41,10 @@ def open_publisher(url: str, **options: Any) -> Transport:
     if _kind(url) == "rabbitmq":
         from tidings.adapters.rabbitmq import RabbitPublisher
 
-        return RabbitPublisher(url, **options)
+        return _made(RabbitPublisher, url, **options)
     from tidings.adapters.nats import NatsPublisher
 
-    return NatsPublisher(url, **options)
+    return _made(NatsPublisher, url, **options)
 
 
 def open_subscription(url: str, name: str, **options: Any) -> Subscription:
@@ -50,10 +53,10 @@ def open_subscription(url: str, name: str, **options: Any) -> Subscription:
     if _kind(url) == "rabbitmq":
         from tidings.adapters.rabbitmq import RabbitSubscription
 
-        return RabbitSubscription(url, name, **options)
+        return _made(RabbitSubscription, url, name, **options)
     from tidings.adapters.nats import NatsSubscription
 
-    return NatsSubscription(url, name, **options)
+    return _made(NatsSubscription, url, name, **options)
 
 
 def open_partition(url: str, name: str, partition: int, **options: Any) -> Subscription:
@@ -70,8 +73,28 @@ def open_partition(url: str, name: str, partition: int, **options: Any) -> Subsc
         keys = [keys] if isinstance(keys, str) else list(keys)
         options["binding_keys"] = [f"{partition}.{key}" for key in keys]
         options["single_active_consumer"] = True
-        return RabbitSubscription(url, f"{name}.{partition}", **options)
+        return _made(RabbitSubscription, url, f"{name}.{partition}", **options)
     from tidings.adapters.nats import NatsSubscription
 
     options["filter_subject"] = f"{partition}.{options.get('filter_subject', '>')}"
-    return NatsSubscription(url, f"{name}-{partition}", **options)
+    return _made(NatsSubscription, url, f"{name}-{partition}", **options)
+
+
+def _made(kind: type[T], *args: Any, **options: Any) -> T:
+    """``kind(*args, **options)``, once every option is known to be one of its own: a
+    misspelt ``--option`` is a clear error naming the options there are, not a
+    ``TypeError`` from deep inside."""
+    accepted = [
+        name
+        for name, p in inspect.signature(kind).parameters.items()
+        if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)
+    ][len(args) :]
+    for name in options:
+        if name not in accepted:
+            close = difflib.get_close_matches(name, accepted, n=1)
+            hint = f" (did you mean {close[0]}?)" if close else ""
+            raise ConfigurationError(
+                f"{kind.__name__} has no option {name!r}{hint}; its options are "
+                f"{', '.join(accepted)} (--option name=value on the command line)"
+            )
+    return kind(*args, **options)
