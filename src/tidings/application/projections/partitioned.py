@@ -26,7 +26,11 @@ from typing import Any
 
 from tidings.application.merging import MergingWork
 from tidings.application.projections.definition import Projection
-from tidings.application.projections.runner import ProjectionRunner, _HandlerFailedError
+from tidings.application.projections.runner import (
+    SEPARATOR,
+    ProjectionRunner,
+    _HandlerFailedError,
+)
 from tidings.domain.projection_state import PAUSED, RUNNING, Checkpoint
 from tidings.errors import (
     ProjectionConflictError,
@@ -38,8 +42,6 @@ from tidings.ports import Leases, renew_interval
 from tidings.records import EventRecord, partition_of
 
 log = logging.getLogger(__name__)
-
-SEPARATOR = "#"  # never in a projection's name, so a part's checkpoint is never another's
 
 
 def part_name(name: str, part: int) -> str:
@@ -133,10 +135,6 @@ class PartitionedRunner(ProjectionRunner):
                             f"reset each of its {self.partitions} partitions"
                         )
         self._started = True
-
-    def _parts_stored(self, uow: Any, name: str) -> list[Checkpoint]:
-        prefix = name + SEPARATOR
-        return [c for c in self._checkpoints.listing(uow) if c.name.startswith(prefix)]
 
     def run_once(self) -> int:
         """Renew the leases when due, then apply one page of the log to the parts held;

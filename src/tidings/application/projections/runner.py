@@ -43,6 +43,8 @@ from tidings.records import EventRecord
 
 log = logging.getLogger(__name__)
 
+SEPARATOR = "#"  # never in a projection's name, so a part's checkpoint is never another's
+
 Clock = Callable[[], float]
 
 
@@ -381,15 +383,16 @@ class ProjectionRunner:
         """The checkpoints ``name`` stands for: its own, or, for a projection run in parts
         (``--partitions``) and named without a part, each part's (``name#0``, ``name#1``,
         ...); ``[name]`` when there is neither (the action then says there is none)."""
-        from tidings.application.projections.partitioned import SEPARATOR  # imports us
-
         with self._store.unit_of_work() as uow:
-            names = [c.name for c in self._checkpoints.listing(uow)]
-        if name in names:
-            return [name]
-        stem = f"{name}{SEPARATOR}"
-        parts = [n for n in names if n.startswith(stem) and n[len(stem) :].isdigit()]
-        return sorted(parts, key=lambda n: int(n[len(stem) :])) or [name]
+            if self._checkpoints.get(uow, name) is not None:
+                return [name]
+            parts = [c.name for c in self._parts_stored(uow, name)]
+        return sorted(parts, key=lambda part: int(part.rsplit(SEPARATOR, 1)[1])) or [name]
+
+    def _parts_stored(self, uow: Any, name: str) -> list[Checkpoint]:
+        """The checkpoints of ``name``'s parts, as a partitioned runner keeps them."""
+        prefix = name + SEPARATOR
+        return [c for c in self._checkpoints.listing(uow) if c.name.startswith(prefix)]
 
     def skip(self, name: str, position: int, by: str, note: str = "") -> Skip:
         """Pass over the event a paused projection failed on (recorded, with the error)."""
