@@ -33,6 +33,7 @@ from tidings.cli.options import (
 )
 from tidings.cli.progress import Rate, reporting, say, stop_on_signals
 from tidings.cli.progress import console as progress
+from tidings.domain.projection_state import PAUSED
 from tidings.errors import ConfigurationError, ProjectionError
 from tidings.observability.logs import configure as configure_logs
 from tidings.observability.serving import metrics_available, observed
@@ -176,8 +177,8 @@ def retry(db: Db, name: Name, prefix: Prefix = "tidings_", schema: Schema = "pub
     A projection run in parts, named without a part, resumes each paused part."""
     with _runner(db, prefix, schema) as runner:
         names = runner.called(name)
-        paused = [s.name for s in runner.status(names) if s.state == "paused"]
-        for each in paused if len(names) > 1 else names:
+        paused = _paused_parts(runner, names)
+        for each in names if len(names) == 1 else sorted(paused, key=names.index):
             found = runner.retry(each)
             console.print(
                 f"projection {each}: resumes {resumes(found)} when its runner next looks",
@@ -201,14 +202,22 @@ def pause(
     who = by or getpass.getuser()
     with _runner(db, prefix, schema) as runner:
         names = runner.called(name)
-        held = {s.name: s.state for s in runner.status(names)}
+        paused = _paused_parts(runner, names)
         for each in names:
-            if len(names) > 1 and held.get(each) == "paused":
+            if each in paused:
                 console.print(f"projection {each}: paused already", markup=False)
                 continue
             found = runner.pause(each, who, note)
             console.print(f"projection {each}: paused at position {found.position}", markup=False)
     console.print(f"resume it with tidings projections retry {name}", markup=False)
+
+
+def _paused_parts(runner: ProjectionRunner, names: list[str]) -> set[str]:
+    """Which of a projection's several parts are paused; none is looked up for a single
+    name, whose own pause or retry says what it is."""
+    if len(names) == 1:
+        return set()
+    return {s.name for s in runner.status(names) if s.state == PAUSED}
 
 
 @app.command()
